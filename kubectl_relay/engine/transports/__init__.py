@@ -1,0 +1,58 @@
+"""Transports: one module per address family, looked up by canonical keyword.
+
+``OPENERS`` hold addresses that are opened actively (connect, open, spawn);
+``LISTENERS`` hold passive addresses that yield one stream per peer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from ..addresses import Address
+from . import files, process, stdio, tcp, tls, udp, unix
+from .base import Listener, OpenContext, Stream
+
+Opener = Callable[[Address, OpenContext], Awaitable[Stream]]
+ListenerFactory = Callable[[Address, OpenContext], Awaitable[Listener]]
+
+OPENERS: dict[str, Opener] = {
+    "STDIO": stdio.open_stdio,
+    "STDIN": stdio.open_stdio,
+    "STDOUT": stdio.open_stdio,
+    "STDERR": stdio.open_stdio,
+    "FD": stdio.open_fd,
+    "TCP": tcp.connect,
+    "TCP4": tcp.connect,
+    "TCP6": tcp.connect,
+    "UNIX-CONNECT": unix.connect,
+    "UNIX-CLIENT": unix.connect,
+    "PIPE": files.open_pipe,
+    "OPEN": files.open_file,
+    "GOPEN": files.open_file,
+    "CREATE": files.open_file,
+    "EXEC": process.spawn,
+    "SYSTEM": process.spawn,
+    "UDP": udp.connect,
+    "UDP4": udp.connect,
+    "UDP6": udp.connect,
+    "UDP-SENDTO": udp.sendto,
+    "UDP4-SENDTO": udp.sendto,
+    "UDP6-SENDTO": udp.sendto,
+    "OPENSSL": tls.connect,
+}
+
+LISTENERS: dict[str, ListenerFactory] = {
+    "TCP-LISTEN": tcp.listen,
+    "TCP4-LISTEN": tcp.listen,
+    "TCP6-LISTEN": tcp.listen,
+    "UNIX-LISTEN": unix.listen,
+    "UDP-LISTEN": udp.listen,
+    "UDP4-LISTEN": udp.listen,
+    "UDP6-LISTEN": udp.listen,
+    "UDP-RECVFROM": udp.recvfrom,
+    "UDP4-RECVFROM": udp.recvfrom,
+    "UDP6-RECVFROM": udp.recvfrom,
+    "OPENSSL-LISTEN": tls.listen,
+}
+
+__all__ = ["LISTENERS", "OPENERS", "Listener", "OpenContext", "Stream"]

@@ -1,0 +1,105 @@
+"""The interface every transport implements.
+
+A transport opens an address and hands back a ``Stream`` (one open end of a
+session) or a ``Listener`` (which yields ``Stream``s). Moving bytes between two
+streams is not a transport's job: ``transfer.py`` does it once for all.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class OpenContext:
+    """What an opener needs beyond its own address.
+
+    ``env`` holds the ``SOCAT_*`` variables describing the session's first
+    address (peer and socket addresses, TLS certificate fields); EXEC and
+    SYSTEM children get them. ``family`` is ``socket.AF_INET``/``AF_INET6``
+    when ``-4``/``-6`` was given, else ``socket.AF_UNSPEC``.
+    """
+
+    env: Mapping[str, str] = field(default_factory=dict)
+    family: int = 0
+
+
+class Stream(abc.ABC):
+    """One open end of a session: a byte stream or, if ``datagram``, a datagram channel.
+
+    ``read_into`` returns 0 at end of input. For datagram streams one read is
+    one datagram and one ``write`` sends one datagram, so the transfer loop
+    keeps boundaries without knowing about them.
+    """
+
+    #: Short description for logs, e.g. ``"AF=2 127.0.0.1:5555"``.
+    label: str = ""
+    readable: bool = True
+    writable: bool = True
+    datagram: bool = False
+    #: ``SOCAT_*`` variables this end contributes when it is address 1.
+    env: Mapping[str, str] = {}
+
+    @abc.abstractmethod
+    async def read_into(self, buffer: memoryview) -> int:
+        """Read up to ``len(buffer)`` bytes; return how many, 0 at end of input."""
+
+    @abc.abstractmethod
+    async def write(self, data: memoryview) -> None:
+        """Write all of ``data`` (or send it as one datagram)."""
+
+    async def shutdown_write(self) -> None:
+        """Half-close: tell the peer no more data comes. Default: nothing to do."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Release everything; must be safe to call twice."""
+
+    def fileno(self) -> int | None:
+        """A kernel descriptor usable for a zero-copy path, or None."""
+        return None
+
+
+class Listener(abc.ABC):
+    """A passive address (``TCP-LISTEN``, ``UNIX-LISTEN``, ...) that yields sessions."""
+
+    label: str = ""
+
+    @abc.abstractmethod
+    async def accept(self) -> Stream:
+        """Wait for the next peer that passes the address's checks (``range``...)."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Stop listening and release the socket (and unlink a UNIX socket file)."""
+
+
+async def wait_readable(fd: int) -> None:
+    """Wait until ``fd`` is readable, for transports built on non-blocking descriptors."""
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+    loop.add_reader(fd, _wake, waiter)
+    try:
+        await waiter
+    finally:
+        loop.remove_reader(fd)
+
+
+async def wait_writable(fd: int) -> None:
+    """Wait until ``fd`` is writable."""
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+    loop.add_writer(fd, _wake, waiter)
+    try:
+        await waiter
+    finally:
+        loop.remove_writer(fd)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    # The descriptor may fire again before the waiting task runs.
+    if not waiter.done():
+        waiter.set_result(None)

@@ -1,0 +1,70 @@
+"""Fixtures shared by every test: bounded timeouts, the relay command, leak checks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+#: Multiply every timeout in the tests by this (slow or loaded machines).
+TIMEOUT_SCALE = float(os.environ.get("RELAY_TEST_TIMEOUT_SCALE", "1"))
+
+
+def scaled(seconds: float) -> float:
+    """A timeout for the tests, scaled by ``RELAY_TEST_TIMEOUT_SCALE``."""
+    return seconds * TIMEOUT_SCALE
+
+
+#: How to run the engine as a user does: ``[*RELAY, "TCP-LISTEN:...", "-"]``.
+RELAY = [sys.executable, "-m", "kubectl_relay.engine"]
+
+SOCAT = shutil.which("socat")
+requires_socat = pytest.mark.skipif(
+    SOCAT is None and not os.environ.get("CI"),
+    reason="the real socat is not installed (./dev setup installs it)",
+)
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """Fail a test that leaves threads running behind it."""
+    before = set(threading.enumerate())
+    yield
+    leaked = [
+        t for t in threading.enumerate()
+        if t not in before and t.is_alive() and not t.daemon
+    ]
+    for thread in leaked:
+        thread.join(timeout=scaled(2))
+    still = [t.name for t in leaked if t.is_alive()]
+    assert not still, f"threads left running: {still}"
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_children() -> Iterator[None]:
+    """Fail a test that leaves child processes behind it (relay, socat, openssl...)."""
+    yield
+    children = _children()
+    assert not children, f"child processes left running: {children}"
+
+
+def _children() -> list[str]:
+    """Live (non-zombie) children of this process, from /proc."""
+    me = str(os.getpid())
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if fields[1] == me and fields[0] != "Z":
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    found.append(f.read().replace(b"\0", b" ").decode(errors="replace").strip())
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+    return found
