@@ -25,38 +25,38 @@ class Options(Mapping[str, OptionValue]):
     the parser. Typed getters keep transports free of casts.
     """
 
-    values: Mapping[str, OptionValue] = field(default_factory=dict)
+    by_name: Mapping[str, OptionValue] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> OptionValue:
-        return self.values[name]
+        return self.by_name[name]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.values)
+        return iter(self.by_name)
 
     def __len__(self) -> int:
-        return len(self.values)
+        return len(self.by_name)
 
     def flag(self, name: str, default: bool = False) -> bool:
-        value = self.values.get(name, default)
+        value = self.by_name.get(name, default)
         assert isinstance(value, bool), name
         return value
 
     def integer(self, name: str, default: int | None = None) -> int | None:
-        value = self.values.get(name, default)
+        value = self.by_name.get(name, default)
         assert value is None or (isinstance(value, int) and not isinstance(value, bool)), name
         return value
 
     def seconds(self, name: str, default: float | None = None) -> float | None:
-        value = self.values.get(name, default)
+        value = self.by_name.get(name, default)
         assert value is None or isinstance(value, int | float), name
         return None if value is None else float(value)
 
     def text(self, name: str, default: str | None = None) -> str | None:
-        value = self.values.get(name, default)
+        value = self.by_name.get(name, default)
         assert value is None or isinstance(value, str), name
         return value
 
     def networks(self, name: str) -> tuple[Network, ...]:
-        value = self.values.get(name, ())
+        value = self.by_name.get(name, ())
         assert isinstance(value, tuple), name
         return value
