@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
+import uvloop
+
+from kubectl_relay.engine import log
 
 #: Multiply every timeout in the tests by this (slow or loaded machines).
 TIMEOUT_SCALE = float(os.environ.get("RELAY_TEST_TIMEOUT_SCALE", "1"))
@@ -27,6 +31,20 @@ requires_socat = pytest.mark.skipif(
     SOCAT is None and not os.environ.get("CI"),
     reason="the real socat is not installed (./dev setup installs it)",
 )
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Run every async test on both loops the engine runs on: uvloop, and asyncio without it."""
+    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+
+
+@pytest.fixture(autouse=True)
+def fresh_engine_logging() -> Iterator[None]:
+    """Undo the engine's log configuration after tests that run the CLI in-process."""
+    yield
+    log.reset()
 
 
 @pytest.fixture(autouse=True)

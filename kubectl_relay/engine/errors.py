@@ -9,6 +9,7 @@ timestamp and level, which the logger adds)::
     ├── AddressError      an address that does not parse (text, position, reason)
     ├── OptionError       an unknown, misplaced or malformed address option
     └── OpenError         an address parsed but could not be opened or used
+        ├── AcceptTimeout ``accept-timeout`` passed with no peer (an ordinary end)
         └── TLSError      a TLS handshake, certificate or verification failure
 """
 
@@ -74,3 +75,11 @@ class OpenError(RelayError):
 
 class TLSError(OpenError):
     """A TLS handshake, certificate, key or verification failure."""
+
+
+class AcceptTimeout(OpenError):
+    """``accept-timeout`` passed without a peer.
+
+    socat logs ``W accept: Connection timed out``, waits for its children and
+    exits with status 0: an ordinary end, not an error.
+    """

@@ -51,7 +51,7 @@ class Stream(abc.ABC):
     async def write(self, data: memoryview) -> None:
         """Write all of ``data`` (or send it as one datagram)."""
 
-    async def shutdown_write(self) -> None:
+    async def shutdown_write(self) -> None:  # noqa: B027 - a deliberate no-op default
         """Half-close: tell the peer no more data comes. Default: nothing to do."""
 
     @abc.abstractmethod

@@ -8,21 +8,32 @@ latency on uvloop, against 1.7x for ``loop.sock_recv`` on the default loop).
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import socket
 from collections.abc import Mapping
 
 from .base import Stream, wait_readable, wait_writable
 
 
+def ip_text(family: int, host: str) -> str:
+    """An IP address as socat prints it: dotted quad, or IPv6 never abbreviated.
+
+    socat writes ``[0000:0000:0000:0000:0000:0000:0000:0001]`` for ``::1`` in
+    log lines and in ``SOCAT_PEERADDR``.
+    """
+    if family == socket.AF_INET6:
+        return f"[{ipaddress.IPv6Address(host.split('%', 1)[0]).exploded}]"
+    return host
+
+
 def format_sockaddr(family: int, address: object) -> str:
     """Render a socket address the way socat's log lines do.
 
-    ``AF=2 127.0.0.1:8080``, ``AF=10 [::1]:8080``, ``AF=1 "/tmp/sock"``.
+    ``AF=2 127.0.0.1:8080``, ``AF=10 [0000:...:0001]:8080``, ``AF=1 "/tmp/sock"``.
     """
-    if family == socket.AF_INET and isinstance(address, tuple):
-        return f"AF={family} {address[0]}:{address[1]}"
-    if family == socket.AF_INET6 and isinstance(address, tuple):
-        return f"AF={family} [{address[0]}]:{address[1]}"
+    if family in (socket.AF_INET, socket.AF_INET6) and isinstance(address, tuple):
+        return f"AF={family} {ip_text(family, str(address[0]))}:{address[1]}"
     if family == socket.AF_UNIX:
         path = address.decode(errors="replace") if isinstance(address, bytes) else str(address)
         return f'AF={family} "{path}"'
@@ -60,11 +71,9 @@ class SocketStream(Stream):
             data = data[sent:]
 
     async def shutdown_write(self) -> None:
-        try:
+        # Already reset or closed by the peer: nothing left to half-close.
+        with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            # Already reset or closed by the peer: nothing left to half-close.
-            pass
 
     async def aclose(self) -> None:
         if not self._closed:

@@ -1,0 +1,258 @@
+"""``relay [options] ADDRESS1 ADDRESS2``: socat's command line, exit codes and signals.
+
+Exit statuses as socat's: 0 after a normal end, 1 after an error, and
+128 + the signal number when a signal (SIGINT, SIGTERM, SIGHUP) ended the run.
+Errors are one socat-style ``E`` line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .addresses import AddressSpec, parse_address
+from .errors import RelayError, UsageError
+from .log import (
+    NOTICE,
+    WARNING,
+    configure,
+    default_progname,
+    level_from_d_count,
+    level_from_d_number,
+    logger,
+)
+from .session import Relay, RunSettings
+from .trace import TraceSettings
+from .transfer import DEFAULT_BLOCK_SIZE, TransferSettings
+from .usage import usage_text
+from .version import version_text
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+#: Signals that end a run the way they end socat: cleanly, with 128 + signum.
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+HELP_HINT = 'use option "-h" for help'
+
+
+@dataclass
+class CommandLine:
+    """The parsed global options and the two address texts."""
+
+    d_count: int = 0
+    d_number: int | None = None  # -d<n> sets the level directly
+    progname: str = "relay"
+    log_file: str | None = None
+    syslog_facility: str | None = None
+    log_stderr: bool = False
+    log_microseconds: bool = False
+    log_hostname: bool = False
+    trace: TraceSettings = field(default_factory=TraceSettings)
+    block_size: int = DEFAULT_BLOCK_SIZE
+    close_timeout: float = 0.5
+    idle_timeout: float | None = None
+    unidirectional: Literal["both", "left-to-right", "right-to-left"] = "both"
+    family: int = socket.AF_UNSPEC
+    show_version: bool = False
+    help_level: int = 0
+    addresses: list[str] = field(default_factory=list)
+
+
+def parse_command_line(argv: Sequence[str], progname: str = "relay") -> CommandLine:
+    """Parse socat's global options; raise ``UsageError`` with socat's wording."""
+    line = CommandLine(progname=progname)
+    verbose = hexdump = False
+    raw_left: str | None = None
+    raw_right: str | None = None
+    args = list(argv)
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        # A lone "-" is the STDIO address; anything not starting with "-" is an address.
+        if arg == "-" or not arg.startswith("-"):
+            break
+        if arg == "--":
+            index += 1
+            break
+        index += 1
+
+        def value(attached: str, arg: str = arg) -> str:
+            """The option's value, attached (``-t5``) or as the next argument (``-t 5``)."""
+            nonlocal index
+            if attached:
+                return attached
+            if index >= len(args):
+                raise UsageError(f'option "{arg}" requires an argument; {HELP_HINT}')
+            index += 1
+            return args[index - 1]
+
+        if arg == "-V":
+            line.show_version = True
+        elif arg in ("-h", "-?", "-hh", "-hhh", "-??", "-???"):
+            line.help_level = len(arg) - 1
+        elif len(arg) > 1 and set(arg[1:]) == {"d"}:
+            line.d_count += len(arg) - 1
+        elif arg.startswith("-d") and arg[2:].isdigit():
+            # socat 1.8: -d<n> sets the level directly ("-d0" .. "-d4").
+            line.d_number = int(arg[2:])
+        elif arg == "-v":
+            verbose = True
+        elif arg == "-x":
+            hexdump = True
+        elif arg.startswith("-r"):
+            raw_left = value(arg[2:])
+        elif arg.startswith("-R"):
+            raw_right = value(arg[2:])
+        elif arg.startswith("-lp"):
+            line.progname = value(arg[3:])
+        elif arg.startswith("-lf"):
+            line.log_file = value(arg[3:])
+        elif arg == "-ls":
+            line.log_stderr = True
+        elif arg.startswith("-ly"):
+            line.syslog_facility = arg[3:] or "daemon"
+        elif arg == "-lu":
+            line.log_microseconds = True
+        elif arg == "-lh":
+            line.log_hostname = True
+        elif arg.startswith("-b"):
+            line.block_size = _positive_int(value(arg[2:]), "-b")
+        elif arg.startswith("-t"):
+            line.close_timeout = _seconds(value(arg[2:]), "-t")
+        elif arg.startswith("-T"):
+            line.idle_timeout = _seconds(value(arg[2:]), "-T") or None
+        elif arg == "-u":
+            line.unidirectional = "left-to-right"
+        elif arg == "-U":
+            line.unidirectional = "right-to-left"
+        elif arg == "-s":
+            pass  # sloppy: sessions already fail alone; nothing more to relax
+        elif arg == "-4":
+            line.family = socket.AF_INET
+        elif arg == "-6":
+            line.family = socket.AF_INET6
+        else:
+            raise UsageError(f'unknown option "{arg}"; {HELP_HINT}')
+    line.addresses = args[index:]
+    line.trace = TraceSettings(
+        verbose=verbose, hex=hexdump, raw_left=raw_left, raw_right=raw_right
+    )
+    if not (line.show_version or line.help_level) and len(line.addresses) != 2:
+        raise UsageError(
+            f"exactly 2 addresses required (there are {len(line.addresses)}); {HELP_HINT}"
+        )
+    return line
+
+
+def _positive_int(text: str, option: str) -> int:
+    try:
+        number = int(text, 0)
+    except ValueError:
+        number = 0
+    if number <= 0:
+        raise UsageError(f'option "{option}": invalid size "{text}", expected a positive number')
+    return number
+
+
+def _seconds(text: str, option: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if seconds < 0:
+        raise UsageError(
+            f'option "{option}": invalid timeout "{text}", expected seconds such as 5 or 0.5'
+        )
+    return seconds
+
+
+def _default_loop_factory() -> LoopFactory | None:
+    try:
+        import uvloop  # noqa: PLC0415 - optional speed-up, absent on some platforms
+    except ImportError:
+        return None
+    factory: LoopFactory = uvloop.new_event_loop
+    return factory
+
+
+def main(argv: Sequence[str] | None = None, *, loop_factory: LoopFactory | None = None) -> int:
+    """Run the engine as the ``relay`` command does; return the exit status."""
+    if argv is None:
+        argv = sys.argv[1:]
+    progname = default_progname(sys.argv[0] if sys.argv else "relay")
+    configure(level=level_from_d_count(0), progname=progname)
+    try:
+        line = parse_command_line(argv, progname)
+        level = (
+            level_from_d_count(line.d_count)
+            if line.d_number is None
+            else level_from_d_number(line.d_number)
+        )
+        configure(
+            level=level,
+            progname=line.progname,
+            microseconds=line.log_microseconds,
+            hostname=line.log_hostname,
+            file=line.log_file,
+            syslog_facility=line.syslog_facility,
+            stderr=line.log_stderr,
+        )
+        if line.show_version:
+            sys.stdout.write(version_text(line.progname))
+            return 0
+        if line.help_level:
+            sys.stdout.write(usage_text(line.help_level))
+            return 0
+        first = parse_address(line.addresses[0])
+        second = parse_address(line.addresses[1])
+    except RelayError as exc:
+        logger.error("%s", exc)
+        return 1
+    settings = RunSettings(
+        transfer=TransferSettings(
+            block_size=line.block_size,
+            close_timeout=line.close_timeout,
+            idle_timeout=line.idle_timeout,
+            unidirectional=line.unidirectional,
+        ),
+        trace=line.trace,
+        family=line.family,
+    )
+    factory = loop_factory or _default_loop_factory()
+    with asyncio.Runner(loop_factory=factory) as runner:
+        status = runner.run(_run_until_signal(first, second, settings))
+    logger.log(NOTICE, "exiting with status %d", status)
+    return status
+
+
+async def _run_until_signal(first: AddressSpec, second: AddressSpec, settings: RunSettings) -> int:
+    """Run the relay; a handled signal cancels it and gives 128 + signum."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        if not received:
+            logger.log(NOTICE, "socat_signal(): handling signal %d", signum)
+            received.append(signum)
+            task.cancel()
+
+    for signum in HANDLED_SIGNALS:
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        return await Relay(first, second, settings).run()
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        logger.log(WARNING, "exiting on signal %d", received[0])
+        return 128 + received[0]
+    finally:
+        for handled in HANDLED_SIGNALS:
+            loop.remove_signal_handler(handled)
+

@@ -1,0 +1,252 @@
+"""The one transfer loop: moves bytes between two open streams with socat's semantics.
+
+socat's man page, which this module follows:
+
+- ``-t<timeout>``: "When one channel has reached EOF, the write part of the
+  other channel is shut down. Then, socat waits <timeout> seconds before
+  terminating. Default is 0.5 seconds." socat re-arms that wait on every
+  transfer (it is the timeout of each ``select()`` once closing), so a reply
+  that keeps flowing is not cut off; this loop does the same.
+- ``-T<timeout>``: "Total inactivity timeout: when socat is already in the
+  transfer loop and nothing has happened for <timeout> seconds ... then it
+  terminates. Useful with protocols like UDP that cannot transfer EOF."
+- ``-u``/``-U``: unidirectional mode, left to right / right to left.
+- ``readbytes=<n>``: "Reads only so many bytes from this address ... acts as
+  if EOF" after that; ``ignoreeof``: "When EOF occurs on input data stream,
+  ignore it and keep reading (like tail -f)".
+- ``crnl``/``cr``: convert the line terminator NL to/from CRNL or CR "when
+  writing/reading on this channel".
+
+Both directions run as tasks of one task group, so nothing outlives the
+session and an error in one direction ends the session without touching any
+other. Tracing only reads the blocks it is given; what is relayed is the same
+with or without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from dataclasses import dataclass
+from typing import Literal
+
+from .errors import OpenError
+from .log import INFO, NOTICE, logger
+from .trace import Tracer
+from .transports.base import Stream
+
+#: A large read size is most of the speed of a copying relay: one system call
+#: moves up to this much. socat reads 8 KiB blocks; ``-b`` overrides both.
+DEFAULT_BLOCK_SIZE = 256 * 1024
+
+#: How often an ``ignoreeof`` address is polled for new data after EOF.
+IGNOREEOF_POLL_SECONDS = 0.25
+
+Direction = Literal[">", "<"]
+
+
+class LineTerminator(enum.Enum):
+    """The ``crnl``/``cr`` conversions of an address (``NL`` means none)."""
+
+    NL = b"\n"
+    CRNL = b"\r\n"
+    CR = b"\r"
+
+
+@dataclass(frozen=True)
+class TransferSettings:
+    """The global options that shape a transfer."""
+
+    block_size: int = DEFAULT_BLOCK_SIZE  # -b
+    close_timeout: float = 0.5  # -t
+    idle_timeout: float | None = None  # -T
+    unidirectional: Literal["both", "left-to-right", "right-to-left"] = "both"  # -u / -U
+
+
+@dataclass
+class Side:
+    """One end of a session with the transfer options taken from its address."""
+
+    stream: Stream
+    number: int  # 1 or 2: socat's "socket 1"/"socket 2" in log lines
+    readbytes: int | None = None
+    ignoreeof: bool = False
+    terminator: LineTerminator = LineTerminator.NL
+
+    @property
+    def fd_label(self) -> str:
+        fd = self.stream.fileno()
+        return str(fd if fd is not None else -1)
+
+    def from_wire(self, data: bytes) -> bytes:
+        """Convert data read from this address to NL line ends."""
+        if self.terminator is LineTerminator.NL:
+            return data
+        return data.replace(self.terminator.value, b"\n")
+
+    def to_wire(self, data: bytes) -> bytes:
+        """Convert NL line ends to this address's terminator before writing."""
+        if self.terminator is LineTerminator.NL:
+            return data
+        return data.replace(b"\n", self.terminator.value)
+
+
+class _Pump:
+    """One direction of a session: read from ``source``, write to ``sink``."""
+
+    def __init__(
+        self,
+        source: Side,
+        sink: Side,
+        direction: Direction,
+        block_size: int,
+        tracer: Tracer | None,
+        clock: _ActivityClock,
+    ) -> None:
+        self.source = source
+        self.sink = sink
+        self.direction: Direction = direction
+        self.block_size = block_size
+        self.tracer = tracer
+        self.clock = clock
+        self.transferred = 0
+
+    async def run(self) -> None:
+        buffer = bytearray(self.block_size)
+        view = memoryview(buffer)
+        source, sink = self.source, self.sink
+        converting = source.terminator is not LineTerminator.NL or (
+            sink.terminator is not LineTerminator.NL
+        )
+        remaining = source.readbytes
+        while True:
+            size = self.block_size if remaining is None else min(self.block_size, remaining)
+            count = await self._read(view[:size]) if size else 0
+            if count == 0:
+                if source.ignoreeof and remaining != 0:
+                    await asyncio.sleep(IGNOREEOF_POLL_SECONDS)
+                    continue
+                logger.log(
+                    NOTICE, "socket %d (fd %s) is at EOF", source.number, source.fd_label
+                )
+                return
+            if remaining is not None:
+                remaining -= count
+            block: bytes | memoryview = view[:count]
+            if converting:
+                block = sink.to_wire(source.from_wire(bytes(block)))
+            if self.tracer is not None:
+                self.tracer.record(self.direction, block)
+            await self._write(memoryview(block))
+            self.transferred += count
+            self.clock.touch()
+            if logger.isEnabledFor(INFO):
+                logger.info(
+                    "transferred %d bytes from %s to %s", count, source.fd_label, sink.fd_label
+                )
+
+    async def _read(self, view: memoryview) -> int:
+        try:
+            return await self.source.stream.read_into(view)
+        except OSError as exc:
+            fd = self.source.fd_label
+            raise OpenError(
+                self.source.stream.label, f"read({fd}, {len(view)}): {exc.strerror or exc}"
+            ) from exc
+
+    async def _write(self, view: memoryview) -> None:
+        try:
+            await self.sink.stream.write(view)
+        except OSError as exc:
+            fd = self.sink.fd_label
+            raise OpenError(
+                self.sink.stream.label, f"write({fd}, {len(view)}): {exc.strerror or exc}"
+            ) from exc
+
+
+class _ActivityClock:
+    """When data last moved; read by the supervisor for ``-t`` and ``-T``."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.last = self.loop.time()
+
+    def touch(self) -> None:
+        self.last = self.loop.time()
+
+    def idle_for(self) -> float:
+        return self.loop.time() - self.last
+
+
+async def transfer(
+    left: Side, right: Side, settings: TransferSettings, tracer: Tracer | None = None
+) -> None:
+    """Relay between ``left`` (address 1) and ``right`` (address 2) until both sides are done.
+
+    Raises ``OpenError`` when a read or write fails; the caller logs it and
+    decides the exit status. Does not close the streams: their opener does.
+    """
+    clock = _ActivityClock()
+    pumps: list[_Pump] = []
+    if settings.unidirectional != "right-to-left" and left.stream.readable and (
+        right.stream.writable
+    ):
+        pumps.append(_Pump(left, right, ">", settings.block_size, tracer, clock))
+    if settings.unidirectional != "left-to-right" and right.stream.readable and (
+        left.stream.writable
+    ):
+        pumps.append(_Pump(right, left, "<", settings.block_size, tracer, clock))
+    logger.log(
+        NOTICE,
+        "starting data transfer loop with FDs [%s,%s] and [%s,%s]",
+        left.fd_label,
+        left.fd_label,
+        right.fd_label,
+        right.fd_label,
+    )
+    if not pumps:
+        return
+    try:
+        await _supervise(pumps, settings, clock)
+    except* OpenError as failures:
+        # Report the first failure as socat does; the other direction was
+        # cancelled because of it.
+        raise failures.exceptions[0] from None
+
+
+async def _supervise(pumps: list[_Pump], settings: TransferSettings, clock: _ActivityClock) -> None:
+    async with asyncio.TaskGroup() as group:
+        running = {group.create_task(pump.run()): pump for pump in pumps}
+        closing = False
+        while running:
+            limit = _current_limit(settings, closing)
+            if limit is None:
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            else:
+                wait_for = max(0.0, limit - clock.idle_for())
+                done, _ = await asyncio.wait(
+                    running, timeout=wait_for, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done and clock.idle_for() >= limit:
+                    if not closing:
+                        logger.log(NOTICE, "inactivity timeout triggered")
+                    for task in running:
+                        task.cancel()
+                    break
+            for task in done:
+                pump = running.pop(task)
+                if task.cancelled() or task.exception() is not None:
+                    continue  # the task group re-raises the failure
+                await pump.sink.stream.shutdown_write()
+                closing = True
+                # socat's -t counts from the EOF, then from each later transfer.
+                clock.touch()
+
+
+def _current_limit(settings: TransferSettings, closing: bool) -> float | None:
+    """The inactivity limit in force: ``-t`` once closing (bounded by ``-T``), else ``-T``."""
+    if closing:
+        if settings.idle_timeout is not None:
+            return min(settings.close_timeout, settings.idle_timeout)
+        return settings.close_timeout
+    return settings.idle_timeout

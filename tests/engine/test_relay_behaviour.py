@@ -1,0 +1,287 @@
+"""socat's documented behaviour, observed from outside through a real relay process."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from tests.conftest import SOCAT, requires_socat, scaled
+from tests.support import (
+    RelayProcess,
+    ThreadedServer,
+    echo,
+    exchange,
+    free_port,
+    recv_all,
+    relay_listening,
+    run_relay,
+    wait_for_port,
+)
+
+LOG_LINE = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d relay\[\d+\] ([DINWEF]) (.*)$")
+
+
+def log_lines(stderr: str, level: str) -> list[str]:
+    """The messages of the socat-format log lines at ``level`` in ``stderr``."""
+    found = []
+    for line in stderr.splitlines():
+        match = LOG_LINE.match(line)
+        if match and match.group(1) == level:
+            found.append(match.group(2))
+    return found
+
+
+def slow_replier(conn: socket.socket) -> None:
+    """After the peer's EOF, answer in five chunks 0.3 s apart (longer than -t 0.5 in total)."""
+    request = recv_all(conn)
+    for index in range(5):
+        time.sleep(0.3)
+        conn.sendall(b"%d:" % index + request)
+    conn.shutdown(socket.SHUT_WR)
+
+
+def test_half_close_keeps_a_reply_flowing_after_the_clients_eof() -> None:
+    with ThreadedServer(slow_replier) as server:
+        listen = free_port()
+        args = [f"TCP-LISTEN:{listen},fork", f"TCP:127.0.0.1:{server.port}"]
+        with relay_listening(args, listen):
+            reply = exchange(listen, b"ask")
+    assert reply == b"0:ask1:ask2:ask3:ask4:ask"
+
+
+def test_close_timeout_ends_a_session_whose_peer_never_answers() -> None:
+    silent_done = threading.Event()
+
+    def silent(conn: socket.socket) -> None:
+        recv_all(conn)  # reads until the relay half-closes, never answers
+        silent_done.wait(scaled(10))
+
+    with ThreadedServer(silent) as server:
+        listen = free_port()
+        args = ["-t", "0.2", f"TCP-LISTEN:{listen}", f"TCP:127.0.0.1:{server.port}"]
+        with relay_listening(args, listen) as relay:
+            assert exchange(listen, b"hello") == b""
+            assert relay.wait() == 0
+        silent_done.set()
+
+
+def test_idle_timeout_ends_an_idle_session() -> None:
+    with ThreadedServer(echo) as server:
+        listen = free_port()
+        args = ["-T", "0.3", f"TCP-LISTEN:{listen}", f"TCP:127.0.0.1:{server.port}"]
+        with relay_listening(args, listen) as relay:
+            with socket.create_connection(("127.0.0.1", listen), timeout=scaled(10)) as idle:
+                assert idle.recv(10) == b""  # closed by the relay, not by us
+            assert relay.wait() == 0
+
+
+def test_max_children_holds_its_bound() -> None:
+    lock = threading.Lock()
+    active = 0
+    peak = 0
+
+    def hold(conn: socket.socket) -> None:
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        try:
+            time.sleep(0.2)
+            echo(conn)
+        finally:
+            with lock:
+                active -= 1
+
+    with ThreadedServer(hold) as server:
+        listen = free_port()
+        args = [f"TCP-LISTEN:{listen},fork,max-children=3", f"TCP:127.0.0.1:{server.port}"]
+        with relay_listening(args, listen):
+            replies: list[bytes] = []
+            threads = [
+                threading.Thread(target=lambda i=i: replies.append(exchange(listen, b"%d" % i)))
+                for i in range(15)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=scaled(30))
+    assert sorted(replies) == sorted(b"%d" % i for i in range(15))
+    assert 1 <= peak <= 3
+
+
+def test_a_failing_session_does_not_disturb_the_listener() -> None:
+    closed = free_port()
+    listen = free_port()
+    with relay_listening([f"TCP-LISTEN:{listen},fork", f"TCP:127.0.0.1:{closed}"], listen) as relay:
+        for _ in range(3):
+            assert exchange(listen, b"") == b""  # unread data would turn the close into RST
+        with ThreadedServer(echo, address=("127.0.0.1", closed)):
+            assert exchange(listen, b"now it works") == b"now it works"
+    assert relay.proc.returncode == 128 + signal.SIGTERM
+    errors = log_lines(relay.stderr_text, "E")
+    assert len(errors) == 3 and all("Connection refused" in e for e in errors), errors
+    assert "Traceback" not in relay.stderr_text
+
+
+def test_connect_failure_exits_1_with_one_error_line() -> None:
+    closed = free_port()
+    result = run_relay(["-", f"TCP:127.0.0.1:{closed}"])
+    assert result.returncode == 1
+    stderr = result.stderr.decode()
+    assert len(log_lines(stderr, "E")) == 1, stderr
+    assert "Connection refused" in log_lines(stderr, "E")[0]
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("sig", "status"),
+    [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)],
+)
+def test_signals_give_128_plus_the_signal(sig: int, status: int) -> None:
+    listen = free_port()
+    with relay_listening([f"TCP-LISTEN:{listen},fork", "PIPE"], listen) as relay:
+        assert relay.stop(sig) == status
+    assert log_lines(relay.stderr_text, "W") == [f"exiting on signal {int(sig)}"]
+
+
+def test_unidirectional_left_to_right(tmp_path: os.PathLike[str]) -> None:
+    out = os.path.join(tmp_path, "out")
+    listen = free_port()
+    with relay_listening(["-u", f"TCP-LISTEN:{listen}", f"CREATE:{out}"], listen) as relay:
+        assert exchange(listen, b"only this way\n") == b""
+        assert relay.wait() == 0
+    with open(out, "rb") as f:
+        assert f.read() == b"only this way\n"
+
+
+def test_readbytes_and_crnl_conversion() -> None:
+    with ThreadedServer(echo) as server:
+        result = run_relay(
+            ["-", f"TCP:127.0.0.1:{server.port},crnl"], input=b"line one\nline two\nrest"
+        )
+    # Written to the socket as CRLF, converted back to LF when read from it.
+    assert result.stdout == b"line one\nline two\nrest", result.stderr
+    with ThreadedServer(echo) as server:
+        args = ["STDIO,readbytes=5", f"TCP:127.0.0.1:{server.port}"]
+        result = run_relay(args, input=b"0123456789")
+    assert result.stdout == b"01234", result.stderr
+
+
+def test_exec_child_sees_socat_environment() -> None:
+    listen = free_port()
+    args = [f"TCP-LISTEN:{listen}", "SYSTEM:echo $SOCAT_PEERADDR $SOCAT_SOCKPORT"]
+    with relay_listening(args, listen) as relay:
+        with socket.create_connection(("127.0.0.1", listen), timeout=scaled(10)) as conn:
+            local_port = conn.getsockname()[1]
+            reply = recv_all(conn)
+        assert relay.wait() == 0
+    assert reply == f"127.0.0.1 {listen}\n".encode()
+    assert local_port != listen
+
+
+def test_exec_relays_through_a_program() -> None:
+    listen = free_port()
+    with relay_listening([f"TCP-LISTEN:{listen},fork", "EXEC:tr a-z A-Z"], listen):
+        assert exchange(listen, b"shout this\n") == b"SHOUT THIS\n"
+        assert exchange(listen, b"again\n") == b"AGAIN\n"
+
+
+@requires_socat
+def test_real_socat_client_to_relay_listener() -> None:
+    assert SOCAT is not None
+    listen = free_port()
+    payload = os.urandom(1 << 20)
+    with relay_listening([f"TCP-LISTEN:{listen},fork", "PIPE"], listen):
+        result = subprocess.run(
+            [SOCAT, "-t", "5", "-", f"TCP:127.0.0.1:{listen}"],
+            input=payload,
+            capture_output=True,
+            timeout=scaled(30),
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == payload
+
+
+@requires_socat
+def test_relay_client_to_real_socat_listener() -> None:
+    assert SOCAT is not None
+    listen = free_port()
+    payload = os.urandom(1 << 20)
+    socat = subprocess.Popen(
+        [SOCAT, f"TCP-LISTEN:{listen},reuseaddr", "PIPE"], stderr=subprocess.PIPE
+    )
+    try:
+        wait_for_port(listen)
+        result = run_relay(["-t", "5", "-", f"TCP:127.0.0.1:{listen}"], input=payload, timeout=30)
+    finally:
+        socat.terminate()
+        socat.communicate(timeout=scaled(10))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == payload
+
+
+@requires_socat
+def test_relay_between_two_real_socats_with_half_close() -> None:
+    """socat client -> relay -> socat server, the reply sent after the client's EOF."""
+    assert SOCAT is not None
+    target = free_port()
+    listen = free_port()
+    server = subprocess.Popen(
+        [SOCAT, f"TCP-LISTEN:{target},reuseaddr", "SYSTEM:cat; echo done"],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_port(target)
+        with relay_listening([f"TCP-LISTEN:{listen}", f"TCP:127.0.0.1:{target}"], listen) as relay:
+            result = subprocess.run(
+                [SOCAT, "-t", "5", "-", f"TCP:127.0.0.1:{listen}"],
+                input=b"request\n",
+                capture_output=True,
+                timeout=scaled(30),
+                check=False,
+            )
+            assert relay.wait() == 0
+    finally:
+        server.terminate()
+        server.communicate(timeout=scaled(10))
+    assert result.stdout == b"request\ndone\n"
+
+
+def test_bad_input_leaves_no_socket_file(tmp_path: os.PathLike[str]) -> None:
+    path = os.path.join(tmp_path, "sock")
+    result = run_relay([f"UNIX-LISTEN:{path},fork", "TCP:127.0.0.1"])  # wrong parameter count
+    assert result.returncode == 1
+    assert not os.path.exists(path)
+    busy = free_port()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", busy))
+        holder.listen()
+        result = run_relay([f"TCP-LISTEN:{busy},bind=127.0.0.1", "-"])
+    assert result.returncode == 1
+    errors = log_lines(result.stderr.decode(), "E")
+    assert len(errors) == 1 and "Address already in use" in errors[0], result.stderr
+
+
+def test_relay_keeps_reading_stdin_while_writing(tmp_path: os.PathLike[str]) -> None:
+    """A 4 MiB round trip through stdio: no deadlock between the directions."""
+    payload = os.urandom(4 << 20)
+    with ThreadedServer(echo) as server:
+        result = run_relay(["-", f"TCP:127.0.0.1:{server.port}"], input=payload, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == payload
+
+
+def test_relay_process_in_background_is_stopped(tmp_path: os.PathLike[str]) -> None:
+    listen = free_port()
+    relay = RelayProcess([f"TCP-LISTEN:{listen},fork,reuseaddr", "PIPE"])
+    with relay:
+        wait_for_port(listen)
+    assert relay.proc.returncode == 143

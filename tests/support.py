@@ -1,0 +1,236 @@
+"""Real peers for engine tests: relay subprocesses and small loopback servers.
+
+Everything here stops by itself: servers are context managers that join their
+threads, and relay processes are terminated (then killed) on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from types import TracebackType
+
+from tests.conftest import RELAY, scaled
+
+
+def free_port(family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM) -> int:
+    """A port that was free a moment ago on loopback."""
+    host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+    with socket.socket(family, kind) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def is_listening(port: int, protocol: str = "tcp") -> bool:
+    """Whether a socket listens (TCP) or is bound (UDP) on ``port``, from /proc/net.
+
+    Reading the kernel's table instead of connecting keeps the probe from
+    being accepted as a session by a relay that accepts only one peer.
+    """
+    wanted_state = "0A" if protocol == "tcp" else "07"  # TCP_LISTEN / TCP_CLOSE (bound UDP)
+    for table in (f"/proc/net/{protocol}", f"/proc/net/{protocol}6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == wanted_state:
+                return True
+    return False
+
+
+def wait_for_port(port: int, protocol: str = "tcp", timeout: float = 10.0) -> None:
+    """Wait until something listens on ``port``."""
+    deadline = time.monotonic() + scaled(timeout)
+    while not is_listening(port, protocol):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nothing listens on {protocol} port {port}")
+        time.sleep(0.02)
+
+
+def wait_for_path(path: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + scaled(timeout)
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.02)
+
+
+class RelayProcess:
+    """``relay ARGS`` as a user runs it: a pipe on stdin, stdout and stderr kept in files.
+
+    Files rather than pipes for the output: nobody reads a pipe while the
+    test runs, and a ``-v`` trace would fill it and stall the relay.
+    """
+
+    def __init__(self, args: Sequence[str], *, stdin: int | None = subprocess.PIPE) -> None:
+        self.args = list(args)
+        self._stdout = tempfile.TemporaryFile()  # noqa: SIM115 - closed by wait()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by wait()
+        self.proc = subprocess.Popen(
+            [*RELAY, *self.args], stdin=stdin, stdout=self._stdout, stderr=self._stderr
+        )
+        self.stderr_text = ""
+        self.stdout_bytes = b""
+        self._collected = False
+
+    def __enter__(self) -> RelayProcess:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Stop the relay if it still runs; return its exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.wait()
+
+    def wait(self, timeout: float = 10.0) -> int:
+        """Wait for the relay to end, then collect what it wrote."""
+        if self._collected:
+            return self.proc.returncode
+        try:
+            self.proc.wait(timeout=scaled(timeout))
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        self._collected = True
+        for sink in (self._stdout, self._stderr):
+            sink.seek(0)
+        self.stdout_bytes = self._stdout.read()
+        self.stderr_text = self._stderr.read().decode(errors="replace")
+        self._stdout.close()
+        self._stderr.close()
+        return self.proc.returncode
+
+
+def run_relay(
+    args: Sequence[str], *, input: bytes = b"", timeout: float = 10.0
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``relay ARGS`` to completion with ``input`` on stdin."""
+    return subprocess.run(
+        [*RELAY, *args], input=input, capture_output=True, timeout=scaled(timeout), check=False
+    )
+
+
+class ThreadedServer:
+    """A loopback TCP/UNIX/UDP server running ``handler(conn)`` per connection in threads."""
+
+    def __init__(
+        self,
+        handler: Callable[[socket.socket], None],
+        *,
+        family: int = socket.AF_INET,
+        kind: int = socket.SOCK_STREAM,
+        address: str | tuple[str, int] = ("127.0.0.1", 0),
+    ) -> None:
+        self.handler = handler
+        self.kind = kind
+        self.sock = socket.socket(family, kind)
+        self.sock.bind(address)
+        if kind == socket.SOCK_STREAM:
+            self.sock.listen(128)
+        self.sock.settimeout(0.1)
+        self.address = self.sock.getsockname()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._acceptor = threading.Thread(target=self._serve, name="test-server")
+        self.connections = 0
+
+    @property
+    def port(self) -> int:
+        port: int = self.address[1]
+        return port
+
+    def __enter__(self) -> ThreadedServer:
+        self._acceptor.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._acceptor.join()
+        for thread in self._threads:
+            thread.join(timeout=scaled(5))
+        self.sock.close()
+
+    def _serve(self) -> None:
+        if self.kind != socket.SOCK_STREAM:
+            while not self._stop.is_set():
+                self.handler(self.sock)
+            return
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            thread = threading.Thread(target=self._handle, args=(conn,), name="test-conn")
+            self._threads.append(thread)
+            thread.start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(scaled(10))
+            with contextlib.suppress(OSError):
+                self.handler(conn)
+
+
+def echo(conn: socket.socket) -> None:
+    """Echo everything back, then half-close after the peer's EOF."""
+    while data := conn.recv(65536):
+        conn.sendall(data)
+    conn.shutdown(socket.SHUT_WR)
+
+
+def udp_echo(sock: socket.socket) -> None:
+    """Echo one datagram back to its sender (times out quietly)."""
+    with contextlib.suppress(TimeoutError):
+        data, peer = sock.recvfrom(65536)
+        sock.sendto(data, peer)
+
+
+def exchange(port: int, payload: bytes, host: str = "127.0.0.1") -> bytes:
+    """Send ``payload``, half-close, and return everything received until EOF."""
+    with socket.create_connection((host, port), timeout=scaled(10)) as conn:
+        conn.sendall(payload)
+        conn.shutdown(socket.SHUT_WR)
+        return recv_all(conn)
+
+
+def recv_all(conn: socket.socket) -> bytes:
+    chunks = []
+    while chunk := conn.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@contextlib.contextmanager
+def relay_listening(
+    args: Sequence[str], port: int, protocol: str = "tcp"
+) -> Iterator[RelayProcess]:
+    """A relay process whose first address listens on ``port``, ready to accept."""
+    with RelayProcess(args) as relay:
+        try:
+            wait_for_port(port, protocol)
+        except TimeoutError:
+            relay.stop()
+            raise AssertionError(f"relay never listened; stderr:\n{relay.stderr_text}") from None
+        yield relay
