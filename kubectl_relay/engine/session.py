@@ -131,6 +131,11 @@ class Relay:
                     await slots.acquire()
                 try:
                     stream = await listener.accept()
+                except AcceptTimeout as exc:
+                    # socat's parent stops accepting and exits with 0 while its
+                    # children finish: leaving the task group waits for them.
+                    logger.warning("%s", exc)
+                    return
                 except BaseException:
                     if slots is not None:
                         slots.release()

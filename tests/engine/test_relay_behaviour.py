@@ -285,3 +285,15 @@ def test_relay_process_in_background_is_stopped(tmp_path: os.PathLike[str]) -> N
     with relay:
         wait_for_port(listen)
     assert relay.proc.returncode == 143
+
+
+def test_accept_timeout_with_fork_lets_running_sessions_finish() -> None:
+    """The listener gives up after accept-timeout; a session still running completes."""
+    with ThreadedServer(slow_replier) as server:
+        listen = free_port()
+        args = [f"TCP-LISTEN:{listen},fork,accept-timeout=0.5", f"TCP:127.0.0.1:{server.port}"]
+        with relay_listening(args, listen) as relay:
+            reply = exchange(listen, b"late")  # outlives the accept timeout
+            assert relay.wait() == 0
+    assert reply == b"0:late1:late2:late3:late4:late"
+    assert log_lines(relay.stderr_text, "W") == ["accept: Connection timed out"]
