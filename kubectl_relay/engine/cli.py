@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .addresses import AddressSpec, parse_address
+from .addresses import AddressSpec, address_kind, parse_address
 from .errors import RelayError, UsageError
 from .log import (
     NOTICE,
@@ -26,6 +26,8 @@ from .log import (
     level_from_d_number,
     logger,
 )
+from .metrics import parse_metrics_address
+from .options import lookup_option
 from .session import Relay, RunSettings
 from .trace import TraceSettings
 from .transfer import DEFAULT_BLOCK_SIZE, TransferSettings
@@ -58,6 +60,7 @@ class CommandLine:
     idle_timeout: float | None = None
     unidirectional: Literal["both", "left-to-right", "right-to-left"] = "both"
     family: int = socket.AF_UNSPEC
+    metrics_address: tuple[str, int] | None = None
     show_version: bool = False
     help_level: int = 0
     addresses: list[str] = field(default_factory=list)
@@ -80,6 +83,16 @@ def parse_command_line(argv: Sequence[str], progname: str = "relay") -> CommandL
             index += 1
             break
         index += 1
+        if arg == "--metrics" or arg.startswith("--metrics="):
+            # A relay extension: socat's options are all single-dash, so no clash.
+            text = arg.partition("=")[2] if "=" in arg else None
+            if text is None:
+                if index >= len(args):
+                    raise UsageError(f'option "--metrics" requires [HOST:]PORT; {HELP_HINT}')
+                text = args[index]
+                index += 1
+            line.metrics_address = parse_metrics_address(text)
+            continue
 
         def value(attached: str, arg: str = arg) -> str:
             """The option's value, attached (``-t5``) or as the next argument (``-t 5``)."""
@@ -138,7 +151,7 @@ def parse_command_line(argv: Sequence[str], progname: str = "relay") -> CommandL
             line.family = socket.AF_INET6
         else:
             raise UsageError(f'unknown option "{arg}"; {HELP_HINT}')
-    line.addresses = args[index:]
+    line.addresses = rejoin_split_options(args[index:])
     line.trace = TraceSettings(
         verbose=verbose, hex=hexdump, raw_left=raw_left, raw_right=raw_right
     )
@@ -147,6 +160,43 @@ def parse_command_line(argv: Sequence[str], progname: str = "relay") -> CommandL
             f"exactly 2 addresses required (there are {len(line.addresses)}); {HELP_HINT}"
         )
     return line
+
+
+def rejoin_split_options(arguments: list[str]) -> list[str]:
+    """Join option-only arguments back onto the address before them.
+
+    A Kubernetes manifest written ``command: [socat, -v, TCP-LISTEN:8080,fork,
+    TCP:svc:80]`` is a YAML flow sequence, which splits at every comma: the
+    program receives ``TCP-LISTEN:8080``, ``fork`` and ``TCP:svc:80``. socat
+    then fails with three addresses; such manifests are common, so when there
+    are more than two arguments, one made only of known option names (and not
+    an address keyword) is joined back with a comma, and a warning says how to
+    write the manifest.
+    """
+    if len(arguments) <= 2:
+        return arguments
+    joined: list[str] = []
+    for argument in arguments:
+        if joined and _is_option_list(argument):
+            logger.warning(
+                'argument "%s" is not an address; joined to "%s" as its option '
+                "(in a YAML flow sequence, quote addresses that contain commas)",
+                argument,
+                joined[-1],
+            )
+            joined[-1] = f"{joined[-1]},{argument}"
+        else:
+            joined.append(argument)
+    return joined
+
+
+def _is_option_list(argument: str) -> bool:
+    names = [item.partition("=")[0] for item in argument.split(",")]
+    return (
+        address_kind(argument.partition(":")[0]) is None
+        and ":" not in names[0]
+        and all(lookup_option(name) is not None for name in names)
+    )
 
 
 def _positive_int(text: str, option: str) -> int:
@@ -222,6 +272,7 @@ def main(argv: Sequence[str] | None = None, *, loop_factory: LoopFactory | None 
         ),
         trace=line.trace,
         family=line.family,
+        metrics_address=line.metrics_address,
     )
     factory = loop_factory or _default_loop_factory()
     with asyncio.Runner(loop_factory=factory) as runner:

@@ -25,6 +25,7 @@ from typing import TypeVar
 from .addresses import Address, AddressSpec, DualAddress
 from .errors import AcceptTimeout, OpenError, RelayError
 from .log import NOTICE, logger
+from .metrics import METRICS, serve_metrics
 from .trace import TraceOutput, TraceSettings
 from .transfer import LineTerminator, Side, TransferSettings, transfer
 from .transports import LISTENERS, OPENERS
@@ -43,6 +44,7 @@ class RunSettings:
     transfer: TransferSettings = field(default_factory=TransferSettings)
     trace: TraceSettings = field(default_factory=TraceSettings)
     family: int = 0  # socket.AF_UNSPEC, or AF_INET/AF_INET6 for -4/-6
+    metrics_address: tuple[str, int] | None = None  # --metrics (a relay extension)
 
 
 class DualStream(Stream):
@@ -88,7 +90,10 @@ class Relay:
 
     async def run(self) -> int:
         """Relay until done; return socat's exit status (0, or 1 after an error)."""
+        metrics_server = None
         try:
+            if self.settings.metrics_address is not None:
+                metrics_server = await serve_metrics(*self.settings.metrics_address)
             if self.settings.trace.enabled:
                 self.trace_output = TraceOutput(self.settings.trace)
             if is_listening(self.first):
@@ -102,6 +107,8 @@ class Relay:
         finally:
             if self.trace_output is not None:
                 self.trace_output.close()
+            if metrics_server is not None:
+                metrics_server.close()
 
     async def _listen_first(self, address: Address) -> int:
         listener = await _with_retry(
@@ -153,6 +160,17 @@ class Relay:
 
     async def _session(self, first: Stream) -> int:
         """Open address 2 for an open address 1 and transfer; return the exit status."""
+        METRICS.sessions_total += 1
+        METRICS.sessions_active += 1
+        try:
+            status = await self._relay_session(first)
+        finally:
+            METRICS.sessions_active -= 1
+        if status:
+            METRICS.session_errors_total += 1
+        return status
+
+    async def _relay_session(self, first: Stream) -> int:
         try:
             context = self._context(env=first.env)
             try:

@@ -32,6 +32,7 @@ from typing import Literal
 
 from .errors import OpenError
 from .log import INFO, NOTICE, logger
+from .metrics import METRICS
 from .trace import Tracer
 from .transports.base import Stream
 
@@ -110,6 +111,7 @@ class _Pump:
         self.tracer = tracer
         self.clock = clock
         self.transferred = 0
+        self.counter = METRICS.bytes_total["left-to-right" if direction == ">" else "right-to-left"]
 
     async def run(self) -> None:
         buffer = bytearray(self.block_size)
@@ -139,6 +141,7 @@ class _Pump:
                 self.tracer.record(self.direction, block)
             await self._write(memoryview(block))
             self.transferred += count
+            self.counter[0] += count
             self.clock.touch()
             if logger.isEnabledFor(INFO):
                 logger.info(

@@ -34,7 +34,7 @@ GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
     GlobalOption("-h", "print this help and exit"),
     GlobalOption("-hh", "like -h, plus the common address option names"),
     GlobalOption("-hhh", "like -hh, plus every option name and alias"),
-    GlobalOption("-d[ddd]", "log more: -d notices, -dd warnings too, -ddd info, -dddd debug"),
+    GlobalOption("-d[ddd]", "log more: -dd notices, -ddd info, -dddd debug (-d0: errors only)"),
     GlobalOption("-ly[facility]", "log to syslog with this facility (default: daemon)"),
     GlobalOption("-lf<logfile>", "log to this file"),
     GlobalOption("-ls", "log to stderr (the default)"),
@@ -53,6 +53,7 @@ GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
     GlobalOption("-U", "one direction only, right to left"),
     GlobalOption("-4", "prefer IPv4 where the address does not say"),
     GlobalOption("-6", "prefer IPv6 where the address does not say"),
+    GlobalOption("--metrics [HOST:]PORT", "serve Prometheus metrics (a relay extension)"),
 )
 
 _INDENT = "      "

@@ -1,0 +1,101 @@
+"""Prometheus metrics of a relay process (a relay extension; socat has none).
+
+``relay --metrics [HOST:]PORT ...`` serves ``GET /metrics`` in the Prometheus
+text exposition format (version 0.0.4) with the counters below, so relay pods
+can be scraped. The counters are plain integers bumped by the session and the
+transfer loop: no locks (one event loop) and no formatting until scraped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+from .errors import UsageError
+from .log import logger
+
+#: Directions as metric label values: address 1 to 2 is ``left-to-right``.
+DIRECTIONS = ("left-to-right", "right-to-left")
+
+
+@dataclass
+class Metrics:
+    """Process-wide counters (Prometheus names in the comments)."""
+
+    sessions_total: int = 0  # relay_sessions_total
+    sessions_active: int = 0  # relay_sessions_active
+    session_errors_total: int = 0  # relay_session_errors_total
+    #: relay_bytes_total{direction=...}; a list per direction so pumps keep a reference.
+    bytes_total: dict[str, list[int]] = field(
+        default_factory=lambda: {name: [0] for name in DIRECTIONS}
+    )
+
+    def render(self) -> str:
+        """The counters in the Prometheus text format."""
+        lines = [
+            "# HELP relay_sessions_total Sessions started (one per accepted peer with fork).",
+            "# TYPE relay_sessions_total counter",
+            f"relay_sessions_total {self.sessions_total}",
+            "# HELP relay_sessions_active Sessions running now.",
+            "# TYPE relay_sessions_active gauge",
+            f"relay_sessions_active {self.sessions_active}",
+            "# HELP relay_session_errors_total Sessions that ended with an error.",
+            "# TYPE relay_session_errors_total counter",
+            f"relay_session_errors_total {self.session_errors_total}",
+            "# HELP relay_bytes_total Bytes relayed, by direction.",
+            "# TYPE relay_bytes_total counter",
+        ]
+        for direction, cell in self.bytes_total.items():
+            lines.append(f'relay_bytes_total{{direction="{direction}"}} {cell[0]}')
+        return "\n".join(lines) + "\n"
+
+
+#: The counters of this process.
+METRICS = Metrics()
+
+
+def parse_metrics_address(text: str) -> tuple[str, int]:
+    """``[HOST:]PORT`` for ``--metrics``; the host defaults to all interfaces."""
+    host, _, port_text = text.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise UsageError(
+            f'option "--metrics": invalid address "{text}", expected [HOST:]PORT such as 9090'
+        )
+    return host, int(port_text)
+
+
+async def serve_metrics(host: str, port: int, metrics: Metrics = METRICS) -> asyncio.Server:
+    """Start answering ``GET /metrics`` (and ``GET /healthz``) on ``host:port``."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+            path = request.split(b" ", 2)[1] if request.count(b" ") >= 2 else b""
+            if path == b"/metrics":
+                status, body = "200 OK", metrics.render().encode()
+            elif path == b"/healthz":
+                status, body = "200 OK", b"ok\n"
+            else:
+                status, body = "404 Not Found", b"not found: try /metrics\n"
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
+            )
+            await writer.drain()
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+            pass  # a scraper that went away or spoke something else
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    try:
+        server = await asyncio.start_server(answer, host, port, reuse_address=True)
+    except OSError as exc:
+        raise UsageError(
+            f'option "--metrics": cannot listen on {host}:{port}: {exc.strerror or exc}'
+        ) from exc
+    logger.info("serving metrics on %s:%d", host, port)
+    return server

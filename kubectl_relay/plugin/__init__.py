@@ -1,0 +1,1 @@
+"""`kubectl relay`: ephemeral tunnels into the cluster, with live traces."""
