@@ -1,0 +1,1 @@
+"""Maintenance scripts; importable so that tests run the same code."""
