@@ -40,6 +40,10 @@ from .transports.base import Stream
 #: moves up to this much. socat reads 8 KiB blocks; ``-b`` overrides both.
 DEFAULT_BLOCK_SIZE = 256 * 1024
 
+#: The first read of a stream direction; reads that fill it make it grow
+#: fourfold up to the block size.
+INITIAL_BLOCK_SIZE = 8 * 1024
+
 #: How often an ``ignoreeof`` address is polled for new data after EOF.
 IGNOREEOF_POLL_SECONDS = 0.25
 
@@ -114,16 +118,22 @@ class _Pump:
         self.counter = METRICS.bytes_total["left-to-right" if direction == ">" else "right-to-left"]
 
     async def run(self) -> None:
-        buffer = bytearray(self.block_size)
-        view = memoryview(buffer)
         source, sink = self.source, self.sink
+        # Start small (socat's 8 KiB) so that idle sessions cost little, and
+        # grow while reads fill the buffer: bulk flows reach the large block
+        # size after a few reads. A datagram must fit whole from the start.
+        size = self.block_size if source.stream.datagram else min(
+            INITIAL_BLOCK_SIZE, self.block_size
+        )
+        buffer = bytearray(size)
+        view = memoryview(buffer)
         converting = source.terminator is not LineTerminator.NL or (
             sink.terminator is not LineTerminator.NL
         )
         remaining = source.readbytes
         while True:
-            size = self.block_size if remaining is None else min(self.block_size, remaining)
-            count = await self._read(view[:size]) if size else 0
+            wanted = size if remaining is None else min(size, remaining)
+            count = await self._read(view[:wanted]) if wanted else 0
             if count == 0:
                 if source.ignoreeof and remaining != 0:
                     await asyncio.sleep(IGNOREEOF_POLL_SECONDS)
@@ -147,6 +157,10 @@ class _Pump:
                 logger.info(
                     "transferred %d bytes from %s to %s", count, source.fd_label, sink.fd_label
                 )
+            if count == size and size < self.block_size:
+                size = min(size * 4, self.block_size)
+                buffer = bytearray(size)
+                view = memoryview(buffer)
 
     async def _read(self, view: memoryview) -> int:
         try:

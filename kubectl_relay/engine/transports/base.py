@@ -99,6 +99,55 @@ async def wait_writable(fd: int) -> None:
         loop.remove_writer(fd)
 
 
+class ReadinessWatch:
+    """Waits, again and again, for one descriptor to become readable (or writable).
+
+    ``wait_readable`` registers and unregisters the descriptor with the event
+    loop on every wait: two ``epoll_ctl`` calls per relayed message. This
+    keeps the registration between waits, and drops it only when the
+    descriptor fires while nobody waits (epoll is level-triggered: a
+    registration nobody consumes would spin).
+    """
+
+    def __init__(self, fd: int, *, writable: bool = False) -> None:
+        self.fd = fd
+        self.writable = writable
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def wait(self) -> None:
+        """Return once the descriptor is ready."""
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        self._waiter = waiter
+        if self._loop is None:
+            self._loop = loop
+            if self.writable:
+                loop.add_writer(self.fd, self._ready)
+            else:
+                loop.add_reader(self.fd, self._ready)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    def _ready(self) -> None:
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            self.close()
+        else:
+            waiter.set_result(None)
+
+    def close(self) -> None:
+        """Stop watching; call before the descriptor is closed."""
+        if self._loop is not None:
+            if self.writable:
+                self._loop.remove_writer(self.fd)
+            else:
+                self._loop.remove_reader(self.fd)
+            self._loop = None
+
+
 def _wake(waiter: asyncio.Future[None]) -> None:
     # The descriptor may fire again before the waiting task runs.
     if not waiter.done():

@@ -13,7 +13,7 @@ import ipaddress
 import socket
 from collections.abc import Mapping
 
-from .base import Stream, wait_readable, wait_writable
+from .base import ReadinessWatch, Stream
 
 
 def ip_text(family: int, host: str) -> str:
@@ -53,20 +53,30 @@ class SocketStream(Stream):
         except OSError:
             self.label = format_sockaddr(sock.family, "?")
         self._closed = False
+        self._readable = ReadinessWatch(self._fd)
+        self._writable = ReadinessWatch(self._fd, writable=True)
+        #: The last read returned less than asked: the socket is probably
+        #: empty, so wait before the next read instead of paying an EAGAIN.
+        self._drained = False
 
     async def read_into(self, buffer: memoryview) -> int:
+        if self._drained:
+            await self._readable.wait()
         while True:
             try:
-                return self.sock.recv_into(buffer)
+                count = self.sock.recv_into(buffer)
             except (BlockingIOError, InterruptedError):
-                await wait_readable(self._fd)
+                await self._readable.wait()
+                continue
+            self._drained = count < len(buffer)
+            return count
 
     async def write(self, data: memoryview) -> None:
         while data:
             try:
                 sent = self.sock.send(data)
             except (BlockingIOError, InterruptedError):
-                await wait_writable(self._fd)
+                await self._writable.wait()
                 continue
             data = data[sent:]
 
@@ -78,6 +88,8 @@ class SocketStream(Stream):
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
+            self._readable.close()
+            self._writable.close()
             self.sock.close()
 
     def fileno(self) -> int | None:
