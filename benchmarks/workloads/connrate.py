@@ -1,0 +1,66 @@
+"""Short connections per second through ``TCP-LISTEN:P,fork,reuseaddr TCP:127.0.0.1:Q``."""
+
+from __future__ import annotations
+
+from ..candidates import Candidate
+from ..results import Metric, Target, WorkloadResult, number
+from .base import Context, Measured, Workload
+from .relayed import echo_server, forwarding
+
+
+class ConnectionRate(Workload):
+    """Transactions per second, one client at a time and many at once."""
+
+    name = "connrate"
+    title = "short connections per second (fork)"
+    with_direct = True
+
+    def __init__(self) -> None:
+        self.description = (
+            "transaction = connect, send 1 byte, receive its 1-byte echo from the upstream "
+            "echo server (uvloop), close; counted when finished inside a fixed window; "
+            "a fresh relay process for each of the two measurements"
+        )
+
+    def metrics(self, ctx: Context) -> tuple[Metric, ...]:
+        clients = ctx.settings.rate_clients
+        return (
+            Metric("serial", "1 client at a time", "conn/s", higher_is_better=True,
+                   targets=(Target("socat", ">=", 2),)),
+            Metric("concurrent", f"{clients} concurrent clients", "conn/s",
+                   higher_is_better=True, targets=(Target("socat", ">=", 8),)),
+        )
+
+    def measure(self, ctx: Context, candidate: Candidate | None) -> Measured:
+        settings = ctx.settings
+        values: dict[str, float] = {}
+        details: dict[str, object] = {}
+        with echo_server(ctx) as upstream:
+            for key, clients in (("serial", 1), ("concurrent", settings.rate_clients)):
+                with forwarding(ctx, candidate, upstream) as (_, port):
+                    client = ctx.processes.peer(
+                        "connector", port, "--concurrency", clients,
+                        "--duration", settings.rate_seconds,
+                    )
+                    try:
+                        tally = client.read_message(settings.rate_seconds + 30, "its tally")
+                        client.finish(10)
+                    finally:
+                        ctx.processes.stop(client)
+                values[key] = number(tally, "rate")
+                details[key] = {k: tally[k] for k in ("completed", "errors", "slow")}
+        return Measured(values, details)
+
+    def notes(self, result: WorkloadResult) -> list[str]:
+        """Failed and slow transactions, summed over the runs: a full backlog shows here."""
+        parts = []
+        for name, samples in result.candidates.items():
+            for key in ("serial", "concurrent"):
+                counts = [c for d in samples.details if isinstance(c := d.get(key), dict)]
+                errors = sum(number(c, "errors") for c in counts)
+                slow = sum(number(c, "slow") for c in counts)
+                if errors or slow:
+                    parts.append(f"{name} {key}: {errors:.0f} failed, {slow:.0f} over 0.5 s")
+        if not parts:
+            return []
+        return ["transactions failed or slow (a dropped SYN waits 1 s): " + "; ".join(parts)]

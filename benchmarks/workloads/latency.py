@@ -1,0 +1,45 @@
+"""Round-trip latency of 1-byte messages through the relay to an echo server."""
+
+from __future__ import annotations
+
+from ..candidates import Candidate
+from ..results import Metric, Target, number
+from .base import Context, Measured, Workload
+from .relayed import echo_server, forwarding
+
+
+class Latency(Workload):
+    """Median and 99th percentile of 1-byte round trips on one connection."""
+
+    name = "latency"
+    title = "1-byte round-trip latency"
+    with_direct = True
+
+    def __init__(self) -> None:
+        self.description = (
+            "one connection; blocking client with TCP_NODELAY sends 1 byte and waits for "
+            "the echo (upstream: uvloop echo server), after 200 untimed round trips; "
+            "median and p99 of each run, then the median over runs"
+        )
+
+    def metrics(self, ctx: Context) -> tuple[Metric, ...]:
+        pings = ctx.settings.pings
+        target = (Target("socat", "<=", 1.1),)
+        return (
+            Metric("median_us", f"median of {pings}", "us", higher_is_better=False,
+                   targets=target),
+            Metric("p99_us", f"p99 of {pings}", "us", higher_is_better=False, targets=target),
+        )
+
+    def measure(self, ctx: Context, candidate: Candidate | None) -> Measured:
+        pings = ctx.settings.pings
+        with echo_server(ctx) as upstream, forwarding(ctx, candidate, upstream) as (_, port):
+            client = ctx.processes.peer("pingpong", port, pings)
+            try:
+                result = client.read_message(30 + pings / 1000, "its round trips")
+                client.finish(10)
+            finally:
+                ctx.processes.stop(client)
+        values = {key: number(result, key) for key in ("median_us", "p99_us")}
+        details = {key: result[key] for key in ("min_us", "p90_us", "mean_us")}
+        return Measured(values, details)
