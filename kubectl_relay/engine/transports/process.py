@@ -38,6 +38,7 @@ from typing import Any
 
 from ..addresses import Address
 from ..errors import OpenError
+from ..grammar import lex
 from ..log import NOTICE, logger
 from ..version import SOCAT_COMPATIBLE_VERSION
 from .base import OpenContext, Stream
@@ -50,20 +51,6 @@ CHILD_EXIT_GRACE = 0.5
 #: How long after SIGTERM before SIGKILL.
 CHILD_TERM_GRACE = 2.0
 
-#: socat's nestlex() settings for EXEC command lines (xio-exec.c): nesting
-#: brackets keep spaces inside one argument, and C escapes are resolved.
-_NESTS = {"(": ")", "[": "]", "{": "}"}
-_C_ESCAPES = {
-    "0": "\0",
-    "a": "\a",
-    "b": "\b",
-    "f": "\f",
-    "n": "\n",
-    "r": "\r",
-    "t": "\t",
-    "v": "\v",
-}
-
 #: EXEC/SYSTEM options whose behaviour we do not have; refused rather than ignored.
 _UNSUPPORTED = ("pty", "openpty", "ptmx", "fdin", "fdout")
 
@@ -71,66 +58,27 @@ _UNSUPPORTED = ("pty", "openpty", "ptmx", "fdin", "fdout")
 def split_command_line(text: str) -> list[str]:
     """Split an ``EXEC`` command line into argv as socat does.
 
-    Arguments are separated by spaces; ``'...'`` quotes hard and ``"..."``
-    softly (both quote characters are dropped, quotes inside a quoted part
-    are kept); ``(...)``, ``[...]`` and ``{...}`` keep their spaces; a
-    backslash escapes the next character, with C escapes (``\\n``, ``\\t``...)
-    resolved. As in socat, a trailing space makes a last, empty argument.
+    Arguments are separated by spaces, with the address grammar's quoting:
+    ``'...'`` and ``"..."`` (quote characters dropped), ``(...)``, ``[...]``
+    and ``{...}`` keep their spaces, a backslash escapes the next character
+    (C escapes such as ``\\n`` resolved). As in socat, a trailing space makes
+    a last, empty argument.
     """
-    args = []
-    token, pos = _lex(text, 0, " ", hard=True, soft=True, nests=True, drop=True)
-    args.append(token)
-    while pos < len(text) and text[pos] == " ":
+    args: list[str] = []
+    pos = 0
+    while True:
+        token, used = lex(text[pos:], (" ",))
+        args.append(token)
+        pos += used
+        if pos >= len(text):
+            break
         while pos < len(text) and text[pos] == " ":
             pos += 1
-        token, pos = _lex(text, pos, " ", hard=True, soft=True, nests=True, drop=True)
-        args.append(token)
+        if pos == len(text):
+            args.append("")
+            break
     # execvp() takes C strings: a "\0" escape ends its argument.
     return [arg.split("\0", 1)[0] for arg in args]
-
-
-def _lex(
-    text: str, pos: int, end: str, *, hard: bool, soft: bool, nests: bool, drop: bool
-) -> tuple[str, int]:
-    """One token up to ``end`` (not consumed), following socat's nestlex.c."""
-    out: list[str] = []
-    while pos < len(text):
-        char = text[pos]
-        if char == end:
-            break
-        quoted = (hard and char == "'") or (soft and char == '"')
-        if quoted:
-            if not drop:
-                out.append(char)
-            inner_hard = char == '"'  # inside "...", '...' still quotes
-            inner, pos = _lex(
-                text, pos + 1, char, hard=inner_hard, soft=inner_hard, nests=inner_hard, drop=False
-            )
-            out.append(inner)
-            if pos < len(text):
-                if not drop:
-                    out.append(char)
-                pos += 1
-            continue
-        if nests and char in _NESTS:
-            closer = _NESTS[char]
-            inner, pos = _lex(text, pos + 1, closer, hard=hard, soft=soft, nests=True, drop=False)
-            out.append(char + inner)
-            if pos < len(text):
-                out.append(closer)
-                pos += 1
-            continue
-        if char == "\\":
-            if pos + 1 >= len(text):
-                pos += 1
-                break
-            escaped = text[pos + 1]
-            out.append(_C_ESCAPES.get(escaped, escaped))
-            pos += 2
-            continue
-        out.append(char)
-        pos += 1
-    return "".join(out), pos
 
 
 def _execvp_text(program: str, argv: list[str]) -> str:

@@ -9,36 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from kubectl_relay.engine.addresses import Address
 from kubectl_relay.engine.errors import OpenError
 from kubectl_relay.engine.log import NOTICE
-from kubectl_relay.engine.options import Options, OptionValue
 from kubectl_relay.engine.transports import files, unix
-from kubectl_relay.engine.transports.base import OpenContext, Stream
+from kubectl_relay.engine.transports.base import OpenContext
 from tests.conftest import scaled
+from tests.engine.transports.streams import address, read_all, read_some
 
 LOGGER = "kubectl_relay.engine"
 CTX = OpenContext()
-
-
-def address(keyword: str, *params: str, **options: OptionValue) -> Address:
-    return Address(keyword, params, Options({k.replace("_", "-"): v for k, v in options.items()}))
-
-
-async def read_all(stream: Stream) -> bytes:
-    chunks = []
-    buffer = bytearray(65536)
-    while True:
-        count = await stream.read_into(memoryview(buffer))
-        if count == 0:
-            return b"".join(chunks)
-        chunks.append(bytes(buffer[:count]))
-
-
-async def read_some(stream: Stream) -> bytes:
-    buffer = bytearray(65536)
-    count = await stream.read_into(memoryview(buffer))
-    return bytes(buffer[:count])
 
 
 async def test_unnamed_pipe_echoes_and_half_closes(caplog: pytest.LogCaptureFixture) -> None:

@@ -11,32 +11,13 @@ import pytest
 
 from kubectl_relay.engine.addresses import Address
 from kubectl_relay.engine.errors import OpenError
-from kubectl_relay.engine.options import Options, OptionValue
 from kubectl_relay.engine.transports import process
-from kubectl_relay.engine.transports.base import OpenContext, Stream
+from kubectl_relay.engine.transports.base import OpenContext
 from tests.conftest import scaled
+from tests.engine.transports.streams import address, read_all, send_all
 
 LOGGER = "kubectl_relay.engine"
 CTX = OpenContext()
-
-
-def address(keyword: str, *params: str, **options: OptionValue) -> Address:
-    return Address(keyword, params, Options({k.replace("_", "-"): v for k, v in options.items()}))
-
-
-async def read_all(stream: Stream) -> bytes:
-    chunks = []
-    buffer = bytearray(65536)
-    while True:
-        count = await stream.read_into(memoryview(buffer))
-        if count == 0:
-            return b"".join(chunks)
-        chunks.append(bytes(buffer[:count]))
-
-
-async def send_all(stream: Stream, data: bytes) -> None:
-    await stream.write(memoryview(data))
-    await stream.shutdown_write()
 
 
 async def run(address: Address, data: bytes = b"", ctx: OpenContext = CTX) -> tuple[bytes, int]:
