@@ -130,54 +130,50 @@ class _Pump:
         converting = source.terminator is not LineTerminator.NL or (
             sink.terminator is not LineTerminator.NL
         )
+        # Locals for the hot loop: one relayed block costs a read, a write
+        # and little else (no per-block attribute lookups or wrapper frames).
+        read_into, write = source.stream.read_into, sink.stream.write
+        tracer, counter, touch = self.tracer, self.counter, self.clock.touch
+        log_blocks = logger.isEnabledFor(INFO)
         remaining = source.readbytes
-        while True:
-            wanted = size if remaining is None else min(size, remaining)
-            count = await self._read(view[:wanted]) if wanted else 0
-            if count == 0:
-                if source.ignoreeof and remaining != 0:
-                    await asyncio.sleep(IGNOREEOF_POLL_SECONDS)
-                    continue
-                logger.log(
-                    NOTICE, "socket %d (fd %s) is at EOF", source.number, source.fd_label
-                )
-                return
-            if remaining is not None:
-                remaining -= count
-            block: bytes | memoryview = view[:count]
-            if converting:
-                block = sink.to_wire(source.from_wire(bytes(block)))
-            if self.tracer is not None:
-                self.tracer.record(self.direction, block)
-            await self._write(memoryview(block))
-            self.transferred += count
-            self.counter[0] += count
-            self.clock.touch()
-            if logger.isEnabledFor(INFO):
-                logger.info(
-                    "transferred %d bytes from %s to %s", count, source.fd_label, sink.fd_label
-                )
-            if count == size and size < self.block_size:
-                size = min(size * 4, self.block_size)
-                buffer = bytearray(size)
-                view = memoryview(buffer)
-
-    async def _read(self, view: memoryview) -> int:
+        reading = True
         try:
-            return await self.source.stream.read_into(view)
+            while True:
+                wanted = size if remaining is None else min(size, remaining)
+                reading = True
+                count = await read_into(view[:wanted]) if wanted else 0
+                if count == 0:
+                    if source.ignoreeof and remaining != 0:
+                        await asyncio.sleep(IGNOREEOF_POLL_SECONDS)
+                        continue
+                    logger.log(
+                        NOTICE, "socket %d (fd %s) is at EOF", source.number, source.fd_label
+                    )
+                    return
+                if remaining is not None:
+                    remaining -= count
+                block: bytes | memoryview = view[:count]
+                if converting:
+                    block = sink.to_wire(source.from_wire(bytes(block)))
+                if tracer is not None:
+                    tracer.record(self.direction, block)
+                reading = False
+                await write(memoryview(block))
+                self.transferred += count
+                counter[0] += count
+                touch()
+                if log_blocks:
+                    logger.info(
+                        "transferred %d bytes from %s to %s", count, source.fd_label, sink.fd_label
+                    )
+                if count == size and size < self.block_size:
+                    size = min(size * 4, self.block_size)
+                    buffer = bytearray(size)
+                    view = memoryview(buffer)
         except OSError as exc:
-            fd = self.source.fd_label
+            side, call = (source, "read") if reading else (sink, "write")
             raise OpenError(
-                self.source.stream.label, f"read({fd}, {len(view)}): {exc.strerror or exc}"
-            ) from exc
-
-    async def _write(self, view: memoryview) -> None:
-        try:
-            await self.sink.stream.write(view)
-        except OSError as exc:
-            fd = self.sink.fd_label
-            raise OpenError(
-                self.sink.stream.label, f"write({fd}, {len(view)}): {exc.strerror or exc}"
+                side.stream.label, f"{call}({side.fd_label}, {size}): {exc.strerror or exc}"
             ) from exc
 
 
