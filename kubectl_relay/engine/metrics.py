@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .errors import UsageError
@@ -66,16 +67,22 @@ def parse_metrics_address(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-async def serve_metrics(host: str, port: int, metrics: Metrics = METRICS) -> asyncio.Server:
-    """Start answering ``GET /metrics`` (and ``GET /healthz``) on ``host:port``."""
+async def start_metrics_server(
+    render: Callable[[], str], host: str, port: int, *, health: bool = True
+) -> asyncio.Server:
+    """Answer ``GET /metrics`` with ``render()`` (and ``GET /healthz``) on ``host:port``.
+
+    Shared by the relay and the operator. Raises ``OSError`` when it cannot listen.
+    """
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
-            path = request.split(b" ", 2)[1] if request.count(b" ") >= 2 else b""
+            parts = request.split(b" ", 2)
+            path = parts[1] if len(parts) == 3 else b""
             if path == b"/metrics":
-                status, body = "200 OK", metrics.render().encode()
-            elif path == b"/healthz":
+                status, body = "200 OK", render().encode()
+            elif health and path == b"/healthz":
                 status, body = "200 OK", b"ok\n"
             else:
                 status, body = "404 Not Found", b"not found: try /metrics\n"
@@ -91,8 +98,13 @@ async def serve_metrics(host: str, port: int, metrics: Metrics = METRICS) -> asy
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
+    return await asyncio.start_server(answer, host, port, reuse_address=True)
+
+
+async def serve_metrics(host: str, port: int, metrics: Metrics = METRICS) -> asyncio.Server:
+    """The relay's ``--metrics`` endpoint; a failure to listen is a usage error."""
     try:
-        server = await asyncio.start_server(answer, host, port, reuse_address=True)
+        server = await start_metrics_server(metrics.render, host, port)
     except OSError as exc:
         raise UsageError(
             f'option "--metrics": cannot listen on {host}:{port}: {exc.strerror or exc}'

@@ -197,6 +197,8 @@ class OptionSpec:
     aliases: tuple[str, ...] = ()
     #: Accepted range of a numeric value; ``None`` takes the kind's default.
     bounds: tuple[int, int] | None = None
+    #: The accepted values of a text option (any case); empty: any text.
+    choices: tuple[str, ...] = ()
 
     @property
     def limits(self) -> tuple[int, int] | None:
@@ -216,6 +218,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
     # socat: "readbytes=<bytes> ... Must be greater than 0."
     OptionSpec("readbytes", _K.SIZE, _G.APPL, ("bytes",), (1, 2**63 - 1)),
     OptionSpec("setsid", _K.FLAG, _G.PROCESS, ("sid",)),
+    # A relay extension, not in socat: length-prefixed frames (framing.py).
+    OptionSpec("frame", _K.STRING, _G.APPL, choices=("len16",)),
     OptionSpec("umask", _K.MODE, _G.ADDR),
     # FD and file system entries.
     OptionSpec("mode", _K.MODE, _G.FD | _G.NAMED, ("perm",)),
@@ -495,7 +499,13 @@ def _to_seconds(spec: OptionSpec, option: RawOption) -> OptionValue:
 
 
 def _to_text(spec: OptionSpec, option: RawOption) -> OptionValue:
-    return _required(spec, option)
+    text = _required(spec, option)
+    if spec.choices and text.lower() not in spec.choices:
+        raise OptionError(
+            option.name,
+            f'option "{option.name}": unknown value "{text}", accepted: {", ".join(spec.choices)}',
+        )
+    return text
 
 
 def _to_range(spec: OptionSpec, option: RawOption) -> OptionValue:

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from . import framing
 from .addresses import Address, AddressSpec, DualAddress
 from .errors import AcceptTimeout, OpenError, RelayError
 from .log import NOTICE, logger
@@ -179,6 +180,8 @@ class Relay:
                 logger.error("%s", exc)
                 return 1
             try:
+                # frame= (a relay extension, framing.py) wraps either side.
+                first, second = framing.apply(first, self.first), framing.apply(second, self.second)
                 tracer = None if self.trace_output is None else self.trace_output.session()
                 await transfer(
                     _side(first, self.first, 1),
