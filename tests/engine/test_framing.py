@@ -10,7 +10,7 @@ import pytest
 
 from kubectl_relay.engine import framing
 from kubectl_relay.engine.addresses import parse_address
-from kubectl_relay.engine.errors import OpenError
+from kubectl_relay.engine.errors import OpenError, OptionError
 from kubectl_relay.engine.framing import END_FRAME, FrameDecoder, FramedStream, encode
 from kubectl_relay.engine.transports.base import Stream
 from tests.conftest import scaled
@@ -192,9 +192,6 @@ def test_an_unknown_format_is_an_error_of_the_session() -> None:
 
 
 def test_unknown_frame_format_is_refused_when_parsing() -> None:
-    from kubectl_relay.engine.addresses import parse_address
-    from kubectl_relay.engine.errors import OptionError
-
     with pytest.raises(OptionError) as caught:
         parse_address("TCP:127.0.0.1:80,frame=len32")
     assert str(caught.value) == 'option "frame": unknown value "len32", accepted: len16'
