@@ -8,9 +8,12 @@ Layers, each importing only the ones above it:
 - ``settings``: the operator's own settings (image, watched namespaces, defaults).
 - ``builders``: pure functions from a ``TunnelSpec`` to the desired Deployment,
   Service and NetworkPolicy.
-
-Everything here is pure: no kopf, no Kubernetes client. The kopf handlers
-(one module, the only one that imports kopf) parse, build, apply and report.
+- ``apply``, ``status``, ``metrics``: pure: merge patches and ownership; status,
+  conditions and events from observed state; the operator's counters.
+- ``client``: the only module using the Kubernetes client (on its own threads).
+- ``reconcile``: one reconciliation (read, check, build, apply, report), no kopf.
+- ``handlers``: the kopf handlers, thin over ``reconcile``; the only kopf import.
+- ``cli``: the ``relay-operator`` console script.
 """
 
 from kubectl_relay import __version__

@@ -20,12 +20,15 @@ import json
 from collections.abc import Mapping
 from typing import TypedDict
 
-from .fields import Resources, parse_quantity, required_string
-from .settings import NONROOT_ID, Settings
-from .spec import TRACING_FLAGS, TunnelBody, TunnelSpec
+from kubectl_relay.jsontypes import JSONObject, JSONValue
+from kubectl_relay.podsecurity import (
+    restricted_container_security_context,
+    restricted_pod_security_context,
+)
 
-JSONValue = None | bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"]
-JSONObject = dict[str, JSONValue]
+from .fields import Resources, parse_quantity, required_string
+from .settings import Settings
+from .spec import METRICS_PORT, TRACING_FLAGS, TunnelBody, TunnelSpec
 
 GROUP = "relay.kubectl-relay.io"
 VERSION = "v1alpha1"
@@ -39,6 +42,15 @@ CONFIG_HASH_ANNOTATION = f"{GROUP}/config-hash"
 #: Name of the relay container and of its port (Service targetPort).
 CONTAINER = "relay"
 PORT_NAME = "relay"
+#: Name of the relay container's metrics port (``relay --metrics``).
+METRICS_PORT_NAME = "metrics"
+#: Annotations by which a Prometheus configured the customary way (the
+#: ``kubernetes-pods`` job of the community Helm chart) finds the relay pods.
+SCRAPE_ANNOTATIONS: Mapping[str, str] = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": str(METRICS_PORT),
+    "prometheus.io/path": "/metrics",
+}
 #: Mode of the mounted TLS files: readable by the pod's group (fsGroup),
 #: which is the relay's own group; never by others.
 SECRET_FILE_MODE = 0o440
@@ -118,11 +130,22 @@ def _metadata(spec: TunnelSpec, owner: Owner) -> JSONObject:
 def relay_command(spec: TunnelSpec) -> list[str]:
     """The relay's command line, written as one would type it.
 
-    ``-d -d`` logs notices: each accepted client and each connection to the
-    target, which is what one reads in ``kubectl logs`` when a shared
-    tunnel misbehaves. ``-v``/``-x`` add the data trace.
+    ``--metrics`` serves the relay's Prometheus counters (sessions, errors,
+    bytes per direction) on ``METRICS_PORT``. ``-d -d`` logs notices: each
+    accepted client and each connection to the target, which is what one
+    reads in ``kubectl logs`` when a shared tunnel misbehaves. ``-v``/``-x``
+    add the data trace.
     """
-    return ["relay", *TRACING_FLAGS[spec.tracing], "-d", "-d", spec.listen, spec.connect]
+    return [
+        "relay",
+        "--metrics",
+        str(METRICS_PORT),
+        *TRACING_FLAGS[spec.tracing],
+        "-d",
+        "-d",
+        spec.listen,
+        spec.connect,
+    ]
 
 
 def readiness_command(spec: TunnelSpec) -> list[str]:
@@ -180,7 +203,10 @@ def _container(spec: TunnelSpec, settings: Settings) -> JSONObject:
         "image": settings.relay_image,
         "imagePullPolicy": settings.relay_pull_policy,
         "command": list[JSONValue](relay_command(spec)),
-        "ports": [{"name": PORT_NAME, "containerPort": spec.port, "protocol": spec.protocol}],
+        "ports": [
+            {"name": PORT_NAME, "containerPort": spec.port, "protocol": spec.protocol},
+            {"name": METRICS_PORT_NAME, "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
         "readinessProbe": {
             "exec": {"command": list[JSONValue](readiness_command(spec))},
             "periodSeconds": 5,
@@ -191,11 +217,7 @@ def _container(spec: TunnelSpec, settings: Settings) -> JSONObject:
             "requests": dict[str, JSONValue](merged.requests),
             "limits": dict[str, JSONValue](merged.limits),
         },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": restricted_container_security_context(),
     }
     if mounts:
         container["volumeMounts"] = mounts
@@ -203,15 +225,9 @@ def _container(spec: TunnelSpec, settings: Settings) -> JSONObject:
 
 
 def _pod_spec(spec: TunnelSpec, settings: Settings) -> JSONObject:
-    security: JSONObject = {
-        "runAsNonRoot": True,
-        "runAsUser": NONROOT_ID,
-        "runAsGroup": NONROOT_ID,
-        # Secret volumes are group-owned by fsGroup; with mode 0440 only the
-        # relay's group can read the private key.
-        "fsGroup": NONROOT_ID,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
+    # Secret volumes are group-owned by fsGroup; with mode 0440 only the
+    # relay's group can read the private key.
+    security = restricted_pod_security_context()
     if spec.port < 1024:
         # Only this pod's network namespace is affected, and only ports from
         # the listen port up become bindable without privilege.
@@ -290,7 +306,10 @@ def desired_deployment(
     ``resourceVersion``, when the caller has read them.
     """
     pod_spec = _pod_spec(spec, settings)
+    # The tunnel's own annotations come after the scrape annotations, so that
+    # a tunnel can opt out with prometheus.io/scrape: "false".
     annotations: JSONObject = {
+        **SCRAPE_ANNOTATIONS,
         **spec.pod.annotations,
         CONFIG_HASH_ANNOTATION: config_hash(pod_spec, secret_versions or {}),
     }
@@ -357,10 +376,15 @@ def desired_network_policy(spec: TunnelSpec, owner: Owner) -> JSONObject | None:
     a refused peer never reaches the process. How ``ipBlock`` treats pod
     addresses depends on the network plugin (Kubernetes leaves it open);
     ``range=`` applies either way.
+
+    The metrics port stays open to every peer: a policy that selects the pods
+    denies whatever it does not list, Prometheus included, and the counters
+    tell nothing about the relayed data.
     """
     if not spec.allowed_sources:
         return None
     peers: list[JSONValue] = [{"ipBlock": {"cidr": str(n)}} for n in spec.allowed_sources]
+    metrics_port: JSONObject = {"protocol": "TCP", "port": METRICS_PORT}
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -369,7 +393,8 @@ def desired_network_policy(spec: TunnelSpec, owner: Owner) -> JSONObject | None:
             "podSelector": {"matchLabels": dict[str, JSONValue](selector(spec))},
             "policyTypes": ["Ingress"],
             "ingress": [
-                {"from": peers, "ports": [{"protocol": spec.protocol, "port": spec.port}]}
+                {"from": peers, "ports": [{"protocol": spec.protocol, "port": spec.port}]},
+                {"ports": [metrics_port]},
             ],
         },
     }

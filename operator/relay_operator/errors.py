@@ -7,10 +7,14 @@ condition and in its events, so ``kubectl describe`` tells the whole story::
 
     OperatorError
     ├── SettingsError         a setting of the operator itself (environment) is malformed
+    ├── ApiError              a request to the API server failed
+    │   └── TransientApiError   ...in a way that retrying may cure (5xx, 429, timeout, network)
     └── TunnelError           a SocatTunnel cannot be reconciled as written
         ├── SpecError         a field of the spec is invalid (path, problem, fix)
         │   └── AddressError  the engine's parser refused spec.listen or spec.connect
-        └── SecretError       a Secret the spec refers to is missing or lacks a key
+        ├── SecretError       a Secret the spec refers to is missing or lacks a key
+        ├── ConflictError     an object the tunnel needs exists and belongs to someone else
+        └── RejectedError     the API server refused one of the tunnel's objects (422)
 
 ``TunnelError.condition_reason`` is the ``reason`` of the status condition
 (CamelCase, as Kubernetes conditions use), so handlers need no mapping table.
@@ -142,3 +146,92 @@ class SecretError(TunnelError):
             f'{self.path}: Secret "{self.name}" in namespace "{self.namespace}" has no key '
             f'"{self.missing_key}"; add it to the Secret or correct {self.path}'
         )
+
+
+class ApiError(OperatorError):
+    """A request to the API server failed.
+
+    ``status`` is the HTTP status (0 when no answer came), ``reason`` the
+    Status body's reason (``NotFound``, ``Invalid``...), ``message`` its
+    message, ``field`` the first cause's field when the server named one.
+    """
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        reason: str,
+        message: str,
+        field: str | None = None,
+    ) -> None:
+        super().__init__(method, path, status, reason, message, field)
+        self.method = method
+        self.path = path
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.field = field
+
+    def __str__(self) -> str:
+        answer = f"{self.status} {self.reason}" if self.status else self.reason
+        return f"{self.method} {self.path}: {answer}: {self.message}"
+
+
+class TransientApiError(ApiError):
+    """A failure that retrying may cure: the server was busy, down or unreachable."""
+
+
+class ConflictError(TunnelError):
+    """An object the tunnel would create exists already, and another owner controls it.
+
+    The operator never takes over objects it did not create: the Service
+    ``azure-sql`` of a colleague must not start pointing at relay pods.
+    """
+
+    REASON: ClassVar[str] = "NameConflict"
+
+    def __init__(self, kind: str, namespace: str, name: str, owner: str | None) -> None:
+        super().__init__(kind, namespace, name, owner)
+        self.kind = kind
+        self.namespace = namespace
+        self.name = name
+        self.owner = owner
+
+    @property
+    def condition_reason(self) -> str:
+        return f"{self.kind}Conflict"
+
+    def __str__(self) -> str:
+        whose = f"is controlled by {self.owner}" if self.owner else "was not created by this tunnel"
+        return (
+            f'{self.kind} "{self.name}" already exists in namespace "{self.namespace}" and '
+            f"{whose}; rename the tunnel, or delete the {self.kind} if it is no longer needed"
+        )
+
+
+class RejectedError(TunnelError):
+    """The API server refused an object built from the spec (422 Invalid).
+
+    Most such refusals are caught by ``parse_spec``; what it cannot know is
+    the cluster's state, such as a node port another Service holds.
+    """
+
+    def __init__(self, kind: str, name: str, cause: ApiError) -> None:
+        super().__init__(kind, name, cause)
+        self.kind = kind
+        self.name = name
+        self.cause = cause
+
+    @property
+    def condition_reason(self) -> str:
+        where = f"{self.cause.field or ''} {self.cause.message}"
+        if "nodePort" in where:
+            return "NodePortConflict"
+        return f"{self.kind}Rejected"
+
+    def __str__(self) -> str:
+        hint = ""
+        if self.condition_reason == "NodePortConflict":
+            hint = "; choose another spec.service.nodePort, or remove it to get a free one"
+        return f'the API server refused {self.kind} "{self.name}": {self.cause.message}{hint}'

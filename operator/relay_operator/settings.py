@@ -12,7 +12,13 @@ checks that they set no variable this module does not know.
 ``RELAY_OPERATOR_RELAY_RESOURCES``    JSON ``{"requests": {...}, "limits": {...}}``
 ``RELAY_OPERATOR_RELAY_NODE_SELECTOR`` JSON ``{"label": "value"}``
 ``RELAY_OPERATOR_HEALTH_PORT``        port of the liveness endpoint ``/healthz``
+``RELAY_OPERATOR_METRICS_PORT``       port of the operator's ``/metrics``; 0: off
+``RELAY_OPERATOR_PEERING``            name of the kopf peering object shared by
+                                      the operator's replicas; unset: standalone
 ====================================  ==========================================
+
+The timing fields (retries, rechecks, resync) have no variables: their
+defaults suit clusters, and tests pass shorter ones explicitly.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from kubectl_relay import __version__
 from .errors import SettingsError, SpecError
 from .fields import (
     DNS_1123_LABEL,
+    DNS_SUBDOMAIN,
     Resources,
     check_label_value,
     check_qualified_name,
@@ -38,12 +45,6 @@ PullPolicy = Literal["Always", "IfNotPresent", "Never"]
 #: The repository of the project's one image (engine, operator and plugin).
 IMAGE_REPOSITORY = "ghcr.io/kubectl-relay/relay"
 
-#: The numeric user and group the image runs as (its ``USER``), and so the
-#: relay pods: Pod Security "restricted" wants a non-root user, and a
-#: numeric id lets the kubelet check ``runAsNonRoot`` without reading
-#: /etc/passwd. 65532 is the customary "nonroot" id of distroless images.
-NONROOT_ID = 65532
-
 ENV_PREFIX = "RELAY_OPERATOR_"
 ENV_NAMESPACES = ENV_PREFIX + "NAMESPACES"
 ENV_RELAY_IMAGE = ENV_PREFIX + "RELAY_IMAGE"
@@ -51,6 +52,8 @@ ENV_RELAY_PULL_POLICY = ENV_PREFIX + "RELAY_PULL_POLICY"
 ENV_RELAY_RESOURCES = ENV_PREFIX + "RELAY_RESOURCES"
 ENV_RELAY_NODE_SELECTOR = ENV_PREFIX + "RELAY_NODE_SELECTOR"
 ENV_HEALTH_PORT = ENV_PREFIX + "HEALTH_PORT"
+ENV_METRICS_PORT = ENV_PREFIX + "METRICS_PORT"
+ENV_PEERING = ENV_PREFIX + "PEERING"
 #: Every variable ``from_environ`` reads.
 ENVIRONMENT = (
     ENV_NAMESPACES,
@@ -59,6 +62,8 @@ ENVIRONMENT = (
     ENV_RELAY_RESOURCES,
     ENV_RELAY_NODE_SELECTOR,
     ENV_HEALTH_PORT,
+    ENV_METRICS_PORT,
+    ENV_PEERING,
 )
 
 
@@ -105,6 +110,44 @@ class Settings:
     """Port of the operator's liveness endpoint (``/healthz``), which its
     Deployment probes."""
 
+    metrics_port: int = 9464
+    """Port of the operator's own Prometheus endpoint (``/metrics``); 0 turns
+    it off. The same number as the relay pods' metrics port: one port to
+    remember, and the two never share a network namespace."""
+
+    peering: str | None = None
+    """Name of the kopf peering object (a ``KopfPeering`` in the operator's
+    namespace, or a ``ClusterKopfPeering`` when every namespace is watched)
+    through which replicas of the operator find each other; the one with
+    the highest priority serves, the others stand by. ``None`` runs
+    standalone: one replica only."""
+
+    retry_delay: float = 1.0
+    """Seconds before the first retry after a transient API failure (a 5xx,
+    a 429, a timeout, a refused connection); each retry doubles it."""
+
+    retry_delay_max: float = 60.0
+    """The longest delay between retries after transient failures."""
+
+    secret_recheck: float = 30.0
+    """Seconds between checks of a tunnel waiting for a Secret (the operator
+    may only ``get`` Secrets, so it looks again rather than watching)."""
+
+    resync_interval: float | None = None
+    """Seconds between reconciliations of a tunnel without any change to it,
+    which roll the relay pods after a Secret rotation (the operator may not
+    watch Secrets) and repair changes made by hand to a child. ``None``
+    (the default) turns it off: kopf's timers need a finalizer on every
+    tunnel, and a tunnel with a finalizer cannot be deleted while the
+    operator is not running. Deleted children are recreated either way."""
+
+    ttl_recheck: float = 300.0
+    """Longest sleep of a temporary tunnel's timer: a changed ``spec.ttl`` is
+    seen within this time (sooner when the tunnel expires sooner)."""
+
+    api_timeout: float = 30.0
+    """Seconds one API request may take before it counts as a transient failure."""
+
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
         """Settings from ``RELAY_OPERATOR_*`` variables; unset or empty ones keep the defaults."""
@@ -142,6 +185,16 @@ class Settings:
             if not raw.isdigit() or not 1 <= int(raw) <= 65535:
                 raise SettingsError(ENV_HEALTH_PORT, raw, "expected a port from 1 to 65535")
             health_port = int(raw)
+        metrics_port = default.metrics_port
+        if raw := get(ENV_METRICS_PORT):
+            if not raw.isdigit() or not 0 <= int(raw) <= 65535:
+                raise SettingsError(ENV_METRICS_PORT, raw, "expected a port from 0 to 65535")
+            metrics_port = int(raw)
+        peering = default.peering
+        if raw := get(ENV_PEERING):
+            if len(raw) > 253 or not DNS_SUBDOMAIN.match(raw):
+                raise SettingsError(ENV_PEERING, raw, "not a valid object name")
+            peering = raw
         return cls(
             relay_image=get(ENV_RELAY_IMAGE) or default.relay_image,
             relay_pull_policy=pull_policy,
@@ -149,6 +202,8 @@ class Settings:
             default_resources=resources,
             default_node_selector=node_selector,
             health_port=health_port,
+            metrics_port=metrics_port,
+            peering=peering,
         )
 
 

@@ -101,6 +101,11 @@ RESERVED_LABELS = (
 )
 RESERVED_PREFIX = "relay.kubectl-relay.io/"
 
+#: The TCP port on which every relay pod serves Prometheus metrics
+#: (``relay --metrics``). Not a common service port, so that a tunnel rarely
+#: wants it for itself; one that does is told to listen elsewhere.
+METRICS_PORT = 9464
+
 
 # --- Raw bodies, as the API server (or kopf) hands them over -----------------
 
@@ -356,6 +361,13 @@ def _check_listen(address: Address, text: str) -> tuple[Protocol, int]:
             path,
             f'the port must be a number from 1 to 65535, got "{port_text}"',
             "the Service, the probe and the NetworkPolicy need to know it",
+        )
+    if protocol == "TCP" and int(port_text) == METRICS_PORT:
+        raise SpecError(
+            path,
+            f"port {METRICS_PORT} is the relay pod's metrics port",
+            "listen on another port; spec.service.port can still expose the tunnel "
+            f"as {METRICS_PORT}",
         )
     if not address.options.get("fork"):
         raise SpecError(

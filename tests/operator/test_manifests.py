@@ -413,9 +413,15 @@ def test_operator_deployment(charts: dict[str, list[dict[str, Any]]]) -> None:
     container = operator_container(charts["default"])
     assert container["command"] == ["relay-operator"]
     env = {item["name"]: item.get("value") for item in container["env"]}
-    (port,) = container["ports"]
-    assert int(env["RELAY_OPERATOR_HEALTH_PORT"]) == port["containerPort"] == Settings().health_port
-    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": port["name"]}
+    health, metrics = container["ports"]
+    assert health["name"] == "health"
+    assert int(env["RELAY_OPERATOR_HEALTH_PORT"]) == health["containerPort"] == Settings().health_port
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": health["name"]}
+    assert metrics["name"] == "metrics"
+    assert int(env["RELAY_OPERATOR_METRICS_PORT"]) == metrics["containerPort"]
+    assert metrics["containerPort"] == Settings().metrics_port
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(metrics["containerPort"])
     labels = deployment["spec"]["selector"]["matchLabels"]
     assert labels["app.kubernetes.io/component"] == "operator"
 

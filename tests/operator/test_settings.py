@@ -31,6 +31,8 @@ def test_every_variable() -> None:
             "RELAY_OPERATOR_RELAY_RESOURCES": '{"requests": {"cpu": "10m"}, "limits": {"cpu": 1}}',
             "RELAY_OPERATOR_RELAY_NODE_SELECTOR": '{"kubernetes.io/os": "linux", "pool": "a"}',
             "RELAY_OPERATOR_HEALTH_PORT": "9000",
+            "RELAY_OPERATOR_METRICS_PORT": "0",
+            "RELAY_OPERATOR_PEERING": "relay-operator",
         }
     )
     assert settings == Settings(
@@ -40,6 +42,8 @@ def test_every_variable() -> None:
         default_resources=Resources({"cpu": "10m"}, {"cpu": "1"}),
         default_node_selector={"kubernetes.io/os": "linux", "pool": "a"},
         health_port=9000,
+        metrics_port=0,
+        peering="relay-operator",
     )
 
 
@@ -79,6 +83,16 @@ def test_every_variable() -> None:
             "RELAY_OPERATOR_HEALTH_PORT",
             "http",
             "RELAY_OPERATOR_HEALTH_PORT='http': expected a port from 1 to 65535",
+        ),
+        (
+            "RELAY_OPERATOR_METRICS_PORT",
+            "70000",
+            "RELAY_OPERATOR_METRICS_PORT='70000': expected a port from 0 to 65535",
+        ),
+        (
+            "RELAY_OPERATOR_PEERING",
+            "Relay Operator",
+            "RELAY_OPERATOR_PEERING='Relay Operator': not a valid object name",
         ),
     ],
 )

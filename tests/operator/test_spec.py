@@ -484,6 +484,15 @@ def test_invalid(spec: dict[str, Any], message: str) -> None:
     assert problem.condition_reason == "InvalidSpec"
 
 
+def test_listen_port_must_not_be_the_metrics_port() -> None:
+    assert str(error({"listen": "TCP-LISTEN:9464,fork"})) == (
+        "spec.listen: port 9464 is the relay pod's metrics port; listen on another port; "
+        "spec.service.port can still expose the tunnel as 9464"
+    )
+    # UDP 9464 is another port than the metrics endpoint's TCP 9464.
+    assert parse_spec(body({"listen": "UDP-LISTEN:9464,fork"})).port == 9464
+
+
 def test_metadata_name_must_name_a_service() -> None:
     tunnel = body()
     tunnel["metadata"]["name"] = "azure.sql"

@@ -1,0 +1,494 @@
+"""The operator installed from manifests/ as a user would, and every example applied to it.
+
+``kubectl apply -f manifests/crd/ -f manifests/rbac/cluster.yaml -f manifests/operator.yaml``
+starts the operator's Deployment; the sandbox runs its pod (the project's image
+runs ``relay-operator`` through the pod shim, with the sandbox's kubeconfig).
+Then each file of ``manifests/examples/`` is applied with kubectl into a fresh
+namespace, next to stubs for the hosts it names, and checked the way a user
+would: ``kubectl wait --for=condition=Ready``, ``kubectl get socattunnels``,
+and traffic through the tunnel's Service.
+
+Hosts the sandbox cannot stand in for: the Azure endpoints
+(``*.windows.net``) are public names that cluster DNS never answers, so the
+Azure examples are checked by status and children only (the relays run and
+listen; a client would reach Azure). ``postgres.payments.internal`` and
+``api.partner.example`` become pods with a hostname in a headless Service's
+subdomain (namespaces ``internal`` and ``example``), which a pod's DNS search
+path completes exactly as in a real cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import trustme
+import yaml
+
+from e2e.conftest import Kube
+from e2e.sandbox import ECHO_IMAGE, HTTP_IMAGE, SandboxThread
+from tests.conftest import scaled
+
+T = TypeVar("T")
+
+ROOT = Path(__file__).resolve().parents[1]
+MANIFESTS = ROOT / "manifests"
+EXAMPLES = MANIFESTS / "examples"
+TLS_ECHO_IMAGE = "e2e.local/tls-echo"
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def kubectl(sandbox: SandboxThread, *args: str, stdin: str | None = None,
+            timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        ["kubectl", "--kubeconfig", str(sandbox.kubeconfig), *args],
+        input=stdin, capture_output=True, text=True, timeout=scaled(timeout), check=False,
+    )
+    if check:
+        assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
+    return result
+
+
+def wait_until(what: str, check: Callable[[], T | None], timeout: float = 30.0) -> T:
+    deadline = time.monotonic() + scaled(timeout)
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+        except Exception as exc:
+            result, last = None, exc
+        if result:
+            return result
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what} (last error: {last})")
+
+
+def exchange(host: str, port: int, payload: bytes, *, context: ssl.SSLContext | None = None,
+             server_hostname: str | None = None) -> bytes:
+    """``exchange_once``, retried while the connection is refused or reset.
+
+    The sandbox has no network namespaces, so a relay pod's readiness probe
+    (a LISTEN socket on its port in /proc/net/tcp) may pass early, on a
+    socket of another pod with the same port: give the relay a moment.
+    """
+    return wait_until(f"an answer from {host}:{port}", lambda: exchange_once(
+        host, port, payload, context=context, server_hostname=server_hostname), timeout=15)
+
+
+def exchange_once(host: str, port: int, payload: bytes, *,
+                  context: ssl.SSLContext | None = None,
+                  server_hostname: str | None = None) -> bytes:
+    """Send ``payload`` and read it back (plain: until EOF after a half-close)."""
+    with socket.create_connection((host, port), timeout=scaled(10)) as raw:
+        if context is None:
+            raw.sendall(payload)
+            raw.shutdown(socket.SHUT_WR)
+            chunks = []
+            while chunk := raw.recv(65536):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        with context.wrap_socket(raw, server_hostname=server_hostname) as sock:
+            sock.sendall(payload)
+            data = b""
+            while len(data) < len(payload):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            return data
+
+
+def documents(name: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((EXAMPLES / name).read_text()) if d]
+
+
+def apply_example(sandbox: SandboxThread, namespace: str, name: str) -> None:
+    out = kubectl(sandbox, "apply", "-n", namespace, "-f", str(EXAMPLES / name)).stdout
+    for document in documents(name):
+        assert f"{document['kind'].lower()}" in out.lower()
+
+
+def wait_ready(sandbox: SandboxThread, namespace: str, tunnel: str, timeout: float = 60) -> None:
+    result = kubectl(sandbox, "wait", "-n", namespace, "--for=condition=Ready",
+                     f"socattunnel/{tunnel}", f"--timeout={int(scaled(timeout))}s",
+                     timeout=timeout + 10, check=False)
+    if result.returncode != 0:
+        status = kubectl(sandbox, "get", "-n", namespace, "st", tunnel, "-o", "yaml").stdout
+        logs = kubectl(sandbox, "logs", "-n", "relay-system", "deployment/relay-operator",
+                       "--tail=40", check=False).stdout
+        pytest.fail(f"{tunnel} not Ready: {result.stderr}\n{status}\noperator log:\n{logs}")
+
+
+def tunnel_status(sandbox: SandboxThread, namespace: str, name: str) -> dict[str, Any]:
+    out = kubectl(sandbox, "get", "-n", namespace, "socattunnel", name, "-o", "json").stdout
+    status: dict[str, Any] = json.loads(out)["status"]
+    return status
+
+
+def cluster_ip(kube: Kube, namespace: str, service: str) -> str:
+    return str(kube.core.read_namespaced_service(service, namespace).spec.cluster_ip)
+
+
+def stub(kube: Kube, namespace: str, service: str, image: str, port: int, *args: str,
+         protocol: str = "TCP", hostname: str | None = None) -> None:
+    """A pod running ``image`` behind Service ``service`` (same port), ready when it listens."""
+    labels = {"stub": service}
+    spec: dict[str, Any] = {"containers": [{
+        "name": "main", "image": image, "args": ["--port", str(port), *args],
+        "readinessProbe": {"tcpSocket": {"port": port}, "periodSeconds": 1},
+    }]}
+    service_spec: dict[str, Any] = {
+        "selector": labels, "ports": [{"port": port, "targetPort": port, "protocol": protocol}],
+    }
+    if hostname:
+        spec |= {"hostname": hostname, "subdomain": service}
+        service_spec["clusterIP"] = "None"
+    kube.core.create_namespaced_pod(namespace, {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": service, "labels": labels},
+        "spec": spec})
+    kube.core.create_namespaced_service(namespace, {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": service},
+        "spec": service_spec})
+
+
+def tls_secret(kube: Kube, namespace: str, name: str, cert: trustme.LeafCert) -> None:
+    kube.core.create_namespaced_secret(namespace, {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+        "type": "kubernetes.io/tls",
+        "data": {
+            "tls.crt": base64.b64encode(cert.cert_chain_pems[0].bytes()).decode(),
+            "tls.key": base64.b64encode(cert.private_key_pem.bytes()).decode(),
+        },
+    })
+
+
+def ca_secret(kube: Kube, namespace: str, name: str, key: str, ca: trustme.CA) -> None:
+    kube.core.create_namespaced_secret(namespace, {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+        "data": {key: base64.b64encode(ca.cert_pem.bytes()).decode()},
+    })
+
+
+async def tls_echo(argv: list[str]) -> int:
+    """An image: a TLS echo server on ``--port`` that requires a client certificate.
+
+    ``--cert``, ``--key``: its certificate; ``--ca``: the CA client certificates chain to.
+    """
+    options = dict(zip(argv[::2], argv[1::2], strict=False))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(options["--cert"], options["--key"])
+    context.load_verify_locations(options["--ca"])
+    context.verify_mode = ssl.CERT_REQUIRED
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peercert") or {}
+        names = [value for _, value in peer.get("subjectAltName", ())]
+        print(f"tls-echo: client {','.join(names) or '?'}", flush=True)
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "0.0.0.0", int(options["--port"]), ssl=context)
+    async with server:
+        await server.serve_forever()
+    return 0
+
+
+# -- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def installed(sandbox: SandboxThread) -> Iterator[None]:
+    """The CRD, the cluster-wide RBAC and the operator, applied from manifests/.
+
+    Per test: the operator's pod is a process of this test run, and every test
+    must end with no process left.
+    """
+    kubectl(sandbox, "apply", "-f", str(MANIFESTS / "crd"),
+            "-f", str(MANIFESTS / "rbac" / "cluster.yaml"),
+            "-f", str(MANIFESTS / "operator.yaml"))
+    try:
+        kubectl(sandbox, "wait", "--for=condition=Established",
+                "crd/socattunnels.relay.kubectl-relay.io", "--timeout=30s")
+        kubectl(sandbox, "rollout", "status", "-n", "relay-system", "deployment/relay-operator",
+                f"--timeout={int(scaled(60))}s", timeout=90)
+        sandbox.register_image(TLS_ECHO_IMAGE, tls_echo)
+        yield
+    finally:
+        kubectl(sandbox, "delete", "-f", str(MANIFESTS / "operator.yaml"), "--wait=false",
+                check=False)
+        sandbox.pods_gone("relay-system", timeout=scaled(30))
+
+
+@pytest.fixture
+def extra_namespaces(sandbox: SandboxThread) -> Iterator[Callable[[str], str]]:
+    """Namespaces with fixed names (``internal``, ``example``), deleted after the test."""
+    made: list[str] = []
+
+    def make(name: str) -> str:
+        kubectl(sandbox, "create", "namespace", name)
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        kubectl(sandbox, "delete", "namespace", name, "--wait=false", check=False)
+        sandbox.pods_gone(name, timeout=scaled(20))
+
+
+# -- the examples -----------------------------------------------------------------------------
+
+
+def test_traced_relay(sandbox: SandboxThread, installed: None, namespace: str,
+                      kube: Kube) -> None:
+    stub(kube, namespace, "problem-service", ECHO_IMAGE, 80)
+    apply_example(sandbox, namespace, "traced-relay.yaml")
+    wait_ready(sandbox, namespace, "traced-relay")
+    listing = kubectl(sandbox, "get", "-n", namespace, "socattunnels").stdout
+    assert listing.split("\n")[0].split() == ["NAME", "LISTEN", "CONNECT", "READY", "AGE"]
+    assert listing.split("\n")[1].split()[:4] == [
+        "traced-relay", "TCP-LISTEN:8080,fork", "TCP:problem-service:80", "True"]
+    status = tunnel_status(sandbox, namespace, "traced-relay")
+    assert status["serviceAddress"] == f"traced-relay.{namespace}.svc:80"
+    assert (status["phase"], status["readyReplicas"]) == ("Ready", 1)
+    ip = cluster_ip(kube, namespace, "traced-relay")
+    assert exchange(ip, 80, b"hello through the trace\n") == b"hello through the trace\n"
+    logs = wait_until("the trace in the relay's log", lambda: (
+        out if "hello through the trace" in (out := kubectl(
+            sandbox, "logs", "-n", namespace, "deployment/traced-relay").stdout) else None))
+    assert "> " in logs  # socat's -v direction marker
+
+
+def test_syslog_bridge_relays_datagrams_to_a_tcp_collector(
+    sandbox: SandboxThread, installed: None, namespace: str, kube: Kube
+) -> None:
+    stub(kube, namespace, "logserver", ECHO_IMAGE, 514)
+    apply_example(sandbox, namespace, "syslog-bridge.yaml")
+    wait_ready(sandbox, namespace, "syslog-bridge")
+    ip = cluster_ip(kube, namespace, "syslog-bridge")
+    message = b"<134>Nov 24 12:00:00 device app: relayed over TCP"
+
+    def answer() -> bytes | None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(scaled(1))
+            sock.sendto(message, (ip, 514))
+            try:
+                return sock.recvfrom(4096)[0]
+            except TimeoutError:
+                return None
+
+    # The collector (an echo server here) answers over the same TCP connection.
+    assert wait_until("the datagram to come back", answer) == message
+    status = tunnel_status(sandbox, namespace, "syslog-bridge")
+    assert status["listen"] == "UDP-LISTEN:514,fork"
+
+
+def test_tls_termination_and_mutual_tls(
+    sandbox: SandboxThread, installed: None, namespace: str, kube: Kube
+) -> None:
+    server_ca, clients_ca = trustme.CA(), trustme.CA()
+    tls_secret(kube, namespace, "relay-server-tls", server_ca.issue_cert("relay.example"))
+    ca_secret(kube, namespace, "clients-ca", "ca.crt", clients_ca)
+    stub(kube, namespace, "secure-service", ECHO_IMAGE, 443)
+    apply_example(sandbox, namespace, "tls-termination.yaml")
+    for name in ("tls-termination", "mtls-termination"):
+        wait_ready(sandbox, namespace, name)
+    context = ssl.create_default_context()
+    server_ca.configure_trust(context)
+    ip = cluster_ip(kube, namespace, "tls-termination")
+    reply = exchange(ip, 8443, b"terminated", context=context, server_hostname="relay.example")
+    assert reply == b"terminated"
+
+    ip = cluster_ip(kube, namespace, "mtls-termination")
+    with pytest.raises((ssl.SSLError, ConnectionError)):  # no client certificate: refused
+        exchange_once(ip, 9443, b"anonymous", context=context, server_hostname="relay.example")
+    clients_ca.issue_cert("client.example").configure_cert(context)
+    reply = exchange(ip, 9443, b"mutual", context=context, server_hostname="relay.example")
+    assert reply == b"mutual"
+    status = tunnel_status(sandbox, namespace, "mtls-termination")
+    assert status["listen"] == (
+        "OPENSSL-LISTEN:9443,fork,cert=/etc/relay/tls/listen-certificate/tls.crt,"
+        "key=/etc/relay/tls/listen-certificate/tls.key,cafile=/etc/relay/tls/listen-ca/ca.crt"
+    )
+
+
+def test_mtls_origination_to_a_partner_api(
+    sandbox: SandboxThread, installed: None, namespace: str, kube: Kube,
+    extra_namespaces: Callable[[str], str],
+) -> None:
+    partner_ca, client_ca = trustme.CA(), trustme.CA()
+    tls_secret(kube, namespace, "partner-client-tls", client_ca.issue_cert("relay-client"))
+    ca_secret(kube, namespace, "partner-ca", "ca.pem", partner_ca)
+    # api.partner.example: pod "api" in subdomain "partner" of namespace "example".
+    example = extra_namespaces("example")
+    tls_secret(kube, example, "api-tls", partner_ca.issue_cert("api.partner.example"))
+    ca_secret(kube, example, "clients", "ca.crt", client_ca)
+    kube.core.create_namespaced_pod(example, {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "api", "labels": {"stub": "partner"}},
+        "spec": {
+            "hostname": "api", "subdomain": "partner",
+            "containers": [{
+                "name": "main", "image": TLS_ECHO_IMAGE,
+                "args": ["--port", "443", "--cert", "/tls/tls.crt", "--key", "/tls/tls.key",
+                         "--ca", "/clients/ca.crt"],
+                "volumeMounts": [{"name": "tls", "mountPath": "/tls"},
+                                 {"name": "clients", "mountPath": "/clients"}],
+                "readinessProbe": {"tcpSocket": {"port": 443}, "periodSeconds": 1},
+            }],
+            "volumes": [{"name": "tls", "secret": {"secretName": "api-tls"}},
+                        {"name": "clients", "secret": {"secretName": "clients"}}],
+        },
+    })
+    kube.core.create_namespaced_service(example, {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "partner"},
+        "spec": {"clusterIP": "None", "selector": {"stub": "partner"},
+                 "ports": [{"port": 443}]},
+    })
+    sandbox.wait_pod(example, "api")
+    apply_example(sandbox, namespace, "mtls-origination.yaml")
+    wait_ready(sandbox, namespace, "partner-api")
+    ip = cluster_ip(kube, namespace, "partner-api")
+    assert exchange(ip, 8080, b"plain in, mutual TLS out") == b"plain in, mutual TLS out"
+    logs = kube.core.read_namespaced_pod_log("api", example)
+    assert "tls-echo: client relay-client" in logs
+
+
+def test_temporary_tunnel_reaches_an_internal_name_and_shows_its_expiry(
+    sandbox: SandboxThread, installed: None, namespace: str, kube: Kube,
+    extra_namespaces: Callable[[str], str],
+) -> None:
+    internal = extra_namespaces("internal")
+    stub(kube, internal, "payments", ECHO_IMAGE, 5432, hostname="postgres")
+    sandbox.wait_pod(internal, "payments")
+    apply_example(sandbox, namespace, "temporary-tunnel.yaml")
+    wait_ready(sandbox, namespace, "debug-postgres")
+    ip = cluster_ip(kube, namespace, "debug-postgres")
+    assert exchange(ip, 5432, b"SELECT 1") == b"SELECT 1"
+    out = kubectl(sandbox, "get", "-n", namespace, "st", "debug-postgres", "-o", "json").stdout
+    obj = json.loads(out)
+    created = obj["metadata"]["creationTimestamp"]
+    expires = obj["status"]["expiresAt"]
+    from datetime import datetime, timedelta  # noqa: PLC0415
+
+    def moment(text: str) -> datetime:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+    assert moment(expires) - moment(created) == timedelta(hours=2)
+    wide = kubectl(sandbox, "get", "-n", namespace, "st", "-o", "wide").stdout
+    assert wide.split("\n")[0].split()[-1] == "EXPIRES"
+
+
+AZURE = [
+    pytest.param("azure-sql.yaml", "azure-sql", 2, "ClusterIP", 1433, id="azure-sql"),
+    pytest.param("azure-redis.yaml", "azure-redis", 1, "ClusterIP", 6379, id="azure-redis"),
+    pytest.param("azure-storage.yaml", "azure-storage", 1, "ClusterIP", 10000,
+                 id="azure-storage"),
+    pytest.param("source-cidrs.yaml", "onprem-sql", 2, "LoadBalancer", 1433, id="source-cidrs"),
+]
+
+
+@pytest.mark.parametrize(("example", "name", "replicas", "kind", "port"), AZURE)
+def test_azure_examples_run_their_relays(
+    sandbox: SandboxThread, installed: None, namespace: str, kube: Kube,
+    example: str, name: str, replicas: int, kind: str, port: int,
+) -> None:
+    """Status and children only: cluster DNS cannot answer for *.windows.net."""
+    apply_example(sandbox, namespace, example)
+    wait_ready(sandbox, namespace, name)
+    status = tunnel_status(sandbox, namespace, name)
+    assert (status["phase"], status["readyReplicas"]) == ("Ready", replicas)
+    service = kube.core.read_namespaced_service(name, namespace)
+    assert (service.spec.type, service.spec.ports[0].port) == (kind, port)
+    deployment = kube.apps.read_namespaced_deployment(name, namespace)
+    assert deployment.spec.template.spec.containers[0].command[:3] == [
+        "relay", "--metrics", "9464"]
+    policies = kube_list_policies(sandbox, namespace)
+    if example == "source-cidrs.yaml":
+        assert status["serviceAddress"] == f"{service.spec.cluster_ip}:1433"  # the LB's address
+        assert policies == ["onprem-sql"]
+        assert service.spec.external_traffic_policy == "Local"
+        assert service.spec.load_balancer_source_ranges == ["10.20.0.0/16", "192.168.10.0/24"]
+    else:
+        assert status["serviceAddress"] == f"{name}.{namespace}.svc:{port}"
+        assert policies == []
+
+
+def kube_list_policies(sandbox: SandboxThread, namespace: str) -> list[str]:
+    out = kubectl(sandbox, "get", "networkpolicies", "-n", namespace, "-o", "json").stdout
+    return [item["metadata"]["name"] for item in json.loads(out)["items"]]
+
+
+def test_debug_pod(sandbox: SandboxThread, namespace: str, kube: Kube) -> None:
+    stub(kube, namespace, "problem-service", ECHO_IMAGE, 80)
+    apply_example(sandbox, namespace, "debug-pod.yaml")
+    ip = sandbox.wait_pod(namespace, "socat-debug")["status"]["podIP"]
+    assert exchange(ip, 8080, b"debugging") == b"debugging"
+    logs = wait_until("the trace", lambda: (
+        out if "debugging" in (out := kubectl(
+            sandbox, "logs", "-n", namespace, "socat-debug").stdout) else None))
+    assert "> " in logs
+
+
+def test_trace_job(sandbox: SandboxThread, namespace: str, kube: Kube) -> None:
+    stub(kube, namespace, "failing-service", HTTP_IMAGE, 80, "--text", "still failing")
+    sandbox.wait_pod(namespace, "failing-service")
+    apply_example(sandbox, namespace, "trace-job.yaml")
+    kubectl(sandbox, "wait", "-n", namespace, "--for=condition=complete",
+            "job/trace-failing-service", f"--timeout={int(scaled(60))}s", timeout=70)
+    # The Job's pod by its label: the sandbox's `kubectl logs job/NAME` takes the
+    # namespace's first pod when other pods (the stub) are there.
+    (pod,) = kube.core.list_namespaced_pod(
+        namespace, label_selector="job-name=trace-failing-service").items
+    logs = kube.core.read_namespaced_pod_log(pod.metadata.name, namespace)
+    assert "GET /healthz HTTP/1.1" in logs and "still failing" in logs
+
+
+def test_bad_tunnels_are_explained_in_status_events_and_by_kubectl(
+    sandbox: SandboxThread, installed: None, namespace: str, kube: Kube
+) -> None:
+    bad = """\
+apiVersion: relay.kubectl-relay.io/v1alpha1
+kind: SocatTunnel
+metadata:
+  name: bad
+spec:
+  listen: TCP-LISTEN:8080
+  connect: TCP:db:1433
+"""
+    kubectl(sandbox, "apply", "-n", namespace, "-f", "-", stdin=bad)
+    kubectl(sandbox, "wait", "-n", namespace, "--for=condition=Valid=false", "st/bad",
+            f"--timeout={int(scaled(30))}s", timeout=40)
+    message = ('spec.listen: a shared tunnel serves many clients, so the listen address needs '
+               'the "fork" option (without it the relay ends after the first client); write '
+               '"TCP-LISTEN:8080,fork"')
+    status = tunnel_status(sandbox, namespace, "bad")
+    assert status["phase"] == "Invalid"
+    valid = {c["type"]: c for c in status["conditions"]}["Valid"]
+    assert (valid["reason"], valid["message"]) == ("InvalidSpec", message)
+    describe = wait_until("the event", lambda: (
+        out if "InvalidSpec" in (out := kubectl(
+            sandbox, "describe", "-n", namespace, "st", "bad").stdout) else None))
+    assert "Warning" in describe
+    assert kube.apps.list_namespaced_deployment(namespace).items == []
+    # An unknown field never reaches the operator: kubectl (strict field validation) refuses it.
+    typo = bad.replace("TCP-LISTEN:8080", "TCP-LISTEN:8080,fork") + "  servce: {}\n"
+    refused = kubectl(sandbox, "apply", "-n", namespace, "-f", "-", stdin=typo, check=False)
+    assert refused.returncode != 0
+    assert 'unknown field "spec.servce"' in refused.stderr

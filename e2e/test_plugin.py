@@ -1,0 +1,622 @@
+"""``kubectl relay`` end to end: the real kubectl runs the plugin against the sandbox cluster.
+
+Every test runs ``kubectl relay ...`` as a user does (a subprocess of the real
+``kubectl``, which finds ``kubectl-relay`` on PATH), sends real TCP, UDP and
+TLS traffic through the tunnel to servers running as pods, and checks the
+bytes, the streamed trace, the exit code and that no relay pod or Job is left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import select
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from e2e.conftest import Kube
+from e2e.sandbox import ECHO_IMAGE, SandboxThread
+from tests.conftest import scaled
+from tests.support import free_port
+
+pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+
+T = TypeVar("T")
+MANAGED = "app.kubernetes.io/managed-by=kubectl-relay"
+TLS_IMAGE = "sandbox.local/tls-echo"
+MUTE_IMAGE = "sandbox.local/mute-relay"
+
+# -- images the tests register -------------------------------------------------------------------
+
+
+async def tls_echo(argv: list[str]) -> int:
+    """A TLS echo server (a callable image): ``--cert FILE --key FILE [--port N]``."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cert")
+    parser.add_argument("--key")
+    parser.add_argument("--port", type=int, default=8443)
+    options = parser.parse_args(argv)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(options.cert, options.key)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "0.0.0.0", options.port, ssl=context)
+    async with server:
+        await server.serve_forever()
+    return 0
+
+
+async def mute(argv: list[str]) -> int:
+    """An image that runs but never becomes a listening relay."""
+    await asyncio.sleep(3600)
+    return 0
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def wait_until(what: str, check: Callable[[], T | None], timeout: float = 20.0) -> T:
+    deadline = time.monotonic() + scaled(timeout)
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+        except Exception as exc:
+            result, last = None, exc
+        if result:
+            return result
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what} (last error: {last})")
+
+
+class Plugin:
+    """``kubectl relay ARGS`` running in the background; output read with deadlines."""
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        self.proc = subprocess.Popen(
+            ["kubectl", "relay", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        self.out = b""
+        self.err = b""
+        self._eof: list[Any] = []
+
+    def _open_streams(self) -> list[Any]:
+        return [
+            s for s in (self.proc.stdout, self.proc.stderr) if s is not None and s not in self._eof
+        ]
+
+    def _read(self, timeout: float) -> bool:
+        """Read what is there within ``timeout``; whether anything (or EOF) came."""
+        streams = self._open_streams()
+        if not streams:
+            time.sleep(timeout)
+            return False
+        ready, _, _ = select.select(streams, [], [], timeout)
+        for stream in ready:
+            chunk = os.read(stream.fileno(), 65536)
+            if not chunk:
+                self._eof.append(stream)
+            elif stream is self.proc.stdout:
+                self.out += chunk
+            else:
+                self.err += chunk
+        return bool(ready)
+
+    def wait_for(self, text: str, timeout: float = 30.0) -> str:
+        """Read stdout until ``text`` appears; everything so far."""
+        deadline = time.monotonic() + scaled(timeout)
+        while text.encode() not in self.out:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._open_streams():
+                pytest.fail(f"no {text!r} in output:\n{self.text}\nstderr:\n{self.error}")
+            self._read(min(left, 0.5))
+        return self.text
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 30.0) -> int:
+        """Send ``sig``, read the rest of the output, return the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        deadline = time.monotonic() + scaled(timeout)
+        while self.proc.poll() is None or self._open_streams():
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                self.proc.wait()
+                pytest.fail(f"kubectl relay did not stop; output:\n{self.text}")
+            self._read(0.2)
+        return self.proc.returncode
+
+    @property
+    def text(self) -> str:
+        return self.out.decode(errors="replace")
+
+    @property
+    def error(self) -> str:
+        return self.err.decode(errors="replace")
+
+
+@pytest.fixture
+def env(sandbox: SandboxThread, tmp_path: Path) -> dict[str, str]:
+    """The environment of a user's shell: the sandbox's kubeconfig, the plugin on PATH."""
+    home = tmp_path / "home"
+    home.mkdir()
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, "KUBECONFIG": str(sandbox.kubeconfig), "HOME": str(home), "PATH": path}
+
+
+@pytest.fixture
+def plugins(env: dict[str, str]) -> Iterator[Callable[..., Plugin]]:
+    """Start ``kubectl relay`` processes; each is stopped (SIGKILL if need be) at the end."""
+    started: list[Plugin] = []
+
+    def start(*args: str) -> Plugin:
+        plugin = Plugin(env, *args)
+        started.append(plugin)
+        return plugin
+
+    yield start
+    for plugin in started:
+        if plugin.proc.poll() is None:
+            plugin.proc.kill()
+        plugin.proc.wait()
+        for stream in (plugin.proc.stdout, plugin.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def run_plugin(
+    env: dict[str, str], *args: str, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["kubectl", "relay", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=scaled(timeout),
+        check=False,
+    )
+
+
+def relay_objects(kube: Kube, namespace: str) -> list[str]:
+    """The relay Jobs and pods (not yet being deleted) in the namespace."""
+    jobs = kube.batch.list_namespaced_job(namespace, label_selector=MANAGED).items
+    pods = kube.core.list_namespaced_pod(namespace, label_selector=MANAGED).items
+    return [f"job/{j.metadata.name}" for j in jobs] + [
+        f"pod/{p.metadata.name}" for p in pods if p.metadata.deletion_timestamp is None
+    ]
+
+
+def no_relay_left(kube: Kube, namespace: str) -> None:
+    wait_until("no relay Job or pod left", lambda: not relay_objects(kube, namespace), 15)
+
+
+def echo_service(sandbox: SandboxThread, kube: Kube, namespace: str, name: str = "echo") -> None:
+    """A Deployment of the echo image (TCP and UDP on 8080), a Service on 80 (TCP) and 53 (UDP)."""
+    container = {
+        "name": "main",
+        "image": ECHO_IMAGE,
+        "args": ["--port", "8080", "--udp"],
+        "ports": [{"name": "echo", "containerPort": 8080}],
+        "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+    }
+    kube.apps.create_namespaced_deployment(
+        namespace,
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [container]},
+                },
+            },
+        },
+    )
+    kube.core.create_namespaced_service(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name},
+            "spec": {
+                "selector": {"app": name},
+                "ports": [
+                    {"name": "tcp", "port": 80, "targetPort": 8080, "protocol": "TCP"},
+                    {"name": "dns", "port": 53, "targetPort": 8080, "protocol": "UDP"},
+                ],
+            },
+        },
+    )
+    sandbox.wait_deployment(namespace, name)
+
+
+def exchange(port: int, payload: bytes) -> bytes:
+    """Send, half-close, read until EOF."""
+    with socket.create_connection(("127.0.0.1", port), timeout=scaled(20)) as conn:
+        conn.sendall(payload)
+        conn.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def round_trip(port: int, payload: bytes) -> bytes:
+    """Send and read the echo back by length, without half-closing first.
+
+    For TLS targets built on asyncio's SSL, which cannot half-close: the
+    relay forwards a half-close as close_notify (as socat does), and asyncio
+    then drops what the echo server writes after it.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=scaled(20)) as conn:
+        conn.sendall(payload)
+        received = b""
+        while len(received) < len(payload) and (chunk := conn.recv(65536)):
+            received += chunk
+    return received
+
+
+def tunnel(plugins: Callable[..., Plugin], namespace: str, *args: str) -> Plugin:
+    plugin = plugins(*args, "-n", namespace)
+    plugin.wait_for("Press Ctrl-C")
+    return plugin
+
+
+# -- tunnels -------------------------------------------------------------------------------------
+
+
+def test_tcp_tunnel_relays_bytes_and_streams_the_trace(
+    sandbox: SandboxThread, namespace: str, kube: Kube, plugins: Callable[..., Plugin]
+) -> None:
+    echo_service(sandbox, kube, namespace)
+    port = free_port()
+    plugin = tunnel(plugins, namespace, "tcp", "svc/echo:tcp", "--listen", str(port))
+    assert relay_objects(kube, namespace)  # the relay pod runs while the tunnel is up
+
+    payload = b"hello relay\r\n" + bytes(range(256)) * 8
+    assert exchange(port, payload) == payload  # byte for byte, half-close included
+    results: dict[int, bytes] = {}
+
+    def client(number: int) -> None:
+        results[number] = exchange(port, b"client %d\n" % number * 500)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(scaled(30))
+    assert results == {n: b"client %d\n" % n * 500 for n in range(6)}
+
+    plugin.wait_for("hello relay\\r")
+    output = plugin.wait_for("← from target  length=")
+    assert "relay accepted a connection" in output
+    assert "→ to target  length=" in output and "← from target  length=" in output
+    assert "connection 1 closed: 2061 bytes sent, 2061 received" in output
+    assert plugin.stop(signal.SIGINT) == 0
+    assert "deleted relay pod" in plugin.text
+    no_relay_left(kube, namespace)
+
+
+def test_udp_tunnel_keeps_datagram_boundaries(
+    sandbox: SandboxThread, namespace: str, kube: Kube, plugins: Callable[..., Plugin]
+) -> None:
+    echo_service(sandbox, kube, namespace)
+    port = free_port(kind=socket.SOCK_DGRAM)
+    # To the pods directly: the sandbox's Service proxy drops UDP on this event loop
+    # (its _UdpFront asserts asyncio.DatagramTransport, which uvloop's is not).
+    plugin = tunnel(plugins, namespace, "udp", "deploy/echo:8080", "--listen", str(port))
+    datagrams = [b"one", b"two two", b"\x00" * 1200, b"last"]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(scaled(20))
+        replies = []
+        for datagram in datagrams:
+            sock.sendto(datagram, ("127.0.0.1", port))
+            try:
+                replies.append(sock.recvfrom(65536)[0])
+            except TimeoutError:
+                plugin.stop()
+                pytest.fail(f"no reply to {datagram!r}; output:\n{plugin.text}\n{plugin.error}")
+    assert replies == datagrams
+    plugin.wait_for("length=7 from=3 to=9")  # the trace counts the UDP stream's offsets
+    assert plugin.stop(signal.SIGTERM) == 128 + signal.SIGTERM
+    no_relay_left(kube, namespace)
+
+
+def test_tls_tunnel_verifies_the_target(
+    sandbox: SandboxThread,
+    namespace: str,
+    kube: Kube,
+    plugins: Callable[..., Plugin],
+    tmp_path: Path,
+) -> None:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server_cert = ca.issue_cert(f"secure.{namespace}.svc")
+    cert, key, ca_file = tmp_path / "server.pem", tmp_path / "server.key", tmp_path / "ca.pem"
+    server_cert.cert_chain_pems[0].write_to_path(str(cert))
+    server_cert.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(ca_file))
+    sandbox.register_image(TLS_IMAGE, tls_echo)
+    kube.core.create_namespaced_pod(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "secure", "labels": {"app": "secure"}},
+            "spec": {
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": TLS_IMAGE,
+                        "args": ["--cert", str(cert), "--key", str(key)],
+                        "readinessProbe": {"tcpSocket": {"port": 8443}, "periodSeconds": 1},
+                    }
+                ]
+            },
+        },
+    )
+    kube.core.create_namespaced_service(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "secure"},
+            "spec": {"selector": {"app": "secure"}, "ports": [{"port": 443, "targetPort": 8443}]},
+        },
+    )
+    sandbox.wait_pod(namespace, "secure")
+
+    verified_port, unverified_port = free_port(), free_port()
+    verified = tunnel(
+        plugins,
+        namespace,
+        "tls",
+        "svc/secure:443",
+        "--listen",
+        str(verified_port),
+        "--cafile",
+        str(ca_file),
+    )
+    assert round_trip(verified_port, b"secret payload\n") == b"secret payload\n"
+    verified.wait_for("secret payload")  # the trace shows the plaintext
+    assert verified.stop() == 0
+
+    # Without the CA, verification (on by default) refuses the server.
+    unverified = tunnel(
+        plugins, namespace, "tls", "svc/secure:443", "--listen", str(unverified_port)
+    )
+    assert exchange(unverified_port, b"never sent\n") == b""
+    output = unverified.wait_for("relay error")
+    assert "certificate verify failed" in output
+    assert unverified.stop() == 0
+    no_relay_left(kube, namespace)
+
+
+def test_a_killed_client_leaves_no_relay_behind(
+    sandbox: SandboxThread, namespace: str, kube: Kube, plugins: Callable[..., Plugin]
+) -> None:
+    echo_service(sandbox, kube, namespace)
+    port = free_port()
+    plugin = tunnel(
+        plugins,
+        namespace,
+        "tcp",
+        "svc/echo:80",
+        "--listen",
+        str(port),
+        "--idle-timeout",
+        "2s",
+        "--keep-finished",
+        "1s",
+    )
+    assert exchange(port, b"ping\n") == b"ping\n"
+    plugin.proc.kill()  # SIGKILL: no cleanup by the client
+    plugin.proc.wait()
+    # The relay exits when idle, its Job completes, and the cluster deletes both.
+    wait_until("the relay to go away by itself", lambda: not relay_objects(kube, namespace), 30)
+
+
+def test_a_broken_port_forward_and_a_deleted_pod_are_recovered(
+    sandbox: SandboxThread, namespace: str, kube: Kube, plugins: Callable[..., Plugin]
+) -> None:
+    echo_service(sandbox, kube, namespace)
+    port = free_port()
+    plugin = tunnel(plugins, namespace, "tcp", "svc/echo:80", "--listen", str(port))
+    faults = sandbox.sandbox.api.faults
+
+    with socket.create_connection(("127.0.0.1", port), timeout=scaled(20)) as conn:
+        conn.sendall(b"before\n")
+        assert conn.recv(100) == b"before\n"
+        sandbox.call(faults.break_portforwards)
+        assert conn.recv(100) == b""  # that connection is lost with its port-forward...
+    assert exchange(port, b"after\n") == b"after\n"  # ...the listener is not
+
+    # Port-forward requests failing for a while: the connection waits and retries.
+    sandbox.call(lambda: faults.fail("GET", r"/portforward", status=503, times=2))
+    assert exchange(port, b"retried\n") == b"retried\n"
+    plugin.wait_for("retrying in")
+
+    # The relay pod deleted under the tunnel: a new one takes over.
+    first_pod = next(n for n in relay_objects(kube, namespace) if n.startswith("pod/"))
+    kube.core.delete_namespaced_pod(first_pod[4:], namespace)
+    plugin.wait_for("starting a new relay pod")
+    wait_until("a new relay pod", lambda: exchange(port, b"again\n") == b"again\n", 30)
+    assert plugin.stop() == 0
+    no_relay_left(kube, namespace)
+
+
+def test_deployment_target_follows_a_rollout(
+    sandbox: SandboxThread, namespace: str, kube: Kube, plugins: Callable[..., Plugin]
+) -> None:
+    echo_service(sandbox, kube, namespace)
+    port = free_port()
+    plugin = tunnel(plugins, namespace, "tcp", "deploy/echo:echo", "--listen", str(port))
+    assert exchange(port, b"v1\n") == b"v1\n"
+    kube.apps.patch_namespaced_deployment(
+        "echo", namespace, {"spec": {"template": {"metadata": {"annotations": {"rollout": "2"}}}}}
+    )
+    plugin.wait_for("is no longer ready", timeout=40)
+    wait_until("the tunnel on the new pod", lambda: exchange(port, b"v2\n") == b"v2\n", 30)
+    assert plugin.stop() == 0
+    no_relay_left(kube, namespace)
+
+
+def test_run_streams_a_relay_command_and_ends_with_its_status(
+    sandbox: SandboxThread, namespace: str, kube: Kube, env: dict[str, str]
+) -> None:
+    echo_service(sandbox, kube, namespace)
+    result = run_plugin(
+        env, "run", "-n", namespace, "--", "-u", "SYSTEM:echo hi-there", "TCP:echo:80"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "hi-there" in result.stdout and "→ to target" in result.stdout
+    no_relay_left(kube, namespace)
+
+
+# -- bad input: one line naming cause and fix, a non-zero status, nothing left behind --------
+
+
+def check_failure(result: subprocess.CompletedProcess[str], code: int, *phrases: str) -> None:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == code, (result.stdout, result.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for phrase in phrases:
+        assert phrase in lines[0]
+
+
+def test_unknown_target(
+    sandbox: SandboxThread, namespace: str, kube: Kube, env: dict[str, str]
+) -> None:
+    result = run_plugin(env, "tcp", "svc/nope:80", "--listen", str(free_port()), "-n", namespace)
+    check_failure(result, 3, 'service "nope" not found', "kubectl get services")
+    assert not relay_objects(kube, namespace)
+
+
+def test_wrong_port_name(
+    sandbox: SandboxThread, namespace: str, kube: Kube, env: dict[str, str]
+) -> None:
+    echo_service(sandbox, kube, namespace)
+    result = run_plugin(env, "tcp", "svc/echo:http", "--listen", str(free_port()), "-n", namespace)
+    check_failure(result, 3, "has no port http", "80 (tcp)")
+    assert not relay_objects(kube, namespace)
+
+
+def test_no_rights_in_the_namespace(
+    sandbox: SandboxThread, namespace: str, kube: Kube, env: dict[str, str], tmp_path: Path
+) -> None:
+    api = sandbox.sandbox.api
+    sandbox.call(lambda: api.add_user("visitor", namespaces={"elsewhere"}))
+    kubeconfig = tmp_path / "visitor.kubeconfig"
+    sandbox.call(lambda: api.write_kubeconfig(kubeconfig, namespace=namespace, user="visitor"))
+    result = run_plugin(
+        {**env, "KUBECONFIG": str(kubeconfig)}, "tcp", "10.0.0.1:80", "--listen", str(free_port())
+    )
+    check_failure(result, 3, "forbidden", f'namespace "{namespace}"', "ask for rights")
+    assert not relay_objects(kube, namespace)
+
+
+def test_local_port_in_use(
+    sandbox: SandboxThread, namespace: str, kube: Kube, env: dict[str, str]
+) -> None:
+    echo_service(sandbox, kube, namespace)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_plugin(env, "tcp", "svc/echo:80", "--listen", str(port), "-n", namespace)
+    check_failure(result, 4, f"127.0.0.1:{port}", "Address already in use", "--listen")
+    assert not relay_objects(kube, namespace)
+
+
+def test_image_that_cannot_be_pulled(
+    sandbox: SandboxThread, namespace: str, kube: Kube, env: dict[str, str]
+) -> None:
+    echo_service(sandbox, kube, namespace)
+    result = run_plugin(
+        env,
+        "tcp",
+        "svc/echo:80",
+        "--listen",
+        str(free_port()),
+        "-n",
+        namespace,
+        "--image",
+        "registry.invalid/nothing:1",
+    )
+    check_failure(result, 5, 'cannot pull image "registry.invalid/nothing:1"', "check --image")
+    no_relay_left(kube, namespace)
+
+
+def test_relay_that_never_becomes_ready(
+    sandbox: SandboxThread, namespace: str, kube: Kube, env: dict[str, str]
+) -> None:
+    echo_service(sandbox, kube, namespace)
+    sandbox.register_image(MUTE_IMAGE, mute)
+    result = run_plugin(
+        env,
+        "tcp",
+        "svc/echo:80",
+        "--listen",
+        str(free_port()),
+        "-n",
+        namespace,
+        "--image",
+        MUTE_IMAGE,
+        "--pod-timeout",
+        "3s",
+    )
+    check_failure(result, 5, "did not start listening within 3s", "--pod-timeout")
+    no_relay_left(kube, namespace)
+
+
+def test_ls_and_gc(
+    sandbox: SandboxThread,
+    namespace: str,
+    kube: Kube,
+    env: dict[str, str],
+    plugins: Callable[..., Plugin],
+) -> None:
+    echo_service(sandbox, kube, namespace)
+    plugin = tunnel(
+        plugins,
+        namespace,
+        "tcp",
+        "svc/echo:80",
+        "--listen",
+        str(free_port()),
+        "--keep-finished",
+        "1h",
+    )
+    listed = run_plugin(env, "ls")
+    assert listed.returncode == 0, listed.stderr
+    assert namespace in listed.stdout and "svc/echo:80" in listed.stdout
+    assert "orphan" not in listed.stdout
+    plugin.proc.kill()
+    plugin.proc.wait()
+    listed = run_plugin(env, "ls", "-n", namespace)
+    assert "orphan: its client" in listed.stdout, listed.stdout
+    collected = run_plugin(env, "gc")
+    assert collected.returncode == 0, collected.stderr
+    assert "deleted" in collected.stdout and "its client" in collected.stdout
+    no_relay_left(kube, namespace)

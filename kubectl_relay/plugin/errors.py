@@ -1,0 +1,130 @@
+"""What can go wrong in ``kubectl relay``, each with its cause, its fix and its exit code.
+
+Every error is one line for the user: ``str(error)`` is "<cause>; <fix>". The
+CLI maps ``exit_code`` to the process status in one place (``cli.main``)::
+
+    PluginError                      exit 1  a runtime failure
+    ├── TargetSyntaxError            exit 2  a TARGET or --listen that does not parse
+    ├── ClusterError                 exit 3  the cluster refused or lacks something
+    │   ├── ConfigError                      no usable kubeconfig / context
+    │   ├── ApiError                         an API request failed (status, reason)
+    │   │   └── AccessDenied                 403: no rights in the namespace
+    │   ├── TargetNotFound                   the Service, pod or Deployment does not exist
+    │   └── PortNotFound                     the named or numbered port is not there
+    ├── LocalPortInUse               exit 4  the local listener cannot be bound
+    ├── RelayPodError                exit 5  the relay pod cannot start
+    │   ├── ImagePullError                   ErrImagePull / ImagePullBackOff
+    │   ├── Unschedulable                    the scheduler cannot place it
+    │   └── PodNotReady                      not ready before --pod-timeout
+    └── TunnelError                  exit 1  the tunnel failed while running
+        └── PortForwardError                 the API server's port-forward failed
+"""
+
+from __future__ import annotations
+
+#: Exit statuses (``kubectl relay --help`` lists them).
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_CLUSTER = 3
+EXIT_LOCAL_PORT = 4
+EXIT_POD = 5
+
+
+class PluginError(Exception):
+    """Root of the plugin's errors: a cause, a fix, an exit code."""
+
+    exit_code = EXIT_FAILURE
+
+    def __init__(self, cause: str, fix: str = "") -> None:
+        super().__init__(cause, fix)
+        self.cause = cause
+        self.fix = fix
+
+    def __str__(self) -> str:
+        return f"{self.cause}; {self.fix}" if self.fix else self.cause
+
+
+class TargetSyntaxError(PluginError):
+    """A TARGET or listen address that does not parse (``text``: what was given)."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, text: str, reason: str, accepted: str) -> None:
+        super().__init__(f'"{text}": {reason}', f"accepted: {accepted}")
+        self.text = text
+        self.reason = reason
+        self.accepted = accepted
+
+
+class ClusterError(PluginError):
+    """The cluster refused a request or lacks what the command names."""
+
+    exit_code = EXIT_CLUSTER
+
+
+class ConfigError(ClusterError):
+    """No kubeconfig, no such context, or a kubeconfig that cannot be used."""
+
+
+class ApiError(ClusterError):
+    """An API request failed: HTTP ``status``, the Status ``reason`` and ``message``."""
+
+    def __init__(self, status: int, reason: str, message: str, fix: str = "") -> None:
+        super().__init__(message or f"{status} {reason}", fix)
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+class AccessDenied(ApiError):
+    """403 Forbidden: the user may not do what the tunnel needs in the namespace."""
+
+
+class TargetNotFound(ClusterError):
+    """The named Service, pod or Deployment does not exist in the namespace."""
+
+
+class PortNotFound(ClusterError):
+    """The target has no port of that name or number."""
+
+
+class LocalPortInUse(PluginError):
+    """The local listener's address is taken (or not bindable)."""
+
+    exit_code = EXIT_LOCAL_PORT
+
+
+class RelayPodError(PluginError):
+    """The relay pod did not start (``pod``: its namespace/name)."""
+
+    exit_code = EXIT_POD
+
+    def __init__(self, pod: str, cause: str, fix: str) -> None:
+        super().__init__(cause, fix)
+        self.pod = pod
+
+
+class ImagePullError(RelayPodError):
+    """The relay image cannot be pulled."""
+
+
+class Unschedulable(RelayPodError):
+    """No node can run the relay pod."""
+
+
+class PodNotReady(RelayPodError):
+    """The relay pod did not become ready in time (or ended before it did)."""
+
+
+class TunnelError(PluginError):
+    """The tunnel failed after it was up."""
+
+
+class PortForwardError(TunnelError):
+    """The API server's port-forward to the relay pod failed or broke."""
+
+    def __init__(self, cause: str, fix: str = "", *, refused: bool = False) -> None:
+        super().__init__(cause, fix)
+        #: The pod's side refused the connection (nothing listens on the port).
+        self.refused = refused

@@ -1,0 +1,428 @@
+"""Local listeners whose connections reach the relay pod through the API server's port-forward.
+
+The port-forward protocol is ``v4.channel.k8s.io`` over a WebSocket (what the
+kubelet and the Python client speak): per requested port, channel 0 carries
+data and channel 1 errors; every binary message starts with its channel byte,
+and the first message of each channel carries the port number (2 bytes,
+little-endian). It has no half-close and no multiplexing beyond the port
+list, so every local connection gets a WebSocket of its own: a broken one
+ends only its own connection, and the listener stays open for the next.
+
+On the tunnel stream, both ends speak ``frame=len16`` (``engine/framing.py``):
+length-prefixed frames, an empty frame for end of data. That keeps a TCP
+client's half-close (the relay shuts down its write side towards the target
+and the reply still flows back) and UDP datagram boundaries.
+
+Opening a port-forward is retried with exponential backoff (the API server
+restarting, the pod being replaced); refusals (401, 403) are not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aiohttp
+
+from ..engine.framing import END_FRAME, FrameDecoder, encode
+from .errors import ApiError, ClusterError, LocalPortInUse, PluginError, PortForwardError
+from .events import ConnectionClosed, ConnectionOpened, EventSink, ForwardRetry
+from .kube import Cluster, pod_path
+from .targets import ListenAddress
+
+PROTOCOL = "v4.channel.k8s.io"
+_DATA, _ERROR = 0, 1
+#: Largest read from a local connection (one frame, one WebSocket message).
+READ_SIZE = 0xFFFF
+#: First and largest delay between attempts to open a port-forward.
+BACKOFF_FIRST = 0.2
+BACKOFF_MAX = 5.0
+#: How long a connection keeps trying before it gives up.
+RETRY_FOR = 30.0
+#: A UDP sender without traffic for this long has its tunnel connection closed.
+UDP_SESSION_IDLE = 60.0
+
+
+class PortForwardStream:
+    """One connection to a port of a pod, through ``pods/portforward``."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, pod: str, port: int) -> None:
+        self._ws = ws
+        self.pod = pod
+        self.port = port
+        self._started = [False, False]
+
+    @classmethod
+    async def open(cls, cluster: Cluster, namespace: str, pod: str, port: int) -> PortForwardStream:
+        """Open the WebSocket; ``ApiError`` when the API server refuses it."""
+        ws = await cluster.websocket(
+            pod_path(namespace, pod) + "/portforward", {"ports": str(port)}, [PROTOCOL]
+        )
+        if ws.protocol != PROTOCOL:
+            await ws.close()
+            raise PortForwardError(
+                f"the API server answered the port-forward with protocol {ws.protocol!r}",
+                f"kubectl relay needs {PROTOCOL} (Kubernetes 1.4 and later speak it)",
+            )
+        return cls(ws, pod, port)
+
+    async def read(self) -> bytes:
+        """The next data from the pod; ``b""`` when the connection ended.
+
+        Raises ``PortForwardError`` for a message on the error channel (the pod
+        refused the connection) or a broken WebSocket.
+        """
+        while True:
+            message = await self._ws.receive()
+            if message.type == aiohttp.WSMsgType.BINARY:
+                data: bytes = message.data
+                if not data or data[0] not in (_DATA, _ERROR):
+                    continue
+                channel, payload = data[0], data[1:]
+                if not self._started[channel]:
+                    # The first message of a channel is its port number.
+                    self._started[channel] = True
+                    payload = payload[2:]
+                if not payload:
+                    continue
+                if channel == _DATA:
+                    return payload
+                raise PortForwardError(
+                    f"pod {self.pod} refused the connection: "
+                    f"{payload.decode(errors='replace').strip()}",
+                    refused=True,
+                )
+            if message.type == aiohttp.WSMsgType.ERROR:
+                raise PortForwardError(f"the port-forward to {self.pod} broke: {message.data}")
+            if message.type in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSING,
+                aiohttp.WSMsgType.CLOSED,
+            ):
+                return b""
+
+    async def write(self, data: bytes) -> None:
+        """Send data to the pod."""
+        try:
+            await self._ws.send_bytes(bytes((_DATA,)) + data)
+        except (ConnectionError, RuntimeError) as exc:
+            raise PortForwardError(f"the port-forward to {self.pod} broke: {exc}") from None
+
+    async def aclose(self) -> None:
+        """Close the WebSocket."""
+        with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
+            await self._ws.close()
+
+
+class PodRoute(Protocol):
+    """Where connections go: the tunnel's current relay pod."""
+
+    async def pod(self) -> str:
+        """The name of a ready relay pod (starting one if there is none)."""
+        ...
+
+    def failed(self, pod: str, reason: str) -> None:
+        """``pod`` could not be reached (the tunnel checks on it)."""
+        ...
+
+    def used(self, pod: str) -> None:
+        """A connection was opened to ``pod`` (its idle timer restarts)."""
+        ...
+
+
+def bind(listen: ListenAddress, kind: socket.SocketKind) -> socket.socket:
+    """Bind the local listener now; ``LocalPortInUse`` when the address is taken."""
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    try:
+        infos = socket.getaddrinfo(listen.host, listen.port, type=kind)
+        family = infos[0][0]
+        address = infos[0][4]
+    except socket.gaierror as exc:
+        raise LocalPortInUse(
+            f"cannot listen on {listen}: {exc.strerror}", "use an IP address with --listen"
+        ) from None
+    sock = socket.socket(family, kind)
+    try:
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        if kind == socket.SOCK_STREAM:
+            sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        proto = "udp" if kind == socket.SOCK_DGRAM else "tcp"
+        raise LocalPortInUse(
+            f"cannot listen on {listen} ({proto}): {exc.strerror}",
+            "choose another local port with --listen (or 0 for any free port)",
+        ) from None
+    sock.setblocking(False)
+    return sock
+
+
+def bound_text(sock: socket.socket) -> str:
+    """``127.0.0.1:8080`` / ``[::1]:8080`` for a bound socket."""
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass
+class Forwarder:
+    """Serves one bound local socket (TCP or UDP) through the relay pods of one tunnel."""
+
+    sock: socket.socket
+    cluster: Cluster
+    namespace: str
+    route: PodRoute
+    port: int
+    tunnel: int
+    on_event: EventSink
+    udp: bool = False
+    #: Speak frame=len16 with the relay (off for ``kubectl relay run``: the user's command).
+    framed: bool = True
+    udp_idle: float = UDP_SESSION_IDLE
+    _count: int = 0
+    _udp_sessions: dict[object, asyncio.Queue[bytes | None]] = field(default_factory=dict)
+
+    async def serve(self) -> None:
+        """Accept and forward until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            if self.udp:
+                await self._serve_udp(group)
+            else:
+                await self._serve_tcp(group)
+
+    # -- opening the tunnel connection ---------------------------------------------------------
+
+    async def _open(self) -> PortForwardStream:
+        delay = BACKOFF_FIRST
+        deadline = time.monotonic() + RETRY_FOR
+        while True:
+            pod = await self.route.pod()
+            try:
+                stream = await PortForwardStream.open(self.cluster, self.namespace, pod, self.port)
+            except ApiError as exc:
+                if exc.status in (401, 403):
+                    raise
+                reason = str(exc)
+                self.route.failed(pod, reason)
+            except (ClusterError, PortForwardError) as exc:
+                reason = str(exc)
+            else:
+                self.route.used(pod)
+                return stream
+            if time.monotonic() + delay > deadline:
+                raise PortForwardError(
+                    f"no port-forward to the relay pod after {RETRY_FOR:g}s: {reason}",
+                    "check the API server and the relay pod (kubectl relay ls)",
+                )
+            self.on_event(ForwardRetry(self.tunnel, reason, delay))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    def _next_number(self) -> int:
+        self._count += 1
+        return self._count
+
+    # -- TCP ----------------------------------------------------------------------------------
+
+    async def _serve_tcp(self, group: asyncio.TaskGroup) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            conn, peer = await loop.sock_accept(self.sock)
+            group.create_task(self._tcp_connection(conn, peer))
+
+    async def _tcp_connection(self, conn: socket.socket, peer: tuple[object, ...]) -> None:
+        number = self._next_number()
+        self.on_event(ConnectionOpened(self.tunnel, number, _peer_text(peer)))
+        counts = [0, 0]
+        error = ""
+        reader, writer = await asyncio.open_connection(sock=conn)
+        try:
+            stream = await self._open()
+            try:
+                if self.framed:
+                    await _pipe(reader, writer, stream, counts)
+                else:
+                    await _plain_pipe(reader, writer, stream, counts)
+            except PortForwardError as exc:
+                if exc.refused:
+                    self.route.failed(stream.pod, exc.cause)
+                raise
+            finally:
+                await stream.aclose()
+        except PluginError as exc:
+            error = str(exc)
+        except (ConnectionError, OSError) as exc:
+            error = f"local connection: {exc}"
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+            self.on_event(ConnectionClosed(self.tunnel, number, counts[0], counts[1], error))
+
+    # -- UDP ----------------------------------------------------------------------------------
+
+    async def _serve_udp(self, group: asyncio.TaskGroup) -> None:
+        loop = asyncio.get_running_loop()
+        forwarder = self
+
+        class Protocol(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+                queue = forwarder._udp_sessions.get(addr)
+                if queue is None:
+                    queue = asyncio.Queue()
+                    forwarder._udp_sessions[addr] = queue
+                    group.create_task(forwarder._udp_session(transport, addr, queue))
+                queue.put_nowait(data)
+
+        transport, _ = await loop.create_datagram_endpoint(Protocol, sock=self.sock)
+        try:
+            await asyncio.Future()  # until cancelled
+        finally:
+            transport.abort()
+
+    async def _udp_session(
+        self,
+        transport: asyncio.DatagramTransport,
+        addr: tuple[object, ...],
+        queue: asyncio.Queue[bytes | None],
+    ) -> None:
+        number = self._next_number()
+        self.on_event(ConnectionOpened(self.tunnel, number, _peer_text(addr)))
+        counts = [0, 0]
+        error = ""
+        try:
+            stream = await self._open()
+            try:
+                await _udp_pipe(transport, addr, queue, stream, counts, self.udp_idle)
+            finally:
+                await stream.aclose()
+        except PluginError as exc:
+            error = str(exc)
+        finally:
+            self._udp_sessions.pop(addr, None)
+            self.on_event(ConnectionClosed(self.tunnel, number, counts[0], counts[1], error))
+
+
+async def _pipe(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    stream: PortForwardStream,
+    counts: list[int],
+) -> None:
+    """Relay one TCP connection in frames, half-closes included, until both directions end."""
+
+    async def up() -> None:
+        while data := await reader.read(READ_SIZE):
+            await stream.write(encode(data))
+            counts[0] += len(data)
+        await stream.write(END_FRAME)
+
+    async def down() -> None:
+        decoder = FrameDecoder()
+        while data := await stream.read():
+            for frame in decoder.feed(data):
+                if not frame:
+                    if writer.can_write_eof():
+                        writer.write_eof()
+                    return
+                writer.write(frame)
+                counts[1] += len(frame)
+            await writer.drain()
+        raise ConnectionResetError("the relay closed the connection")
+
+    await _both(up, down)
+
+
+async def _udp_pipe(
+    transport: asyncio.DatagramTransport,
+    addr: tuple[object, ...],
+    queue: asyncio.Queue[bytes | None],
+    stream: PortForwardStream,
+    counts: list[int],
+    idle: float,
+) -> None:
+    """Relay one UDP sender's datagrams as frames until it stays quiet for ``idle`` seconds."""
+
+    async def up() -> None:
+        while True:
+            try:
+                async with asyncio.timeout(idle):
+                    datagram = await queue.get()
+            except TimeoutError:
+                datagram = None
+            if datagram is None:
+                await stream.write(END_FRAME)
+                return
+            await stream.write(encode(datagram))
+            counts[0] += len(datagram)
+
+    async def down() -> None:
+        decoder = FrameDecoder()
+        while data := await stream.read():
+            for frame in decoder.feed(data):
+                if not frame:
+                    return
+                transport.sendto(frame, addr)
+                counts[1] += len(frame)
+
+    # The session ends when the sender went quiet (up) or the relay ended it (down).
+    tasks = [asyncio.ensure_future(up()), asyncio.ensure_future(down())]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+
+
+async def _both(
+    up: Callable[[], Coroutine[Any, Any, None]], down: Callable[[], Coroutine[Any, Any, None]]
+) -> None:
+    """Run both directions; a reset in ``down`` ends ``up`` too, a finished ``up`` does not."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(up())
+            group.create_task(down())
+    except BaseExceptionGroup as failures:
+        # A reset (the relay ended the connection without an end frame, or the
+        # client did) just ends the connection; anything else is reported.
+        others = [e for e in failures.exceptions if not isinstance(e, ConnectionResetError)]
+        if others:
+            raise others[0] from None
+
+
+async def _plain_pipe(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    stream: PortForwardStream,
+    counts: list[int],
+) -> None:
+    """Relay one TCP connection as plain bytes (no half-close: the port-forward has none)."""
+
+    async def up() -> None:
+        while data := await reader.read(READ_SIZE):
+            await stream.write(data)
+            counts[0] += len(data)
+
+    async def down() -> None:
+        while data := await stream.read():
+            writer.write(data)
+            counts[1] += len(data)
+            await writer.drain()
+        raise ConnectionResetError("the relay closed the connection")
+
+    await _both(up, down)
+
+
+def _peer_text(peer: tuple[object, ...]) -> str:
+    host, port = str(peer[0]), peer[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,706 @@
+"""One ``kubectl relay`` invocation: local listeners, relay pods, port-forwards, traces, cleanup.
+
+The order of side effects is the point of this module:
+
+1. bind every local listener (a port in use fails before anything exists in
+   the cluster);
+2. resolve every target (read-only: a wrong name or port fails here too);
+3. delete this user's finished relay pods in the namespace (cheap hygiene);
+4. per tunnel, create the relay Job, wait until its pod runs and the relay
+   listens (reporting why it waits, and the pod's warning events when it is
+   stuck), then forward connections and stream the relay's trace;
+5. whatever ends the session (Ctrl-C, a signal, an error), delete every Job,
+   pod and Secret it created, even when cancelled.
+
+While a tunnel runs it checks its relay pod every ``CHECK_PERIOD`` seconds: a
+pod that disappeared or failed is replaced at once, a pod that exited because
+it was idle is replaced by the next connection, and for a Deployment target a
+backend pod that is gone or no longer ready makes the tunnel move to a ready
+one (a new relay pod for the new backend).
+
+Nothing here prints: progress and traces go to the ``on_event`` callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import cast
+
+from . import relaypod
+from .errors import (
+    ApiError,
+    ImagePullError,
+    PluginError,
+    PodNotReady,
+    PortForwardError,
+    RelayPodError,
+    TargetNotFound,
+    Unschedulable,
+)
+from .events import (
+    EventSink,
+    Listening,
+    Notice,
+    PodCreating,
+    PodDeleted,
+    PodEvent,
+    PodReplaced,
+    PodWaiting,
+    Traced,
+    TunnelReady,
+)
+from .inventory import delete_finished
+from .kube import Cluster, Endpoint, Pod, job_path, pod_path, pod_ready
+from .portforward import Forwarder, bind, bound_text
+from .relaypod import ClientInfo, Mode, PodSettings, TLSSettings, TraceLevel
+from .targets import Kind, ListenAddress, Target
+from .tracing import LogLine, TraceMode, TraceParser
+
+#: How often a running tunnel checks its relay pod (and a Deployment's backend).
+CHECK_PERIOD = 1.0
+#: How often a starting relay pod is looked at.
+START_POLL = 0.25
+#: After this long pending, the pod's warning events are shown.
+EVENTS_AFTER = 3.0
+#: Bound for deleting what a session created when it ends.
+CLEANUP_TIMEOUT = 15.0
+#: Waiting reasons of a container that will not start by itself.
+FATAL_WAITING = {
+    "ErrImagePull": ImagePullError,
+    "ImagePullBackOff": ImagePullError,
+    "InvalidImageName": ImagePullError,
+    "CreateContainerConfigError": PodNotReady,
+    "CreateContainerError": PodNotReady,
+}
+_TRACE_MODES: Mapping[TraceLevel, TraceMode] = {
+    "quiet": "text",
+    "text": "text",
+    "hex": "hex",
+    "rows": "rows",
+}
+
+
+@dataclass(frozen=True)
+class TunnelSpec:
+    """One tunnel of a session.
+
+    ``tcp``/``udp``/``tls``: ``target`` and ``listen`` are set. ``run``:
+    ``run_args`` is the engine command line, and ``listen`` (optional)
+    forwards to ``run_port``, the port of its listening first address.
+    """
+
+    mode: Mode
+    target: Target | None = None
+    listen: ListenAddress | None = None
+    tls: TLSSettings | None = None
+    #: Local files for a TLS tunnel: Secret key -> content (a temporary Secret carries them).
+    tls_files: Mapping[str, bytes] = field(default_factory=dict)
+    run_args: tuple[str, ...] = ()
+    run_port: int | None = None
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """What applies to every tunnel of a session."""
+
+    trace: TraceLevel = "text"
+    pod: PodSettings = field(default_factory=PodSettings)
+    #: ``--relay-namespace``: where relay pods go (default: the target's namespace).
+    relay_namespace: str | None = None
+    #: ``--pod-timeout``: how long a relay pod may take to start.
+    pod_timeout: float = 120.0
+
+
+@dataclass
+class RelayPod:
+    """One relay Job and its pod, as the tunnel tracks it."""
+
+    job: str
+    namespace: str
+    endpoint: Endpoint | None
+    pod: str = ""
+    started: float = field(default_factory=time.monotonic)
+    last_use: float = field(default_factory=time.monotonic)
+    listening: asyncio.Event = field(default_factory=asyncio.Event)
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    deleted: bool = False
+    #: Why it stopped serving, once it did ("" while it serves).
+    gone: str = ""
+    exit_code: int | None = None
+
+
+class Session:
+    """Runs the tunnels of one invocation; see the module docstring."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        tunnels: list[TunnelSpec],
+        options: SessionOptions,
+        on_event: EventSink,
+    ) -> None:
+        self.cluster = cluster
+        self.specs = tunnels
+        self.options = options
+        self.on_event = on_event
+        self.namespace = options.relay_namespace or cluster.namespace
+        self.client = ClientInfo(
+            user=cluster.user,
+            session=secrets.token_hex(4),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started=datetime.now(UTC),
+        )
+        self.tunnels: list[Tunnel] = []
+        self._created_secrets: list[str] = []
+
+    async def run(self) -> int:
+        """Run until cancelled (tunnels) or until the relay ends (``run``); the exit status."""
+        try:
+            for index, spec in enumerate(self.specs):
+                tunnel = Tunnel(self, index, spec)
+                self.tunnels.append(tunnel)
+                tunnel.bind()
+            for tunnel in self.tunnels:
+                await tunnel.resolve()
+            with contextlib.suppress(PluginError):
+                removed = await delete_finished(self.cluster, self.namespace, self.cluster.user)
+                if removed:
+                    self.on_event(Notice(f"removed {removed} finished relay pod(s) of yours"))
+            for tunnel in self.tunnels:
+                await tunnel.prepare()
+            try:
+                async with asyncio.TaskGroup() as group:
+                    runs = [group.create_task(tunnel.run()) for tunnel in self.tunnels]
+            except BaseExceptionGroup as failures:
+                raise first_error(failures) from None
+            return max((task.result() for task in runs), default=0)
+        finally:
+            await asyncio.shield(self._cleanup())
+
+    async def _cleanup(self) -> None:
+        """Delete everything created, close the listeners (bounded, errors reported)."""
+        try:
+            async with asyncio.timeout(CLEANUP_TIMEOUT):
+                for tunnel in self.tunnels:
+                    await tunnel.delete_all()
+                for name in self._created_secrets:
+                    await self.cluster.delete(f"/api/v1/namespaces/{self.namespace}/secrets/{name}")
+        except (PluginError, TimeoutError) as exc:
+            self.on_event(
+                Notice(
+                    f"could not delete everything this session created ({exc}); "
+                    "run kubectl relay gc",
+                    warning=True,
+                )
+            )
+        finally:
+            for tunnel in self.tunnels:
+                tunnel.close()
+
+    async def create_secret(self, tunnel: int, files: Mapping[str, bytes]) -> str:
+        """A temporary Secret with ``files`` for a TLS tunnel; deleted at the end."""
+        name = f"kubectl-relay-{self.client.session}-{tunnel}-tls"
+        body = relaypod.tls_secret(
+            name=name, namespace=self.namespace, files=files, client=self.client, tunnel=tunnel
+        )
+        path = f"/api/v1/namespaces/{self.namespace}/secrets"
+        await self.cluster.request("POST", path, body=body)
+        self._created_secrets.append(name)
+        return name
+
+
+class Tunnel:
+    """One listener and the relay pods behind it (the ``PodRoute`` of its forwarder)."""
+
+    def __init__(self, session: Session, index: int, spec: TunnelSpec) -> None:
+        self.session = session
+        self.cluster = session.cluster
+        self.index = index
+        self.spec = spec
+        self.namespace = session.namespace
+        self.options = session.options
+        self.emit = session.on_event
+        self.sock: socket.socket | None = None
+        self.endpoint: Endpoint | None = None
+        self.tls = spec.tls
+        self.pods: list[RelayPod] = []
+        self.current: RelayPod | None = None
+        self._generation = 0
+        self._lock = asyncio.Lock()
+        self._group: asyncio.TaskGroup | None = None
+
+    # -- setup ----------------------------------------------------------------------------------
+
+    def bind(self) -> None:
+        """Bind the local listener (``LocalPortInUse``)."""
+        listen = self.spec.listen
+        if listen is None:
+            return
+        kind = socket.SOCK_DGRAM if self.spec.mode == "udp" else socket.SOCK_STREAM
+        self.sock = bind(listen, kind)
+        protocol = "udp" if self.spec.mode == "udp" else "tcp"
+        self.emit(Listening(self.index, bound_text(self.sock), protocol))
+
+    async def resolve(self) -> None:
+        """Look the target up (``TargetNotFound``, ``PortNotFound``, ``AccessDenied``)."""
+        if self.spec.target is not None:
+            self.endpoint = await self.cluster.resolve(
+                self.spec.target, self.namespace, by_name=self.spec.mode == "tls"
+            )
+
+    async def prepare(self) -> None:
+        """Create what the relay pods share (a TLS Secret from local files), or check the Secret."""
+        if self.tls is not None and self.tls.secret and not self.spec.tls_files:
+            await self._use_secret(self.tls)
+        if self.spec.tls_files:
+            name = await self.session.create_secret(self.index, self.spec.tls_files)
+            base = self.tls or TLSSettings()
+            self.tls = TLSSettings(
+                verify=base.verify,
+                secret=name,
+                ca_key=base.ca_key,
+                cert_key=base.cert_key,
+                key_key=base.key_key,
+                server_name=base.server_name,
+            )
+
+    async def _use_secret(self, tls: TLSSettings) -> None:
+        """Take the CA and client certificate from the user's Secret (the keys it has)."""
+        path = f"/api/v1/namespaces/{self.namespace}/secrets/{tls.secret}"
+        found = await self.cluster.get(path)
+        if found is None:
+            raise TargetNotFound(
+                f'secret "{tls.secret}" not found in namespace "{self.namespace}"',
+                "create it (kubectl create secret generic NAME --from-file=ca.crt=...) "
+                "or pass local files with --cafile, --cert and --key",
+            )
+        keys = set((found.get("data") or {}).keys())
+        self.tls = TLSSettings(
+            verify=tls.verify,
+            secret=tls.secret,
+            ca_key=tls.ca_key or ("ca.crt" if "ca.crt" in keys else None),
+            cert_key=tls.cert_key or ("tls.crt" if "tls.crt" in keys else None),
+            key_key=tls.key_key or ("tls.key" if "tls.key" in keys else None),
+            server_name=tls.server_name,
+        )
+
+    def close(self) -> None:
+        """Close the local listener."""
+        if self.sock is not None:
+            self.sock.close()
+
+    # -- running ----------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Start the first relay pod, then forward and watch until cancelled (or the relay ends)."""
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            self.current = await self._start_pod(self.endpoint)
+            listen = bound_text(self.sock) if self.sock is not None else ""
+            self.emit(
+                TunnelReady(
+                    self.index,
+                    listen,
+                    str(self.spec.target) if self.spec.target else " ".join(self.spec.run_args),
+                    self.current.endpoint.description if self.current.endpoint else "",
+                    self.current.pod,
+                    self.namespace,
+                )
+            )
+            if self.spec.mode == "run":
+                watcher = group.create_task(self._watch_run(self.current))
+                if self.sock is not None and self.spec.run_port is not None:
+                    forwarding = group.create_task(self._forwarder(self.spec.run_port).serve())
+                    await watcher
+                    forwarding.cancel()
+                return await watcher
+            group.create_task(self._forwarder(relaypod.POD_PORT).serve())
+            group.create_task(self._monitor())
+        return 0
+
+    def _forwarder(self, port: int) -> Forwarder:
+        assert self.sock is not None
+        return Forwarder(
+            sock=self.sock,
+            cluster=self.cluster,
+            namespace=self.namespace,
+            route=self,
+            port=port,
+            tunnel=self.index,
+            on_event=self.emit,
+            udp=self.spec.mode == "udp",
+            framed=self.spec.mode != "run",
+        )
+
+    # -- PodRoute -------------------------------------------------------------------------------
+
+    async def pod(self) -> str:
+        """The pod new connections go to; a new one when the current one is gone or idle."""
+        async with self._lock:
+            current = self.current
+            reason = ""
+            if current is None:
+                reason = "no relay pod"
+            elif current.gone:
+                reason = current.gone
+            elif self._idle_expired(current):
+                reason = "the relay pod has reached its idle timeout"
+            if reason:
+                if current is not None:
+                    current.gone = current.gone or reason
+                    self.emit(PodReplaced(self.index, current.pod, reason))
+                endpoint = self.endpoint
+                if self.spec.target is not None and self.spec.target.kind is not Kind.HOST:
+                    endpoint = await self.cluster.resolve(
+                        self.spec.target, self.namespace, by_name=self.spec.mode == "tls"
+                    )
+                    self.endpoint = endpoint
+                self.current = current = await self._start_pod(endpoint)
+            assert current is not None
+            return current.pod
+
+    def failed(self, pod: str, reason: str) -> None:
+        """A connection to ``pod`` failed: the next check looks at it now."""
+        for relay in self.pods:
+            if relay.pod == pod and not relay.gone:
+                relay.gone = f"pod {pod} stopped accepting connections: {reason}"
+
+    def used(self, pod: str) -> None:
+        """Restart the idle clock of ``pod`` (the relay's accept-timeout restarts too)."""
+        for relay in self.pods:
+            if relay.pod == pod:
+                relay.last_use = time.monotonic()
+
+    def _idle_expired(self, relay: RelayPod) -> bool:
+        # The relay stops accepting ``idle_timeout`` seconds after its last
+        # accepted connection; leave a margin for the connection in flight.
+        idle = self.options.pod.idle_timeout
+        margin = min(5.0, idle / 4)
+        return time.monotonic() - relay.last_use > idle - margin
+
+    # -- relay pods -------------------------------------------------------------------------------
+
+    def _command(self, endpoint: Endpoint | None) -> list[str]:
+        trace = self.options.trace
+        if self.spec.mode == "run":
+            return ["relay", *relaypod.trace_flags(trace), *self.spec.run_args]
+        assert endpoint is not None
+        first = relaypod.listen_address(self.options.pod.idle_timeout)
+        second = relaypod.target_address(self.spec.mode, endpoint.address, self.tls)
+        return relaypod.relay_command(trace, first, second)
+
+    async def _start_pod(self, endpoint: Endpoint | None) -> RelayPod:
+        """Create a relay Job and wait until its pod runs and its relay listens."""
+        self._generation += 1
+        name = relaypod.job_name(self.session.client.session, self.index, self._generation)
+        command = self._command(endpoint)
+        target = str(self.spec.target) if self.spec.target else " ".join(self.spec.run_args)
+        body = relaypod.relay_job(
+            name=name,
+            namespace=self.namespace,
+            command=command,
+            client=self.session.client,
+            tunnel=self.index,
+            target=target,
+            settings=self.options.pod,
+            tls=self.tls,
+            port=relaypod.POD_PORT if self.spec.mode != "run" else self.spec.run_port,
+        )
+        relay = RelayPod(name, self.namespace, endpoint)
+        self.emit(
+            PodCreating(
+                self.index, name, self.namespace, target, endpoint.description if endpoint else ""
+            )
+        )
+        self.pods.append(relay)  # before the request: a cancelled create is still cleaned up
+        try:
+            await self.cluster.request(
+                "POST", f"/apis/batch/v1/namespaces/{self.namespace}/jobs", body=body
+            )
+        except ApiError:
+            self.pods.remove(relay)  # refused: nothing to delete
+            raise
+        deadline = time.monotonic() + self.options.pod_timeout
+        await self._wait_running(relay)
+        assert self._group is not None
+        self._group.create_task(self._follow(relay))
+        if self.spec.mode != "run" or self.spec.run_port is not None:
+            await self._wait_listening(relay, deadline)
+        relay.last_use = time.monotonic()
+        return relay
+
+    async def _wait_running(self, relay: RelayPod) -> None:
+        timeout = self.options.pod_timeout
+        started = time.monotonic()
+        shown_events: set[tuple[str, str]] = set()
+        last_reason = ""
+        while True:
+            elapsed = time.monotonic() - started
+            pod = await self._find_pod(relay)
+            reason, message = "Pending", "waiting for the Job to create the pod"
+            if pod is not None:
+                relay.pod = pod["metadata"].get("name", "")
+                status = pod.get("status") or {}
+                phase = status.get("phase", "Pending")
+                state = _container_state(pod)
+                if phase == "Running" and "running" in state:
+                    return
+                if phase in ("Succeeded", "Failed") and self.spec.mode == "run":
+                    return  # a short command already ran; its log is still there
+                if phase in ("Succeeded", "Failed"):
+                    raise PodNotReady(
+                        relay.pod,
+                        f"relay pod {relay.pod} ended before it was ready ({phase}: "
+                        f"{_termination(pod)})",
+                        f"see kubectl logs {relay.pod} -n {relay.namespace}",
+                    )
+                reason, message = _waiting_reason(pod)
+                error = FATAL_WAITING.get(reason)
+                if error is not None:
+                    raise _start_error(error, relay, reason, message, self.options.pod.image)
+            if reason != last_reason:
+                self.emit(PodWaiting(self.index, relay.pod or relay.job, reason, message))
+                last_reason = reason
+            if elapsed > EVENTS_AFTER:
+                await self._show_events(relay, shown_events)
+            if elapsed > timeout:
+                unschedulable = reason == "Unschedulable"
+                error_type = Unschedulable if unschedulable else PodNotReady
+                raise error_type(
+                    relay.pod or relay.job,
+                    f"relay pod {relay.pod or relay.job} not running after {timeout:g}s "
+                    f"({reason}{': ' + message if message else ''})",
+                    f"check kubectl describe pod -n {relay.namespace} "
+                    f"-l job-name={relay.job}, or raise --pod-timeout",
+                )
+            await asyncio.sleep(START_POLL)
+
+    async def _wait_listening(self, relay: RelayPod, deadline: float) -> None:
+        # The relay's "listening on" notice (it always runs with -d -d) says
+        # when the first connection can come.
+        waiters = [
+            asyncio.ensure_future(relay.listening.wait()),
+            asyncio.ensure_future(relay.finished.wait()),
+        ]
+        try:
+            await asyncio.wait(
+                waiters,
+                timeout=max(0.0, deadline - time.monotonic()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        if relay.listening.is_set():
+            return
+        if relay.finished.is_set():
+            pod = await self.cluster.get_pod(relay.namespace, relay.pod)
+            raise PodNotReady(
+                relay.pod,
+                f"the relay in pod {relay.pod} exited before it listened "
+                f"({_termination(pod) if pod else 'pod deleted'})",
+                f"see its error above, or kubectl logs {relay.pod} -n {relay.namespace}",
+            )
+        raise PodNotReady(
+            relay.pod,
+            f"the relay in pod {relay.pod} did not start listening within "
+            f"{self.options.pod_timeout:g}s",
+            f"check --image (it must run the relay engine) and kubectl logs {relay.pod} "
+            f"-n {relay.namespace}, or raise --pod-timeout",
+        )
+
+    async def _find_pod(self, relay: RelayPod) -> Pod | None:
+        if relay.pod:
+            return await self.cluster.get_pod(relay.namespace, relay.pod)
+        items = await self.cluster.list_items(
+            f"/api/v1/namespaces/{relay.namespace}/pods", labels=f"job-name={relay.job}"
+        )
+        pods = [cast(Pod, item) for item in items]
+        return pods[0] if pods else None
+
+    async def _show_events(self, relay: RelayPod, shown: set[tuple[str, str]]) -> None:
+        if not relay.pod:
+            return
+        with contextlib.suppress(PluginError):
+            for event in await self.cluster.pod_events(relay.namespace, relay.pod):
+                key = (event.get("reason", ""), event.get("message", ""))
+                if event.get("type") != "Warning" or key in shown:
+                    continue
+                shown.add(key)
+                self.emit(PodEvent(self.index, relay.pod, "Warning", key[0], key[1]))
+
+    async def _follow(self, relay: RelayPod) -> None:
+        """Stream the relay's log as trace events until the pod ends."""
+        parser = TraceParser(_TRACE_MODES[self.options.trace])
+        try:
+            while not relay.deleted:
+                try:
+                    async for chunk in self.cluster.follow_log(
+                        relay.namespace, relay.pod, relaypod.CONTAINER
+                    ):
+                        for event in parser.feed(chunk):
+                            self._traced(relay, event)
+                    break  # the container ended
+                except PluginError:
+                    pod = await self.cluster.get_pod(relay.namespace, relay.pod)
+                    phase = (pod.get("status") or {}).get("phase") if pod else None
+                    if pod is None or phase in ("Succeeded", "Failed"):
+                        break
+                    await asyncio.sleep(START_POLL)
+            for event in parser.close():
+                self._traced(relay, event)
+        except PluginError:
+            pass
+        finally:
+            relay.finished.set()
+
+    def _traced(self, relay: RelayPod, event: object) -> None:
+        if isinstance(event, LogLine) and event.message.startswith("listening on "):
+            relay.listening.set()
+            return
+        self.emit(Traced(self.index, relay.pod, event))  # type: ignore[arg-type]
+
+    async def _monitor(self) -> None:
+        """Check the relay pods (and a Deployment's backend) while the tunnel runs."""
+        while True:
+            await asyncio.sleep(CHECK_PERIOD)
+            for relay in list(self.pods):
+                if relay.deleted:
+                    continue
+                try:
+                    await self._check(relay)
+                except RelayPodError:
+                    raise  # a replacement that cannot start ends the tunnel
+                except PluginError as exc:
+                    # A failed check (the API server restarting) is tried again.
+                    self.emit(Notice(f"checking relay pod {relay.pod}: {exc}", warning=True))
+
+    async def _check(self, relay: RelayPod) -> None:
+        pod = await self.cluster.get_pod(relay.namespace, relay.pod)
+        phase = (pod.get("status") or {}).get("phase") if pod else None
+        current = relay is self.current
+        if pod is None or pod["metadata"].get("deletionTimestamp") or phase == "Failed":
+            why = "was deleted" if phase != "Failed" else f"failed ({_termination(pod)})"  # type: ignore[arg-type]
+            relay.gone = relay.gone or f"relay pod {relay.pod} {why}"
+            await self._delete(relay)
+            if current:
+                await self.pod()  # replace it now: the user is waiting for a working tunnel
+            return
+        if phase == "Succeeded":
+            # It exited after its idle timeout: the next connection starts a new one.
+            relay.gone = relay.gone or f"relay pod {relay.pod} exited after its idle timeout"
+            await self._delete(relay)
+            return
+        if not current:
+            return
+        backend = relay.endpoint.backend if relay.endpoint else None
+        if backend and self.spec.target and self.spec.target.kind is Kind.DEPLOYMENT:
+            found = await self.cluster.get_pod(self.namespace, backend)
+            if found is None or not pod_ready(found):
+                relay.gone = f"backend pod {backend} is no longer ready"
+        if relay.gone:
+            await self.pod()
+            await self._delete(relay)
+
+    async def _watch_run(self, relay: RelayPod) -> int:
+        """``run``: wait for the relay to end; its exit status."""
+        await relay.finished.wait()
+        for _ in range(40):
+            pod = await self.cluster.get_pod(relay.namespace, relay.pod)
+            if pod is None:
+                raise PodNotReady(relay.pod, f"relay pod {relay.pod} was deleted", "run it again")
+            terminated = _container_state(pod).get("terminated")
+            if isinstance(terminated, dict):
+                return int(terminated.get("exitCode") or 0)
+            await asyncio.sleep(START_POLL)
+        raise PortForwardError(
+            f"the log of relay pod {relay.pod} ended but the relay still runs",
+            f"see kubectl logs {relay.pod} -n {relay.namespace}",
+        )
+
+    # -- cleanup ----------------------------------------------------------------------------------
+
+    async def _delete(self, relay: RelayPod) -> None:
+        if relay.deleted:
+            return
+        relay.deleted = True
+        await self.cluster.delete(job_path(relay.namespace, relay.job), propagation="Background")
+        if relay.pod:
+            await self.cluster.delete(pod_path(relay.namespace, relay.pod))
+        self.emit(PodDeleted(self.index, relay.pod or relay.job))
+
+    async def delete_all(self) -> None:
+        """Delete every relay Job and pod this tunnel created."""
+        for relay in self.pods:
+            await self._delete(relay)
+
+
+def first_error(failures: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error to report from a task group's failures: the first plugin error, if any."""
+    flat: list[BaseException] = []
+
+    def walk(group: BaseExceptionGroup[BaseException]) -> None:
+        for exc in group.exceptions:
+            if isinstance(exc, BaseExceptionGroup):
+                walk(exc)
+            else:
+                flat.append(exc)
+
+    walk(failures)
+    return next((e for e in flat if isinstance(e, PluginError)), flat[0])
+
+
+def _container_state(pod: Pod) -> dict[str, object]:
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") == relaypod.CONTAINER:
+            return dict(status.get("state") or {})
+    return {}
+
+
+def _waiting_reason(pod: Pod) -> tuple[str, str]:
+    """Why the pod is not running yet: (reason, message)."""
+    status = pod.get("status") or {}
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            return condition.get("reason") or "Unschedulable", condition.get("message") or ""
+    waiting = _container_state(pod).get("waiting")
+    if isinstance(waiting, dict):
+        return str(waiting.get("reason") or "Waiting"), str(waiting.get("message") or "")
+    return status.get("phase", "Pending"), ""
+
+
+def _termination(pod: Pod) -> str:
+    terminated = _container_state(pod).get("terminated")
+    if isinstance(terminated, dict):
+        code = terminated.get("exitCode")
+        reason = terminated.get("reason") or ""
+        return f"exit code {code}{', ' + str(reason) if reason else ''}"
+    status = pod.get("status") or {}
+    return str(status.get("reason") or status.get("message") or status.get("phase") or "unknown")
+
+
+def _start_error(
+    error: type[RelayPodError], relay: RelayPod, reason: str, message: str, image: str
+) -> RelayPodError:
+    if error is ImagePullError:
+        return ImagePullError(
+            relay.pod,
+            f'relay pod {relay.pod} cannot pull image "{image}" ({reason}'
+            f"{': ' + message if message else ''})",
+            f"check --image (default {relaypod.RELAY_IMAGE}) and the cluster's access to "
+            "its registry",
+        )
+    return error(
+        relay.pod,
+        f"relay pod {relay.pod} cannot start its container ({reason}: {message})",
+        f"check kubectl describe pod {relay.pod} -n {relay.namespace}",
+    )

@@ -1,0 +1,265 @@
+"""Helpers for running the operator against the sandbox cluster (``e2e.sandbox``).
+
+The operator runs in-process on the test's event loop (``running_operator``),
+started and stopped inside the test, as kopf requires; the sandbox runs on
+its own loop in a thread (the ``sandbox`` fixture of ``e2e/conftest.py``).
+Reads and writes from the test go through the kubernetes client (blocking,
+but quick: the sandbox serves them from its own thread) or, for raw dicts,
+through the operator's own ``Kube`` client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from e2e.sandbox import SandboxThread
+from relay_operator import handlers
+from relay_operator.client import Kube, load_configuration, path
+from relay_operator.reconcile import Reconciler
+from relay_operator.settings import Settings
+from tests.conftest import scaled
+
+T = TypeVar("T")
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD = ROOT / "manifests" / "crd" / "socattunnels.yaml"
+API_VERSION = "relay.kubectl-relay.io/v1alpha1"
+
+
+def install_crd(sandbox: SandboxThread) -> None:
+    """Create the SocatTunnel CRD of manifests/ in the sandbox (once per sandbox)."""
+    store = sandbox.sandbox.store
+    body = yaml.safe_load(CRD.read_text())
+
+    async def create() -> None:
+        try:
+            await store.get("apiextensions.k8s.io/v1", "customresourcedefinitions", None,
+                            body["metadata"]["name"])
+        except Exception:
+            await store.create("apiextensions.k8s.io/v1", "customresourcedefinitions", None, body)
+
+    sandbox.run(create())
+
+
+def settings_for(namespace: str, **changes: Any) -> Settings:
+    """Settings for an operator serving ``namespace``, with delays short enough for tests."""
+    fields: dict[str, Any] = {
+        "namespaces": (namespace,),
+        "retry_delay": 0.2,
+        "retry_delay_max": 1.0,
+        "secret_recheck": 0.5,
+        "api_timeout": 10.0,
+        **changes,
+    }
+    return Settings(**fields)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+class Operator:
+    """A running operator: its client, reconciler (metrics) and metrics address."""
+
+    def __init__(self, kube: Kube, reconciler: Reconciler, metrics_port: int) -> None:
+        self.kube = kube
+        self.reconciler = reconciler
+        self.metrics_port = metrics_port
+
+
+@contextlib.asynccontextmanager
+async def running_operator(sandbox: SandboxThread, settings: Settings) -> AsyncIterator[Operator]:
+    """Run the operator until the block ends; every task and thread of it ends with it."""
+    kube = Kube(load_configuration(str(sandbox.kubeconfig)), timeout=settings.api_timeout)
+    reconciler = Reconciler(kube, settings)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    port = free_port()
+    task = asyncio.create_task(
+        handlers.run(
+            settings,
+            kube,
+            stop_flag=stop,
+            ready_flag=ready,
+            metrics_address=("127.0.0.1", port),
+            reconciler=reconciler,
+        )
+    )
+    try:
+        await asyncio.wait_for(ready.wait(), scaled(15))
+        yield Operator(kube, reconciler, port)
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(task, scaled(20))
+        finally:
+            kube.close()
+
+
+async def eventually(
+    what: str, check: Callable[[], Awaitable[T | None]], timeout: float = 30.0
+) -> T:
+    """Poll ``check`` until it returns something true; fail with ``what`` and the last value."""
+    deadline = time.monotonic() + scaled(timeout)
+    last: Any = None
+    while True:
+        try:
+            result = await check()
+        except AssertionError as exc:
+            result, last = None, exc
+        if result:
+            return result
+        if result is not None:
+            last = result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+        await asyncio.sleep(0.1)
+
+
+def tunnel(name: str, spec: dict[str, Any], **metadata: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "SocatTunnel",
+        "metadata": {"name": name, **metadata},
+        "spec": spec,
+    }
+
+
+class Cluster:
+    """Raw-dict access to the sandbox for one namespace, with the operator's client."""
+
+    def __init__(self, kube: Kube, namespace: str) -> None:
+        self.kube = kube
+        self.namespace = namespace
+
+    def url(self, api_version: str, plural: str, name: str | None = None,
+            sub: str | None = None) -> str:
+        return path(api_version, plural, self.namespace, name, sub)
+
+    async def create(self, api_version: str, plural: str, body: dict[str, Any]) -> Any:
+        return await self.kube.create(self.url(api_version, plural), body)
+
+    async def get(self, api_version: str, plural: str, name: str) -> Any:
+        return await self.kube.get(self.url(api_version, plural, name))
+
+    async def patch(self, api_version: str, plural: str, name: str, patch: dict[str, Any]) -> Any:
+        return await self.kube.patch(self.url(api_version, plural, name), patch)
+
+    async def delete(self, api_version: str, plural: str, name: str) -> bool:
+        return await self.kube.delete(self.url(api_version, plural, name))
+
+    async def list(self, api_version: str, plural: str, selector: str = "") -> list[Any]:
+        url = self.url(api_version, plural)
+        if selector:
+            url += f"?labelSelector={selector}"
+        found = await self.kube.get(url)
+        assert found is not None
+        items = found.get("items") or []
+        assert isinstance(items, list)
+        return items
+
+    async def tunnel(self, name: str) -> Any:
+        return await self.get(API_VERSION, "socattunnels", name)
+
+    async def events(self, name: str) -> list[tuple[str, str, str]]:
+        """(type, reason, message) of the events about object ``name``, oldest first."""
+        items = await self.list("v1", "events")
+        found = [e for e in items if e.get("involvedObject", {}).get("name") == name]
+        found.sort(key=lambda e: (e.get("metadata", {}).get("creationTimestamp", ""),
+                                  e.get("metadata", {}).get("resourceVersion", "")))
+        return [(e.get("type", ""), e.get("reason", ""), e.get("message", "")) for e in found]
+
+    async def condition(self, name: str, kind: str) -> dict[str, Any] | None:
+        obj = await self.tunnel(name)
+        for condition in ((obj or {}).get("status") or {}).get("conditions") or []:
+            if condition.get("type") == kind:
+                return dict(condition)
+        return None
+
+    async def wait_condition(self, name: str, kind: str, status: str,
+                             timeout: float = 30.0, reason: str | None = None) -> dict[str, Any]:
+        async def check() -> dict[str, Any] | None:
+            condition = await self.condition(name, kind)
+            if condition and condition.get("status") == status and (
+                reason is None or condition.get("reason") == reason
+            ):
+                return condition
+            return None
+
+        return await eventually(f"{kind}={status} on {name}", check, timeout)
+
+    async def wait_ready(self, name: str, timeout: float = 40.0) -> dict[str, Any]:
+        await self.wait_condition(name, "Ready", "True", timeout)
+        obj = await self.tunnel(name)
+        assert obj is not None
+        return dict(obj)
+
+
+async def exchange(host: str, port: int, payload: bytes, *,
+                   tls: ssl.SSLContext | None = None, server_hostname: str | None = None,
+                   timeout: float = 10.0) -> bytes:
+    """``exchange_once``, retried for a while when the connection is refused or reset.
+
+    The sandbox has no network namespaces: a relay pod's readiness probe (a
+    LISTEN socket on its port in /proc/net/tcp) sees every socket of the
+    machine, so a pod may be "ready" a moment before its relay listens (an
+    old pod's socket during a rollout, another process on the same port).
+    """
+    deadline = time.monotonic() + scaled(15)
+    while True:
+        try:
+            return await exchange_once(host, port, payload, tls=tls,
+                                       server_hostname=server_hostname, timeout=timeout)
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+async def exchange_once(host: str, port: int, payload: bytes, *,
+                        tls: ssl.SSLContext | None = None, server_hostname: str | None = None,
+                        timeout: float = 10.0) -> bytes:
+    """Send ``payload``, half-close (or close_notify for TLS), read until the peer closes."""
+
+    async def go() -> bytes:
+        reader, writer = await asyncio.open_connection(
+            host, port, ssl=tls, server_hostname=server_hostname if tls else None
+        )
+        try:
+            writer.write(payload)
+            await writer.drain()
+            if tls is None:
+                writer.write_eof()
+            return await reader.read(-1) if tls is None else await _read_some(reader, payload)
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError, ssl.SSLError):
+                await writer.wait_closed()
+
+    return await asyncio.wait_for(go(), scaled(timeout))
+
+
+async def _read_some(reader: asyncio.StreamReader, payload: bytes) -> bytes:
+    data = b""
+    while len(data) < len(payload):
+        chunk = await reader.read(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+async def http_get(host: str, port: int, target: str = "/") -> bytes:
+    """One HTTP/1.0 GET over a fresh connection; the whole answer."""
+    return await exchange(host, port, f"GET {target} HTTP/1.0\r\nHost: x\r\n\r\n".encode())

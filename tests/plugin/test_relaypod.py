@@ -1,0 +1,129 @@
+"""The relay Job and pod: restricted profile, labels, the engine command."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from kubectl_relay import podsecurity
+from kubectl_relay.engine.addresses import parse_address
+from kubectl_relay.engine.cli import parse_command_line
+from kubectl_relay.plugin import relaypod
+from kubectl_relay.plugin.relaypod import ClientInfo, PodSettings, TLSSettings, Toleration
+from tests.operator.podsecurity import hardening_violations, restricted_violations
+
+CLIENT = ClientInfo(
+    "alice@example.com", "0123abcd", "laptop", 4242, datetime(2026, 11, 24, tzinfo=UTC)
+)
+
+
+def job(**settings: Any) -> dict[str, Any]:
+    command = relaypod.relay_command(
+        "text", relaypod.listen_address(600), relaypod.target_address("tcp", "10.0.0.1:80")
+    )
+    return relaypod.relay_job(
+        name="kubectl-relay-0123abcd-0-1",
+        namespace="prod",
+        command=command,
+        client=CLIENT,
+        tunnel=0,
+        target="svc/web:80",
+        settings=PodSettings(**settings),
+        tls=TLSSettings(secret="certs", ca_key="ca.crt"),
+    )
+
+
+def test_the_pod_passes_the_restricted_profile_and_the_hardening() -> None:
+    body = job(node_selector={"pool": "debug"}, tolerations=(Toleration("debug", "Exists"),))
+    template = body["spec"]["template"]
+    assert restricted_violations(template["spec"], template["metadata"]) == []
+    assert hardening_violations(template["spec"]) == []
+
+
+def test_the_job_goes_away_on_its_own() -> None:
+    spec = job(max_lifetime=3600, keep_finished=5)["spec"]
+    assert spec["backoffLimit"] == 0
+    assert spec["activeDeadlineSeconds"] == 3600
+    assert spec["ttlSecondsAfterFinished"] == 5
+    assert spec["template"]["spec"]["restartPolicy"] == "Never"
+    assert spec["template"]["spec"]["activeDeadlineSeconds"] == 3600
+
+
+def test_labels_and_annotations_name_the_user_session_and_client() -> None:
+    body = job(max_lifetime=3600)
+    metadata = body["metadata"]
+    assert metadata["labels"] == {
+        "app.kubernetes.io/managed-by": "kubectl-relay",
+        "app.kubernetes.io/name": "kubectl-relay",
+        "relay.kubectl-relay.io/user": "alice_example.com",
+        "relay.kubectl-relay.io/session": "0123abcd",
+        "relay.kubectl-relay.io/tunnel": "0",
+    }
+    annotations = metadata["annotations"]
+    assert annotations["relay.kubectl-relay.io/client"] == "laptop:4242"
+    assert annotations["relay.kubectl-relay.io/started"] == "2026-11-24T00:00:00Z"
+    assert annotations["relay.kubectl-relay.io/deadline"] == "2026-11-24T01:00:00Z"
+    assert body["spec"]["template"]["metadata"]["labels"] == metadata["labels"]
+
+
+def test_the_command_is_a_valid_engine_command_line() -> None:
+    container = job()["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "ghcr.io/kubectl-relay/relay:0.1.0"
+    command = container["command"]
+    assert command == [
+        "relay",
+        "-d",
+        "-d",
+        "-lu",
+        "-v",
+        "TCP-LISTEN:8000,fork,reuseaddr,frame=len16,accept-timeout=600",
+        "TCP:10.0.0.1:80",
+    ]
+    line = parse_command_line(command[1:])
+    for address in line.addresses:
+        parse_address(address)
+
+
+def test_target_addresses_per_mode() -> None:
+    assert relaypod.target_address("udp", "10.0.0.1:53") == "UDP:10.0.0.1:53,shut-none"
+    assert relaypod.target_address("tls", "db:1433") == "OPENSSL:db:1433"
+    insecure = TLSSettings(verify=False)
+    assert relaypod.target_address("tls", "db:1433", insecure) == "OPENSSL:db:1433,verify=0"
+    files = TLSSettings(
+        secret="s",
+        ca_key="ca.crt",
+        cert_key="tls.crt",
+        key_key="tls.key",
+        server_name="db.example.net",
+    )
+    assert relaypod.target_address("tls", "10.0.0.1:1433", files) == (
+        "OPENSSL:10.0.0.1:1433,cafile=/etc/kubectl-relay/tls/ca.crt,"
+        "cert=/etc/kubectl-relay/tls/tls.crt,key=/etc/kubectl-relay/tls/tls.key,"
+        "snihost=db.example.net,commonname=db.example.net"
+    )
+    for mode, endpoint in (("udp", "10.0.0.1:53"), ("tls", "10.0.0.1:1433")):
+        parse_address(relaypod.target_address(mode, endpoint, files))  # type: ignore[arg-type]
+
+
+def test_trace_levels() -> None:
+    assert relaypod.trace_flags("quiet") == ["-d", "-d", "-lu"]
+    assert relaypod.trace_flags("hex") == ["-d", "-d", "-lu", "-x"]
+    assert relaypod.trace_flags("rows") == ["-d", "-d", "-lu", "-v", "-x"]
+
+
+def test_a_tls_secret_is_mounted_read_only_for_the_relay_group() -> None:
+    spec = job()["spec"]["template"]["spec"]
+    assert spec["volumes"] == [
+        {"name": "tls", "secret": {"secretName": "certs", "defaultMode": 0o440}}
+    ]
+    assert spec["containers"][0]["volumeMounts"] == [
+        {"name": "tls", "mountPath": "/etc/kubectl-relay/tls", "readOnly": True}
+    ]
+    assert spec["securityContext"]["fsGroup"] == podsecurity.NONROOT_ID
+
+
+def test_label_values() -> None:
+    assert relaypod.label_value("system:serviceaccount:ns:sa") == "system_serviceaccount_ns_sa"
+    assert relaypod.label_value("-x-") == "x"
+    assert relaypod.label_value("é") == "unknown"
+    assert len(relaypod.label_value("a" * 100)) == 63
