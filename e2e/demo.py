@@ -8,18 +8,26 @@ A readable script of steps, each printing what it does:
    behind Service ``relay``;
 4. send a real HTTP request from this machine to the relay's cluster IP;
 5. show the relay pod's ``-v`` trace, read through the API (``pods/log``);
-6. tear everything down.
+6. install the operator from ``manifests/`` with ``kubectl apply``, apply a
+   ``SocatTunnel`` and send traffic through the Service the operator made;
+7. open ``kubectl relay tcp svc/target:80`` and send traffic through the tunnel,
+   its live trace printed by the plugin;
+8. tear everything down.
 
-Every call goes through the Kubernetes API with the kubernetes client, as a
-user's tooling would. Later steps (the operator, the plugin) add to this list.
+Steps 2 to 5 use the kubernetes client, as a user's tooling would; steps 6
+and 7 run ``kubectl`` and ``kubectl relay`` exactly as a user types them.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client
@@ -30,6 +38,17 @@ from rich.table import Table
 from e2e.sandbox import HTTP_IMAGE, RELAY_IMAGE, SandboxThread
 
 NAMESPACE = "demo"
+MANIFESTS = Path(__file__).resolve().parents[1] / "manifests"
+TUNNEL = """
+apiVersion: relay.kubectl-relay.io/v1alpha1
+kind: SocatTunnel
+metadata: {name: web, namespace: demo}
+spec:
+  listen: TCP-LISTEN:8080,fork,reuseaddr
+  connect: TCP:target:80
+  tracing: Text
+  service: {type: ClusterIP, port: 80}
+"""
 #: Bound on every wait: the demo must end even when something is broken.
 TIMEOUT = 30.0
 
@@ -178,6 +197,76 @@ def run(sandbox: SandboxThread, api: client.ApiClient) -> None:
     )
 
 
+def kubectl(sandbox: SandboxThread, *args: str, stdin: str | None = None) -> str:
+    """``kubectl ARGS`` with the sandbox's kubeconfig; its output, or an error naming it."""
+    shown = " ".join(args)
+    console.print(f"[dim]$ kubectl {shown}[/]")
+    result = subprocess.run(
+        ["kubectl", "--kubeconfig", str(sandbox.kubeconfig), *args],
+        input=stdin, capture_output=True, text=True, timeout=TIMEOUT * 2, check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"kubectl {shown}: {result.stderr.strip()}")
+    if result.stdout.strip():
+        console.print(result.stdout.rstrip())
+    return result.stdout
+
+
+def operator_step(sandbox: SandboxThread, core: client.CoreV1Api) -> None:
+    step("6. The operator: install from manifests/, then a SocatTunnel")
+    kubectl(sandbox, "apply", "-f", str(MANIFESTS / "crd"),
+            "-f", str(MANIFESTS / "rbac" / "cluster.yaml"), "-f", str(MANIFESTS / "operator.yaml"))
+    kubectl(sandbox, "rollout", "status", "-n", "relay-system", "deployment/relay-operator",
+            "--timeout=60s")
+    kubectl(sandbox, "apply", "-f", "-", stdin=TUNNEL)
+    kubectl(sandbox, "wait", "-n", NAMESPACE, "--for=condition=Ready", "socattunnel/web",
+            "--timeout=60s")
+    kubectl(sandbox, "get", "-n", NAMESPACE, "socattunnels")
+    address = core.read_namespaced_service("web", NAMESPACE).spec.cluster_ip
+    reply = wait("an answer through the tunnel's Service", lambda: http_get(address, 80))
+    console.print(Panel(reply.decode(errors="replace").strip(), title=f"GET http://{address}/",
+                        border_style="green"))
+    if b"hello from the target pod" not in reply:
+        raise RuntimeError("the reply through the SocatTunnel did not come from the target")
+
+
+def plugin_step(sandbox: SandboxThread) -> None:
+    step("7. kubectl relay tcp svc/target:80: a tunnel from this machine, traced")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "KUBECONFIG": str(sandbox.kubeconfig),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    console.print(f"[dim]$ kubectl relay tcp svc/target:80 --listen {port} -n {NAMESPACE}[/]")
+    plugin = subprocess.Popen(
+        ["kubectl", "relay", "tcp", "svc/target:80", "--listen", str(port), "-n", NAMESPACE],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        assert plugin.stdout is not None
+        lines: list[str] = []
+        deadline = time.monotonic() + TIMEOUT
+        while not any("Press Ctrl-C" in line for line in lines):
+            line = plugin.stdout.readline()
+            if not line or time.monotonic() > deadline:
+                raise RuntimeError("kubectl relay did not start: " + "".join(lines).strip())
+            lines.append(line)
+        reply = http_get("127.0.0.1", port)
+        if b"hello from the target pod" not in reply:
+            raise RuntimeError("the reply through kubectl relay did not come from the target")
+        time.sleep(1.0)  # the trace arrives through the relay pod's log
+        plugin.send_signal(signal.SIGINT)
+        rest, _ = plugin.communicate(timeout=TIMEOUT)
+        lines.append(rest)
+        console.print(Panel("".join(lines).rstrip(), title="kubectl relay", border_style="blue"))
+        if plugin.returncode != 0:
+            raise RuntimeError(f"kubectl relay exited with {plugin.returncode}")
+    finally:
+        if plugin.poll() is None:
+            plugin.kill()
+            plugin.communicate()
+
+
 def main() -> int:
     started = time.monotonic()
     step("1. Start the sandbox cluster")
@@ -186,7 +275,9 @@ def main() -> int:
             console.print(f"API server {sandbox.url}, kubeconfig {sandbox.kubeconfig}")
             with sandbox.api_client() as api:
                 run(sandbox, api)
-            step("6. Tear down")
+                operator_step(sandbox, client.CoreV1Api(api))
+            plugin_step(sandbox)
+            step("8. Tear down")
     except Exception as exc:  # the demo reports any failure in one line and exits 1
         console.print(f"[bold red]demo failed:[/] {type(exc).__name__}: {exc}")
         return 1

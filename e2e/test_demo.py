@@ -1,0 +1,25 @@
+"""The README's demo command runs to the end: every part of the project, in one sandbox."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import scaled
+
+
+def test_demo_runs_to_the_end() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "e2e.demo"],
+        capture_output=True,
+        text=True,
+        timeout=scaled(180),
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    # The engine in a pod, the operator's tunnel, and the plugin's traced tunnel all answered.
+    assert out.count("hello from the target pod") >= 4, out[-3000:]
+    assert "socattunnel.relay.kubectl-relay.io/web condition met" in out
+    assert "deleted relay pod kubectl-relay-" in out
+    assert "every pod process stopped" in out
