@@ -1,4 +1,10 @@
-"""Fixtures for the end-to-end tests: a sandbox cluster per test module, a namespace per test.
+"""Fixtures for the end-to-end tests: a cluster per test module, a namespace per test.
+
+The cluster is the sandbox, or the real cluster (kind, AKS...) that
+``RELAY_E2E_KUBECONFIG`` names, with ``RELAY_E2E_IMAGE`` as the relay image
+(see ``e2e/cluster.py`` and ``e2e/README.md``). ``cluster`` (a ``Cluster``) is
+what tests use in both modes; ``sandbox`` is the in-process sandbox itself, and
+skips the test on a real cluster.
 
 The sandbox runs on its own event loop in a background thread
 (``SandboxThread``), and tests are plain synchronous functions:
@@ -26,35 +32,67 @@ from typing import Any
 
 import pytest
 
+from e2e.cluster import ENV_KUBECONFIG, REAL_CLUSTER, Cluster
 from e2e.sandbox import SandboxThread
 from e2e.sandbox.cluster.objects import random_suffix
 from tests.conftest import no_leaked_children, no_leaked_threads, scaled
 
-__all__ = ["kube", "namespace", "no_leaked_children", "no_leaked_threads", "sandbox"]
+__all__ = [
+    "cluster",
+    "kube",
+    "namespace",
+    "no_leaked_children",
+    "no_leaked_threads",
+    "sandbox",
+]
 
 
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[SandboxThread]:
-    """A running sandbox (API server + cluster) shared by the tests of one module."""
+    """A running sandbox (API server + cluster) shared by the tests of one module.
+
+    On a real cluster (``RELAY_E2E_KUBECONFIG``) the tests using it skip.
+    """
+    if REAL_CLUSTER:
+        pytest.skip(f"sandbox only ({ENV_KUBECONFIG} is set): uses the sandbox itself")
     with SandboxThread() as running:
         yield running
 
 
+@pytest.fixture(scope="module")
+def cluster(request: pytest.FixtureRequest) -> Cluster:
+    """The cluster under test: the module's sandbox, or the one of ``RELAY_E2E_KUBECONFIG``."""
+    if REAL_CLUSTER:
+        return Cluster.real()
+    running: SandboxThread = request.getfixturevalue("sandbox")
+    return Cluster(kubeconfig=running.kubeconfig, sandbox=running)
+
+
 @pytest.fixture
-def namespace(sandbox: SandboxThread, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace, deleted with everything in it after the test."""
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace, deleted with everything in it after the test.
+
+    In the sandbox the fixture also waits until every process of its pods has
+    ended; on a real cluster, until the namespace is gone (bounded).
+    """
     base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")
     name = f"{base[:50].rstrip('-')}-{random_suffix()}"
-    store = sandbox.sandbox.store
-    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
-    sandbox.run(store.create("v1", "namespaces", None, body))
+    if cluster.is_sandbox:
+        running = cluster.sandbox
+        store = running.sandbox.store
+        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+        running.run(store.create("v1", "namespaces", None, body))
+        yield name
+        running.run(store.delete("v1", "namespaces", None, name))
+        running.pods_gone(name, timeout=scaled(15))
+        return
+    cluster.create_namespace(name)
     yield name
-    sandbox.run(store.delete("v1", "namespaces", None, name))
-    sandbox.pods_gone(name, timeout=scaled(15))
+    cluster.delete_namespace(name, timeout=180)
 
 
 class Kube:
-    """The kubernetes client's APIs for the sandbox, on one ApiClient."""
+    """The kubernetes client's APIs for the cluster, on one ApiClient."""
 
     def __init__(self, api_client: Any) -> None:
         from kubernetes import client  # noqa: PLC0415 - imported with the fixture only
@@ -66,7 +104,7 @@ class Kube:
 
 
 @pytest.fixture
-def kube(sandbox: SandboxThread) -> Iterator[Kube]:
-    """The kubernetes client (CoreV1Api, AppsV1Api, BatchV1Api) configured for the sandbox."""
-    with sandbox.api_client() as api_client:
+def kube(cluster: Cluster) -> Iterator[Kube]:
+    """The kubernetes client (CoreV1Api, AppsV1Api, BatchV1Api) configured for the cluster."""
+    with cluster.api_client() as api_client:
         yield Kube(api_client)

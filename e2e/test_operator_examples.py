@@ -15,6 +15,14 @@ listen; a client would reach Azure). ``postgres.payments.internal`` and
 ``api.partner.example`` become pods with a hostname in a headless Service's
 subdomain (namespaces ``internal`` and ``example``), which a pod's DNS search
 path completes exactly as in a real cluster.
+
+On a real cluster (``RELAY_E2E_KUBECONFIG``, see ``e2e/README.md``) the
+operator's manifests are applied with ``RELAY_E2E_IMAGE`` in place of the
+project's image, the stub servers are the relay image itself (``relay
+TCP-LISTEN:...,fork PIPE`` echoes), and Services are reached from the test
+through ``kubectl relay`` tunnels (``Cluster.reach``). Tests whose servers are
+local programs of the sandbox (an HTTP server, a TLS server logging its
+client) are marked ``sandbox_only``.
 """
 
 from __future__ import annotations
@@ -25,7 +33,6 @@ import json
 import socket
 import ssl
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,8 +41,10 @@ import pytest
 import trustme
 import yaml
 
+from e2e.cluster import DEFAULT_RELAY_IMAGE, Cluster, sandbox_only
+from e2e.cluster import poll as wait_until
 from e2e.conftest import Kube
-from e2e.sandbox import ECHO_IMAGE, HTTP_IMAGE, SandboxThread
+from e2e.sandbox import HTTP_IMAGE
 from tests.conftest import scaled
 
 T = TypeVar("T")
@@ -49,29 +58,11 @@ TLS_ECHO_IMAGE = "e2e.local/tls-echo"
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def kubectl(sandbox: SandboxThread, *args: str, stdin: str | None = None,
+def kubectl(cluster: Cluster, *args: str, stdin: str | None = None,
             timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        ["kubectl", "--kubeconfig", str(sandbox.kubeconfig), *args],
-        input=stdin, capture_output=True, text=True, timeout=scaled(timeout), check=False,
-    )
-    if check:
-        assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
-    return result
+    return cluster.kubectl(*args, stdin=stdin, timeout=timeout, check=check)
 
 
-def wait_until(what: str, check: Callable[[], T | None], timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + scaled(timeout)
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-        except Exception as exc:
-            result, last = None, exc
-        if result:
-            return result
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what} (last error: {last})")
 
 
 def exchange(host: str, port: int, payload: bytes, *, context: ssl.SSLContext | None = None,
@@ -113,41 +104,45 @@ def documents(name: str) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all((EXAMPLES / name).read_text()) if d]
 
 
-def apply_example(sandbox: SandboxThread, namespace: str, name: str) -> None:
-    out = kubectl(sandbox, "apply", "-n", namespace, "-f", str(EXAMPLES / name)).stdout
+def apply_example(cluster: Cluster, namespace: str, name: str) -> None:
+    out = kubectl(cluster, "apply", "-n", namespace, "-f", str(EXAMPLES / name)).stdout
     for document in documents(name):
         assert f"{document['kind'].lower()}" in out.lower()
 
 
-def wait_ready(sandbox: SandboxThread, namespace: str, tunnel: str, timeout: float = 60) -> None:
-    result = kubectl(sandbox, "wait", "-n", namespace, "--for=condition=Ready",
+def wait_ready(cluster: Cluster, namespace: str, tunnel: str, timeout: float = 60) -> None:
+    result = kubectl(cluster, "wait", "-n", namespace, "--for=condition=Ready",
                      f"socattunnel/{tunnel}", f"--timeout={int(scaled(timeout))}s",
                      timeout=timeout + 10, check=False)
     if result.returncode != 0:
-        status = kubectl(sandbox, "get", "-n", namespace, "st", tunnel, "-o", "yaml").stdout
-        logs = kubectl(sandbox, "logs", "-n", "relay-system", "deployment/relay-operator",
+        status = kubectl(cluster, "get", "-n", namespace, "st", tunnel, "-o", "yaml").stdout
+        logs = kubectl(cluster, "logs", "-n", "relay-system", "deployment/relay-operator",
                        "--tail=40", check=False).stdout
         pytest.fail(f"{tunnel} not Ready: {result.stderr}\n{status}\noperator log:\n{logs}")
 
 
-def tunnel_status(sandbox: SandboxThread, namespace: str, name: str) -> dict[str, Any]:
-    out = kubectl(sandbox, "get", "-n", namespace, "socattunnel", name, "-o", "json").stdout
+def tunnel_status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    out = kubectl(cluster, "get", "-n", namespace, "socattunnel", name, "-o", "json").stdout
     status: dict[str, Any] = json.loads(out)["status"]
     return status
 
 
-def cluster_ip(kube: Kube, namespace: str, service: str) -> str:
-    return str(kube.core.read_namespaced_service(service, namespace).spec.cluster_ip)
-
-
 def stub(kube: Kube, namespace: str, service: str, image: str, port: int, *args: str,
          protocol: str = "TCP", hostname: str | None = None) -> None:
-    """A pod running ``image`` behind Service ``service`` (same port), ready when it listens."""
+    """A pod running ``image`` behind Service ``service`` (same port), ready when it listens.
+
+    The relay image (``Cluster.relay_image``) becomes a TCP echo server on
+    ``port``; another image gets ``--port PORT ARGS``.
+    """
     labels = {"stub": service}
-    spec: dict[str, Any] = {"containers": [{
+    container: dict[str, Any] = {
         "name": "main", "image": image, "args": ["--port", str(port), *args],
         "readinessProbe": {"tcpSocket": {"port": port}, "periodSeconds": 1},
-    }]}
+    }
+    if "kubectl-relay" in image:
+        del container["args"]
+        container["command"] = ["relay", f"TCP-LISTEN:{port},fork,reuseaddr", "PIPE"]
+    spec: dict[str, Any] = {"containers": [container]}
     service_spec: dict[str, Any] = {
         "selector": labels, "ports": [{"port": port, "targetPort": port, "protocol": protocol}],
     }
@@ -214,122 +209,129 @@ async def tls_echo(argv: list[str]) -> int:
 
 
 @pytest.fixture
-def installed(sandbox: SandboxThread) -> Iterator[None]:
+def installed(cluster: Cluster) -> Iterator[None]:
     """The CRD, the cluster-wide RBAC and the operator, applied from manifests/.
 
     Per test: the operator's pod is a process of this test run, and every test
     must end with no process left.
     """
-    kubectl(sandbox, "apply", "-f", str(MANIFESTS / "crd"),
-            "-f", str(MANIFESTS / "rbac" / "cluster.yaml"),
-            "-f", str(MANIFESTS / "operator.yaml"))
+    kubectl(cluster, "apply", "-f", str(MANIFESTS / "crd"),
+            "-f", str(MANIFESTS / "rbac" / "cluster.yaml"))
+    # The operator's image and its relays' image: the cluster's relay image (as a
+    # kustomize `images:` override would set them).
+    operator = (MANIFESTS / "operator.yaml").read_text()
+    kubectl(cluster, "apply", "-f", "-",
+            stdin=operator.replace(DEFAULT_RELAY_IMAGE, cluster.relay_image))
     try:
-        kubectl(sandbox, "wait", "--for=condition=Established",
+        kubectl(cluster, "wait", "--for=condition=Established",
                 "crd/socattunnels.relay.kubectl-relay.io", "--timeout=30s")
-        kubectl(sandbox, "rollout", "status", "-n", "relay-system", "deployment/relay-operator",
+        kubectl(cluster, "rollout", "status", "-n", "relay-system", "deployment/relay-operator",
                 f"--timeout={int(scaled(60))}s", timeout=90)
-        sandbox.register_image(TLS_ECHO_IMAGE, tls_echo)
+        if cluster.is_sandbox:
+            cluster.register_image(TLS_ECHO_IMAGE, tls_echo)
         yield
     finally:
-        kubectl(sandbox, "delete", "-f", str(MANIFESTS / "operator.yaml"), "--wait=false",
+        kubectl(cluster, "delete", "-f", str(MANIFESTS / "operator.yaml"), "--wait=false",
                 check=False)
-        sandbox.pods_gone("relay-system", timeout=scaled(30))
+        cluster.pods_gone("relay-system", timeout=30)
 
 
 @pytest.fixture
-def extra_namespaces(sandbox: SandboxThread) -> Iterator[Callable[[str], str]]:
+def extra_namespaces(cluster: Cluster) -> Iterator[Callable[[str], str]]:
     """Namespaces with fixed names (``internal``, ``example``), deleted after the test."""
     made: list[str] = []
 
     def make(name: str) -> str:
-        kubectl(sandbox, "create", "namespace", name)
+        cluster.create_namespace(name)
         made.append(name)
         return name
 
     yield make
     for name in made:
-        kubectl(sandbox, "delete", "namespace", name, "--wait=false", check=False)
-        sandbox.pods_gone(name, timeout=scaled(20))
+        cluster.delete_namespace(name, timeout=180)
 
 
 # -- the examples -----------------------------------------------------------------------------
 
 
-def test_traced_relay(sandbox: SandboxThread, installed: None, namespace: str,
+def test_traced_relay(cluster: Cluster, installed: None, namespace: str,
                       kube: Kube) -> None:
-    stub(kube, namespace, "problem-service", ECHO_IMAGE, 80)
-    apply_example(sandbox, namespace, "traced-relay.yaml")
-    wait_ready(sandbox, namespace, "traced-relay")
-    listing = kubectl(sandbox, "get", "-n", namespace, "socattunnels").stdout
+    stub(kube, namespace, "problem-service", cluster.relay_image, 80)
+    apply_example(cluster, namespace, "traced-relay.yaml")
+    wait_ready(cluster, namespace, "traced-relay")
+    listing = kubectl(cluster, "get", "-n", namespace, "socattunnels").stdout
     assert listing.split("\n")[0].split() == ["NAME", "LISTEN", "CONNECT", "READY", "AGE"]
     assert listing.split("\n")[1].split()[:4] == [
         "traced-relay", "TCP-LISTEN:8080,fork", "TCP:problem-service:80", "True"]
-    status = tunnel_status(sandbox, namespace, "traced-relay")
+    status = tunnel_status(cluster, namespace, "traced-relay")
     assert status["serviceAddress"] == f"traced-relay.{namespace}.svc:80"
     assert (status["phase"], status["readyReplicas"]) == ("Ready", 1)
-    ip = cluster_ip(kube, namespace, "traced-relay")
-    assert exchange(ip, 80, b"hello through the trace\n") == b"hello through the trace\n"
+    with cluster.reach(namespace, "svc/traced-relay", 80) as (host, port):
+        assert exchange(host, port, b"hello through the trace\n") == b"hello through the trace\n"
     logs = wait_until("the trace in the relay's log", lambda: (
         out if "hello through the trace" in (out := kubectl(
-            sandbox, "logs", "-n", namespace, "deployment/traced-relay").stdout) else None))
+            cluster, "logs", "-n", namespace, "deployment/traced-relay").stdout) else None))
     assert "> " in logs  # socat's -v direction marker
 
 
 def test_syslog_bridge_relays_datagrams_to_a_tcp_collector(
-    sandbox: SandboxThread, installed: None, namespace: str, kube: Kube
+    cluster: Cluster, installed: None, namespace: str, kube: Kube
 ) -> None:
-    stub(kube, namespace, "logserver", ECHO_IMAGE, 514)
-    apply_example(sandbox, namespace, "syslog-bridge.yaml")
-    wait_ready(sandbox, namespace, "syslog-bridge")
-    ip = cluster_ip(kube, namespace, "syslog-bridge")
+    stub(kube, namespace, "logserver", cluster.relay_image, 514)
+    apply_example(cluster, namespace, "syslog-bridge.yaml")
+    wait_ready(cluster, namespace, "syslog-bridge")
     message = b"<134>Nov 24 12:00:00 device app: relayed over TCP"
 
-    def answer() -> bytes | None:
+    def answer(host: str, port: int) -> bytes | None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.settimeout(scaled(1))
-            sock.sendto(message, (ip, 514))
+            sock.sendto(message, (host, port))
             try:
                 return sock.recvfrom(4096)[0]
             except TimeoutError:
                 return None
 
     # The collector (an echo server here) answers over the same TCP connection.
-    assert wait_until("the datagram to come back", answer) == message
-    status = tunnel_status(sandbox, namespace, "syslog-bridge")
+    with cluster.reach(namespace, "svc/syslog-bridge", 514, "udp") as (host, port):
+        assert wait_until("the datagram to come back", lambda: answer(host, port)) == message
+    status = tunnel_status(cluster, namespace, "syslog-bridge")
     assert status["listen"] == "UDP-LISTEN:514,fork"
 
 
 def test_tls_termination_and_mutual_tls(
-    sandbox: SandboxThread, installed: None, namespace: str, kube: Kube
+    cluster: Cluster, installed: None, namespace: str, kube: Kube
 ) -> None:
     server_ca, clients_ca = trustme.CA(), trustme.CA()
     tls_secret(kube, namespace, "relay-server-tls", server_ca.issue_cert("relay.example"))
     ca_secret(kube, namespace, "clients-ca", "ca.crt", clients_ca)
-    stub(kube, namespace, "secure-service", ECHO_IMAGE, 443)
-    apply_example(sandbox, namespace, "tls-termination.yaml")
+    stub(kube, namespace, "secure-service", cluster.relay_image, 443)
+    apply_example(cluster, namespace, "tls-termination.yaml")
     for name in ("tls-termination", "mtls-termination"):
-        wait_ready(sandbox, namespace, name)
+        wait_ready(cluster, namespace, name)
     context = ssl.create_default_context()
     server_ca.configure_trust(context)
-    ip = cluster_ip(kube, namespace, "tls-termination")
-    reply = exchange(ip, 8443, b"terminated", context=context, server_hostname="relay.example")
+    with cluster.reach(namespace, "svc/tls-termination", 8443) as (host, port):
+        reply = exchange(host, port, b"terminated", context=context,
+                         server_hostname="relay.example")
     assert reply == b"terminated"
 
-    ip = cluster_ip(kube, namespace, "mtls-termination")
-    with pytest.raises((ssl.SSLError, ConnectionError)):  # no client certificate: refused
-        exchange_once(ip, 9443, b"anonymous", context=context, server_hostname="relay.example")
-    clients_ca.issue_cert("client.example").configure_cert(context)
-    reply = exchange(ip, 9443, b"mutual", context=context, server_hostname="relay.example")
+    with cluster.reach(namespace, "svc/mtls-termination", 9443) as (host, port):
+        with pytest.raises((ssl.SSLError, ConnectionError)):  # no client certificate: refused
+            exchange_once(host, port, b"anonymous", context=context,
+                          server_hostname="relay.example")
+        clients_ca.issue_cert("client.example").configure_cert(context)
+        reply = exchange(host, port, b"mutual", context=context, server_hostname="relay.example")
     assert reply == b"mutual"
-    status = tunnel_status(sandbox, namespace, "mtls-termination")
+    status = tunnel_status(cluster, namespace, "mtls-termination")
     assert status["listen"] == (
         "OPENSSL-LISTEN:9443,fork,cert=/etc/relay/tls/listen-certificate/tls.crt,"
         "key=/etc/relay/tls/listen-certificate/tls.key,cafile=/etc/relay/tls/listen-ca/ca.crt"
     )
 
 
+@sandbox_only("the partner API is a local TLS server program that logs its client")
 def test_mtls_origination_to_a_partner_api(
-    sandbox: SandboxThread, installed: None, namespace: str, kube: Kube,
+    cluster: Cluster, installed: None, namespace: str, kube: Kube,
     extra_namespaces: Callable[[str], str],
 ) -> None:
     partner_ca, client_ca = trustme.CA(), trustme.CA()
@@ -361,27 +363,27 @@ def test_mtls_origination_to_a_partner_api(
         "spec": {"clusterIP": "None", "selector": {"stub": "partner"},
                  "ports": [{"port": 443}]},
     })
-    sandbox.wait_pod(example, "api")
-    apply_example(sandbox, namespace, "mtls-origination.yaml")
-    wait_ready(sandbox, namespace, "partner-api")
-    ip = cluster_ip(kube, namespace, "partner-api")
-    assert exchange(ip, 8080, b"plain in, mutual TLS out") == b"plain in, mutual TLS out"
+    cluster.wait_pod(example, "api")
+    apply_example(cluster, namespace, "mtls-origination.yaml")
+    wait_ready(cluster, namespace, "partner-api")
+    with cluster.reach(namespace, "svc/partner-api", 8080) as (host, port):
+        assert exchange(host, port, b"plain in, mutual TLS out") == b"plain in, mutual TLS out"
     logs = kube.core.read_namespaced_pod_log("api", example)
     assert "tls-echo: client relay-client" in logs
 
 
 def test_temporary_tunnel_reaches_an_internal_name_and_shows_its_expiry(
-    sandbox: SandboxThread, installed: None, namespace: str, kube: Kube,
+    cluster: Cluster, installed: None, namespace: str, kube: Kube,
     extra_namespaces: Callable[[str], str],
 ) -> None:
     internal = extra_namespaces("internal")
-    stub(kube, internal, "payments", ECHO_IMAGE, 5432, hostname="postgres")
-    sandbox.wait_pod(internal, "payments")
-    apply_example(sandbox, namespace, "temporary-tunnel.yaml")
-    wait_ready(sandbox, namespace, "debug-postgres")
-    ip = cluster_ip(kube, namespace, "debug-postgres")
-    assert exchange(ip, 5432, b"SELECT 1") == b"SELECT 1"
-    out = kubectl(sandbox, "get", "-n", namespace, "st", "debug-postgres", "-o", "json").stdout
+    stub(kube, internal, "payments", cluster.relay_image, 5432, hostname="postgres")
+    cluster.wait_pod(internal, "payments")
+    apply_example(cluster, namespace, "temporary-tunnel.yaml")
+    wait_ready(cluster, namespace, "debug-postgres")
+    with cluster.reach(namespace, "svc/debug-postgres", 5432) as (host, port):
+        assert exchange(host, port, b"SELECT 1") == b"SELECT 1"
+    out = kubectl(cluster, "get", "-n", namespace, "st", "debug-postgres", "-o", "json").stdout
     obj = json.loads(out)
     created = obj["metadata"]["creationTimestamp"]
     expires = obj["status"]["expiresAt"]
@@ -391,7 +393,7 @@ def test_temporary_tunnel_reaches_an_internal_name_and_shows_its_expiry(
         return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
     assert moment(expires) - moment(created) == timedelta(hours=2)
-    wide = kubectl(sandbox, "get", "-n", namespace, "st", "-o", "wide").stdout
+    wide = kubectl(cluster, "get", "-n", namespace, "st", "-o", "wide").stdout
     assert wide.split("\n")[0].split()[-1] == "EXPIRES"
 
 
@@ -406,20 +408,20 @@ AZURE = [
 
 @pytest.mark.parametrize(("example", "name", "replicas", "kind", "port"), AZURE)
 def test_azure_examples_run_their_relays(
-    sandbox: SandboxThread, installed: None, namespace: str, kube: Kube,
+    cluster: Cluster, installed: None, namespace: str, kube: Kube,
     example: str, name: str, replicas: int, kind: str, port: int,
 ) -> None:
     """Status and children only: cluster DNS cannot answer for *.windows.net."""
-    apply_example(sandbox, namespace, example)
-    wait_ready(sandbox, namespace, name)
-    status = tunnel_status(sandbox, namespace, name)
+    apply_example(cluster, namespace, example)
+    wait_ready(cluster, namespace, name)
+    status = tunnel_status(cluster, namespace, name)
     assert (status["phase"], status["readyReplicas"]) == ("Ready", replicas)
     service = kube.core.read_namespaced_service(name, namespace)
     assert (service.spec.type, service.spec.ports[0].port) == (kind, port)
     deployment = kube.apps.read_namespaced_deployment(name, namespace)
     assert deployment.spec.template.spec.containers[0].command[:3] == [
         "relay", "--metrics", "9464"]
-    policies = kube_list_policies(sandbox, namespace)
+    policies = kube_list_policies(cluster, namespace)
     if example == "source-cidrs.yaml":
         assert status["serviceAddress"] == f"{service.spec.cluster_ip}:1433"  # the LB's address
         assert policies == ["onprem-sql"]
@@ -430,27 +432,29 @@ def test_azure_examples_run_their_relays(
         assert policies == []
 
 
-def kube_list_policies(sandbox: SandboxThread, namespace: str) -> list[str]:
-    out = kubectl(sandbox, "get", "networkpolicies", "-n", namespace, "-o", "json").stdout
+def kube_list_policies(cluster: Cluster, namespace: str) -> list[str]:
+    out = kubectl(cluster, "get", "networkpolicies", "-n", namespace, "-o", "json").stdout
     return [item["metadata"]["name"] for item in json.loads(out)["items"]]
 
 
-def test_debug_pod(sandbox: SandboxThread, namespace: str, kube: Kube) -> None:
-    stub(kube, namespace, "problem-service", ECHO_IMAGE, 80)
-    apply_example(sandbox, namespace, "debug-pod.yaml")
-    ip = sandbox.wait_pod(namespace, "socat-debug")["status"]["podIP"]
-    assert exchange(ip, 8080, b"debugging") == b"debugging"
+def test_debug_pod(cluster: Cluster, namespace: str, kube: Kube) -> None:
+    stub(kube, namespace, "problem-service", cluster.relay_image, 80)
+    apply_example(cluster, namespace, "debug-pod.yaml")
+    cluster.wait_pod(namespace, "socat-debug")
+    with cluster.reach(namespace, "pod/socat-debug", 8080) as (host, port):
+        assert exchange(host, port, b"debugging") == b"debugging"
     logs = wait_until("the trace", lambda: (
         out if "debugging" in (out := kubectl(
-            sandbox, "logs", "-n", namespace, "socat-debug").stdout) else None))
+            cluster, "logs", "-n", namespace, "socat-debug").stdout) else None))
     assert "> " in logs
 
 
-def test_trace_job(sandbox: SandboxThread, namespace: str, kube: Kube) -> None:
+@sandbox_only("the failing service is the sandbox's local HTTP server image")
+def test_trace_job(cluster: Cluster, namespace: str, kube: Kube) -> None:
     stub(kube, namespace, "failing-service", HTTP_IMAGE, 80, "--text", "still failing")
-    sandbox.wait_pod(namespace, "failing-service")
-    apply_example(sandbox, namespace, "trace-job.yaml")
-    kubectl(sandbox, "wait", "-n", namespace, "--for=condition=complete",
+    cluster.wait_pod(namespace, "failing-service")
+    apply_example(cluster, namespace, "trace-job.yaml")
+    kubectl(cluster, "wait", "-n", namespace, "--for=condition=complete",
             "job/trace-failing-service", f"--timeout={int(scaled(60))}s", timeout=70)
     # The Job's pod by its label: the sandbox's `kubectl logs job/NAME` takes the
     # namespace's first pod when other pods (the stub) are there.
@@ -461,7 +465,7 @@ def test_trace_job(sandbox: SandboxThread, namespace: str, kube: Kube) -> None:
 
 
 def test_bad_tunnels_are_explained_in_status_events_and_by_kubectl(
-    sandbox: SandboxThread, installed: None, namespace: str, kube: Kube
+    cluster: Cluster, installed: None, namespace: str, kube: Kube
 ) -> None:
     bad = """\
 apiVersion: relay.kubectl-relay.io/v1alpha1
@@ -472,23 +476,23 @@ spec:
   listen: TCP-LISTEN:8080
   connect: TCP:db:1433
 """
-    kubectl(sandbox, "apply", "-n", namespace, "-f", "-", stdin=bad)
-    kubectl(sandbox, "wait", "-n", namespace, "--for=condition=Valid=false", "st/bad",
+    kubectl(cluster, "apply", "-n", namespace, "-f", "-", stdin=bad)
+    kubectl(cluster, "wait", "-n", namespace, "--for=condition=Valid=false", "st/bad",
             f"--timeout={int(scaled(30))}s", timeout=40)
     message = ('spec.listen: a shared tunnel serves many clients, so the listen address needs '
                'the "fork" option (without it the relay ends after the first client); write '
                '"TCP-LISTEN:8080,fork"')
-    status = tunnel_status(sandbox, namespace, "bad")
+    status = tunnel_status(cluster, namespace, "bad")
     assert status["phase"] == "Invalid"
     valid = {c["type"]: c for c in status["conditions"]}["Valid"]
     assert (valid["reason"], valid["message"]) == ("InvalidSpec", message)
     describe = wait_until("the event", lambda: (
         out if "InvalidSpec" in (out := kubectl(
-            sandbox, "describe", "-n", namespace, "st", "bad").stdout) else None))
+            cluster, "describe", "-n", namespace, "st", "bad").stdout) else None))
     assert "Warning" in describe
     assert kube.apps.list_namespaced_deployment(namespace).items == []
     # An unknown field never reaches the operator: kubectl (strict field validation) refuses it.
     typo = bad.replace("TCP-LISTEN:8080", "TCP-LISTEN:8080,fork") + "  servce: {}\n"
-    refused = kubectl(sandbox, "apply", "-n", namespace, "-f", "-", stdin=typo, check=False)
+    refused = kubectl(cluster, "apply", "-n", namespace, "-f", "-", stdin=typo, check=False)
     assert refused.returncode != 0
     assert 'unknown field "spec.servce"' in refused.stderr

@@ -1,22 +1,26 @@
-"""``kubectl relay`` end to end: the real kubectl runs the plugin against the sandbox cluster.
+"""``kubectl relay`` end to end: the real kubectl runs the plugin against a cluster.
 
 Every test runs ``kubectl relay ...`` as a user does (a subprocess of the real
 ``kubectl``, which finds ``kubectl-relay`` on PATH), sends real TCP, UDP and
 TLS traffic through the tunnel to servers running as pods, and checks the
 bytes, the streamed trace, the exit code and that no relay pod or Job is left.
+
+The cluster is the sandbox, or a real one (``RELAY_E2E_KUBECONFIG``, see
+``e2e/README.md``): the servers are the relay image itself (``relay
+TCP-LISTEN:...,fork PIPE`` echoes), so the same tests run on both. Tests that
+need what only the sandbox can do (break port-forwards, restricted users, a
+local image) are marked ``sandbox_only``.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
+import base64
 import os
 import select
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import threading
@@ -27,8 +31,10 @@ from typing import Any, TypeVar
 
 import pytest
 
+from e2e.cluster import ENV_IMAGE, Cluster, sandbox_only
+from e2e.cluster import poll as wait_until
 from e2e.conftest import Kube
-from e2e.sandbox import ECHO_IMAGE, SandboxThread
+from e2e.sandbox import SandboxThread
 from tests.conftest import scaled
 from tests.support import free_port
 
@@ -36,33 +42,9 @@ pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl
 
 T = TypeVar("T")
 MANAGED = "app.kubernetes.io/managed-by=kubectl-relay"
-TLS_IMAGE = "sandbox.local/tls-echo"
 MUTE_IMAGE = "sandbox.local/mute-relay"
 
 # -- images the tests register -------------------------------------------------------------------
-
-
-async def tls_echo(argv: list[str]) -> int:
-    """A TLS echo server (a callable image): ``--cert FILE --key FILE [--port N]``."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--cert")
-    parser.add_argument("--key")
-    parser.add_argument("--port", type=int, default=8443)
-    options = parser.parse_args(argv)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(options.cert, options.key)
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, ssl.SSLError):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "0.0.0.0", options.port, ssl=context)
-    async with server:
-        await server.serve_forever()
-    return 0
 
 
 async def mute(argv: list[str]) -> int:
@@ -74,18 +56,18 @@ async def mute(argv: list[str]) -> int:
 # -- helpers --------------------------------------------------------------------------------------
 
 
-def wait_until(what: str, check: Callable[[], T | None], timeout: float = 20.0) -> T:
-    deadline = time.monotonic() + scaled(timeout)
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-        except Exception as exc:
-            result, last = None, exc
-        if result:
-            return result
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what} (last error: {last})")
+
+
+#: The commands that start relay pods (and take ``--image``).
+POD_COMMANDS = ("tcp", "udp", "tls", "run")
+
+
+def plugin_argv(env: dict[str, str], args: tuple[str, ...]) -> list[str]:
+    """``kubectl relay ARGS``, with ``--image`` when the relay image is not the default."""
+    image = env.get(ENV_IMAGE)
+    if image and args and args[0] in POD_COMMANDS and "--image" not in args:
+        args = (args[0], "--image", image, *args[1:])
+    return ["kubectl", "relay", *args]
 
 
 class Plugin:
@@ -93,7 +75,7 @@ class Plugin:
 
     def __init__(self, env: dict[str, str], *args: str) -> None:
         self.proc = subprocess.Popen(
-            ["kubectl", "relay", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            plugin_argv(env, args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         self.out = b""
         self.err = b""
@@ -154,12 +136,20 @@ class Plugin:
 
 
 @pytest.fixture
-def env(sandbox: SandboxThread, tmp_path: Path) -> dict[str, str]:
-    """The environment of a user's shell: the sandbox's kubeconfig, the plugin on PATH."""
+def env(cluster: Cluster, tmp_path: Path) -> dict[str, str]:
+    """The environment of a user's shell: the cluster's kubeconfig, the plugin on PATH.
+
+    ``RELAY_E2E_IMAGE`` is set when the relay image is not the default one: the
+    helpers pass it to ``kubectl relay --image``, as a user of that image would.
+    """
     home = tmp_path / "home"
     home.mkdir()
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    return {**os.environ, "KUBECONFIG": str(sandbox.kubeconfig), "HOME": str(home), "PATH": path}
+    shell = {k: v for k, v in os.environ.items() if k != ENV_IMAGE}
+    shell |= {"KUBECONFIG": str(cluster.kubeconfig), "HOME": str(home), "PATH": path}
+    if cluster.image_args:
+        shell[ENV_IMAGE] = cluster.relay_image
+    return shell
 
 
 @pytest.fixture
@@ -186,7 +176,7 @@ def run_plugin(
     env: dict[str, str], *args: str, timeout: float = 60.0
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["kubectl", "relay", *args],
+        plugin_argv(env, args),
         env=env,
         capture_output=True,
         text=True,
@@ -208,15 +198,28 @@ def no_relay_left(kube: Kube, namespace: str) -> None:
     wait_until("no relay Job or pod left", lambda: not relay_objects(kube, namespace), 15)
 
 
-def echo_service(sandbox: SandboxThread, kube: Kube, namespace: str, name: str = "echo") -> None:
-    """A Deployment of the echo image (TCP and UDP on 8080), a Service on 80 (TCP) and 53 (UDP)."""
-    container = {
-        "name": "main",
-        "image": ECHO_IMAGE,
-        "args": ["--port", "8080", "--udp"],
-        "ports": [{"name": "echo", "containerPort": 8080}],
-        "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
-    }
+def echo_service(cluster: Cluster, kube: Kube, namespace: str, name: str = "echo") -> None:
+    """A Deployment echoing TCP and UDP on 8080, a Service on 80 (TCP) and 53 (UDP).
+
+    The echo servers are the relay image: ``relay TCP-LISTEN:8080,fork PIPE``
+    sends every connection's bytes back and half-closes after them; the UDP
+    one answers each datagram.
+    """
+    containers = [
+        {
+            "name": "main",
+            "image": cluster.relay_image,
+            "command": ["relay", "TCP-LISTEN:8080,fork,reuseaddr", "PIPE"],
+            "ports": [{"name": "echo", "containerPort": 8080}],
+            "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+        },
+        {
+            "name": "udp",
+            "image": cluster.relay_image,
+            "command": ["relay", "UDP-LISTEN:8080,fork,reuseaddr", "PIPE"],
+            "ports": [{"name": "echo-udp", "containerPort": 8080, "protocol": "UDP"}],
+        },
+    ]
     kube.apps.create_namespaced_deployment(
         namespace,
         {
@@ -228,7 +231,7 @@ def echo_service(sandbox: SandboxThread, kube: Kube, namespace: str, name: str =
                 "selector": {"matchLabels": {"app": name}},
                 "template": {
                     "metadata": {"labels": {"app": name}},
-                    "spec": {"containers": [container]},
+                    "spec": {"containers": containers},
                 },
             },
         },
@@ -248,7 +251,7 @@ def echo_service(sandbox: SandboxThread, kube: Kube, namespace: str, name: str =
             },
         },
     )
-    sandbox.wait_deployment(namespace, name)
+    cluster.wait_deployment(namespace, name)
 
 
 def exchange(port: int, payload: bytes) -> bytes:
@@ -287,9 +290,9 @@ def tunnel(plugins: Callable[..., Plugin], namespace: str, *args: str) -> Plugin
 
 
 def test_tcp_tunnel_relays_bytes_and_streams_the_trace(
-    sandbox: SandboxThread, namespace: str, kube: Kube, plugins: Callable[..., Plugin]
+    cluster: Cluster, namespace: str, kube: Kube, plugins: Callable[..., Plugin]
 ) -> None:
-    echo_service(sandbox, kube, namespace)
+    echo_service(cluster, kube, namespace)
     port = free_port()
     plugin = tunnel(plugins, namespace, "tcp", "svc/echo:tcp", "--listen", str(port))
     assert relay_objects(kube, namespace)  # the relay pod runs while the tunnel is up
@@ -319,9 +322,9 @@ def test_tcp_tunnel_relays_bytes_and_streams_the_trace(
 
 
 def test_udp_tunnel_keeps_datagram_boundaries(
-    sandbox: SandboxThread, namespace: str, kube: Kube, plugins: Callable[..., Plugin]
+    cluster: Cluster, namespace: str, kube: Kube, plugins: Callable[..., Plugin]
 ) -> None:
-    echo_service(sandbox, kube, namespace)
+    echo_service(cluster, kube, namespace)
     port = free_port(kind=socket.SOCK_DGRAM)
     # To the pods directly: the sandbox's Service proxy drops UDP on this event loop
     # (its _UdpFront asserts asyncio.DatagramTransport, which uvloop's is not).
@@ -344,7 +347,7 @@ def test_udp_tunnel_keeps_datagram_boundaries(
 
 
 def test_tls_tunnel_verifies_the_target(
-    sandbox: SandboxThread,
+    cluster: Cluster,
     namespace: str,
     kube: Kube,
     plugins: Callable[..., Plugin],
@@ -353,11 +356,23 @@ def test_tls_tunnel_verifies_the_target(
     trustme = pytest.importorskip("trustme")
     ca = trustme.CA()
     server_cert = ca.issue_cert(f"secure.{namespace}.svc")
-    cert, key, ca_file = tmp_path / "server.pem", tmp_path / "server.key", tmp_path / "ca.pem"
-    server_cert.cert_chain_pems[0].write_to_path(str(cert))
-    server_cert.private_key_pem.write_to_path(str(key))
+    ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
-    sandbox.register_image(TLS_IMAGE, tls_echo)
+    kube.core.create_namespaced_secret(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "secure-tls"},
+            "type": "kubernetes.io/tls",
+            "data": {
+                "tls.crt": base64.b64encode(server_cert.cert_chain_pems[0].bytes()).decode(),
+                "tls.key": base64.b64encode(server_cert.private_key_pem.bytes()).decode(),
+            },
+        },
+    )
+    # A TLS echo server: the relay image, terminating TLS (no client certificate asked).
+    listen = "OPENSSL-LISTEN:8443,fork,reuseaddr,cert=/tls/tls.crt,key=/tls/tls.key,verify=0"
     kube.core.create_namespaced_pod(
         namespace,
         {
@@ -368,11 +383,13 @@ def test_tls_tunnel_verifies_the_target(
                 "containers": [
                     {
                         "name": "main",
-                        "image": TLS_IMAGE,
-                        "args": ["--cert", str(cert), "--key", str(key)],
+                        "image": cluster.relay_image,
+                        "command": ["relay", listen, "PIPE"],
+                        "volumeMounts": [{"name": "tls", "mountPath": "/tls"}],
                         "readinessProbe": {"tcpSocket": {"port": 8443}, "periodSeconds": 1},
                     }
-                ]
+                ],
+                "volumes": [{"name": "tls", "secret": {"secretName": "secure-tls"}}],
             },
         },
     )
@@ -385,7 +402,7 @@ def test_tls_tunnel_verifies_the_target(
             "spec": {"selector": {"app": "secure"}, "ports": [{"port": 443, "targetPort": 8443}]},
         },
     )
-    sandbox.wait_pod(namespace, "secure")
+    cluster.wait_pod(namespace, "secure")
 
     verified_port, unverified_port = free_port(), free_port()
     verified = tunnel(
@@ -414,9 +431,9 @@ def test_tls_tunnel_verifies_the_target(
 
 
 def test_a_killed_client_leaves_no_relay_behind(
-    sandbox: SandboxThread, namespace: str, kube: Kube, plugins: Callable[..., Plugin]
+    cluster: Cluster, namespace: str, kube: Kube, plugins: Callable[..., Plugin]
 ) -> None:
-    echo_service(sandbox, kube, namespace)
+    echo_service(cluster, kube, namespace)
     port = free_port()
     plugin = tunnel(
         plugins,
@@ -437,13 +454,18 @@ def test_a_killed_client_leaves_no_relay_behind(
     wait_until("the relay to go away by itself", lambda: not relay_objects(kube, namespace), 30)
 
 
+@sandbox_only("breaks port-forwards and fails API requests on purpose")
 def test_a_broken_port_forward_and_a_deleted_pod_are_recovered(
-    sandbox: SandboxThread, namespace: str, kube: Kube, plugins: Callable[..., Plugin]
+    sandbox: SandboxThread,
+    cluster: Cluster,
+    namespace: str,
+    kube: Kube,
+    plugins: Callable[..., Plugin],
 ) -> None:
-    echo_service(sandbox, kube, namespace)
+    echo_service(cluster, kube, namespace)
     port = free_port()
     plugin = tunnel(plugins, namespace, "tcp", "svc/echo:80", "--listen", str(port))
-    faults = sandbox.sandbox.api.faults
+    faults = cluster.faults
 
     with socket.create_connection(("127.0.0.1", port), timeout=scaled(20)) as conn:
         conn.sendall(b"before\n")
@@ -467,9 +489,9 @@ def test_a_broken_port_forward_and_a_deleted_pod_are_recovered(
 
 
 def test_deployment_target_follows_a_rollout(
-    sandbox: SandboxThread, namespace: str, kube: Kube, plugins: Callable[..., Plugin]
+    cluster: Cluster, namespace: str, kube: Kube, plugins: Callable[..., Plugin]
 ) -> None:
-    echo_service(sandbox, kube, namespace)
+    echo_service(cluster, kube, namespace)
     port = free_port()
     plugin = tunnel(plugins, namespace, "tcp", "deploy/echo:echo", "--listen", str(port))
     assert exchange(port, b"v1\n") == b"v1\n"
@@ -483,9 +505,9 @@ def test_deployment_target_follows_a_rollout(
 
 
 def test_run_streams_a_relay_command_and_ends_with_its_status(
-    sandbox: SandboxThread, namespace: str, kube: Kube, env: dict[str, str]
+    cluster: Cluster, namespace: str, kube: Kube, env: dict[str, str]
 ) -> None:
-    echo_service(sandbox, kube, namespace)
+    echo_service(cluster, kube, namespace)
     result = run_plugin(
         env, "run", "-n", namespace, "--", "-u", "SYSTEM:echo hi-there", "TCP:echo:80"
     )
@@ -505,25 +527,27 @@ def check_failure(result: subprocess.CompletedProcess[str], code: int, *phrases:
         assert phrase in lines[0]
 
 
-def test_unknown_target(
-    sandbox: SandboxThread, namespace: str, kube: Kube, env: dict[str, str]
-) -> None:
+def test_unknown_target(cluster: Cluster, namespace: str, kube: Kube, env: dict[str, str]) -> None:
     result = run_plugin(env, "tcp", "svc/nope:80", "--listen", str(free_port()), "-n", namespace)
     check_failure(result, 3, 'service "nope" not found', "kubectl get services")
     assert not relay_objects(kube, namespace)
 
 
-def test_wrong_port_name(
-    sandbox: SandboxThread, namespace: str, kube: Kube, env: dict[str, str]
-) -> None:
-    echo_service(sandbox, kube, namespace)
+def test_wrong_port_name(cluster: Cluster, namespace: str, kube: Kube, env: dict[str, str]) -> None:
+    echo_service(cluster, kube, namespace)
     result = run_plugin(env, "tcp", "svc/echo:http", "--listen", str(free_port()), "-n", namespace)
     check_failure(result, 3, "has no port http", "80 (tcp)")
     assert not relay_objects(kube, namespace)
 
 
+@sandbox_only("adds a user with rights in another namespace only to the API server")
 def test_no_rights_in_the_namespace(
-    sandbox: SandboxThread, namespace: str, kube: Kube, env: dict[str, str], tmp_path: Path
+    sandbox: SandboxThread,
+    cluster: Cluster,
+    namespace: str,
+    kube: Kube,
+    env: dict[str, str],
+    tmp_path: Path,
 ) -> None:
     api = sandbox.sandbox.api
     sandbox.call(lambda: api.add_user("visitor", namespaces={"elsewhere"}))
@@ -537,9 +561,9 @@ def test_no_rights_in_the_namespace(
 
 
 def test_local_port_in_use(
-    sandbox: SandboxThread, namespace: str, kube: Kube, env: dict[str, str]
+    cluster: Cluster, namespace: str, kube: Kube, env: dict[str, str]
 ) -> None:
-    echo_service(sandbox, kube, namespace)
+    echo_service(cluster, kube, namespace)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -550,9 +574,9 @@ def test_local_port_in_use(
 
 
 def test_image_that_cannot_be_pulled(
-    sandbox: SandboxThread, namespace: str, kube: Kube, env: dict[str, str]
+    cluster: Cluster, namespace: str, kube: Kube, env: dict[str, str]
 ) -> None:
-    echo_service(sandbox, kube, namespace)
+    echo_service(cluster, kube, namespace)
     result = run_plugin(
         env,
         "tcp",
@@ -568,11 +592,12 @@ def test_image_that_cannot_be_pulled(
     no_relay_left(kube, namespace)
 
 
+@sandbox_only("the relay image that never listens is a local program")
 def test_relay_that_never_becomes_ready(
-    sandbox: SandboxThread, namespace: str, kube: Kube, env: dict[str, str]
+    cluster: Cluster, namespace: str, kube: Kube, env: dict[str, str]
 ) -> None:
-    echo_service(sandbox, kube, namespace)
-    sandbox.register_image(MUTE_IMAGE, mute)
+    echo_service(cluster, kube, namespace)
+    cluster.register_image(MUTE_IMAGE, mute)
     result = run_plugin(
         env,
         "tcp",
@@ -591,13 +616,13 @@ def test_relay_that_never_becomes_ready(
 
 
 def test_ls_and_gc(
-    sandbox: SandboxThread,
+    cluster: Cluster,
     namespace: str,
     kube: Kube,
     env: dict[str, str],
     plugins: Callable[..., Plugin],
 ) -> None:
-    echo_service(sandbox, kube, namespace)
+    echo_service(cluster, kube, namespace)
     plugin = tunnel(
         plugins,
         namespace,

@@ -21,7 +21,10 @@ import pytest
 from kubernetes.client import ApiClient, ApiException, CoreV1Api, CustomObjectsApi
 from kubernetes.stream import portforward
 
+from e2e.cluster import sandbox_only
 from e2e.sandbox.api.testing import FakePods, ServerThread
+
+pytestmark = sandbox_only("tests the sandbox itself, not kubectl-relay")
 
 SCALE = float(os.environ.get("RELAY_TEST_TIMEOUT_SCALE", "1"))
 NS = "default"

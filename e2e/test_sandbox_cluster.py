@@ -22,12 +22,15 @@ from typing import Any, TypeVar
 
 import pytest
 
+from e2e.cluster import sandbox_only
 from e2e.conftest import Kube
 from e2e.sandbox import ECHO_IMAGE, HTTP_IMAGE, RELAY_IMAGE, TOOLBOX_IMAGE, SandboxThread
 from e2e.sandbox.cluster.dns import PodIdentity, lookup
 from e2e.sandbox.cluster.images import ImageRegistry, container_argv
 from e2e.sandbox.cluster.volumes import rewrite
 from tests.conftest import scaled
+
+pytestmark = sandbox_only("tests the sandbox itself, not kubectl-relay")
 
 T = TypeVar("T")
 

@@ -19,7 +19,10 @@ import kubernetes
 import pytest
 from kubernetes.client import ApiClient, ApiException, CoreV1Api, CustomObjectsApi
 
+from e2e.cluster import sandbox_only
 from e2e.sandbox.api.testing import ServerThread
+
+pytestmark = sandbox_only("tests the sandbox itself, not kubectl-relay")
 
 SCALE = float(os.environ.get("RELAY_TEST_TIMEOUT_SCALE", "1"))
 GROUP, VERSION, PLURAL, NS = "relay.example.io", "v1alpha1", "socattunnels", "default"

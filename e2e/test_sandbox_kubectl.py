@@ -17,9 +17,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from e2e.cluster import sandbox_only
 from e2e.sandbox.api.testing import FakePods, ServerThread
 
-pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+pytestmark = [
+    pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed"),
+    sandbox_only("tests the sandbox itself, not kubectl-relay"),
+]
 
 SCALE = float(os.environ.get("RELAY_TEST_TIMEOUT_SCALE", "1"))
 TIMEOUT = 20 * SCALE

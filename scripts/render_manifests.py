@@ -63,7 +63,8 @@ metadata:
 _INSTALL = (
     "Install, for every namespace: kubectl apply -f manifests/crd/ -f "
     "manifests/rbac/cluster.yaml -f manifests/operator.yaml; for relay-system only, "
-    "use manifests/rbac/namespaced.yaml instead of cluster.yaml."
+    "use manifests/rbac/namespaced.yaml instead of cluster.yaml. One replica; for "
+    "several (kopf peering), install the Helm chart."
 )
 _CLUSTER = "The operator serves every namespace."
 _NAMESPACED = (
@@ -86,16 +87,23 @@ def _template(helm: Path, templates: Sequence[str], *settings: str) -> str:
     return result.stdout
 
 
+#: manifests/ runs one operator without kopf peering: the peering object is a
+#: custom resource, and one ``kubectl apply`` cannot create it together with
+#: its CRD. Several replicas (peering) are the chart's default.
+_SINGLE = ("peering.enabled=false", "replicas=1")
+
+
 def render(helm: Path) -> dict[Path, str]:
     """The content of each generated file, by path."""
     crd = (CHART / "crds" / "socattunnels.yaml").read_text()
-    operator = _template(helm, ["serviceaccount.yaml", "deployment.yaml"])
-    cluster = _template(helm, ["rbac-cluster.yaml"])
+    operator = _template(helm, ["serviceaccount.yaml", "deployment.yaml"], *_SINGLE)
+    cluster = _template(helm, ["rbac-cluster.yaml"], *_SINGLE)
     namespaced = _template(
         helm,
         ["configmap.yaml", "rbac-namespaced.yaml"],
         "rbac.scope=namespaced",
         f"watchNamespaces={{{NAMESPACE}}}",
+        *_SINGLE,
     )
     return {
         MANIFESTS / "crd" / "socattunnels.yaml": crd,

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import socket
 from collections.abc import Awaitable, Mapping
@@ -83,6 +84,16 @@ def operator_settings(settings: Settings, *, priority: int | None = None) -> kop
         # run several replicas that do not know of each other.
         config.peering.mandatory = True
     return config
+
+
+def own_identity(environ: Mapping[str, str]) -> str:
+    """This replica's name among its peers: ``$POD_ID`` (the chart sets the pod's name), else
+    host and process.
+
+    kopf's own fallback asks ``getpass.getuser()``, which fails for a numeric
+    user without an ``/etc/passwd`` entry, such as the image's 65532.
+    """
+    return environ.get("POD_ID", "").strip() or f"{socket.gethostname()}-{os.getpid()}"
 
 
 async def _retrying(work: Awaitable[T], reconciler: Reconciler, retry: int) -> T:
@@ -251,6 +262,7 @@ async def run(
     caller owns ``kube`` and closes it afterwards.
     """
     reconciler = reconciler or Reconciler(kube, settings)
+    identity = own_identity(os.environ)
     server = None
     if metrics_address is not None:
         server = await serve_metrics(reconciler.metrics, *metrics_address)
@@ -261,6 +273,8 @@ async def run(
             standalone=settings.peering is None,
             peering_name=settings.peering,
             priority=priority,
+            # kopf types it as its private NewType ``Identity`` of str.
+            identity=cast(Any, identity),
             clusterwide=not settings.namespaces,
             namespaces=list(settings.namespaces),
             liveness_endpoint=liveness,

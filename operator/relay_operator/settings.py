@@ -116,11 +116,14 @@ class Settings:
     remember, and the two never share a network namespace."""
 
     peering: str | None = None
-    """Name of the kopf peering object (a ``KopfPeering`` in the operator's
-    namespace, or a ``ClusterKopfPeering`` when every namespace is watched)
-    through which replicas of the operator find each other; the one with
-    the highest priority serves, the others stand by. ``None`` runs
-    standalone: one replica only."""
+    """Name of the kopf peering object (a ``ClusterKopfPeering`` when every
+    namespace is watched, else a ``KopfPeering`` in each watched namespace:
+    kopf looks where it watches) through which replicas of the operator find
+    each other; the one with the highest priority serves, the others stand
+    by, and take over when it stops (at once after a clean stop, after its
+    keep-alive lifetime of 60 seconds when it dies). Peering is mandatory
+    when named: without the kopf.dev CRDs or the object, the operator stays
+    paused. ``None`` runs standalone: one replica only."""
 
     retry_delay: float = 1.0
     """Seconds before the first retry after a transient API failure (a 5xx,

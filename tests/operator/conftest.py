@@ -1,4 +1,5 @@
-"""Fixtures of the operator tests: the import path of ``relay_operator`` and helm."""
+"""Fixtures of the operator tests: the import path of ``relay_operator``, helm, and e2e's
+``cluster`` (the sandbox tests use e2e's ``namespace``, which needs it)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from e2e.conftest import cluster  # noqa: F401 - e2e's `namespace` fixture needs it
 from scripts.fetch_helm import HelmUnavailable, helm_path
 
 ROOT = Path(__file__).resolve().parents[2]

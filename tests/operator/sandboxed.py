@@ -35,17 +35,21 @@ CRD = ROOT / "manifests" / "crd" / "socattunnels.yaml"
 API_VERSION = "relay.kubectl-relay.io/v1alpha1"
 
 
-def install_crd(sandbox: SandboxThread) -> None:
-    """Create the SocatTunnel CRD of manifests/ in the sandbox (once per sandbox)."""
+def install_crd(sandbox: SandboxThread, crds: Path = CRD) -> None:
+    """Create the CRDs of a file (default: the SocatTunnel CRD of manifests/) in the sandbox,
+    those it lacks."""
     store = sandbox.sandbox.store
-    body = yaml.safe_load(CRD.read_text())
+    bodies = [body for body in yaml.safe_load_all(crds.read_text()) if body]
 
     async def create() -> None:
-        try:
-            await store.get("apiextensions.k8s.io/v1", "customresourcedefinitions", None,
-                            body["metadata"]["name"])
-        except Exception:
-            await store.create("apiextensions.k8s.io/v1", "customresourcedefinitions", None, body)
+        for body in bodies:
+            try:
+                await store.get("apiextensions.k8s.io/v1", "customresourcedefinitions", None,
+                                body["metadata"]["name"])
+            except Exception:
+                await store.create(
+                    "apiextensions.k8s.io/v1", "customresourcedefinitions", None, body
+                )
 
     sandbox.run(create())
 

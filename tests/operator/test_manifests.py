@@ -1,9 +1,13 @@
 """manifests/, the Helm chart and the Dockerfile: valid, hardened, least-privilege, in agreement.
 
 - every Kubernetes object in manifests/ and in the rendered chart validates
-  against the Kubernetes schemas (kubernetes-validate, 1.30 and the newest);
+  against the Kubernetes schemas (kubernetes-validate, 1.30 and the newest),
+  and each kopf peering object against the chart's peering CRDs;
 - the CRD is a structural schema; its schema accepts every example and
   refuses bad tunnels; its defaults are parse_spec's defaults;
+- the chart runs two replicas under kopf peering (the peering CRDs, one
+  peering object where kopf looks for it, RBAC to watch it and patch only
+  it); manifests/ runs one replica without peering;
 - every pod passes Pod Security "restricted";
 - ``helm lint`` passes, ``values.schema.json`` refuses bad values;
 - manifests/ is what scripts/render_manifests.py renders from the chart
@@ -12,6 +16,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -31,13 +36,16 @@ from relay_operator.settings import ENVIRONMENT, IMAGE_REPOSITORY, Settings
 from relay_operator.spec import parse_spec
 from scripts import render_manifests
 from tests.conftest import scaled
-from tests.operator.openapi import apply_defaults, structural_problems, validator
+from tests.operator.openapi import apply_defaults, structural_problems, to_json_schema, validator
 from tests.operator.podsecurity import hardening_violations, pod_templates, restricted_violations
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
 CHART = ROOT / "charts" / "kubectl-relay"
 CRD_PATH = CHART / "crds" / "socattunnels.yaml"
+PEERING_CRD_PATH = CHART / "crds" / "kopfpeerings.yaml"
+#: The release's name in these tests, hence the peering object's.
+FULLNAME = "relay-operator"
 IMAGE = f"{IMAGE_REPOSITORY}:{__version__}"
 K8S_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 
@@ -129,9 +137,25 @@ def test_manifests_validate_against_kubernetes_schemas(document: dict[str, Any])
 def test_rendered_chart_validates_against_kubernetes_schemas(
     charts: dict[str, list[dict[str, Any]]], values: str
 ) -> None:
+    peering_crds = {crd["spec"]["names"]["kind"]: crd for crd in load(PEERING_CRD_PATH)}
     for document in charts[values]:
+        if document["apiVersion"] == "kopf.dev/v1":
+            peering_validator(peering_crds[document["kind"]]).validate(document)
+            continue
         for version in K8S_VERSIONS:
             kubernetes_validate.validate(document, version, strict=True)
+
+
+def peering_validator(crd: dict[str, Any]) -> jsonschema.Draft7Validator:
+    """Objects of a peering CRD, whose schema (like kopf's) leaves out the implicit fields."""
+    schema = to_json_schema(schema_of(crd))
+    schema["properties"].update(
+        apiVersion={"const": f"{crd['spec']['group']}/v1"},
+        kind={"const": crd["spec"]["names"]["kind"]},
+        metadata={"type": "object"},
+    )
+    schema["required"] = ["apiVersion", "kind", "metadata"]
+    return jsonschema.Draft7Validator(schema)
 
 
 # --- The CRD -----------------------------------------------------------------
@@ -337,7 +361,11 @@ def test_helm_lint(helm: Path, values: str) -> None:
         (["rbac.scope=namespaced"], "/watchNamespaces"),
         (["watchNamespaces={Team_A}"], "/watchNamespaces/0"),
         (["relay.resources.limits.cpu=lots"], "/relay/resources/limits/cpu"),
-        (["replicas=2"], "additional properties 'replicas' not allowed"),
+        (["replica=2"], "additional properties 'replica' not allowed"),
+        (["replicas=-1"], "/replicas"),
+        (["peering.enabled=yes"], "/peering/enabled"),
+        (["peering.name=x"], "additional properties 'name' not allowed"),
+        (["peering.enabled=false"], "replicas > 1 needs peering.enabled=true"),
     ],
 )
 def test_values_schema_refuses_bad_values(helm: Path, sets: list[str], message: str) -> None:
@@ -387,14 +415,22 @@ def operator_container(documents: list[dict[str, Any]]) -> dict[str, Any]:
     return container
 
 
+#: Variables of the operator's container that kopf reads, not ``Settings``.
+KOPF_ENVIRONMENT = {"POD_ID"}
+
+
 def test_chart_defaults_are_the_operators_defaults(charts: dict[str, list[dict[str, Any]]]) -> None:
-    """values.yaml repeats Settings' defaults; they must say the same."""
+    """values.yaml repeats Settings' defaults; they must say the same.
+
+    Except peering: the operator runs standalone unless told, the chart
+    tells it the peering object's name (its replicas peer).
+    """
     container = operator_container(charts["default"])
     assert container["image"] == IMAGE
     env = {item["name"]: item.get("value") for item in container["env"]}
-    assert set(env) <= set(ENVIRONMENT)
+    assert set(env) <= set(ENVIRONMENT) | KOPF_ENVIRONMENT
     literal = {name: value for name, value in env.items() if value is not None}
-    assert Settings.from_environ(literal) == Settings()
+    assert Settings.from_environ(literal) == dataclasses.replace(Settings(), peering=FULLNAME)
 
 
 def test_relay_pods_follow_a_registry_mirror(charts: dict[str, list[dict[str, Any]]]) -> None:
@@ -406,9 +442,17 @@ def test_relay_pods_follow_a_registry_mirror(charts: dict[str, list[dict[str, An
 
 def test_operator_deployment(charts: dict[str, list[dict[str, Any]]]) -> None:
     (deployment,) = [d for d in charts["default"] if d["kind"] == "Deployment"]
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment["spec"]["replicas"] == 2
+    # Peering lets the new pod start before the old one stops.
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
     pod = deployment["spec"]["template"]["spec"]
+    (spread,) = pod["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["whenUnsatisfiable"] == "ScheduleAnyway"
+    assert spread["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
     assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
     container = operator_container(charts["default"])
     assert container["command"] == ["relay-operator"]
@@ -424,6 +468,101 @@ def test_operator_deployment(charts: dict[str, list[dict[str, Any]]]) -> None:
     assert annotations["prometheus.io/port"] == str(metrics["containerPort"])
     labels = deployment["spec"]["selector"]["matchLabels"]
     assert labels["app.kubernetes.io/component"] == "operator"
+    (pod_id,) = [item for item in container["env"] if item["name"] == "POD_ID"]
+    assert pod_id["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+
+
+def test_manifests_run_one_operator_without_peering() -> None:
+    """One ``kubectl apply`` cannot create a peering object with its CRD: manifests/ peers not."""
+    documents = load(MANIFESTS / "operator.yaml")
+    (deployment,) = [d for d in documents if d["kind"] == "Deployment"]
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    pod = deployment["spec"]["template"]["spec"]
+    assert "topologySpreadConstraints" not in pod
+    env = {item["name"] for item in operator_container(documents)["env"]}
+    assert "RELAY_OPERATOR_PEERING" not in env
+    assert "POD_ID" in env
+    everything = [document for _, document in manifest_documents()]
+    assert not [d for d in everything if d["apiVersion"].startswith("kopf.dev/")]
+
+
+@pytest.mark.parametrize(("values", "replicas"), [("0", 0), ("1", 1)])
+def test_chart_without_peering(helm: Path, values: str, replicas: int) -> None:
+    documents = render(helm, ["peering.enabled=false", f"replicas={values}"])
+    (deployment,) = [d for d in documents if d["kind"] == "Deployment"]
+    assert deployment["spec"]["replicas"] == replicas
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    env = {item["name"] for item in operator_container(documents)["env"]}
+    assert "RELAY_OPERATOR_PEERING" not in env
+    # The CRDs come with the chart (helm installs crds/ regardless), but no object or right.
+    assert not [d for d in documents if d["apiVersion"].startswith("kopf.dev/")]
+    (role,) = [d for d in documents if d["kind"] == "ClusterRole"]
+    assert grants(role) == LEAST_PRIVILEGE
+
+
+# --- kopf peering ------------------------------------------------------------
+
+
+def test_peering_crds_are_what_kopf_looks_for() -> None:
+    """kopf finds kopf.dev/v1 clusterkopfpeerings and kopfpeerings by discovery, merge-patches them."""
+    crds = {crd["spec"]["names"]["kind"]: crd for crd in load(PEERING_CRD_PATH)}
+    assert set(crds) == {"ClusterKopfPeering", "KopfPeering"}
+    for kind, scope in (("ClusterKopfPeering", "Cluster"), ("KopfPeering", "Namespaced")):
+        crd = crds[kind]
+        plural = kind.lower() + "s"
+        assert crd["metadata"]["name"] == f"{plural}.kopf.dev"
+        assert crd["spec"]["group"] == "kopf.dev"
+        assert crd["spec"]["scope"] == scope
+        assert crd["spec"]["names"]["plural"] == plural
+        (version,) = crd["spec"]["versions"]
+        assert (version["name"], version["served"], version["storage"]) == ("v1", True, True)
+        # No status subresource: kopf then patches status on the object itself,
+        # which is the one right the RBAC grants.
+        assert "subresources" not in version
+        assert structural_problems(schema_of(crd)) == []
+        status = schema_of(crd)["properties"]["status"]
+        assert status["x-kubernetes-preserve-unknown-fields"] is True
+        # A keep-alive as kopf writes it (identity -> priority, lifetime, lastseen) is kept.
+        alive = {"relay-operator-7d9f-x2": {"priority": 7, "lifetime": 60, "lastseen": "now"}}
+        body = {"apiVersion": "kopf.dev/v1", "kind": kind, "metadata": {"name": "p"},
+                "status": alive}
+        peering_validator(crd).validate(body)
+
+
+def test_rendered_chart_includes_the_peering_crds(charts: dict[str, list[dict[str, Any]]]) -> None:
+    names = {d["metadata"]["name"] for d in charts["default"]
+             if d["kind"] == "CustomResourceDefinition"}
+    assert names == {"socattunnels.relay.kubectl-relay.io", "clusterkopfpeerings.kopf.dev",
+                     "kopfpeerings.kopf.dev"}
+
+
+def peering_objects(documents: list[dict[str, Any]]) -> list[tuple[str, str | None, str]]:
+    return sorted(
+        (d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"])
+        for d in documents
+        if d["apiVersion"] == "kopf.dev/v1"
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        # Every namespace: kopf looks for a ClusterKopfPeering.
+        ("default", [("ClusterKopfPeering", None, FULLNAME)]),
+        # Some namespaces: kopf looks for a KopfPeering in each one it serves.
+        ("namespaced", [("KopfPeering", "team-a", FULLNAME), ("KopfPeering", "team-b", FULLNAME)]),
+        ("mirror", [("KopfPeering", "team-a", FULLNAME)]),
+    ],
+)
+def test_peering_object_is_where_kopf_looks_and_named_in_the_operators_settings(
+    charts: dict[str, list[dict[str, Any]]], values: str, expected: list[Any]
+) -> None:
+    documents = charts[values]
+    assert peering_objects(documents) == expected
+    env = {item["name"]: item.get("value") for item in operator_container(documents)["env"]}
+    assert Settings.from_environ({"RELAY_OPERATOR_PEERING": env["RELAY_OPERATOR_PEERING"]}).peering
+    assert env["RELAY_OPERATOR_PEERING"] == FULLNAME
 
 
 def test_namespaced_variant_restricts_the_operator_to_what_it_grants(
@@ -461,13 +600,25 @@ LEAST_PRIVILEGE = {
 }
 
 
-def grants(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
-    found: dict[tuple[str, str], set[str]] = {}
+def peering_privilege(plural: str) -> dict[tuple[str, ...], set[str]]:
+    """kopf's needs on its peering objects: list and watch them, patch (only) its own."""
+    return {
+        ("kopf.dev", plural): {"list", "watch"},
+        ("kopf.dev", plural, FULLNAME): {"patch"},
+    }
+
+
+def grants(role: dict[str, Any]) -> dict[tuple[str, ...], set[str]]:
+    """Verbs by (group, resource), or by (group, resource, name) for rules with resourceNames."""
+    found: dict[tuple[str, ...], set[str]] = {}
     for rule in role["rules"]:
-        assert "resourceNames" not in rule and "nonResourceURLs" not in rule
+        assert "nonResourceURLs" not in rule
+        names = rule.get("resourceNames") or [None]
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
-                found.setdefault((group, resource), set()).update(rule["verbs"])
+                for name in names:
+                    key = (group, resource) if name is None else (group, resource, name)
+                    found.setdefault(key, set()).update(rule["verbs"])
     return found
 
 
@@ -493,6 +644,24 @@ def test_rbac_is_least_privilege(path: str, kind: str) -> None:
             "namespace": account["metadata"]["namespace"],
         }
     ]
+
+
+@pytest.mark.parametrize(
+    ("values", "kind", "plural"),
+    [
+        ("default", "ClusterRole", "clusterkopfpeerings"),
+        # A ClusterRole, but the operator serves some namespaces: KopfPeerings.
+        ("mirror", "ClusterRole", "kopfpeerings"),
+        ("namespaced", "Role", "kopfpeerings"),
+    ],
+)
+def test_chart_rbac_is_least_privilege_with_peering(
+    charts: dict[str, list[dict[str, Any]]], values: str, kind: str, plural: str
+) -> None:
+    roles = [d for d in charts[values] if d["kind"] == kind]
+    assert roles
+    for role in roles:
+        assert grants(role) == LEAST_PRIVILEGE | peering_privilege(plural)
 
 
 def test_operator_deployment_uses_the_bound_service_account() -> None:

@@ -90,4 +90,17 @@ Least privilege: exactly what the handlers do, and why.
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+{{- if .Values.peering.enabled }}
+{{- $peerings := ternary "kopfpeerings" "clusterkopfpeerings" (not (empty .Values.watchNamespaces)) }}
+# kopf peering between the replicas: watch the peering object, and
+# merge-patch this replica's keep-alive into it. Only the release's own
+# object may be patched; the chart creates it (templates/peering.yaml).
+- apiGroups: [kopf.dev]
+  resources: [{{ $peerings }}]
+  verbs: [list, watch]
+- apiGroups: [kopf.dev]
+  resources: [{{ $peerings }}]
+  resourceNames: [{{ include "kubectl-relay.fullname" . }}]
+  verbs: [patch]
+{{- end }}
 {{- end -}}

@@ -13,9 +13,11 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
+
+from e2e.kubeclient import api_client_for
 
 from ..api import ApiServer, NotFound, Store
 from .cluster import Cluster
@@ -299,16 +301,9 @@ class SandboxThread:
         """See ``Sandbox.pods_gone``."""
         self.run(self.sandbox.pods_gone(namespace, timeout))
 
-    @contextlib.contextmanager
-    def api_client(self) -> Iterator[Any]:
+    def api_client(self) -> contextlib.AbstractContextManager[Any]:
         """A ``kubernetes.client.ApiClient`` for this sandbox, closed afterwards."""
-        from kubernetes import config  # noqa: PLC0415 - only callers that want it pay the import
-
-        client = config.new_client_from_config(config_file=str(self.kubeconfig))  # type: ignore[no-untyped-call]
-        try:
-            yield client
-        finally:
-            client.close()
+        return api_client_for(self.kubeconfig)
 
     def __enter__(self) -> SandboxThread:
         self._thread.start()
