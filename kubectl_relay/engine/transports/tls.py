@@ -37,7 +37,7 @@ from typing import Any, cast
 
 from ..addresses import Address
 from ..errors import OpenError, RelayError, TLSError
-from ..log import NOTICE, logger
+from ..log import NOTICE, WARNING, logger
 from ..options import Options
 from . import tcp
 from .base import Listener, OpenContext, ReadinessWatch, Stream
@@ -167,6 +167,18 @@ def _reason(exc: OSError) -> str:
     if isinstance(reason, str):
         return reason.lower().replace("_", " ")
     return strerror(exc) if exc.errno else str(exc)
+
+
+_unverified_warned = False
+
+
+def _log_unverified() -> None:
+    """``verify=0`` is worth a warning (the issue's security default), but once per
+    process: a forking tunnel would otherwise print it for every connection."""
+    global _unverified_warned
+    level = NOTICE if _unverified_warned else WARNING
+    _unverified_warned = True
+    logger.log(level, "option openssl-verify disabled, no check of certificate")
 
 
 class TLSStream(Stream):
@@ -371,7 +383,7 @@ class TLSStream(Stream):
                         key = "SOCAT_OPENSSL_X509_" + ATTRIBUTES[oid][1].upper()
                         env[key] = f"{env[key]} // {value}" if key in env else value
             if not settings.verify:
-                logger.log(NOTICE, "option openssl-verify disabled, no check of certificate")
+                _log_unverified()
             else:
                 logger.log(NOTICE, "%s", self._check_name(certificate))
         version, cipher = self._ssl.version() or "", (self._ssl.cipher() or ("",))[0]

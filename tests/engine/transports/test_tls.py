@@ -19,6 +19,7 @@ import pytest
 import trustme
 
 from kubectl_relay.engine.errors import TLSError
+from kubectl_relay.engine.log import NOTICE
 from kubectl_relay.engine.options import OptionValue
 from kubectl_relay.engine.transports import tls
 from kubectl_relay.engine.transports.base import Listener, OpenContext, Stream
@@ -215,7 +216,26 @@ async def test_client_verify_0_accepts_self_signed_server(
             await stream.write(memoryview(b"abc\n"))
             assert (await read_some(stream)).strip() == b"cba"
             assert stream.env["SOCAT_OPENSSL_X509_ORGANIZATIONNAME"] == "Someone Else"
-    assert "option openssl-verify disabled, no check of certificate" in caplog.messages
+    unverified = [
+        r for r in caplog.records
+        if r.getMessage() == "option openssl-verify disabled, no check of certificate"
+    ]
+    assert unverified, caplog.messages
+    # A warning the first time in a process, a notice after (no spam from forking tunnels).
+    assert all(r.levelno in (logging.WARNING, NOTICE) for r in unverified)
+
+
+def test_verify_0_warns_once_per_process(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tls, "_unverified_warned", False)
+    caplog.set_level(logging.INFO, logger="kubectl_relay.engine")
+    tls._log_unverified()
+    tls._log_unverified()
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, "option openssl-verify disabled, no check of certificate"),
+        (NOTICE, "option openssl-verify disabled, no check of certificate"),
+    ]
 
 
 def test_bad_certificate_files_name_the_file_and_the_cause(certs: Certs, tmp_path: Path) -> None:
