@@ -27,7 +27,7 @@ from ..errors import OpenError
 from ..log import NOTICE, logger
 from ..options import Options
 from .base import OpenContext, Stream, wait_readable, wait_writable
-from .tcp import address_text, strerror
+from .tcp import address_text, expect_params, strerror
 from .unix import connect as unix_connect
 from .unix import mode_option, remove_path
 
@@ -248,14 +248,6 @@ async def _open(path: str, flags: int, mode: int, text: str) -> int:
             ) from exc
 
 
-def _single_path(address: Address) -> str:
-    if len(address.params) != 1 or not address.params[0]:
-        raise OpenError(
-            address_text(address),
-            f"{address.keyword}: wrong number of parameters ({len(address.params)} instead of 1)",
-        )
-    return address.params[0]
-
 
 def _stream_for(
     fd: int,
@@ -287,7 +279,7 @@ async def open_pipe(address: Address, ctx: OpenContext) -> Stream:
     text = address_text(address)
     if not address.params:
         return _unnamed_pipe(text)
-    path = _single_path(address)
+    (path,) = expect_params(address, 1, non_empty=True)
     options = address.options
     _unlink_early(path, options, text)
     access, _ = _access(options)
@@ -355,7 +347,7 @@ def _unnamed_pipe(text: str) -> Stream:
 async def open_file(address: Address, ctx: OpenContext) -> Stream:
     """``OPEN:<path>``, ``GOPEN:<path>`` or ``CREATE:<path>``."""
     text = address_text(address)
-    path = _single_path(address)
+    (path,) = expect_params(address, 1, non_empty=True)
     options = address.options
     _unlink_early(path, options, text)
     perm = mode_option(options, text, "perm", "mode")

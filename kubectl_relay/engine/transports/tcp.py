@@ -414,8 +414,12 @@ async def resolve(
     return [(info[0], info[4]) for info in infos]
 
 
-def _params(address: Address, count: int) -> tuple[str, ...]:
-    if len(address.params) != count:
+def expect_params(address: Address, count: int, *, non_empty: bool = False) -> tuple[str, ...]:
+    """The address's ``count`` parameters, or socat's "wrong number of parameters" error.
+
+    ``non_empty``: an empty parameter counts as missing (a path, for files and sockets).
+    """
+    if len(address.params) != count or (non_empty and not all(address.params)):
         raise OpenError(
             address_text(address),
             f"{address.keyword}: wrong number of parameters "
@@ -427,7 +431,7 @@ def _params(address: Address, count: int) -> tuple[str, ...]:
 async def connect(address: Address, ctx: OpenContext) -> Stream:
     """Open ``TCP:<host>:<port>`` (and ``TCP4``/``TCP6``): try each resolved address in turn."""
     text = address_text(address)
-    host, port = _params(address, 2)
+    host, port = expect_params(address, 2)
     options = address.options
     family = family_of(address, ctx)
     targets = await resolve(_strip_brackets(host), port, family, 0, text)
@@ -534,7 +538,7 @@ async def _connect_socket(
 async def listen(address: Address, ctx: OpenContext) -> Listener:
     """Open ``TCP-LISTEN:<port>`` (and ``TCP4-LISTEN``/``TCP6-LISTEN``): bind and listen now."""
     text = address_text(address)
-    (port,) = _params(address, 1)
+    (port,) = expect_params(address, 1)
     options = address.options
     family = family_of(address, ctx)
     host, _ = _bind_option(options.text("bind"), text)

@@ -32,6 +32,7 @@ from .tcp import (
     SocketListener,
     address_text,
     bind_socket,
+    expect_params,
     listen_socket,
     new_socket,
     sockaddr_length,
@@ -60,14 +61,6 @@ def mode_option(options: Options, text: str, *names: str) -> int | None:
             raise OpenError(text, f'{name}="{value}": not an octal mode') from None
     return None
 
-
-def _path(address: Address) -> str:
-    if len(address.params) != 1 or not address.params[0]:
-        raise OpenError(
-            address_text(address),
-            f"{address.keyword}: wrong number of parameters ({len(address.params)} instead of 1)",
-        )
-    return address.params[0]
 
 
 class UnixSocketStream(SocketStream):
@@ -108,7 +101,7 @@ def remove_path(path: str, identity: tuple[int, int] | None = None) -> None:
 async def connect(address: Address, ctx: OpenContext) -> Stream:
     """Open ``UNIX-CONNECT:<path>`` or ``UNIX-CLIENT:<path>``."""
     text = address_text(address)
-    path = _path(address)
+    (path,) = expect_params(address, 1, non_empty=True)
     options = address.options
     shown = format_sockaddr(socket.AF_UNIX, path)
     logger.log(NOTICE, "opening connection to %s", shown)
@@ -223,7 +216,7 @@ class UnixListener(SocketListener):
 async def listen(address: Address, ctx: OpenContext) -> Listener:
     """Open ``UNIX-LISTEN:<path>``: bind and listen now."""
     text = address_text(address)
-    path = _path(address)
+    (path,) = expect_params(address, 1, non_empty=True)
     options = address.options
     if options.flag("unlink-early"):
         try:
