@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+
 from kubectl_relay.engine.addresses import Address
 from kubectl_relay.engine.options import Options, OptionValue
-from kubectl_relay.engine.transports.base import Stream
+from kubectl_relay.engine.transports.base import Listener, Stream
 
 
 def address(keyword: str, *params: str, **options: OptionValue) -> Address:
@@ -34,3 +37,22 @@ async def send_all(stream: Stream, data: bytes) -> None:
     """Write ``data``, then half-close."""
     await stream.write(memoryview(data))
     await stream.shutdown_write()
+
+
+async def socat_echoes_through(listener: Listener, socat: str, connect: str, data: bytes) -> None:
+    """The real socat connects to ``listener`` with ``connect`` and echoes (``EXEC:cat``)
+    what it gets: the accepted stream must read back exactly ``data``. Closes the listener."""
+    echo = await asyncio.create_subprocess_exec(
+        socat, connect, "EXEC:cat", stdin=subprocess.DEVNULL
+    )
+    try:
+        server = await listener.accept()
+        _, echoed = await asyncio.gather(send_all(server, data), read_all(server))
+        assert echoed == data
+        await server.aclose()
+        assert await echo.wait() == 0
+    finally:
+        if echo.returncode is None:
+            echo.kill()
+            await echo.wait()
+        await listener.aclose()

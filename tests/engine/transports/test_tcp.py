@@ -20,7 +20,7 @@ from kubectl_relay.engine.transports import tcp
 from kubectl_relay.engine.transports.base import Listener, OpenContext, Stream
 from kubectl_relay.engine.transports.sockets import SocketStream
 from tests.conftest import SOCAT, requires_socat, scaled
-from tests.engine.transports.streams import address, read_all, send_all
+from tests.engine.transports.streams import address, read_all, send_all, socat_echoes_through
 
 LOGGER = "kubectl_relay.engine"
 
@@ -417,20 +417,7 @@ async def test_real_socat_as_client_and_server() -> None:
         listener = await tcp.listen(address("TCP4-LISTEN", "0", bind="127.0.0.1"), OpenContext())
         port = port_of(listener)
         # socat sends our data back to us (EXEC:cat echoes it).
-        echo = await asyncio.create_subprocess_exec(
-            SOCAT, f"TCP:127.0.0.1:{port}", "EXEC:cat", stdin=subprocess.DEVNULL
-        )
-        try:
-            server = await listener.accept()
-            _, echoed = await asyncio.gather(send_all(server, data), read_all(server))
-            assert echoed == data
-            await server.aclose()
-            assert await echo.wait() == 0
-        finally:
-            if echo.returncode is None:
-                echo.kill()
-                await echo.wait()
-            await listener.aclose()
+        await socat_echoes_through(listener, SOCAT, f"TCP:127.0.0.1:{port}", data)
 
         port = closed_port()
         serving = await asyncio.create_subprocess_exec(

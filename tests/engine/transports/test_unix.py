@@ -7,7 +7,6 @@ import os
 import re
 import socket
 import stat
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from kubectl_relay.engine.options import OptionValue
 from kubectl_relay.engine.transports import tcp, unix
 from kubectl_relay.engine.transports.base import Listener, OpenContext, Stream
 from tests.conftest import SOCAT, requires_socat, scaled
-from tests.engine.transports.streams import address, read_all, send_all
+from tests.engine.transports.streams import address, read_all, send_all, socat_echoes_through
 
 LOGGER = "kubectl_relay.engine"
 
@@ -220,17 +219,4 @@ async def test_real_socat_peer(tmp_path: Path) -> None:
     data = os.urandom(80_000)
     async with asyncio.timeout(scaled(10)):
         listener = await unix.listen(address("UNIX-LISTEN", path), OpenContext())
-        echo = await asyncio.create_subprocess_exec(
-            SOCAT, f"UNIX-CONNECT:{path}", "EXEC:cat", stdin=subprocess.DEVNULL
-        )
-        try:
-            server = await listener.accept()
-            _, echoed = await asyncio.gather(send_all(server, data), read_all(server))
-            assert echoed == data
-            await server.aclose()
-            assert await echo.wait() == 0
-        finally:
-            if echo.returncode is None:
-                echo.kill()
-                await echo.wait()
-            await listener.aclose()
+        await socat_echoes_through(listener, SOCAT, f"UNIX-CONNECT:{path}", data)
