@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -234,3 +235,17 @@ def relay_listening(
             relay.stop()
             raise AssertionError(f"relay never listened; stderr:\n{relay.stderr_text}") from None
         yield relay
+
+
+#: One socat-format log line: ``2026/11/24 05:06:40 relay[19280] W exiting on signal 15``.
+LOG_LINE = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d relay\[\d+\] ([DINWEF]) (.*)$")
+
+
+def log_lines(stderr: str, level: str) -> list[str]:
+    """The messages of the socat-format log lines at ``level`` in ``stderr``."""
+    found = []
+    for line in stderr.splitlines():
+        match = LOG_LINE.match(line)
+        if match and match.group(1) == level:
+            found.append(match.group(2))
+    return found

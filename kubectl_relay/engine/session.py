@@ -18,11 +18,12 @@ aborted", "Time between consecutive attempts ... Default is 5 seconds",
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from . import framing
+from . import bridge, framing
 from .addresses import Address, AddressSpec, DualAddress
 from .errors import AcceptTimeout, OpenError, RelayError
 from .log import NOTICE, logger
@@ -31,8 +32,13 @@ from .trace import TraceOutput, TraceSettings
 from .transfer import LineTerminator, Side, TransferSettings, transfer
 from .transports import LISTENERS, OPENERS
 from .transports.base import Listener, OpenContext, Stream
+from .transports.tcp import TcpListener
 
 T = TypeVar("T")
+
+#: Set to ``0`` to run every session on the general path (for comparisons, or
+#: to rule the fast path out when chasing a problem).
+FAST_PATH_VARIABLE = "RELAY_FAST_PATH"
 
 #: socat's default ``interval``.
 DEFAULT_RETRY_INTERVAL = 5.0
@@ -121,7 +127,16 @@ class Relay:
                 # socat closes the listening socket once its one peer is accepted.
                 await listener.aclose()
                 return await self._session(stream)
-            await self._serve(address, listener)
+            if self._fast_path() and isinstance(listener, TcpListener):
+                await bridge.serve(
+                    listener,
+                    self.second,
+                    self._open_second,
+                    self.settings.transfer,
+                    self.settings.family,
+                )
+            else:
+                await self._serve(address, listener)
             return 0
         except AcceptTimeout as exc:
             # socat: "W accept: Connection timed out", then an ordinary exit.
@@ -129,6 +144,17 @@ class Relay:
             return 0
         finally:
             await listener.aclose()
+
+    def _fast_path(self) -> bool:
+        """Whether sessions go through ``bridge.py`` (``RELAY_FAST_PATH=0`` says never)."""
+        if os.environ.get(FAST_PATH_VARIABLE, "1") == "0":
+            return False
+        return bridge.eligible(
+            self.first, self.second, self.settings.transfer, self.settings.trace.enabled
+        )
+
+    async def _open_second(self, env: Mapping[str, str]) -> Stream:
+        return await self._open(self.second, self._context(env=env))
 
     async def _serve(self, address: Address, listener: Listener) -> None:
         limit = address.options.integer("max-children")

@@ -17,6 +17,9 @@ socat's man page, which this module follows:
 - ``crnl``/``cr``: convert the line terminator NL to/from CRNL or CR "when
   writing/reading on this channel".
 
+``bridge.py`` keeps these semantics on the event loop's transports for the
+plain forking TCP relay; everything else comes through here.
+
 Both directions run as tasks of one task group, so nothing outlives the
 session and an error in one direction ends the session without touching any
 other. Tracing only reads the blocks it is given; what is relayed is the same
@@ -38,7 +41,7 @@ from .transports.base import Stream
 
 #: A large read size is most of the speed of a copying relay: one system call
 #: moves up to this much. socat reads 8 KiB blocks; ``-b`` overrides both.
-DEFAULT_BLOCK_SIZE = 256 * 1024
+DEFAULT_BLOCK_SIZE = 1024 * 1024
 
 #: The first read of a stream direction; reads that fill it make it grow
 #: fourfold up to the block size.
@@ -209,14 +212,7 @@ async def transfer(
         left.stream.writable
     ):
         pumps.append(_Pump(right, left, "<", settings.block_size, tracer, clock))
-    logger.log(
-        NOTICE,
-        "starting data transfer loop with FDs [%s,%s] and [%s,%s]",
-        left.fd_label,
-        left.fd_label,
-        right.fd_label,
-        right.fd_label,
-    )
+    log_transfer_start(left.fd_label, right.fd_label)
     if not pumps:
         return
     try:
@@ -227,12 +223,24 @@ async def transfer(
         raise failures.exceptions[0] from None
 
 
+def log_transfer_start(left_fd: str, right_fd: str) -> None:
+    """socat's notice as a session starts moving data."""
+    logger.log(
+        NOTICE,
+        "starting data transfer loop with FDs [%s,%s] and [%s,%s]",
+        left_fd,
+        left_fd,
+        right_fd,
+        right_fd,
+    )
+
+
 async def _supervise(pumps: list[_Pump], settings: TransferSettings, clock: _ActivityClock) -> None:
     async with asyncio.TaskGroup() as group:
         running = {group.create_task(pump.run()): pump for pump in pumps}
         closing = False
         while running:
-            limit = _current_limit(settings, closing)
+            limit = current_limit(settings, closing)
             if limit is None:
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
             else:
@@ -256,7 +264,7 @@ async def _supervise(pumps: list[_Pump], settings: TransferSettings, clock: _Act
                 clock.touch()
 
 
-def _current_limit(settings: TransferSettings, closing: bool) -> float | None:
+def current_limit(settings: TransferSettings, closing: bool) -> float | None:
     """The inactivity limit in force: ``-t`` once closing (bounded by ``-T``), else ``-T``."""
     if closing:
         if settings.idle_timeout is not None:

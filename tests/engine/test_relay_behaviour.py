@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -19,23 +18,12 @@ from tests.support import (
     echo,
     exchange,
     free_port,
+    log_lines,
     recv_all,
     relay_listening,
     run_relay,
     wait_for_port,
 )
-
-LOG_LINE = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d relay\[\d+\] ([DINWEF]) (.*)$")
-
-
-def log_lines(stderr: str, level: str) -> list[str]:
-    """The messages of the socat-format log lines at ``level`` in ``stderr``."""
-    found = []
-    for line in stderr.splitlines():
-        match = LOG_LINE.match(line)
-        if match and match.group(1) == level:
-            found.append(match.group(2))
-    return found
 
 
 def slow_replier(conn: socket.socket) -> None:

@@ -92,5 +92,12 @@ class SocketStream(Stream):
             self._writable.close()
             self.sock.close()
 
+    def detach(self) -> socket.socket:
+        """Hand the socket over (to an event-loop transport); this stream is closed after."""
+        self._closed = True
+        self._readable.close()
+        self._writable.close()
+        return self.sock
+
     def fileno(self) -> int | None:
         return None if self._closed else self._fd

@@ -28,6 +28,7 @@ import ipaddress
 import os
 import socket
 from collections.abc import Mapping
+from typing import Any
 
 from ..addresses import Address
 from ..errors import AcceptTimeout, OpenError
@@ -174,10 +175,16 @@ def bind_socket(sock: socket.socket, address: object, text: str) -> None:
         ) from exc
 
 
-def listen_socket(sock: socket.socket, options: Options, text: str) -> None:
-    """``listen`` with the ``backlog`` option or our larger default (see ``DEFAULT_BACKLOG``)."""
+def listen_backlog(options: Options) -> int:
+    """The ``backlog`` option, or our larger default (see ``DEFAULT_BACKLOG``)."""
     backlog = options.integer("backlog", DEFAULT_BACKLOG)
     assert backlog is not None
+    return backlog
+
+
+def listen_socket(sock: socket.socket, options: Options, text: str) -> None:
+    """``listen`` with the ``backlog`` option or our larger default (see ``DEFAULT_BACKLOG``)."""
+    backlog = listen_backlog(options)
     try:
         sock.listen(backlog)
     except OSError as exc:
@@ -207,6 +214,7 @@ class SocketListener(Listener):
         self.text = text
         self.options = options
         self.accept_timeout = options.seconds("accept-timeout")
+        self.backlog = listen_backlog(options)
         #: The bound address (with the real port when ``0`` was asked for).
         self.sockname: object = sock.getsockname()
         self.label = format_sockaddr(sock.family, self.sockname)
@@ -273,13 +281,34 @@ class TcpListener(SocketListener):
         self.lowport = options.flag("lowport")
 
     def _admit(self, conn: socket.socket) -> Stream | None:
+        addresses = self.admit_peer(conn)
+        if addresses is None:
+            self.refuse(conn)
+            return None
+        peer, local = addresses
+        env = {**ip_env("PEER", conn.family, peer), **ip_env("SOCK", conn.family, local)}
+        return SocketStream(conn, env=env)
+
+    @property
+    def checks_peers(self) -> bool:
+        """Whether ``admit_peer`` has anything to check or set beyond logging."""
+        return bool(self.ranges) or self.sourceport is not None or self.lowport or any(
+            name in self.options for name in _STREAM_OPTIONS
+        )
+
+    def admit_peer(self, conn: socket.socket) -> tuple[Any, Any] | None:
+        """Log and check an accepted peer (``range``, ``sourceport``, ``lowport``), set its options.
+
+        Returns the peer's and our socket addresses, or None when refused:
+        the caller closes it. ``conn`` may also be the socket of an
+        event-loop transport (``bridge.py``).
+        """
         try:
             peer = conn.getpeername()
             local = conn.getsockname()
         except OSError as exc:
             # The peer reset before we looked: nothing to relay.
             logger.log(NOTICE, "getpeername(%d, ...): %s", conn.fileno(), strerror(exc))
-            conn.close()
             return None
         peer_text = format_sockaddr(conn.family, peer)
         logger.log(
@@ -291,19 +320,16 @@ class TcpListener(SocketListener):
         if self.ranges:
             if not in_ranges(peer[0], self.ranges):
                 logger.warning("refusing connection from %s due to range option", peer_text)
-                self.refuse(conn)
                 return None
             logger.info("permitting connection from %s due to range option", peer_text)
         if self.sourceport is not None:
             if peer[1] != self.sourceport:
                 logger.warning("refusing connection from %s due to wrong sourceport", peer_text)
-                self.refuse(conn)
                 return None
             logger.info("permitting connection from %s due to sourceport option", peer_text)
         elif self.lowport:
             if peer[1] >= LOWPORT_RANGE.stop:
                 logger.warning("refusing connection from %s due to lowport option", peer_text)
-                self.refuse(conn)
                 return None
             logger.info("permitting connection from %s due to lowport option", peer_text)
         try:
@@ -311,8 +337,7 @@ class TcpListener(SocketListener):
         except OpenError as exc:
             # One peer's socket option must not end the listener.
             logger.warning("%s", exc)
-        env = {**ip_env("PEER", conn.family, peer), **ip_env("SOCK", conn.family, local)}
-        return SocketStream(conn, env=env)
+        return peer, local
 
 
 def in_ranges(host: str, ranges: tuple[Network, ...]) -> bool:
@@ -401,17 +426,24 @@ async def resolve(
             flags=flags,
         )
     except (OSError, UnicodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        shown_host = "NULL" if host is None else host
-        shown_port = "NULL" if port is None else port
-        raise OpenError(
-            text,
-            f'getaddrinfo("{shown_host}", "{shown_port}", {{{flags},{family},'
-            f"{socket.SOCK_STREAM},{socket.IPPROTO_TCP}}}, {{}}): {reason}",
-        ) from exc
+        raise resolve_error(host, port, family, flags, text, exc) from exc
     if not infos:
         raise OpenError(text, f'getaddrinfo("{host}", "{port}"): no address')
     return [(info[0], info[4]) for info in infos]
+
+
+def resolve_error(
+    host: str | None, port: str | None, family: int, flags: int, text: str, exc: Exception
+) -> OpenError:
+    """A failed name lookup in socat's words: ``getaddrinfo("h", "80", {0,2,1,6}, {}): ...``."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    shown_host = "NULL" if host is None else host
+    shown_port = "NULL" if port is None else port
+    return OpenError(
+        text,
+        f'getaddrinfo("{shown_host}", "{shown_port}", {{{flags},{family},'
+        f"{socket.SOCK_STREAM},{socket.IPPROTO_TCP}}}, {{}}): {reason}",
+    )
 
 
 def expect_params(address: Address, count: int, *, non_empty: bool = False) -> tuple[str, ...]:
