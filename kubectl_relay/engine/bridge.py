@@ -41,7 +41,13 @@ from .addresses import Address, AddressSpec
 from .errors import RelayError
 from .log import INFO, NOTICE, logger
 from .metrics import METRICS
-from .transfer import INITIAL_BLOCK_SIZE, TransferSettings, current_limit, log_transfer_start
+from .transfer import (
+    INITIAL_BLOCK_SIZE,
+    SHRINK_RATIO,
+    TransferSettings,
+    current_limit,
+    log_transfer_start,
+)
 from .transports.base import Stream
 from .transports.sockets import SocketStream, format_sockaddr
 from .transports.tcp import TcpListener, resolve_error
@@ -63,7 +69,7 @@ GENERAL_PATH_OPTIONS = frozenset(
 QUICK_FAILURE_SECONDS = 1.0
 
 #: Bytes a side may hold unwritten before the other side is no longer read.
-WRITE_BUFFER_HIGH = 256 * 1024
+WRITE_BUFFER_HIGH = 1024 * 1024
 
 #: Opens the second address for a session, given the first's ``SOCAT_*`` variables.
 OpenSecond = Callable[[Mapping[str, str]], Awaitable[Stream]]
@@ -202,6 +208,10 @@ class _End(asyncio.BufferedProtocol):
             # Reads fill the buffer: a bulk flow, so read more per call. (The
             # old buffers may still be held by the peer's transport; they are not reused.)
             self.size = min(self.size * 4, session.settings.block_size)
+            self.view = self.spare = None
+            return
+        if self.size > INITIAL_BLOCK_SIZE and nbytes * SHRINK_RATIO <= self.size:
+            self.size = INITIAL_BLOCK_SIZE  # the burst is over: give the memory back
             self.view = self.spare = None
             return
         pending = peer.transport.get_write_buffer_size()

@@ -491,6 +491,36 @@ def test_forty_concurrent_sessions_each_get_their_own_bytes_back(path: RelayPath
         assert replies[index] == payload, f"session {index} got other bytes back"
 
 
+def test_bursts_and_small_messages_on_one_connection_keep_every_byte(path: RelayPath) -> None:
+    """Reads grow to megabytes in a burst and shrink back after it: bytes stay in order."""
+    bursts = [os.urandom(12 << 20), os.urandom(9 << 20)]
+    chats = [b"ping %d\n" % i for i in range(20)]
+    received = bytearray()
+
+    def reader(conn: socket.socket, wanted: int) -> None:
+        while len(received) < wanted:
+            chunk = conn.recv(1 << 20)
+            if not chunk:
+                break
+            received.extend(chunk)
+
+    total = sum(map(len, bursts)) + sum(map(len, chats))
+    with ThreadedServer(echo) as server:
+        listen = free_port()
+        args = [f"TCP-LISTEN:{listen},fork", path.tcp(server.port)]
+        with (
+            relay_listening(args, listen),
+            socket.create_connection(("127.0.0.1", listen), timeout=scaled(30)) as conn,
+            in_background([partial(reader, conn, total)], 60, name="test-reader"),
+        ):
+            conn.sendall(bursts[0])
+            for chat in chats:  # small messages between bursts, each echoed alone
+                conn.sendall(chat)
+                time.sleep(0.01)
+            conn.sendall(bursts[1])
+    assert bytes(received) == bursts[0] + b"".join(chats) + bursts[1]
+
+
 # -- 6. upstream refuses ----------------------------------------------------------------
 
 
