@@ -141,6 +141,10 @@ async def serve(listener: TcpListener, second: AddressSpec, open_second: OpenSec
         return _Session(loop, run, sessions).first
 
     logger.log(NOTICE, "listening on %s", listener.label)
+    # Errors the loop meets on its own (accept failing with EMFILE, say) are
+    # logged and survived by the server: say them as socat-style lines.
+    previous_handler = loop.get_exception_handler()
+    loop.set_exception_handler(_log_loop_error)
     # create_server listens again on the socket: keep the listener's backlog.
     server = await loop.create_server(new_session, sock=listener.sock, backlog=listener.backlog)
     try:
@@ -149,6 +153,15 @@ async def serve(listener: TcpListener, second: AddressSpec, open_second: OpenSec
         server.close()
         for session in list(sessions):
             session.abort()
+        loop.set_exception_handler(previous_handler)
+
+
+def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    exc = context.get("exception")
+    if isinstance(exc, OSError) and exc.errno:
+        logger.error("%s: %s", context.get("message", "event loop"), os.strerror(exc.errno))
+    else:
+        logger.error("%s: %s", context.get("message", "event loop"), exc or "")
 
 
 class _ConnectFailed(Exception):
