@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -74,12 +75,27 @@ class RelayProcess:
     test runs, and a ``-v`` trace would fill it and stall the relay.
     """
 
-    def __init__(self, args: Sequence[str], *, stdin: int | None = subprocess.PIPE) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        *,
+        stdin: int | None = subprocess.PIPE,
+        open_files_limit: int | None = None,
+    ) -> None:
         self.args = list(args)
         self._stdout = tempfile.TemporaryFile()  # noqa: SIM115 - closed by wait()
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by wait()
+
+        def limit_open_files() -> None:  # in the child, before exec (``ulimit -n``)
+            if open_files_limit is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (open_files_limit, open_files_limit))
+
         self.proc = subprocess.Popen(
-            [*RELAY, *self.args], stdin=stdin, stdout=self._stdout, stderr=self._stderr
+            [*RELAY, *self.args],
+            stdin=stdin,
+            stdout=self._stdout,
+            stderr=self._stderr,
+            preexec_fn=limit_open_files if open_files_limit is not None else None,  # noqa: PLW1509
         )
         self.stderr_text = ""
         self.stdout_bytes = b""

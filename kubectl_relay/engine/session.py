@@ -18,6 +18,7 @@ aborted", "Time between consecutive attempts ... Default is 5 seconds",
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +40,11 @@ T = TypeVar("T")
 #: Set to ``0`` to run every session on the general path (for comparisons, or
 #: to rule the fast path out when chasing a problem).
 FAST_PATH_VARIABLE = "RELAY_FAST_PATH"
+
+#: accept() errors that pass once sessions end (no descriptor, no buffer, no
+#: memory): a forking listener logs them and tries again after this long.
+TRANSIENT_ACCEPT_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+ACCEPT_RETRY_SECONDS = 0.2
 
 #: socat's default ``interval``.
 DEFAULT_RETRY_INTERVAL = 5.0
@@ -159,6 +165,13 @@ class Relay:
     async def _serve(self, address: Address, listener: Listener) -> None:
         limit = address.options.integer("max-children")
         slots = asyncio.Semaphore(limit) if limit else None
+        try:
+            await self._accept_loop(listener, slots)
+        except* OpenError as failures:
+            # The task group wraps a failed accept: report it as the one error it is.
+            raise failures.exceptions[0] from None
+
+    async def _accept_loop(self, listener: Listener, slots: asyncio.Semaphore | None) -> None:
         async with asyncio.TaskGroup() as children:
             while True:
                 if slots is not None:
@@ -170,6 +183,15 @@ class Relay:
                     # children finish: leaving the task group waits for them.
                     logger.warning("%s", exc)
                     return
+                except OpenError as exc:
+                    if slots is not None:
+                        slots.release()
+                    if not _out_of_resources(exc):
+                        raise
+                    # Sessions that end give descriptors back: keep the listener.
+                    logger.error("%s", exc)
+                    await asyncio.sleep(ACCEPT_RETRY_SECONDS)
+                    continue
                 except BaseException:
                     if slots is not None:
                         slots.release()
@@ -248,6 +270,12 @@ class Relay:
 
     def _context(self, env: Mapping[str, str] | None = None) -> OpenContext:
         return OpenContext(env=dict(env or {}), family=self.settings.family)
+
+
+def _out_of_resources(exc: OpenError) -> bool:
+    """Whether an accept failed for want of descriptors or memory, which comes back."""
+    cause = exc.__cause__
+    return isinstance(cause, OSError) and cause.errno in TRANSIENT_ACCEPT_ERRORS
 
 
 def _side(stream: Stream, spec: AddressSpec, number: int) -> Side:

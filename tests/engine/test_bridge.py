@@ -36,6 +36,7 @@ from kubectl_relay.engine.trace import TraceSettings
 from kubectl_relay.engine.transfer import TransferSettings
 from tests.conftest import scaled
 from tests.support import (
+    RelayProcess,
     ThreadedServer,
     echo,
     exchange,
@@ -44,6 +45,7 @@ from tests.support import (
     recv_all,
     relay_listening,
     wait_for_path,
+    wait_for_port,
 )
 
 # -- the paths ------------------------------------------------------------------
@@ -519,6 +521,43 @@ def test_bursts_and_small_messages_on_one_connection_keep_every_byte(path: Relay
                 time.sleep(0.01)
             conn.sendall(bursts[1])
     assert bytes(received) == bursts[0] + b"".join(chats) + bursts[1]
+
+
+def test_running_out_of_descriptors_fails_sessions_not_the_relay(both: RelayPath) -> None:
+    """With ``ulimit -n 40``, sessions beyond the limit fail with E lines; later ones work.
+
+    The general path once ended the whole relay with a traceback here (accept failing with
+    EMFILE inside the task group of sessions); both paths keep the listener now.
+    """
+    with ThreadedServer(echo) as server:
+        listen = free_port()
+        args = [f"TCP-LISTEN:{listen},fork", both.tcp(server.port)]
+        with RelayProcess(args, open_files_limit=40) as relay:
+            wait_for_port(listen)
+            held: list[socket.socket] = []
+            try:
+                for _ in range(30):  # two descriptors per session: more than the limit
+                    conn = socket.create_connection(("127.0.0.1", listen), timeout=scaled(5))
+                    held.append(conn)
+                    conn.sendall(b"x")
+                echoed = 0
+                for conn in held:
+                    with contextlib.suppress(OSError):
+                        echoed += conn.recv(1) == b"x"
+            finally:
+                for conn in held:
+                    conn.close()
+            assert 0 < echoed < len(held)
+            deadline = time.monotonic() + scaled(10)
+            while True:  # the descriptors come back as the failed sessions close
+                with contextlib.suppress(OSError):
+                    if exchange(listen, b"after") == b"after":
+                        break
+                assert time.monotonic() < deadline, "the relay did not recover"
+                time.sleep(0.1)
+            assert relay.stop() == 128 + signal.SIGTERM
+    assert "Too many open files" in relay.stderr_text
+    assert "Traceback" not in relay.stderr_text
 
 
 # -- 6. upstream refuses ----------------------------------------------------------------
