@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -43,14 +42,17 @@ from .log import INFO, NOTICE, logger
 from .metrics import METRICS
 from .transfer import (
     INITIAL_BLOCK_SIZE,
-    SHRINK_RATIO,
     TransferSettings,
     current_limit,
+    failure_text,
+    log_at_eof,
     log_transfer_start,
+    log_transferred,
+    next_block_size,
 )
-from .transports.base import Stream
+from .transports.base import OpenContext, Stream
 from .transports.sockets import SocketStream, format_sockaddr
-from .transports.tcp import TcpListener, resolve_error
+from .transports.tcp import TcpListener, family_of, resolve_error, strerror, strip_brackets
 
 #: First addresses served here: forking TCP listeners.
 LISTENERS = frozenset({"TCP-LISTEN", "TCP4-LISTEN", "TCP6-LISTEN"})
@@ -111,17 +113,14 @@ def direct_upstream(second: AddressSpec, family: int) -> tuple[str, int, int] | 
     loop then resolves and connects in C, trying every address as
     ``tcp.connect`` does. Anything else opens through the general opener.
     """
-    if not isinstance(second, Address) or second.options or len(second.params) != 2:
+    if not isinstance(second, Address) or second.keyword not in ("TCP", "TCP4", "TCP6"):
         return None
-    keyword_family = {"TCP4": socket.AF_INET, "TCP6": socket.AF_INET6}.get(second.keyword, family)
-    if second.keyword not in ("TCP", "TCP4", "TCP6"):
+    if second.options or len(second.params) != 2:
         return None
     host, port = second.params
     if not port.isdigit() or not host:
         return None
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host, int(port), keyword_family
+    return strip_brackets(host), int(port), family_of(second, OpenContext(family=family))
 
 
 async def serve(listener: TcpListener, second: AddressSpec, open_second: OpenSecond,
@@ -158,10 +157,8 @@ async def serve(listener: TcpListener, second: AddressSpec, open_second: OpenSec
 
 def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
     exc = context.get("exception")
-    if isinstance(exc, OSError) and exc.errno:
-        logger.error("%s: %s", context.get("message", "event loop"), os.strerror(exc.errno))
-    else:
-        logger.error("%s: %s", context.get("message", "event loop"), exc or "")
+    reason = strerror(exc) if isinstance(exc, OSError) else exc or ""
+    logger.error("%s: %s", context.get("message", "event loop"), reason)
 
 
 class _ConnectFailed(Exception):
@@ -216,15 +213,12 @@ class _End(asyncio.BufferedProtocol):
         session = self.session
         session.last_activity = session.loop.time()
         if session.log_blocks:
-            logger.info("transferred %d bytes from %s to %s", nbytes, self.fd_label, peer.fd_label)
-        if nbytes == self.size and self.size < session.settings.block_size:
-            # Reads fill the buffer: a bulk flow, so read more per call. (The
-            # old buffers may still be held by the peer's transport; they are not reused.)
-            self.size = min(self.size * 4, session.settings.block_size)
-            self.view = self.spare = None
-            return
-        if self.size > INITIAL_BLOCK_SIZE and nbytes * SHRINK_RATIO <= self.size:
-            self.size = INITIAL_BLOCK_SIZE  # the burst is over: give the memory back
+            log_transferred(nbytes, self.fd_label, peer.fd_label)
+        if (resized := next_block_size(self.size, nbytes, session.settings.block_size)) != (
+            self.size
+        ):
+            # New buffers: the old ones may still be held by the peer's transport.
+            self.size = resized
             self.view = self.spare = None
             return
         pending = peer.transport.get_write_buffer_size()
@@ -374,8 +368,7 @@ class _Session:
                 side.peer.transport.write(data)
                 side.counter[0] += len(data)
                 if self.log_blocks:
-                    logger.info("transferred %d bytes from %s to %s",
-                                len(data), side.fd_label, side.peer.fd_label)
+                    log_transferred(len(data), side.fd_label, side.peer.fd_label)
             side.early.clear()
         for side in (first, second):
             if side.at_eof:
@@ -387,7 +380,7 @@ class _Session:
 
     def direction_done(self, source: _End) -> None:
         """``source`` reached EOF: half-close its peer, and end the session if both are done."""
-        logger.log(NOTICE, "socket %d (fd %s) is at EOF", source.number, source.fd_label)
+        log_at_eof(source.number, source.fd_label)
         sink = source.peer
         if sink is None or self.finished:
             return
@@ -476,5 +469,4 @@ class _Session:
 def _transfer_error(side: _End, exc: Exception) -> str:
     """A failed read or write as the general path words it: ``read(5, 8192): ...``."""
     call = "write" if isinstance(exc, OSError) and exc.errno == errno.EPIPE else "read"
-    reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else str(exc)
-    return f"{call}({side.fd_label}, {side.size}): {reason}"
+    return failure_text(call, side.fd_label, side.size, exc)

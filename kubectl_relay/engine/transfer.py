@@ -156,9 +156,7 @@ class _Pump:
                     if source.ignoreeof and remaining != 0:
                         await asyncio.sleep(IGNOREEOF_POLL_SECONDS)
                         continue
-                    logger.log(
-                        NOTICE, "socket %d (fd %s) is at EOF", source.number, source.fd_label
-                    )
+                    log_at_eof(source.number, source.fd_label)
                     return
                 if remaining is not None:
                     remaining -= count
@@ -173,22 +171,45 @@ class _Pump:
                 counter[0] += count
                 touch()
                 if log_blocks:
-                    logger.info(
-                        "transferred %d bytes from %s to %s", count, source.fd_label, sink.fd_label
-                    )
-                if count == size and size < self.block_size:
-                    size = min(size * 4, self.block_size)
-                    buffer = bytearray(size)
-                    view = memoryview(buffer)
-                elif size > INITIAL_BLOCK_SIZE and count * SHRINK_RATIO <= size:
-                    size = INITIAL_BLOCK_SIZE
+                    log_transferred(count, source.fd_label, sink.fd_label)
+                if (resized := next_block_size(size, count, self.block_size)) != size:
+                    size = resized
                     buffer = bytearray(size)
                     view = memoryview(buffer)
         except OSError as exc:
             side, call = (source, "read") if reading else (sink, "write")
-            raise OpenError(
-                side.stream.label, f"{call}({side.fd_label}, {size}): {exc.strerror or exc}"
-            ) from exc
+            reason = failure_text(call, side.fd_label, size, exc)
+            raise OpenError(side.stream.label, reason) from exc
+
+
+def next_block_size(size: int, count: int, limit: int) -> int:
+    """The read size after a read of ``count`` into ``size``: both paths' buffer policy.
+
+    A read that fills the buffer means a bulk flow: read four times more next
+    time, up to ``limit``. A read ``SHRINK_RATIO`` times smaller ends the
+    burst: back to ``INITIAL_BLOCK_SIZE``.
+    """
+    if count == size and size < limit:
+        return min(size * 4, limit)
+    if size > INITIAL_BLOCK_SIZE and count * SHRINK_RATIO <= size:
+        return INITIAL_BLOCK_SIZE
+    return size
+
+
+def failure_text(call: str, fd_label: str, size: int, exc: BaseException) -> str:
+    """A failed read or write in socat's words: ``read(5, 8192): Connection reset by peer``."""
+    reason = (exc.strerror if isinstance(exc, OSError) else None) or exc
+    return f"{call}({fd_label}, {size}): {reason}"
+
+
+def log_transferred(count: int, source_fd: str, sink_fd: str) -> None:
+    """socat's ``-d -d -d`` line for each relayed block."""
+    logger.info("transferred %d bytes from %s to %s", count, source_fd, sink_fd)
+
+
+def log_at_eof(number: int, fd_label: str) -> None:
+    """socat's notice when one side of a session reaches its end of input."""
+    logger.log(NOTICE, "socket %d (fd %s) is at EOF", number, fd_label)
 
 
 class _ActivityClock:

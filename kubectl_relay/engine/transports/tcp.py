@@ -392,7 +392,7 @@ def _bind_option(bind_text: str | None, text: str) -> tuple[str | None, str | No
         raise OpenError(text, f'bind="{bind_text}": not a valid address') from None
 
 
-def _strip_brackets(host: str) -> str:
+def strip_brackets(host: str) -> str:
     return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
@@ -466,7 +466,7 @@ async def connect(address: Address, ctx: OpenContext) -> Stream:
     host, port = expect_params(address, 2)
     options = address.options
     family = family_of(address, ctx)
-    targets = await resolve(_strip_brackets(host), port, family, 0, text)
+    targets = await resolve(strip_brackets(host), port, family, 0, text)
     bind_text = options.text("bind")
     sourceport = options.integer("sourceport")
     for index, (target_family, target) in enumerate(targets):
