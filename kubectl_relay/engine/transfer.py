@@ -132,9 +132,8 @@ class _Pump:
         # Start small (socat's 8 KiB) so that idle sessions cost little, and
         # grow while reads fill the buffer: bulk flows reach the large block
         # size after a few reads. A datagram must fit whole from the start.
-        size = self.block_size if source.stream.datagram else min(
-            INITIAL_BLOCK_SIZE, self.block_size
-        )
+        resizable = not source.stream.datagram
+        size = min(INITIAL_BLOCK_SIZE, self.block_size) if resizable else self.block_size
         buffer = bytearray(size)
         view = memoryview(buffer)
         converting = source.terminator is not LineTerminator.NL or (
@@ -172,7 +171,7 @@ class _Pump:
                 touch()
                 if log_blocks:
                     log_transferred(count, source.fd_label, sink.fd_label)
-                if (resized := next_block_size(size, count, self.block_size)) != size:
+                if resizable and (resized := next_block_size(size, count, self.block_size)) != size:
                     size = resized
                     buffer = bytearray(size)
                     view = memoryview(buffer)

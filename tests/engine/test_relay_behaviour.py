@@ -139,6 +139,23 @@ def test_signals_give_128_plus_the_signal(sig: int, status: int) -> None:
     assert log_lines(relay.stderr_text, "W") == [f"exiting on signal {int(sig)}"]
 
 
+def test_a_large_datagram_after_a_small_one_arrives_whole() -> None:
+    """Stream reads shrink after a small read; datagram reads must keep their full size."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as upstream:
+        upstream.bind(("127.0.0.1", 0))
+        upstream.settimeout(scaled(5))
+        listen = free_port(socket.AF_INET, socket.SOCK_DGRAM)
+        args = [f"UDP-LISTEN:{listen},fork", f"UDP:127.0.0.1:{upstream.getsockname()[1]}"]
+        with (
+            relay_listening(args, listen, "udp"),
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client,
+        ):
+            sizes = [10, 60_000, 30_000, 10, 65_000]
+            for size in sizes:
+                client.sendto(bytes([size % 251]) * size, ("127.0.0.1", listen))
+                assert upstream.recv(65_536) == bytes([size % 251]) * size
+
+
 def test_unidirectional_left_to_right(tmp_path: os.PathLike[str]) -> None:
     out = os.path.join(tmp_path, "out")
     listen = free_port()
