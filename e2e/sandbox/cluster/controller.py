@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -12,6 +13,7 @@ from ..api.errors import ApiError, Conflict, NotFound
 from .events import EventRecorder
 from .informer import Informers, Key, StoreLike, WorkQueue
 from .ipam import Networks
+from .objects import Body, controller_ref, name_of, namespace_of
 from .settings import ClusterSettings
 
 log = logging.getLogger("sandbox.cluster")
@@ -53,6 +55,20 @@ class Controller:
     async def reconcile(self, key: Key) -> float | None:
         """Bring one object to its desired state."""
         raise NotImplementedError
+
+    def enqueue(self, kind: str, obj: Body) -> None:
+        """Informer handler: look at the changed object itself."""
+        self.queue.add((namespace_of(obj), name_of(obj)))
+
+    def enqueue_owner(self, owner_kind: str) -> Callable[[str, Body], None]:
+        """An informer handler that looks at the ``owner_kind`` controlling a changed child."""
+
+        def handler(kind: str, child: Body) -> None:
+            ref = controller_ref(child)
+            if ref and ref.get("kind") == owner_kind:
+                self.queue.add((namespace_of(child), str(ref["name"])))
+
+        return handler
 
     def start(self) -> None:
         """Start the workers (after the informers have synced)."""

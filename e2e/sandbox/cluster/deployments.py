@@ -30,11 +30,11 @@ from .controller import ClusterContext, Controller
 from .informer import Key
 from .objects import (
     Body,
-    controller_ref,
     controller_uid,
     find_condition,
     is_terminating,
     meta,
+    namespace_of,
     owner_reference,
     parse_time,
     set_condition,
@@ -106,15 +106,8 @@ class DeploymentController(Controller):
         super().__init__(ctx)
         self.deployments = ctx.informers.get("apps/v1", "deployments")
         self.replicasets = ctx.informers.get("apps/v1", "replicasets")
-        self.deployments.add_handler(
-            lambda kind, d: self.queue.add((meta(d).get("namespace") or "default", meta(d)["name"]))
-        )
-        self.replicasets.add_handler(self._on_replicaset)
-
-    def _on_replicaset(self, kind: str, rs: Body) -> None:
-        ref = controller_ref(rs)
-        if ref and ref.get("kind") == "Deployment":
-            self.queue.add((meta(rs).get("namespace") or "default", str(ref["name"])))
+        self.deployments.add_handler(self.enqueue)
+        self.replicasets.add_handler(self.enqueue_owner("Deployment"))
 
     async def reconcile(self, key: Key) -> float | None:
         namespace, name = key
@@ -155,7 +148,7 @@ class DeploymentController(Controller):
         return await self._write_status(deployment, new_rs, old, progress_reason)
 
     async def _create_replicaset(self, deployment: Body, owned: list[Body]) -> Body:
-        namespace = meta(deployment).get("namespace") or "default"
+        namespace = namespace_of(deployment)
         spec = deployment.get("spec") or {}
         template = copy.deepcopy(spec.get("template") or {})
         collisions = int((deployment.get("status") or {}).get("collisionCount", 0))
@@ -209,7 +202,7 @@ class DeploymentController(Controller):
         return created
 
     async def _set_revision(self, rs: Body, revision: int) -> Body:
-        namespace = meta(rs).get("namespace") or "default"
+        namespace = namespace_of(rs)
         updated = await self.store.patch(
             "apps/v1",
             "replicasets",
@@ -225,7 +218,7 @@ class DeploymentController(Controller):
         current = _replicas(rs)
         if current == replicas:
             return rs
-        namespace = meta(rs).get("namespace") or "default"
+        namespace = namespace_of(rs)
         updated = await self.store.patch(
             "apps/v1",
             "replicasets",

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..api.errors import ApiError
 from .informer import StoreLike
-from .objects import meta, now
+from .objects import meta, namespace_of, now
 
 log = logging.getLogger("sandbox.cluster")
 
@@ -57,7 +57,7 @@ class EventRecorder:
             "apiVersion": obj.get("apiVersion", "v1"),
             "kind": obj.get("kind", ""),
             "name": meta(obj).get("name", ""),
-            "namespace": meta(obj).get("namespace") or "default",
+            "namespace": namespace_of(obj),
             "uid": meta(obj).get("uid", ""),
             "resourceVersion": meta(obj).get("resourceVersion", ""),
         }

@@ -25,11 +25,11 @@ from .controller import ClusterContext, Controller
 from .informer import Key
 from .objects import (
     Body,
-    controller_ref,
     controller_uid,
     find_condition,
     is_terminating,
     meta,
+    namespace_of,
     now,
     parse_time,
     pod_is_ready,
@@ -78,17 +78,8 @@ class JobController(Controller):
         super().__init__(ctx)
         self.jobs = ctx.informers.get("batch/v1", "jobs")
         self.pods = ctx.informers.get("v1", "pods")
-        self.jobs.add_handler(
-            lambda kind, job: self.queue.add(
-                (meta(job).get("namespace") or "default", meta(job)["name"])
-            )
-        )
-        self.pods.add_handler(self._on_pod)
-
-    def _on_pod(self, kind: str, pod: Body) -> None:
-        ref = controller_ref(pod)
-        if ref and ref.get("kind") == "Job":
-            self.queue.add((meta(pod).get("namespace") or "default", str(ref["name"])))
+        self.jobs.add_handler(self.enqueue)
+        self.pods.add_handler(self.enqueue_owner("Job"))
 
     async def reconcile(self, key: Key) -> float | None:
         namespace, name = key
@@ -221,14 +212,14 @@ class JobController(Controller):
                 "template": {"metadata": {"labels": labels}},
             }
         }
-        namespace = meta(job).get("namespace") or "default"
+        namespace = namespace_of(job)
         updated = await self.store.patch(
             "batch/v1", "jobs", namespace, meta(job)["name"], patch, patch_type="merge"
         )
         self.jobs.cache[(namespace, meta(job)["name"])] = updated
 
     async def _create_pod(self, job: Body) -> Body:
-        namespace = meta(job).get("namespace") or "default"
+        namespace = namespace_of(job)
         name = meta(job)["name"]
         labels = _job_labels(job)
         body = pod_from_template(

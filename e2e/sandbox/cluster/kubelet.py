@@ -27,7 +27,7 @@ from .dns import DnsTableFile
 from .images import ImageRegistry
 from .ipam import AddressPool
 from .logs import read_log
-from .objects import Body, is_terminating, meta, now
+from .objects import Body, is_terminating, meta, namespace_of, now
 from .podspec import Launch, base_env, container_env, launch
 from .podstatus import ContainerView, conditions, phase
 from .volumes import VolumeError, materialize, mounts_for
@@ -44,7 +44,7 @@ class PodWorker:
         self.kubelet = kubelet
         self.pod = pod
         self.uid = str(meta(pod)["uid"])
-        self.namespace = str(meta(pod).get("namespace") or "default")
+        self.namespace = str(namespace_of(pod))
         self.name = str(meta(pod)["name"])
         self.dir = kubelet.workdir / "pods" / f"{self.namespace}_{self.name}_{self.uid[:8]}"
         self.pod_ip: str | None = None

@@ -15,7 +15,7 @@ from typing import Any
 
 from . import podshim
 from .images import Image, container_argv
-from .objects import Body, meta
+from .objects import Body, meta, namespace_of
 from .volumes import Fetch, configmap_data, field_value, mounts_env, rewrite, secret_data
 
 #: Host variables a pod's process keeps (coverage and interpreter settings); a
@@ -78,7 +78,7 @@ async def _key(fetch: Fetch, plural: str, namespace: str, ref: Mapping[str, Any]
 
 async def container_env(pod: Body, container: Mapping[str, Any], fetch: Fetch) -> dict[str, str]:
     """The container's own variables: ``envFrom`` first, then ``env`` (later ones win)."""
-    namespace = meta(pod).get("namespace") or "default"
+    namespace = namespace_of(pod)
     env: dict[str, str] = {}
     for source in container.get("envFrom") or []:
         prefix = source.get("prefix", "")
@@ -132,7 +132,7 @@ def base_env(
         "HOSTNAME": hostname,
         "POD_IP": pod_ip,
         podshim.ENV_POD_IP: pod_ip,
-        podshim.ENV_NAMESPACE: meta(pod).get("namespace") or "default",
+        podshim.ENV_NAMESPACE: namespace_of(pod),
         podshim.ENV_HOSTNAME: hostname,
         podshim.ENV_DNS_TABLE: dns_table,
         podshim.ENV_PARENT_PID: str(os.getpid()),

@@ -18,11 +18,11 @@ from .controller import ClusterContext, Controller
 from .informer import Informer, Key
 from .objects import (
     Body,
-    controller_ref,
     controller_uid,
     find_condition,
     is_terminating,
     meta,
+    namespace_of,
     owner_reference,
     parse_time,
     pod_is_ready,
@@ -39,7 +39,7 @@ def pod_from_template(
     template_meta = template.get("metadata") or {}
     metadata: dict[str, Any] = {
         "generateName": prefix,
-        "namespace": meta(owner).get("namespace") or "default",
+        "namespace": namespace_of(owner),
         "labels": {**(template_meta.get("labels") or {}), **extra_labels},
         "ownerReferences": [owner_reference(owner)],
     }
@@ -77,22 +77,13 @@ class ReplicaSetController(Controller):
         super().__init__(ctx)
         self.replicasets = ctx.informers.get("apps/v1", "replicasets")
         self.pods: Informer = ctx.informers.get("v1", "pods")
-        self.replicasets.add_handler(
-            lambda kind, rs: self.queue.add(
-                (meta(rs).get("namespace") or "default", meta(rs)["name"])
-            )
-        )
-        self.pods.add_handler(self._on_pod)
-
-    def _on_pod(self, kind: str, pod: Body) -> None:
-        ref = controller_ref(pod)
-        if ref and ref.get("kind") == "ReplicaSet":
-            self.queue.add((meta(pod).get("namespace") or "default", str(ref["name"])))
+        self.replicasets.add_handler(self.enqueue)
+        self.pods.add_handler(self.enqueue_owner("ReplicaSet"))
 
     def owned_pods(self, rs: Body) -> list[Body]:
         """The pods this ReplicaSet controls."""
         uid = meta(rs).get("uid")
-        namespace = meta(rs).get("namespace") or "default"
+        namespace = namespace_of(rs)
         return [p for p in self.pods.items(namespace) if controller_uid(p) == uid]
 
     async def reconcile(self, key: Key) -> float | None:
@@ -172,7 +163,7 @@ class ReplicaSetController(Controller):
                 patch_type="merge",
                 subresource="status",
             )
-            self.replicasets.cache[(meta(rs).get("namespace") or "default", meta(rs)["name"])] = (
+            self.replicasets.cache[(namespace_of(rs), meta(rs)["name"])] = (
                 updated
             )
         return wait

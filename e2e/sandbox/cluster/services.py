@@ -26,7 +26,15 @@ from .controller import ClusterContext, Controller
 from .dns import DnsTableFile
 from .informer import Key
 from .ipam import AddressPool, PortPool
-from .objects import Body, is_terminating, labels_of, map_selector_matches, meta, pod_is_ready
+from .objects import (
+    Body,
+    is_terminating,
+    labels_of,
+    map_selector_matches,
+    meta,
+    namespace_of,
+    pod_is_ready,
+)
 from .proxy import PortKey, ServiceProxy
 
 
@@ -110,7 +118,7 @@ class ServiceController(Controller):
         self.endpoints = ctx.informers.get("v1", "endpoints")
         self.proxy = ServiceProxy(self._backends)
         self._known: dict[Key, Body] = {}
-        self.services.add_handler(self._on_service)
+        self.services.add_handler(self.enqueue)
         self.pods.add_handler(self._on_pod)
         self.endpoints.add_handler(self._on_endpoints)
 
@@ -121,20 +129,17 @@ class ServiceController(Controller):
     def _backends(self, namespace: str, service: str, port_name: str) -> list[tuple[str, int]]:
         return ready_backends(self.endpoints.get(namespace, service), port_name)
 
-    def _on_service(self, kind: str, service: Body) -> None:
-        self.queue.add((meta(service).get("namespace") or "default", meta(service)["name"]))
-
     def _on_pod(self, kind: str, pod: Body) -> None:
         # A pod can enter or leave any Service of its namespace (labels change): look at
         # every Service there; namespaces in the sandbox are small.
-        namespace = meta(pod).get("namespace") or "default"
+        namespace = namespace_of(pod)
         for service in self.services.items(namespace):
             selector = (service.get("spec") or {}).get("selector")
             if selector:
                 self.queue.add((namespace, meta(service)["name"]))
 
     def _on_endpoints(self, kind: str, endpoints: Body) -> None:
-        key = (meta(endpoints).get("namespace") or "default", meta(endpoints)["name"])
+        key = (namespace_of(endpoints), meta(endpoints)["name"])
         if self.services.get(*key) is not None:
             self.queue.add(key)
 
@@ -193,7 +198,7 @@ class ServiceController(Controller):
     async def _allocate(self, service: Body) -> Body:
         """Give the Service its cluster IP, node ports and load-balancer status."""
         spec = service.get("spec") or {}
-        namespace, name = meta(service).get("namespace") or "default", meta(service)["name"]
+        namespace, name = namespace_of(service), meta(service)["name"]
         patch: dict[str, Any] = {}
         kind = spec.get("type", "ClusterIP")
         cluster_ip = spec.get("clusterIP")
@@ -240,7 +245,7 @@ class ServiceController(Controller):
         return service
 
     async def _write_endpoints(self, service: Body) -> None:
-        namespace, name = meta(service).get("namespace") or "default", meta(service)["name"]
+        namespace, name = namespace_of(service), meta(service)["name"]
         selector = (service.get("spec") or {}).get("selector") or {}
         pods = [
             p for p in self.pods.items(namespace) if map_selector_matches(selector, labels_of(p))

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .objects import Body, meta
+from .objects import Body, meta, namespace_of
 
 ENV_MOUNTS = "SANDBOX_MOUNTS"
 
@@ -112,7 +112,7 @@ async def _source_data(
 
 async def materialize(pod: Body, root: Path, fetch: Fetch, *, claims_root: Path) -> dict[str, Path]:
     """Write the pod's volumes under ``root``; return volume name -> host path."""
-    namespace = meta(pod).get("namespace") or "default"
+    namespace = namespace_of(pod)
     paths: dict[str, Path] = {}
     for volume in (pod.get("spec") or {}).get("volumes") or []:
         name = volume["name"]
