@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -52,7 +53,7 @@ from .transfer import (
 )
 from .transports.base import OpenContext, Stream
 from .transports.sockets import SocketStream, format_sockaddr
-from .transports.tcp import TcpListener, family_of, resolve_error, strerror, strip_brackets
+from .transports.tcp import TcpListener, family_of, strerror, strip_brackets
 
 #: First addresses served here: forking TCP listeners.
 LISTENERS = frozenset({"TCP-LISTEN", "TCP4-LISTEN", "TCP6-LISTEN"})
@@ -69,6 +70,8 @@ GENERAL_PATH_OPTIONS = frozenset(
 #: descriptor); a slower failure (a timeout, a slow name server) is reported
 #: at once rather than waited for twice.
 QUICK_FAILURE_SECONDS = 1.0
+
+_IP_FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
 
 #: Bytes a side may hold unwritten before the other side is no longer read.
 WRITE_BUFFER_HIGH = 1024 * 1024
@@ -109,18 +112,24 @@ class Run:
 def direct_upstream(second: AddressSpec, family: int) -> tuple[str, int, int] | None:
     """``(host, port, family)`` when the event loop can open ``second`` itself.
 
-    Only ``TCP``/``TCP4``/``TCP6`` with a numeric port and no options: the
-    loop then resolves and connects in C, trying every address as
-    ``tcp.connect`` does. Anything else opens through the general opener.
+    Only ``TCP``/``TCP4``/``TCP6`` to an IP address of the address's family,
+    with a numeric port and no options: the loop then connects in C. Names
+    go through the general opener, so that every lookup is ``tcp.resolve``'s
+    (``loop.getaddrinfo``, which the sandbox cluster answers for its names).
     """
     if not isinstance(second, Address) or second.keyword not in ("TCP", "TCP4", "TCP6"):
         return None
     if second.options or len(second.params) != 2:
         return None
-    host, port = second.params
-    if not port.isdigit() or not host:
+    host, port = strip_brackets(second.params[0]), second.params[1]
+    try:
+        version = ipaddress.ip_address(host).version
+    except ValueError:
         return None
-    return strip_brackets(host), int(port), family_of(second, OpenContext(family=family))
+    family = family_of(second, OpenContext(family=family))
+    if not port.isdigit() or family not in (socket.AF_UNSPEC, _IP_FAMILIES[version]):
+        return None
+    return host, int(port), family
 
 
 async def serve(listener: TcpListener, second: AddressSpec, open_second: OpenSecond,
@@ -310,7 +319,7 @@ class _Session:
             self._forget_if_gone()
 
     async def _connect_direct(self) -> _End | None:
-        """Let the loop resolve and connect; None if that failed (the general opener retries)."""
+        """Let the loop connect; None if that failed at once (the general opener retries)."""
         assert self.run.upstream is not None
         host, port, family = self.run.upstream
         second = _End(self, 2)
@@ -323,12 +332,8 @@ class _Session:
             if self.loop.time() - started < QUICK_FAILURE_SECONDS:
                 # Connect again the general way: it words the error exactly as socat.
                 return None
-            # A lookup or a timeout would cost as long again: report it now.
-            if isinstance(exc, socket.gaierror):
-                error: object = resolve_error(host, str(port), family, 0, "", exc)
-            else:
-                error = f"connect({host}:{port}): {exc.strerror or exc}"
-            logger.error("%s", error)
+            # A timeout would cost as long again: report it now.
+            logger.error("connect(%s:%s): %s", host, port, exc.strerror or exc)
             self._fail()
             raise _ConnectFailed from None
         if logger.isEnabledFor(NOTICE):

@@ -279,7 +279,6 @@ def test_a_dual_address_is_not_eligible() -> None:
         ("TCP:127.0.0.1:80", socket.AF_INET, ("127.0.0.1", 80, socket.AF_INET)),  # -4
         ("TCP4:127.0.0.1:80", socket.AF_UNSPEC, ("127.0.0.1", 80, socket.AF_INET)),
         ("TCP6:[::1]:80", socket.AF_UNSPEC, ("::1", 80, socket.AF_INET6)),
-        ("TCP:localhost:8080", socket.AF_UNSPEC, ("localhost", 8080, socket.AF_UNSPEC)),
     ],
 )
 def test_direct_upstream_for_plain_tcp(
@@ -290,9 +289,16 @@ def test_direct_upstream_for_plain_tcp(
 
 @pytest.mark.parametrize(
     "second",
-    ["TCP:h:80,nodelay", "TCP:h:80,connect-timeout=1", "TCP:h:http", "UNIX-CONNECT:/x"],
+    [
+        "TCP:127.0.0.1:80,nodelay",
+        "TCP:127.0.0.1:80,connect-timeout=1",
+        "TCP:127.0.0.1:http",
+        "TCP:localhost:8080",  # names are looked up by the general opener
+        "TCP4:[::1]:80",  # the general opener says why this cannot work
+        "UNIX-CONNECT:/x",
+    ],
 )
-def test_no_direct_upstream_with_options_a_service_name_or_another_kind(second: str) -> None:
+def test_no_direct_upstream_with_options_a_name_or_another_kind(second: str) -> None:
     assert bridge.direct_upstream(parse_address(second), socket.AF_UNSPEC) is None
 
 

@@ -426,24 +426,17 @@ async def resolve(
             flags=flags,
         )
     except (OSError, UnicodeError) as exc:
-        raise resolve_error(host, port, family, flags, text, exc) from exc
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        shown_host = "NULL" if host is None else host
+        shown_port = "NULL" if port is None else port
+        raise OpenError(
+            text,
+            f'getaddrinfo("{shown_host}", "{shown_port}", {{{flags},{family},'
+            f"{socket.SOCK_STREAM},{socket.IPPROTO_TCP}}}, {{}}): {reason}",
+        ) from exc
     if not infos:
         raise OpenError(text, f'getaddrinfo("{host}", "{port}"): no address')
     return [(info[0], info[4]) for info in infos]
-
-
-def resolve_error(
-    host: str | None, port: str | None, family: int, flags: int, text: str, exc: Exception
-) -> OpenError:
-    """A failed name lookup in socat's words: ``getaddrinfo("h", "80", {0,2,1,6}, {}): ...``."""
-    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    shown_host = "NULL" if host is None else host
-    shown_port = "NULL" if port is None else port
-    return OpenError(
-        text,
-        f'getaddrinfo("{shown_host}", "{shown_port}", {{{flags},{family},'
-        f"{socket.SOCK_STREAM},{socket.IPPROTO_TCP}}}, {{}}): {reason}",
-    )
 
 
 def expect_params(address: Address, count: int, *, non_empty: bool = False) -> tuple[str, ...]:
