@@ -29,7 +29,7 @@ from ..options import Options
 from .base import OpenContext, Stream, wait_readable, wait_writable
 from .tcp import address_text, expect_params, strerror
 from .unix import connect as unix_connect
-from .unix import mode_option, remove_path
+from .unix import mode_option, remove_path, unlink_early
 
 #: socat's default permissions for files and FIFOs it creates (before umask).
 DEFAULT_MODE = 0o666
@@ -214,17 +214,6 @@ def _stat_mode(path: str) -> int | None:
         return None
 
 
-def _unlink_early(path: str, options: Options, text: str) -> None:
-    if not options.flag("unlink-early"):
-        return
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise OpenError(text, f'unlink("{path}"): {strerror(exc)}') from exc
-
-
 async def _open(path: str, flags: int, mode: int, text: str) -> int:
     """``open()`` without blocking the loop, worded like socat on failure.
 
@@ -281,7 +270,7 @@ async def open_pipe(address: Address, ctx: OpenContext) -> Stream:
         return _unnamed_pipe(text)
     (path,) = expect_params(address, 1, non_empty=True)
     options = address.options
-    _unlink_early(path, options, text)
+    unlink_early(path, options, text)
     access, _ = _access(options)
     readable = access != os.O_WRONLY
     writable = access != os.O_RDONLY
@@ -349,7 +338,7 @@ async def open_file(address: Address, ctx: OpenContext) -> Stream:
     text = address_text(address)
     (path,) = expect_params(address, 1, non_empty=True)
     options = address.options
-    _unlink_early(path, options, text)
+    unlink_early(path, options, text)
     perm = mode_option(options, text, "perm", "mode")
     mode = DEFAULT_MODE if perm is None else perm
     existing = _stat_mode(path)

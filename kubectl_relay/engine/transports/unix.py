@@ -43,6 +43,18 @@ from .tcp import (
 ANONYMOUS = "<anon>"
 
 
+def unlink_early(path: str, options: Options, text: str) -> None:
+    """``unlink-early``: remove ``path`` before it is created or bound (gone already is fine)."""
+    if not options.flag("unlink-early"):
+        return
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise OpenError(text, f'unlink("{path}"): {strerror(exc)}') from exc
+
+
 def mode_option(options: Options, text: str, *names: str) -> int | None:
     """The first of ``names`` present, as permission bits.
 
@@ -218,14 +230,8 @@ async def listen(address: Address, ctx: OpenContext) -> Listener:
     text = address_text(address)
     (path,) = expect_params(address, 1, non_empty=True)
     options = address.options
-    if options.flag("unlink-early"):
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise OpenError(text, f'unlink("{path}"): {strerror(exc)}') from exc
-    elif os.path.lexists(path):
+    unlink_early(path, options, text)
+    if not options.flag("unlink-early") and os.path.lexists(path):
         raise OpenError(text, f'"{path}" exists')
     umask = mode_option(options, text, "umask")
     perm = mode_option(options, text, "perm", "mode")
