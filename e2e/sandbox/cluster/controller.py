@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,7 +10,7 @@ from typing import ClassVar
 
 from ..api.errors import ApiError, Conflict, NotFound
 from .events import EventRecorder
-from .informer import Informers, Key, StoreLike, WorkQueue
+from .informer import Informers, Key, StoreLike, WorkQueue, cancel_and_wait
 from .ipam import Networks
 from .objects import Body, controller_ref, name_of, namespace_of
 from .settings import ClusterSettings
@@ -78,11 +77,7 @@ class Controller:
     async def stop(self) -> None:
         """Stop the workers."""
         self.queue.close()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
 
     async def _work(self) -> None:

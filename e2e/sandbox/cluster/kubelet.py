@@ -25,6 +25,7 @@ from .containers import ContainerRunner, ContainerStatus, RestartPolicy
 from .controller import ClusterContext
 from .dns import DnsTableFile
 from .images import ImageRegistry
+from .informer import cancel_and_wait
 from .ipam import AddressPool
 from .logs import read_log
 from .objects import Body, is_terminating, meta, namespace_of, now
@@ -87,15 +88,10 @@ class PodWorker:
                 break
             stopped.update(id(r) for r in runners)
             await asyncio.gather(*(r.stop(grace) for r in runners))
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._publisher is not None:
-            self._publisher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._publisher
-            self._publisher = None
+        for task in (self._task, self._publisher):  # in this order: the pod loop first
+            if task is not None:
+                await cancel_and_wait([task])
+        self._publisher = None
         if not self._gone:
             await self._publish()
 

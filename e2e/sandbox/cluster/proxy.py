@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
+from .informer import cancel_and_wait
+
 log = logging.getLogger("sandbox.proxy")
 
 #: A UDP "connection" with no traffic for this long is forgotten (conntrack's UDP timeout).
@@ -220,11 +222,7 @@ class ServiceProxy:
     async def _close(self, listener: _Listener) -> None:
         if listener.server is not None:
             listener.server.close()
-        for task in list(listener.tasks):
-            task.cancel()
-        for task in list(listener.tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(listener.tasks)
         if listener.server is not None:
             await listener.server.wait_closed()
         if listener.transport is not None:
