@@ -50,6 +50,7 @@ from .transfer import (
     log_transfer_start,
     log_transferred,
     next_block_size,
+    time_to_idle,
 )
 from .transports.base import OpenContext, Stream
 from .transports.sockets import SocketStream, format_sockaddr
@@ -400,25 +401,42 @@ class _Session:
         self.last_activity = self.loop.time()
         self._arm_timer()
 
-    def _arm_timer(self) -> None:
+    def _arm_timer(self, wait: float | None = None) -> None:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        limit = current_limit(self.settings, self.closing)
-        if limit is not None and not self.finished:
-            self.timer = self.loop.call_at(self.last_activity + limit, self._check_idle)
+        if wait is None:
+            limit = current_limit(self.settings, self.closing)
+            wait = None if limit is None else self.last_activity + limit - self.loop.time()
+        if wait is not None and not self.finished:
+            self.timer = self.loop.call_later(max(0.0, wait), self._check_idle)
+
+    def _holding(self) -> bool:
+        """Whether a side still has bytes to write (its reader is slower than its writer)."""
+        return any(
+            side is not None and side.transport is not None and not side.lost
+            and side.transport.get_write_buffer_size() > 0
+            for side in (self.first, self.second)
+        )
 
     def _check_idle(self) -> None:
         self.timer = None
-        limit = current_limit(self.settings, self.closing)
-        if limit is None or self.finished:
+        if self.finished:
             return
-        if self.loop.time() - self.last_activity < limit:
-            self._arm_timer()  # data moved since: wait for the rest
+        holding = self._holding()
+        if holding:
+            # Bytes still go out: -t and -T count from when the last of them went.
+            self.last_activity = self.loop.time()
+        idle_for = self.loop.time() - self.last_activity
+        left = time_to_idle(self.settings, self.closing, idle_for, holding)
+        if left is None:
+            return
+        if left > 0:
+            self._arm_timer(left)  # data moved or waits to be written: look again later
             return
         if not self.closing:
             logger.log(NOTICE, "inactivity timeout triggered")
-        # As the general path cancels its pumps: what a stuck side holds is dropped.
+        # As the general path cancels its pumps; nothing is held (see time_to_idle).
         self.finish(abort=True)
 
     # -- ending ---------------------------------------------------------------

@@ -10,6 +10,13 @@ socat's man page, which this module follows:
 - ``-T<timeout>``: "Total inactivity timeout: when socat is already in the
   transfer loop and nothing has happened for <timeout> seconds ... then it
   terminates. Useful with protocols like UDP that cannot transfer EOF."
+- Both timers wait for the other side, they never cut data on its way: a
+  direction that still holds bytes for its sink (a write in progress, the
+  fast path's write buffer) is not idle, whatever the timers say. A reader
+  slower than the sender pauses the reading side (backpressure), so counting
+  only reads as activity would end a session whose reply is still flowing to
+  a slow client and drop what the relay holds (``time_to_idle``, the one rule
+  both paths apply).
 - ``-u``/``-U``: unidirectional mode, left to right / right to left.
 - ``readbytes=<n>``: "Reads only so many bytes from this address ... acts as
   if EOF" after that; ``ignoreeof``: "When EOF occurs on input data stream,
@@ -125,6 +132,8 @@ class _Pump:
         self.tracer = tracer
         self.clock = clock
         self.transferred = 0
+        #: A block read from ``source`` is on its way to ``sink`` (see ``time_to_idle``).
+        self.writing = False
         self.counter = METRICS.bytes_total["left-to-right" if direction == ">" else "right-to-left"]
 
     async def run(self) -> None:
@@ -165,7 +174,9 @@ class _Pump:
                 if tracer is not None:
                     tracer.record(self.direction, block)
                 reading = False
+                self.writing = True
                 await write(memoryview(block))
+                self.writing = False
                 self.transferred += count
                 counter[0] += count
                 touch()
@@ -271,20 +282,15 @@ async def _supervise(pumps: list[_Pump], settings: TransferSettings, clock: _Act
         running = {group.create_task(pump.run()): pump for pump in pumps}
         closing = False
         while running:
-            limit = current_limit(settings, closing)
-            if limit is None:
-                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-            else:
-                wait_for = max(0.0, limit - clock.idle_for())
-                done, _ = await asyncio.wait(
-                    running, timeout=wait_for, return_when=asyncio.FIRST_COMPLETED
-                )
-                if not done and clock.idle_for() >= limit:
-                    if not closing:
-                        logger.log(NOTICE, "inactivity timeout triggered")
-                    for task in running:
-                        task.cancel()
-                    break
+            holding = any(pump.writing for pump in running.values())
+            left = time_to_idle(settings, closing, clock.idle_for(), holding)
+            if left is not None and left <= 0:
+                if not closing:
+                    logger.log(NOTICE, "inactivity timeout triggered")
+                for task in running:
+                    task.cancel()
+                break
+            done, _ = await asyncio.wait(running, timeout=left, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 pump = running.pop(task)
                 if task.cancelled() or task.exception() is not None:
@@ -293,6 +299,24 @@ async def _supervise(pumps: list[_Pump], settings: TransferSettings, clock: _Act
                 closing = True
                 # socat's -t counts from the EOF, then from each later transfer.
                 clock.touch()
+
+
+def time_to_idle(
+    settings: TransferSettings, closing: bool, idle_for: float, holding: bool
+) -> float | None:
+    """Seconds before a session ends for inactivity: the rule of both paths.
+
+    ``None``: no limit in force; zero or less: end the session now. A
+    session ``holding`` bytes for a sink that is slow to take them is not
+    idle: the answer is then a whole period, after which the caller asks
+    again (the limit counts from the last transfer once nothing is held).
+    """
+    limit = current_limit(settings, closing)
+    if limit is None:
+        return None
+    if holding:
+        return limit
+    return limit - idle_for
 
 
 def current_limit(settings: TransferSettings, closing: bool) -> float | None:
