@@ -56,6 +56,10 @@ RECV_START = 17 * 1024
 #: With ``fork``: connections handshaking at once, and handshaken ones waiting for ``accept()``.
 MAX_HANDSHAKES = 64
 MAX_READY = 16
+#: Closing: how long, and how many bytes, to read and discard while waiting
+#: for the peer's end after our close_notify (see ``TLSStream._drain``).
+CLOSE_DRAIN_SECONDS = 2.0
+CLOSE_DRAIN_BYTES = 4 * 1024 * 1024
 
 _VERSIONS = {
     "SSL3": ssl.TLSVersion.SSLv3,
@@ -351,9 +355,39 @@ class TLSStream(Stream):
         # tells a peer why its handshake failed), without waiting for anything.
         with contextlib.suppress(OSError):
             self.sock.send(self._unsent + self._out.read())
-        self._readable.close()
-        self._writable.close()
-        await self.inner.aclose()
+        try:
+            if self._established and not self._eof:
+                await self._drain()
+        finally:
+            self._readable.close()
+            self._writable.close()
+            await self.inner.aclose()
+
+    async def _drain(self) -> None:
+        """Read and discard what the peer still sends, until its end or a bound.
+
+        A socket closed with unread data in its receive queue makes the kernel
+        answer with a reset instead of a FIN, and the reset destroys whatever
+        the peer has not read yet of what we sent: the tail of a transfer. A
+        TLS 1.3 server always leaves such data, its session tickets, which a
+        client that only writes (``-u``) never reads. So read what has
+        arrived and, once our close_notify is out, wait (bounded) for the
+        peer's end, as socat's client does.
+        """
+        taken = 0
+        with contextlib.suppress(OSError, TimeoutError):
+            async with asyncio.timeout(CLOSE_DRAIN_SECONDS):
+                while taken < CLOSE_DRAIN_BYTES:
+                    try:
+                        count = self.sock.recv_into(self._buffer)
+                    except (BlockingIOError, InterruptedError):
+                        if not self._shut:
+                            return  # no close_notify of ours: nothing to wait for
+                        await self._readable.wait()
+                        continue
+                    if not count:
+                        return
+                    taken += count
 
     def peer_certificate(self) -> PeerCertificate | None:
         der = self._ssl.getpeercert(binary_form=True)

@@ -1,0 +1,196 @@
+"""No byte in flight is lost: slow readers after a half-close, stopped upstreams, stopping.
+
+Each test runs a real relay process between real loopback sockets and
+compares a SHA-256 of everything the client received with what the server
+sent. The figures that matter (how many bytes arrive) do not depend on the
+machine's speed: a relay that keeps its rules delivers every byte however
+slowly the client reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trustme
+
+from tests.conftest import RELAY, SOCAT, requires_socat, scaled
+from tests.engine.test_bridge import FAST, GENERAL, RelayPath
+from tests.support import (
+    ThreadedServer,
+    free_port,
+    recv_all,
+    relay_listening,
+    wait_for_port,
+)
+
+# -- how a test's relay runs its sessions --------------------------------------------
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A path of the engine, and the global options that choose it."""
+
+    path: RelayPath
+    options: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return " ".join((self.path.name, *self.options))
+
+
+#: The fast path, the general path, and a run the fast path does not take
+#: (``-v`` traces every block) though the fast path would be on.
+VARIANTS = [Variant(FAST), Variant(GENERAL), Variant(FAST, ("-v",))]
+
+
+@pytest.fixture(params=VARIANTS, ids=lambda variant: variant.name)
+def variant(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Variant:
+    chosen: Variant = request.param
+    monkeypatch.setenv("RELAY_FAST_PATH", "1" if chosen.path.fast else "0")
+    return chosen
+
+
+# -- slow readers ---------------------------------------------------------------------
+
+REPLY_SIZE = 8 << 20
+#: Slow enough that the relay stops reading its upstream (backpressure) for
+#: longer than ``-t`` at a time: its 1 MiB write buffer drains in about 0.4 s.
+READ_RATE = 2 << 20
+CLOSE_TIMEOUT = "0.25"
+
+
+def replier(payload: bytes) -> ThreadedServer:
+    """A server that reads a request until EOF, then sends ``payload`` and closes."""
+
+    def handle(conn: socket.socket) -> None:
+        recv_all(conn)
+        conn.sendall(payload)
+
+    return ThreadedServer(handle)
+
+
+def slow_request(port: int, rate: int, chunk: int = 64 * 1024) -> tuple[int, str]:
+    """Send a request, half-close, read the reply at ``rate`` bytes a second: (size, SHA-256)."""
+    digest, received = hashlib.sha256(), 0
+    with socket.socket() as conn:
+        # A small receive window, so the client's kernel does not soak up the reply.
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, chunk)
+        conn.settimeout(scaled(30))
+        conn.connect(("127.0.0.1", port))
+        conn.sendall(b"GET /big\n")
+        conn.shutdown(socket.SHUT_WR)
+        began = time.monotonic()
+        while data := conn.recv(chunk):
+            digest.update(data)
+            received += len(data)
+            ahead = received / rate - (time.monotonic() - began)
+            if ahead > 0:
+                time.sleep(ahead)
+    return received, digest.hexdigest()
+
+
+def test_half_closed_session_delivers_a_large_reply_to_a_slow_reader(variant: Variant) -> None:
+    payload = os.urandom(REPLY_SIZE)
+    with replier(payload) as server:
+        listen = free_port()
+        args = [*variant.options, "-t", CLOSE_TIMEOUT,
+                f"TCP-LISTEN:{listen},fork", variant.path.tcp(server.port)]
+        with relay_listening(args, listen) as relay:
+            received, digest = slow_request(listen, READ_RATE)
+    assert (received, digest) == (len(payload), hashlib.sha256(payload).hexdigest())
+    assert "Traceback" not in relay.stderr_text
+
+
+# -- TLS: a client that only writes --------------------------------------------------
+
+TLS_TRANSFER = 100_000
+TLS_RUNS = 50
+
+
+@pytest.fixture(scope="module")
+def server_pem(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A certificate and its key in one file, as socat users keep them."""
+    path = tmp_path_factory.mktemp("pki") / "server.pem"
+    trustme.CA().issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
+        str(path)
+    )
+    return path
+
+
+#: The sink starts reading this late: the TLS server holds the bytes unread
+#: meanwhile, as a busy server does, which is when a reset destroys them.
+SINK_DELAY = 0.3
+
+
+class DigestSink(ThreadedServer):
+    """A slow TCP server that keeps the length and SHA-256 of every connection's bytes."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[int, str]] = []
+        self.lock = threading.Lock()
+        super().__init__(self._take)
+
+    def _take(self, conn: socket.socket) -> None:
+        time.sleep(SINK_DELAY)
+        data = recv_all(conn)
+        with self.lock:
+            self.received.append((len(data), hashlib.sha256(data).hexdigest()))
+
+    def wait_for(self, count: int) -> list[tuple[int, str]]:
+        deadline = time.monotonic() + scaled(10)
+        while len(self.received) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with self.lock:
+            return list(self.received)
+
+
+def tls_server_command(kind: str, port: int, pem: Path, sink: int) -> list[str]:
+    """A forking TLS server that writes each connection's plaintext to ``sink`` (one-way)."""
+    listen = f"OPENSSL-LISTEN:{port},fork,reuseaddr,cert={pem},verify=0"
+    target = f"TCP:127.0.0.1:{sink}"
+    if kind == "socat":
+        assert SOCAT is not None
+        return [SOCAT, "-u", listen, target]
+    return [*RELAY, "-u", listen, target]
+
+
+def send_through(port: int, payload: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=scaled(10)) as conn:
+        conn.sendall(payload)
+
+
+@pytest.mark.parametrize("server_kind", ["relay", pytest.param("socat", marks=requires_socat)])
+def test_a_one_way_tls_client_delivers_every_byte_every_time(
+    server_kind: str, server_pem: Path
+) -> None:
+    """relay -u TCP-LISTEN,fork OPENSSL:...: each session's bytes all reach the TLS server."""
+    with DigestSink() as sink:
+        tls_port = free_port()
+        server = subprocess.Popen(
+            tls_server_command(server_kind, tls_port, server_pem, sink.port),
+            stderr=subprocess.PIPE,
+        )
+        try:
+            wait_for_port(tls_port)
+            listen = free_port()
+            args = ["-u", f"TCP-LISTEN:{listen},fork", f"OPENSSL:127.0.0.1:{tls_port},verify=0"]
+            payloads = [os.urandom(TLS_TRANSFER) for _ in range(TLS_RUNS)]
+            with relay_listening(args, listen) as client:
+                for payload in payloads:
+                    send_through(listen, payload)
+                received = sink.wait_for(TLS_RUNS)
+        finally:
+            server.terminate()
+            server_errors = server.communicate(timeout=scaled(10))[1].decode(errors="replace")
+    expected = sorted((len(p), hashlib.sha256(p).hexdigest()) for p in payloads)
+    short = [length for length, _ in received if length != TLS_TRANSFER]
+    assert sorted(received) == expected, f"short transfers: {short}; server said:\n{server_errors}"
+    assert "Traceback" not in client.stderr_text
