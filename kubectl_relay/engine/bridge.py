@@ -43,10 +43,12 @@ from .log import INFO, NOTICE, logger
 from .metrics import METRICS
 from .transfer import (
     INITIAL_BLOCK_SIZE,
+    STOP_POLL_SECONDS,
     TransferSettings,
     current_limit,
     failure_text,
     log_at_eof,
+    log_cut,
     log_transfer_start,
     log_transferred,
     next_block_size,
@@ -133,9 +135,23 @@ def direct_upstream(second: AddressSpec, family: int) -> tuple[str, int, int] | 
     return host, int(port), family
 
 
+@dataclass(frozen=True)
+class Stopping:
+    """The run's graceful stop: set once it begins, with the grace period then in force."""
+
+    requested: asyncio.Event
+    grace_period: Callable[[], float]
+
+
 async def serve(listener: TcpListener, second: AddressSpec, open_second: OpenSecond,
-                settings: TransferSettings, family: int) -> None:
-    """Accept and relay on ``listener`` until cancelled; then end every session at once."""
+                settings: TransferSettings, family: int, stopping: Stopping) -> None:
+    """Accept and relay on ``listener`` until cancelled; then end every session at once.
+
+    Once a graceful stop begins the listener closes (new peers are refused)
+    and this returns when the last session has ended; the caller cancels it
+    when the grace period runs out, and the sessions still running are cut
+    with a log line each.
+    """
     loop = asyncio.get_running_loop()
     run = Run(
         listener,
@@ -157,10 +173,15 @@ async def serve(listener: TcpListener, second: AddressSpec, open_second: OpenSec
     # create_server listens again on the socket: keep the listener's backlog.
     server = await loop.create_server(new_session, sock=listener.sock, backlog=listener.backlog)
     try:
-        await asyncio.Future()  # until the run is cancelled (a signal)
+        await stopping.requested.wait()  # or until the run is cancelled (a signal)
+        server.close()
+        while sessions:
+            await asyncio.sleep(STOP_POLL_SECONDS)
     finally:
         server.close()
         for session in list(sessions):
+            if stopping.requested.is_set():
+                session.log_cut(stopping.grace_period())
             session.abort()
         loop.set_exception_handler(previous_handler)
 
@@ -457,6 +478,22 @@ class _Session:
     def abort(self) -> None:
         """End at once (the relay is exiting, or a side failed): drop whatever is buffered."""
         self.finish(abort=True)
+
+    def log_cut(self, grace_period: float) -> None:
+        """Say that a graceful stop cuts this session, and what it drops."""
+        sides = [side for side in (self.first, self.second) if side is not None]
+        held = sum(len(data) for side in sides for data in side.early) + sum(
+            side.transport.get_write_buffer_size()
+            for side in sides
+            if side.transport is not None and not side.lost
+        )
+        if self.finished and not held:
+            return  # ended by itself, only closing
+        transport = self.first.transport
+        sock = None if transport is None else transport.get_extra_info("socket")
+        peer = None if transport is None else transport.get_extra_info("peername")
+        label = "?" if sock is None else format_sockaddr(sock.family, peer)
+        log_cut(label, grace_period, held)
 
     def _close_sides(self, *, abort: bool) -> None:
         for side in (self.first, self.second):

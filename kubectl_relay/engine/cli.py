@@ -3,6 +3,14 @@
 Exit statuses as socat's: 0 after a normal end, 1 after an error, and
 128 + the signal number when a signal (SIGINT, SIGTERM, SIGHUP) ended the run.
 Errors are one socat-style ``E`` line on stderr, never a traceback.
+
+SIGTERM, which Kubernetes sends at every rollout, stops gracefully (a relay
+extension; socat ends at once): listeners close at once, so new connections
+are refused, running sessions get ``--grace-period`` seconds (default 20,
+below Kubernetes' default ``terminationGracePeriodSeconds`` of 30) to end,
+and each session still running then is cut with a log line saying what it
+held. SIGINT and SIGHUP end at once as in socat, and so does any signal
+during a graceful stop.
 """
 
 from __future__ import annotations
@@ -41,6 +49,15 @@ HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 HELP_HINT = 'use option "-h" for help'
 
+#: The signal that stops gracefully when ``--grace-period`` is not 0.
+GRACEFUL_SIGNAL = signal.SIGTERM
+#: Seconds a graceful stop waits for sessions: below Kubernetes' default
+#: ``terminationGracePeriodSeconds`` (30), after which the kubelet kills.
+DEFAULT_GRACE_PERIOD = 20.0
+
+#: Long options (relay extensions; socat's options are all single-dash) and their values.
+LONG_OPTIONS = {"--metrics": "[HOST:]PORT", "--grace-period": "SECONDS"}
+
 
 @dataclass
 class CommandLine:
@@ -61,6 +78,7 @@ class CommandLine:
     unidirectional: Literal["both", "left-to-right", "right-to-left"] = "both"
     family: int = socket.AF_UNSPEC
     metrics_address: tuple[str, int] | None = None
+    grace_period: float = DEFAULT_GRACE_PERIOD
     show_version: bool = False
     help_level: int = 0
     addresses: list[str] = field(default_factory=list)
@@ -83,15 +101,21 @@ def parse_command_line(argv: Sequence[str], progname: str = "relay") -> CommandL
             index += 1
             break
         index += 1
-        if arg == "--metrics" or arg.startswith("--metrics="):
+        name = arg.partition("=")[0]
+        if name in LONG_OPTIONS:
             # A relay extension: socat's options are all single-dash, so no clash.
             text = arg.partition("=")[2] if "=" in arg else None
             if text is None:
                 if index >= len(args):
-                    raise UsageError(f'option "--metrics" requires [HOST:]PORT; {HELP_HINT}')
+                    raise UsageError(
+                        f'option "{name}" requires {LONG_OPTIONS[name]}; {HELP_HINT}'
+                    )
                 text = args[index]
                 index += 1
-            line.metrics_address = parse_metrics_address(text)
+            if name == "--metrics":
+                line.metrics_address = parse_metrics_address(text)
+            else:
+                line.grace_period = _seconds(text, name)
             continue
 
         def value(attached: str, arg: str = arg) -> str:
@@ -276,34 +300,42 @@ def main(argv: Sequence[str] | None = None, *, loop_factory: LoopFactory | None 
     )
     factory = loop_factory or _default_loop_factory()
     with asyncio.Runner(loop_factory=factory) as runner:
-        status = runner.run(_run_until_signal(first, second, settings))
+        status = runner.run(_run_until_signal(first, second, settings, line.grace_period))
     logger.log(NOTICE, "exiting with status %d", status)
     return status
 
 
-async def _run_until_signal(first: AddressSpec, second: AddressSpec, settings: RunSettings) -> int:
-    """Run the relay; a handled signal cancels it and gives 128 + signum."""
+async def _run_until_signal(
+    first: AddressSpec, second: AddressSpec, settings: RunSettings, grace_period: float
+) -> int:
+    """Run the relay; a handled signal stops it (see the module docstring): 128 + signum."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
     received: list[int] = []
+    relay = Relay(first, second, settings)
 
     def on_signal(signum: int) -> None:
-        if not received:
-            logger.log(NOTICE, "socat_signal(): handling signal %d", signum)
-            received.append(signum)
+        logger.log(NOTICE, "socat_signal(): handling signal %d", signum)
+        graceful = not received and signum == GRACEFUL_SIGNAL and grace_period > 0
+        received.append(signum)
+        if graceful:
+            relay.stop(grace_period)
+        else:
             task.cancel()
 
     for signum in HANDLED_SIGNALS:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
-        return await Relay(first, second, settings).run()
+        status = await relay.run()
     except asyncio.CancelledError:
         if not received:
             raise
-        logger.log(WARNING, "exiting on signal %d", received[0])
-        return 128 + received[0]
+        status = 128 + received[0]
     finally:
         for handled in HANDLED_SIGNALS:
             loop.remove_signal_handler(handled)
-
+    if received:
+        logger.log(WARNING, "exiting on signal %d", received[0])
+        return 128 + received[0]
+    return status

@@ -13,16 +13,21 @@ listener stops accepting while that many sessions run.
 bind): "Number of retries before the connection or listen attempt is
 aborted", "Time between consecutive attempts ... Default is 5 seconds",
 "Performs an unlimited number of retry attempts".
+
+A graceful stop (``Relay.stop``, on SIGTERM) closes the listener at once, so
+that new peers are refused, and gives running sessions the grace period to
+end by themselves; what still runs then is cut, each with a log line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from . import bridge, framing
 from .addresses import Address, AddressSpec, DualAddress
@@ -30,7 +35,15 @@ from .errors import AcceptTimeout, OpenError, RelayError
 from .log import NOTICE, logger
 from .metrics import METRICS, serve_metrics
 from .trace import TraceOutput, TraceSettings
-from .transfer import LineTerminator, Side, TransferSettings, transfer
+from .transfer import (
+    STOP_POLL_SECONDS,
+    InFlight,
+    LineTerminator,
+    Side,
+    TransferSettings,
+    log_cut,
+    transfer,
+)
 from .transports import LISTENERS, OPENERS
 from .transports.base import Listener, OpenContext, Stream
 from .transports.tcp import TcpListener
@@ -100,9 +113,68 @@ class Relay:
         self.second = second
         self.settings = settings
         self.trace_output: TraceOutput | None = None
+        self.grace_period = 0.0
+        self._stopping = asyncio.Event()
+        #: Sessions relaying now on the general path, with what each holds.
+        self._running: dict[int, tuple[str, InFlight]] = {}
+        #: The fast path serves: it ends once its last session has ended.
+        self._fast_serving = False
+
+    def stop(self, grace_period: float) -> None:
+        """Stop gracefully: accept no more peers, let sessions run ``grace_period`` seconds more."""
+        self.grace_period = grace_period
+        self._stopping.set()
 
     async def run(self) -> int:
-        """Relay until done; return socat's exit status (0, or 1 after an error)."""
+        """Relay until done or stopped; return socat's exit status (0, or 1 after an error)."""
+        main = asyncio.ensure_future(self._run())
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({main, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not main.done():
+                await self._wind_down(main)
+            return await main
+        finally:
+            stopping.cancel()
+            if not main.done():  # cancelled from outside: a second signal
+                self._log_cuts()
+                main.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await main
+
+    async def _wind_down(self, main: asyncio.Future[int]) -> None:
+        """The grace period of a stop: wait for the sessions, then cut what still runs.
+
+        Only sessions between two byte streams are waited for: one with a
+        datagram side has no end of its own to wait for (only ``-T``).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.grace_period
+        while not main.done() and (self._fast_serving or self._streams_running()):
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            await asyncio.wait({main}, timeout=min(left, STOP_POLL_SECONDS))
+        if not main.done():
+            self._log_cuts()
+            main.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await main
+
+    def _streams_running(self) -> bool:
+        return any(
+            not any(pump.source.stream.datagram or pump.sink.stream.datagram
+                    for pump in in_flight.pumps)
+            for _, in_flight in self._running.values()
+        )
+
+    def _log_cuts(self) -> None:
+        if self._stopping.is_set():
+            for label, in_flight in self._running.values():
+                log_cut(label, self.grace_period, in_flight.held())
+        self._running.clear()
+
+    async def _run(self) -> int:
         metrics_server = None
         try:
             if self.settings.metrics_address is not None:
@@ -134,12 +206,14 @@ class Relay:
                 await listener.aclose()
                 return await self._session(stream)
             if self._fast_path() and isinstance(listener, TcpListener):
+                self._fast_serving = True
                 await bridge.serve(
                     listener,
                     self.second,
                     self._open_second,
                     self.settings.transfer,
                     self.settings.family,
+                    bridge.Stopping(self._stopping, lambda: self.grace_period),
                 )
             else:
                 await self._serve(address, listener)
@@ -174,10 +248,18 @@ class Relay:
     async def _accept_loop(self, listener: Listener, slots: asyncio.Semaphore | None) -> None:
         async with asyncio.TaskGroup() as children:
             while True:
-                if slots is not None:
-                    await slots.acquire()
+                if slots is not None and not await self._unless_stopping(slots.acquire()):
+                    await listener.aclose()  # stopping: see below
+                    return
                 try:
-                    stream = await listener.accept()
+                    stream = await self._unless_stopping(listener.accept())
+                    if stream is None:
+                        # Refuse new peers at once; leaving the task group waits
+                        # for the sessions (run() bounds that by the grace period).
+                        if slots is not None:
+                            slots.release()
+                        await listener.aclose()
+                        return
                 except AcceptTimeout as exc:
                     # socat's parent stops accepting and exits with 0 while its
                     # children finish: leaving the task group waits for them.
@@ -207,19 +289,39 @@ class Relay:
             if slots is not None:
                 slots.release()
 
+    async def _unless_stopping(self, work: Coroutine[Any, Any, T]) -> T | None:
+        """``await work``, or None as soon as a graceful stop begins (``work`` is cancelled)."""
+        task = asyncio.ensure_future(work)
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if task.cancelled():
+            return None
+        return task.result()
+
     async def _session(self, first: Stream) -> int:
         """Open address 2 for an open address 1 and transfer; return the exit status."""
         METRICS.sessions_total += 1
         METRICS.sessions_active += 1
+        in_flight = InFlight()
+        key = id(in_flight)
+        self._running[key] = (first.label, in_flight)
         try:
-            status = await self._relay_session(first)
+            status = await self._relay_session(first, in_flight)
         finally:
+            self._running.pop(key, None)
             METRICS.sessions_active -= 1
         if status:
             METRICS.session_errors_total += 1
         return status
 
-    async def _relay_session(self, first: Stream) -> int:
+    async def _relay_session(self, first: Stream, in_flight: InFlight) -> int:
         try:
             context = self._context(env=first.env)
             try:
@@ -236,6 +338,7 @@ class Relay:
                     _side(second, self.second, 2),
                     self.settings.transfer,
                     tracer,
+                    in_flight,
                 )
             except RelayError as exc:
                 logger.error("%s", exc)

@@ -64,6 +64,9 @@ INITIAL_BLOCK_SIZE = 8 * 1024
 #: How often an ``ignoreeof`` address is polled for new data after EOF.
 IGNOREEOF_POLL_SECONDS = 0.25
 
+#: How often a graceful stop looks whether the sessions it waits for have ended.
+STOP_POLL_SECONDS = 0.05
+
 Direction = Literal[">", "<"]
 
 
@@ -132,8 +135,8 @@ class _Pump:
         self.tracer = tracer
         self.clock = clock
         self.transferred = 0
-        #: A block read from ``source`` is on its way to ``sink`` (see ``time_to_idle``).
-        self.writing = False
+        #: Bytes read from ``source`` and not yet written (see ``time_to_idle``).
+        self.held = 0
         self.counter = METRICS.bytes_total["left-to-right" if direction == ">" else "right-to-left"]
 
     async def run(self) -> None:
@@ -174,9 +177,9 @@ class _Pump:
                 if tracer is not None:
                     tracer.record(self.direction, block)
                 reading = False
-                self.writing = True
+                self.held = len(block)
                 await write(memoryview(block))
-                self.writing = False
+                self.held = 0
                 self.transferred += count
                 counter[0] += count
                 touch()
@@ -236,16 +239,48 @@ class _ActivityClock:
         return self.loop.time() - self.last
 
 
+class InFlight:
+    """What a running transfer holds: read from one side, not yet written to the other."""
+
+    def __init__(self) -> None:
+        self.pumps: list[_Pump] = []
+
+    def held(self) -> int:
+        """Bytes read and not yet written (a write in progress counts whole)."""
+        return sum(pump.held for pump in self.pumps)
+
+
+def log_cut(label: str, grace_period: float, held: int) -> None:
+    """A session still running when a graceful stop's grace period ran out (or a second signal).
+
+    An error when the relay held bytes it will not deliver; else a warning.
+    """
+    if held:
+        logger.error(
+            "session with %s cut after the %gs grace period: up to %d bytes not delivered",
+            label, grace_period, held,
+        )
+    else:
+        logger.warning(
+            "session with %s cut after the %gs grace period (no bytes held)", label, grace_period
+        )
+
+
 async def transfer(
-    left: Side, right: Side, settings: TransferSettings, tracer: Tracer | None = None
+    left: Side,
+    right: Side,
+    settings: TransferSettings,
+    tracer: Tracer | None = None,
+    in_flight: InFlight | None = None,
 ) -> None:
     """Relay between ``left`` (address 1) and ``right`` (address 2) until both sides are done.
 
     Raises ``OpenError`` when a read or write fails; the caller logs it and
     decides the exit status. Does not close the streams: their opener does.
+    ``in_flight``, if given, shows what the transfer holds while it runs.
     """
     clock = _ActivityClock()
-    pumps: list[_Pump] = []
+    pumps: list[_Pump] = [] if in_flight is None else in_flight.pumps
     if settings.unidirectional != "right-to-left" and left.stream.readable and (
         right.stream.writable
     ):
@@ -282,7 +317,7 @@ async def _supervise(pumps: list[_Pump], settings: TransferSettings, clock: _Act
         running = {group.create_task(pump.run()): pump for pump in pumps}
         closing = False
         while running:
-            holding = any(pump.writing for pump in running.values())
+            holding = any(pump.held for pump in running.values())
             left = time_to_idle(settings, closing, clock.idle_for(), holding)
             if left is not None and left <= 0:
                 if not closing:

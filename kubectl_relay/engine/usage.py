@@ -54,6 +54,11 @@ GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
     GlobalOption("-4", "prefer IPv4 where the address does not say"),
     GlobalOption("-6", "prefer IPv6 where the address does not say"),
     GlobalOption("--metrics [HOST:]PORT", "serve Prometheus metrics (a relay extension)"),
+    GlobalOption(
+        "--grace-period <seconds>",
+        "on SIGTERM stop accepting, let running sessions finish for this long, then cut"
+        " them (20; 0: at once, as socat; a relay extension)",
+    ),
 )
 
 _INDENT = "      "

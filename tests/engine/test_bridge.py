@@ -705,10 +705,13 @@ def test_metrics_count_fast_path_sessions_and_bytes(path: RelayPath) -> None:
 # -- 10. SIGTERM --------------------------------------------------------------------
 
 
-def test_sigterm_with_open_sessions_exits_143_and_closes_them(path: RelayPath) -> None:
+def test_sigterm_without_grace_period_exits_143_and_closes_open_sessions(
+    path: RelayPath,
+) -> None:
+    """``--grace-period 0``: socat's SIGTERM, at once (test_data_in_flight has the graceful one)."""
     with ThreadedServer(echo) as server:
         listen = free_port()
-        args = [f"TCP-LISTEN:{listen},fork", path.tcp(server.port)]
+        args = ["--grace-period", "0", f"TCP-LISTEN:{listen},fork", path.tcp(server.port)]
         with relay_listening(args, listen) as relay, held_open(listen, 3) as conns:
             assert relay.stop(signal.SIGTERM) == 128 + signal.SIGTERM
             for conn in conns:

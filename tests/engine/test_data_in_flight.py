@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import signal
 import socket
 import subprocess
 import threading
@@ -58,6 +60,13 @@ def variant(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     return chosen
 
 
+def logged(stderr: str, level: str) -> list[str]:
+    """The relay's log lines of ``level``, found anywhere: a ``-v`` trace shares stderr
+    and need not end in a newline before the next log line."""
+    pattern = rf"\d{{4}}/\d\d/\d\d \d\d:\d\d:\d\d relay\[\d+\] {level} ([^\n]*)"
+    return re.findall(pattern, stderr)
+
+
 # -- slow readers ---------------------------------------------------------------------
 
 REPLY_SIZE = 8 << 20
@@ -68,11 +77,14 @@ CLOSE_TIMEOUT = "0.25"
 
 
 def replier(payload: bytes) -> ThreadedServer:
-    """A server that reads a request until EOF, then sends ``payload`` and closes."""
+    """A server that reads a request until EOF, then sends ``payload`` and closes.
+
+    An empty request (a probe that connects and closes) gets no reply.
+    """
 
     def handle(conn: socket.socket) -> None:
-        recv_all(conn)
-        conn.sendall(payload)
+        if recv_all(conn):
+            conn.sendall(payload)
 
     return ThreadedServer(handle)
 
@@ -102,7 +114,7 @@ def test_half_closed_session_delivers_a_large_reply_to_a_slow_reader(variant: Va
     with replier(payload) as server:
         listen = free_port()
         args = [*variant.options, "-t", CLOSE_TIMEOUT,
-                f"TCP-LISTEN:{listen},fork", variant.path.tcp(server.port)]
+                f"TCP-LISTEN:{listen},fork,reuseaddr", variant.path.tcp(server.port)]
         with relay_listening(args, listen) as relay:
             received, digest = slow_request(listen, READ_RATE)
     assert (received, digest) == (len(payload), hashlib.sha256(payload).hexdigest())
@@ -181,7 +193,7 @@ def test_a_one_way_tls_client_delivers_every_byte_every_time(
         try:
             wait_for_port(tls_port)
             listen = free_port()
-            args = ["-u", f"TCP-LISTEN:{listen},fork", f"OPENSSL:127.0.0.1:{tls_port},verify=0"]
+            args = ["-u", f"TCP-LISTEN:{listen},fork,reuseaddr", f"OPENSSL:127.0.0.1:{tls_port},verify=0"]
             payloads = [os.urandom(TLS_TRANSFER) for _ in range(TLS_RUNS)]
             with relay_listening(args, listen) as client:
                 for payload in payloads:
@@ -194,3 +206,121 @@ def test_a_one_way_tls_client_delivers_every_byte_every_time(
     short = [length for length, _ in received if length != TLS_TRANSFER]
     assert sorted(received) == expected, f"short transfers: {short}; server said:\n{server_errors}"
     assert "Traceback" not in client.stderr_text
+
+
+# -- stopping on SIGTERM ----------------------------------------------------------------
+
+DOWNLOAD_SIZE = 4 << 20
+#: A download far longer than the tests that cut it (8 s at ``READ_RATE``).
+LONG_DOWNLOAD_SIZE = 16 << 20
+
+
+class SlowDownload:
+    """A client reading a reply through the relay at ``rate`` bytes a second, in a thread."""
+
+    def __init__(self, port: int, rate: int) -> None:
+        self.port, self.rate = port, rate
+        self.received = 0
+        self.digest = ""
+        self.started = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="test-download")
+
+    def _run(self) -> None:
+        try:
+            with socket.socket() as conn:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+                conn.settimeout(scaled(30))
+                conn.connect(("127.0.0.1", self.port))
+                conn.sendall(b"GET /big\n")
+                conn.shutdown(socket.SHUT_WR)
+                digest, began = hashlib.sha256(), time.monotonic()
+                while data := conn.recv(64 * 1024):
+                    digest.update(data)
+                    self.received += len(data)
+                    self.started.set()
+                    ahead = self.received / self.rate - (time.monotonic() - began)
+                    if ahead > 0:
+                        time.sleep(ahead)
+                self.digest = digest.hexdigest()
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.started.set()
+
+    def __enter__(self) -> SlowDownload:
+        self.thread.start()
+        assert self.started.wait(scaled(10)), "no byte of the download arrived"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.thread.join(scaled(30))
+        assert not self.thread.is_alive(), "the download never ended"
+
+
+def wait_until_refused(port: int) -> None:
+    """Wait until connecting to ``port`` is refused: the relay closed its listener."""
+    deadline = time.monotonic() + scaled(5)
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=scaled(5)).close()
+        except ConnectionRefusedError:
+            return
+        assert time.monotonic() < deadline, "the listener still accepts after SIGTERM"
+        time.sleep(0.05)
+
+
+def test_sigterm_lets_a_running_download_finish_and_refuses_new_peers(variant: Variant) -> None:
+    payload = os.urandom(DOWNLOAD_SIZE)
+    with replier(payload) as server:
+        listen = free_port()
+        args = [*variant.options, f"TCP-LISTEN:{listen},fork,reuseaddr", variant.path.tcp(server.port)]
+        with relay_listening(args, listen) as relay:
+            with SlowDownload(listen, READ_RATE) as download:
+                relay.proc.send_signal(signal.SIGTERM)
+                wait_until_refused(listen)  # at once, while the download goes on
+                assert download.received < len(payload), "the download ended before the signal"
+            status = relay.wait()
+    assert download.error is None
+    assert (download.received, download.digest) == (
+        len(payload), hashlib.sha256(payload).hexdigest()
+    )
+    assert status == 128 + signal.SIGTERM
+    assert logged(relay.stderr_text, "E") == []
+    assert logged(relay.stderr_text, "W") == [f"exiting on signal {int(signal.SIGTERM)}"]
+
+
+@pytest.mark.parametrize(
+    ("grace_period", "second_signal"),
+    [
+        ("0.5", None),  # the grace period runs out
+        # A grace period far longer than the test: only the second signal can end the run.
+        ("3600", signal.SIGTERM),
+        ("3600", signal.SIGINT),
+    ],
+    ids=["grace-period-ends", "second-sigterm", "then-sigint"],
+)
+def test_a_session_still_running_at_the_end_of_a_stop_is_cut_with_a_line(
+    variant: Variant, grace_period: str, second_signal: int | None
+) -> None:
+    payload = os.urandom(LONG_DOWNLOAD_SIZE)
+    with replier(payload) as server:
+        listen = free_port()
+        args = [*variant.options, "--grace-period", grace_period,
+                f"TCP-LISTEN:{listen},fork,reuseaddr", variant.path.tcp(server.port)]
+        with (
+            relay_listening(args, listen) as relay,
+            SlowDownload(listen, READ_RATE) as download,
+        ):
+            relay.proc.send_signal(signal.SIGTERM)
+            if second_signal is not None:
+                wait_until_refused(listen)
+                relay.proc.send_signal(second_signal)
+            status = relay.wait()
+    assert status == 128 + signal.SIGTERM
+    assert download.received < len(payload)
+    errors = logged(relay.stderr_text, "E")
+    assert len(errors) == 1, relay.stderr_text
+    assert re.fullmatch(rf"session with AF=2 127\.0\.0\.1:\d+ cut after the {grace_period}s "
+                        r"grace period: up to \d+ bytes not delivered", errors[0]), errors
+    assert "Traceback" not in relay.stderr_text
