@@ -42,6 +42,11 @@ from ..podsecurity import (
 RELAY_IMAGE = f"ghcr.io/kubectl-relay/relay:{__version__}"
 #: The relay container's name.
 CONTAINER = "relay"
+#: Seconds the kubelet waits after SIGTERM (pod deleted) before it kills the relay.
+TERMINATION_GRACE_SECONDS = 5
+#: The relay's own ``--grace-period``, inside the pod's: sessions still
+#: running when it ends are cut with a log line before the kubelet's SIGKILL.
+RELAY_GRACE_SECONDS = 3
 #: The port the relay listens on inside its pod (any port works: the pod has its own network).
 POD_PORT = 8000
 #: uid and gid of the relay (the "nonroot" user of distroless images).
@@ -168,8 +173,13 @@ def target_address(mode: Mode, endpoint: str, tls: TLSSettings | None = None) ->
 
 
 def relay_command(trace: TraceLevel, first: str, second: str) -> list[str]:
-    """The container's command: ``relay [trace options] FIRST SECOND``."""
-    return ["relay", *trace_flags(trace), first, second]
+    """The container's command: ``relay [trace and stop options] FIRST SECOND``."""
+    return ["relay", *trace_flags(trace), *stop_flags(), first, second]
+
+
+def stop_flags() -> list[str]:
+    """The engine's graceful stop on SIGTERM, fitted inside the pod's termination grace period."""
+    return ["--grace-period", f"{RELAY_GRACE_SECONDS:g}"]
 
 
 def job_name(session: str, tunnel: int, generation: int) -> str:
@@ -264,7 +274,7 @@ def relay_pod_spec(
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": 5,
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "activeDeadlineSeconds": settings.max_lifetime,
         "securityContext": restricted_pod_security_context(),
         "containers": [container],

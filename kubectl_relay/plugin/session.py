@@ -392,7 +392,8 @@ class Tunnel:
     def _command(self, endpoint: Endpoint | None) -> list[str]:
         trace = self.options.trace
         if self.spec.mode == "run":
-            return ["relay", *relaypod.trace_flags(trace), *self.spec.run_args]
+            return ["relay", *relaypod.trace_flags(trace), *relaypod.stop_flags(),
+                    *self.spec.run_args]
         assert endpoint is not None
         first = relaypod.listen_address(self.options.pod.idle_timeout)
         second = relaypod.target_address(self.spec.mode, endpoint.address, self.tls)

@@ -18,6 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from kubectl_relay.engine.cli import parse_command_line
 from relay_operator import builders
 from relay_operator.builders import (
     CONFIG_HASH_ANNOTATION,
@@ -157,6 +158,20 @@ def test_container_runs_the_relay_with_the_wired_addresses() -> None:
         {"name": "relay", "containerPort": 8443, "protocol": "TCP"},
         {"name": "metrics", "containerPort": 9464, "protocol": "TCP"},
     ]
+
+
+#: What the kubelet waits after SIGTERM when a pod does not say.
+KUBERNETES_DEFAULT_TERMINATION_GRACE = 30
+
+
+def test_the_relay_ends_its_sessions_before_the_kubelet_kills_the_pod() -> None:
+    """On SIGTERM (each rollout) running sessions get the relay's grace period, then are
+    cut with a log line: all of that inside the pod's terminationGracePeriodSeconds."""
+    pod = pod_spec(desired_deployment(tunnel(), OWNER, SETTINGS))
+    (container,) = pod["containers"]
+    line = parse_command_line(container["command"][1:])
+    allowed = pod.get("terminationGracePeriodSeconds", KUBERNETES_DEFAULT_TERMINATION_GRACE)
+    assert 0 < line.grace_period < allowed - 5
 
 
 def test_relay_pods_invite_prometheus_unless_told_otherwise() -> None:

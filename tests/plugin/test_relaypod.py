@@ -76,12 +76,21 @@ def test_the_command_is_a_valid_engine_command_line() -> None:
         "-d",
         "-lu",
         "-v",
+        "--grace-period",
+        "3",
         "TCP-LISTEN:8000,fork,reuseaddr,frame=len16,accept-timeout=600",
         "TCP:10.0.0.1:80",
     ]
     line = parse_command_line(command[1:])
     for address in line.addresses:
         parse_address(address)
+
+
+def test_the_relay_ends_its_sessions_before_the_kubelet_kills_the_pod() -> None:
+    """On SIGTERM the relay cuts what still runs, with a log line, inside the pod's grace period."""
+    spec = job()["spec"]["template"]["spec"]
+    line = parse_command_line(spec["containers"][0]["command"][1:])
+    assert 0 < line.grace_period < spec["terminationGracePeriodSeconds"] - 1
 
 
 def test_target_addresses_per_mode() -> None:
