@@ -9,14 +9,18 @@ slowly the client reads.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,6 +159,10 @@ class DigestSink(ThreadedServer):
         data = recv_all(conn)
         with self.lock:
             self.received.append((len(data), hashlib.sha256(data).hexdigest()))
+
+    def __enter__(self) -> DigestSink:
+        super().__enter__()
+        return self
 
     def wait_for(self, count: int) -> list[tuple[int, str]]:
         deadline = time.monotonic() + scaled(10)
@@ -324,3 +332,104 @@ def test_a_session_still_running_at_the_end_of_a_stop_is_cut_with_a_line(
     assert re.fullmatch(rf"session with AF=2 127\.0\.0\.1:\d+ cut after the {grace_period}s "
                         r"grace period: up to \d+ bytes not delivered", errors[0]), errors
     assert "Traceback" not in relay.stderr_text
+
+
+# -- a stopped upstream -----------------------------------------------------------------
+
+#: A server process (so that the test can stop it with SIGSTOP): per connection,
+#: read one request line, then send SIZE bytes of a fixed pattern and close.
+UPSTREAM_PROGRAM = """
+import socket, sys, threading
+size = int(sys.argv[1])
+payload = bytes(range(256)) * (size // 256)
+server = socket.create_server(("127.0.0.1", 0), backlog=128)
+print(server.getsockname()[1], flush=True)
+def serve(conn):
+    with conn:
+        conn.makefile("rb").readline()
+        conn.sendall(payload)
+while True:
+    conn, _ = server.accept()
+    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+"""
+STOPPED_SESSIONS = 20
+#: Larger than what the kernel's buffers absorb (about 4 MiB): the relay holds the rest.
+STOPPED_REPLY = 6 << 20
+#: Each client reads its reply this fast once it comes (see ``READ_RATE``).
+STOPPED_READ_RATE = READ_RATE
+STOP_SECONDS = 3.0
+
+
+@contextlib.contextmanager
+def stoppable_upstream() -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """The upstream process and its port."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", UPSTREAM_PROGRAM, str(STOPPED_REPLY)], stdout=subprocess.PIPE
+    )
+    try:
+        assert process.stdout is not None
+        yield process, int(process.stdout.readline())
+    finally:
+        process.send_signal(signal.SIGCONT)
+        process.kill()
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def request_and_read(port: int, results: list[str], lock: threading.Lock) -> None:
+    """One request line (no half-close: the server's EOF ends the reply), the reply read at
+    ``STOPPED_READ_RATE``; appends its SHA-256."""
+    digest, received = hashlib.sha256(), 0
+    with socket.socket() as conn:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # see slow_request
+        conn.settimeout(scaled(30))
+        conn.connect(("127.0.0.1", port))
+        conn.sendall(b"GET /\n")
+        began = None
+        while data := conn.recv(64 * 1024):
+            began = began or time.monotonic()
+            digest.update(data)
+            received += len(data)
+            ahead = received / STOPPED_READ_RATE - (time.monotonic() - began)
+            if ahead > 0:
+                time.sleep(ahead)
+    with lock:
+        results.append(digest.hexdigest())
+
+
+@pytest.mark.parametrize("program", ["relay", pytest.param("socat", marks=requires_socat)])
+def test_sessions_survive_an_upstream_stopped_for_seconds(variant: Variant, program: str) -> None:
+    """The upstream stops (SIGSTOP) while requests wait, then answers them all at once."""
+    if program == "socat" and variant != VARIANTS[0]:
+        pytest.skip("socat runs once, as the reference")
+    expected = hashlib.sha256(bytes(range(256)) * (STOPPED_REPLY // 256)).hexdigest()
+    results: list[str] = []
+    lock = threading.Lock()
+    with stoppable_upstream() as (upstream, upstream_port):
+        listen = free_port()
+        args = ["-t", CLOSE_TIMEOUT,
+                f"TCP-LISTEN:{listen},fork,reuseaddr", variant.path.tcp(upstream_port)]
+        command = [*RELAY, *variant.options, *args] if program == "relay" else [str(SOCAT), *args]
+        with tempfile.TemporaryFile() as stderr:
+            relay = subprocess.Popen(command, stderr=stderr)
+            try:
+                wait_for_port(listen)
+                upstream.send_signal(signal.SIGSTOP)
+                clients = [
+                    threading.Thread(target=request_and_read, args=(listen, results, lock))
+                    for _ in range(STOPPED_SESSIONS)
+                ]
+                for client in clients:
+                    client.start()
+                time.sleep(STOP_SECONDS)
+                upstream.send_signal(signal.SIGCONT)
+                for client in clients:
+                    client.join(scaled(30))
+            finally:
+                relay.terminate()
+                relay.wait(scaled(10))
+            stderr.seek(0)
+            errors = stderr.read().decode(errors="replace")
+    assert results == [expected] * STOPPED_SESSIONS, errors
+    assert "Traceback" not in errors
