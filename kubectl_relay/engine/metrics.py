@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .errors import UsageError
+from .errors import UsageError, shorten
 from .log import logger
 
 #: Directions as metric label values: address 1 to 2 is ``left-to-right``.
@@ -60,9 +61,11 @@ def parse_metrics_address(text: str) -> tuple[str, int]:
     """``[HOST:]PORT`` for ``--metrics``; the host defaults to all interfaces."""
     host, _, port_text = text.rpartition(":")
     host = host.strip("[]") or "0.0.0.0"
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    # ASCII digits only (str.isdigit() takes "²"), and few enough for int().
+    if not re.fullmatch(r"[0-9]{1,5}", port_text) or not 0 < int(port_text) < 65536:
         raise UsageError(
-            f'option "--metrics": invalid address "{text}", expected [HOST:]PORT such as 9090'
+            f'option "--metrics": invalid address "{shorten(text)}", '
+            "expected [HOST:]PORT such as 9090"
         )
     return host, int(port_text)
 
