@@ -29,7 +29,7 @@ from .log import (
 )
 from .metrics import parse_metrics_address
 from .options import lookup_option
-from .session import Relay, RunSettings
+from .session import DEFAULT_UDP_FORK_IDLE_TIMEOUT, Relay, RunSettings
 from .trace import TraceSettings
 from .transfer import DEFAULT_BLOCK_SIZE, TransferSettings
 from .transports.stdio import record_inherited_descriptors
@@ -74,7 +74,7 @@ class CommandLine:
     trace: TraceSettings = field(default_factory=TraceSettings)
     block_size: int = DEFAULT_BLOCK_SIZE
     close_timeout: float = 0.5
-    idle_timeout: float | None = None
+    idle_timeout: float | None = None  # -T; None: not given, 0: given as "none"
     unidirectional: Literal["both", "left-to-right", "right-to-left"] = "both"
     family: int = socket.AF_UNSPEC
     metrics_address: tuple[str, int] | None = None
@@ -156,7 +156,7 @@ def parse_command_line(argv: Sequence[str], progname: str = "relay") -> CommandL
         elif arg.startswith("-t"):
             line.close_timeout = _seconds(value(arg[2:]), "-t")
         elif arg.startswith("-T"):
-            line.idle_timeout = _seconds(value(arg[2:]), "-T") or None
+            line.idle_timeout = _seconds(value(arg[2:]), "-T")  # 0: explicitly none
         elif arg == "-u":
             line.unidirectional = "left-to-right"
         elif arg == "-U":
@@ -251,6 +251,25 @@ def _seconds(text: str, option: str) -> float:
     return seconds
 
 
+def run_settings(line: CommandLine) -> RunSettings:
+    """What the global options decide for the run."""
+    return RunSettings(
+        transfer=TransferSettings(
+            block_size=line.block_size,
+            close_timeout=line.close_timeout,
+            idle_timeout=line.idle_timeout or None,
+            unidirectional=line.unidirectional,
+        ),
+        trace=line.trace,
+        family=line.family,
+        metrics_address=line.metrics_address,
+        # -T, even -T0, says what the user wants; without it, relay's default.
+        udp_fork_idle_timeout=(
+            DEFAULT_UDP_FORK_IDLE_TIMEOUT if line.idle_timeout is None else None
+        ),
+    )
+
+
 def _default_loop_factory() -> LoopFactory | None:
     try:
         import uvloop  # noqa: PLC0415 - optional speed-up, absent on some platforms
@@ -296,17 +315,7 @@ def main(argv: Sequence[str] | None = None, *, loop_factory: LoopFactory | None 
     except RelayError as exc:
         logger.error("%s", exc)
         return 1
-    settings = RunSettings(
-        transfer=TransferSettings(
-            block_size=line.block_size,
-            close_timeout=line.close_timeout,
-            idle_timeout=line.idle_timeout,
-            unidirectional=line.unidirectional,
-        ),
-        trace=line.trace,
-        family=line.family,
-        metrics_address=line.metrics_address,
-    )
+    settings = run_settings(line)
     factory = loop_factory or _default_loop_factory()
     with asyncio.Runner(loop_factory=factory) as runner:
         status = runner.run(_run_until_signal(first, second, settings))

@@ -18,6 +18,7 @@ aborted", "Time between consecutive attempts ... Default is 5 seconds",
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import os
 from collections.abc import Awaitable, Callable, Mapping
@@ -46,6 +47,15 @@ FAST_PATH_VARIABLE = "RELAY_FAST_PATH"
 TRANSIENT_ACCEPT_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 ACCEPT_RETRY_SECONDS = 0.2
 
+#: A relay difference from socat: with ``UDP-LISTEN,fork`` and no ``-T``,
+#: socat keeps every sender's child (and its buffers) for ever, so anyone who
+#: can send from many source ports exhausts the host. Sessions of senders
+#: silent this long end (conntrack forgets an unanswered UDP flow after 30 s).
+DEFAULT_UDP_FORK_IDLE_TIMEOUT = 60.0
+
+#: Listeners that make one session per datagram sender.
+UDP_LISTENERS = frozenset({"UDP-LISTEN", "UDP4-LISTEN", "UDP6-LISTEN"})
+
 #: socat's default ``interval``.
 DEFAULT_RETRY_INTERVAL = 5.0
 
@@ -58,6 +68,9 @@ class RunSettings:
     trace: TraceSettings = field(default_factory=TraceSettings)
     family: int = 0  # socket.AF_UNSPEC, or AF_INET/AF_INET6 for -4/-6
     metrics_address: tuple[str, int] | None = None  # --metrics (a relay extension)
+    #: The idle timeout of ``UDP-LISTEN,fork`` sessions when ``-T`` is not
+    #: given; ``None`` keeps socat's behaviour (``-T 0`` asks for that).
+    udp_fork_idle_timeout: float | None = None
 
 
 class DualStream(Stream):
@@ -99,6 +112,8 @@ class Relay:
         self.first = first
         self.second = second
         self.settings = settings
+        #: The transfer settings of each session (see ``udp_fork_idle_timeout``).
+        self.transfer_settings = session_transfer_settings(first, settings)
         self.trace_output: TraceOutput | None = None
 
     async def run(self) -> int:
@@ -234,7 +249,7 @@ class Relay:
                 await transfer(
                     _side(first, self.first, 1),
                     _side(second, self.second, 2),
-                    self.settings.transfer,
+                    self.transfer_settings,
                     tracer,
                 )
             except RelayError as exc:
@@ -270,6 +285,22 @@ class Relay:
 
     def _context(self, env: Mapping[str, str] | None = None) -> OpenContext:
         return OpenContext(env=dict(env or {}), family=self.settings.family)
+
+
+def session_transfer_settings(first: AddressSpec, settings: RunSettings) -> TransferSettings:
+    """The run's transfer settings, with the UDP fork idle timeout where it applies."""
+    transfer_settings = settings.transfer
+    if (
+        isinstance(first, Address)
+        and first.keyword in UDP_LISTENERS
+        and first.options.flag("fork")
+        and transfer_settings.idle_timeout is None
+        and settings.udp_fork_idle_timeout is not None
+    ):
+        return dataclasses.replace(
+            transfer_settings, idle_timeout=settings.udp_fork_idle_timeout
+        )
+    return transfer_settings
 
 
 def _out_of_resources(exc: OpenError) -> bool:
