@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .errors import AddressError
+from .errors import AddressError, shorten
 from .grammar import PARAM_ENDS, RawAddress, quote, tokenize
 from .options import Group, Options, format_option, parse_options
 
@@ -165,6 +165,8 @@ _BY_NAME: dict[str, AddressKind] = {
 _FD = _BY_NAME["FD"]
 _GOPEN = _BY_NAME["GOPEN"]
 _DIGITS = re.compile(r"[0-9]+")
+#: The largest descriptor number (a C int).
+_FD_MAX = 2**31 - 1
 _C_UNSIGNED = re.compile(r"\s*\+?(?:0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
 
 
@@ -276,10 +278,17 @@ def _clean(kind: AddressKind, index: int, param: str, text: str, raw: RawAddress
     if kind is _FD:
         # socat reads the number with strtoul(..., 0): 10, 0x0a and 012 are all ten.
         if not _C_UNSIGNED.fullmatch(param):
-            raise AddressError(text, f'error in FD number "{param}"', raw.position)
+            raise AddressError(text, f'error in FD number "{shorten(param)}"', raw.position)
         digits = param.strip().lstrip("+")
         octal = len(digits) > 1 and digits[0] == "0" and digits[1] not in "xX"
-        return str(int(digits, 8) if octal else int(digits, 0))
+        try:
+            number = int(digits, 8) if octal else int(digits, 0)
+        except ValueError:  # more digits than Python converts
+            number = _FD_MAX + 1
+        if number > _FD_MAX:
+            # Descriptors are C ints: socat's strtoul result would not fit.
+            raise AddressError(text, f'error in FD number "{shorten(param)}"', raw.position)
+        return str(number)
     return param
 
 

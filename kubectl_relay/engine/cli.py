@@ -16,6 +16,7 @@ during a graceful stop.
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import socket
 import sys
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .addresses import AddressSpec, address_kind, parse_address
-from .errors import RelayError, UsageError
+from .errors import RelayError, UsageError, shorten
 from .log import (
     NOTICE,
     WARNING,
@@ -36,9 +37,10 @@ from .log import (
 )
 from .metrics import parse_metrics_address
 from .options import lookup_option
-from .session import Relay, RunSettings
+from .session import DEFAULT_UDP_FORK_IDLE_TIMEOUT, Relay, RunSettings
 from .trace import TraceSettings
 from .transfer import DEFAULT_BLOCK_SIZE, TransferSettings
+from .transports.stdio import record_inherited_descriptors
 from .usage import usage_text
 from .version import version_text
 
@@ -58,6 +60,21 @@ DEFAULT_GRACE_PERIOD = 20.0
 #: Long options (relay extensions; socat's options are all single-dash) and their values.
 LONG_OPTIONS = {"--metrics": "[HOST:]PORT", "--grace-period": "SECONDS"}
 
+#: The largest ``-b``: Linux moves at most this much in one read or write
+#: (MAX_RW_COUNT, 2 GiB less a page), so a larger buffer is never filled.
+MAX_BLOCK_SIZE = 0x7FFFF000
+#: The longest ``-t``/``-T`` (a 32-bit time_t's worth of seconds, 68 years):
+#: longer waits overflow the event loop's timers and mean "never" anyway.
+MAX_SECONDS = 2**31 - 1
+#: ``-d<n>`` with more digits than this is simply the highest level.
+_MAX_D_DIGITS = 4
+
+# Python's str.isdigit() and float() accept other scripts' digits ("²", "٣");
+# socat's strtoul/strtod read ASCII only.
+_ASCII_DIGITS = re.compile(r"[0-9]+")
+_C_UNSIGNED = re.compile(r"\s*\+?(?:0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
+_DECIMAL = re.compile(r"\s*\+?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*")
+
 
 @dataclass
 class CommandLine:
@@ -74,7 +91,7 @@ class CommandLine:
     trace: TraceSettings = field(default_factory=TraceSettings)
     block_size: int = DEFAULT_BLOCK_SIZE
     close_timeout: float = 0.5
-    idle_timeout: float | None = None
+    idle_timeout: float | None = None  # -T; None: not given, 0: given as "none"
     unidirectional: Literal["both", "left-to-right", "right-to-left"] = "both"
     family: int = socket.AF_UNSPEC
     metrics_address: tuple[str, int] | None = None
@@ -134,9 +151,10 @@ def parse_command_line(argv: Sequence[str], progname: str = "relay") -> CommandL
             line.help_level = len(arg) - 1
         elif len(arg) > 1 and set(arg[1:]) == {"d"}:
             line.d_count += len(arg) - 1
-        elif arg.startswith("-d") and arg[2:].isdigit():
-            # socat 1.8: -d<n> sets the level directly ("-d0" .. "-d4").
-            line.d_number = int(arg[2:])
+        elif arg.startswith("-d") and _ASCII_DIGITS.fullmatch(arg[2:]):
+            # socat 1.8: -d<n> sets the level directly ("-d0" .. "-d4"); any
+            # larger number means everything, however many digits it has.
+            line.d_number = int(arg[2:]) if len(arg) <= _MAX_D_DIGITS + 2 else 99
         elif arg == "-v":
             verbose = True
         elif arg == "-x":
@@ -158,11 +176,11 @@ def parse_command_line(argv: Sequence[str], progname: str = "relay") -> CommandL
         elif arg == "-lh":
             line.log_hostname = True
         elif arg.startswith("-b"):
-            line.block_size = _positive_int(value(arg[2:]), "-b")
+            line.block_size = _block_size(value(arg[2:]))
         elif arg.startswith("-t"):
             line.close_timeout = _seconds(value(arg[2:]), "-t")
         elif arg.startswith("-T"):
-            line.idle_timeout = _seconds(value(arg[2:]), "-T") or None
+            line.idle_timeout = _seconds(value(arg[2:]), "-T")  # 0: explicitly none
         elif arg == "-u":
             line.unidirectional = "left-to-right"
         elif arg == "-U":
@@ -223,26 +241,57 @@ def _is_option_list(argument: str) -> bool:
     )
 
 
-def _positive_int(text: str, option: str) -> int:
-    try:
-        number = int(text, 0)
-    except ValueError:
-        number = 0
+def _block_size(text: str) -> int:
+    """``-b``: a positive C integer (``4096``, ``0x1000``) no larger than one read can be."""
+    number = 0
+    if _C_UNSIGNED.fullmatch(text):
+        digits = text.strip().lstrip("+")
+        base = 16 if digits[:2] in ("0x", "0X") else 8 if digits.startswith("0") else 10
+        try:
+            number = int(digits, base)
+        except ValueError:  # more decimal digits than Python converts: far too big
+            number = MAX_BLOCK_SIZE + 1
     if number <= 0:
-        raise UsageError(f'option "{option}": invalid size "{text}", expected a positive number')
+        raise UsageError(f'option "-b": invalid size "{shorten(text)}", expected a positive number')
+    if number > MAX_BLOCK_SIZE:
+        # socat 1.7.4: "buffer size option (-b) to big - %zu (max is %zu)" (sic).
+        raise UsageError(
+            f"buffer size option (-b) to big - {shorten(text)} (max is {MAX_BLOCK_SIZE})"
+        )
     return number
 
 
 def _seconds(text: str, option: str) -> float:
+    """``-t``/``-T``: seconds from 0 to ``MAX_SECONDS``; not nan, not inf."""
     try:
-        seconds = float(text)
+        seconds = float(text) if _DECIMAL.fullmatch(text) else -1.0
     except ValueError:
         seconds = -1.0
-    if seconds < 0:
+    if not 0 <= seconds <= MAX_SECONDS:
         raise UsageError(
-            f'option "{option}": invalid timeout "{text}", expected seconds such as 5 or 0.5'
+            f'option "{option}": invalid timeout "{shorten(text)}", expected seconds '
+            f"from 0 to {MAX_SECONDS} such as 5 or 0.5"
         )
     return seconds
+
+
+def run_settings(line: CommandLine) -> RunSettings:
+    """What the global options decide for the run."""
+    return RunSettings(
+        transfer=TransferSettings(
+            block_size=line.block_size,
+            close_timeout=line.close_timeout,
+            idle_timeout=line.idle_timeout or None,
+            unidirectional=line.unidirectional,
+        ),
+        trace=line.trace,
+        family=line.family,
+        metrics_address=line.metrics_address,
+        # -T, even -T0, says what the user wants; without it, relay's default.
+        udp_fork_idle_timeout=(
+            DEFAULT_UDP_FORK_IDLE_TIMEOUT if line.idle_timeout is None else None
+        ),
+    )
 
 
 def _default_loop_factory() -> LoopFactory | None:
@@ -256,6 +305,9 @@ def _default_loop_factory() -> LoopFactory | None:
 
 def main(argv: Sequence[str] | None = None, *, loop_factory: LoopFactory | None = None) -> int:
     """Run the engine as the ``relay`` command does; return the exit status."""
+    # Before relay opens anything itself (log file, event loop): FD:<n> may
+    # only name what the process was given.
+    record_inherited_descriptors()
     if argv is None:
         argv = sys.argv[1:]
     progname = default_progname(sys.argv[0] if sys.argv else "relay")
@@ -287,17 +339,7 @@ def main(argv: Sequence[str] | None = None, *, loop_factory: LoopFactory | None 
     except RelayError as exc:
         logger.error("%s", exc)
         return 1
-    settings = RunSettings(
-        transfer=TransferSettings(
-            block_size=line.block_size,
-            close_timeout=line.close_timeout,
-            idle_timeout=line.idle_timeout,
-            unidirectional=line.unidirectional,
-        ),
-        trace=line.trace,
-        family=line.family,
-        metrics_address=line.metrics_address,
-    )
+    settings = run_settings(line)
     factory = loop_factory or _default_loop_factory()
     with asyncio.Runner(loop_factory=factory) as runner:
         status = runner.run(_run_until_signal(first, second, settings, line.grace_period))

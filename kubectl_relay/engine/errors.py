@@ -83,3 +83,8 @@ class AcceptTimeout(OpenError):
     socat logs ``W accept: Connection timed out``, waits for its children and
     exits with status 0: an ordinary end, not an error.
     """
+
+
+def shorten(text: str, limit: int = 40) -> str:
+    """``text`` as quoted in a message: hostile input may be thousands of characters long."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

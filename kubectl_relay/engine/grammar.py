@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import AddressError
+from .errors import AddressError, shorten
 
 #: Separates the reading and the writing part of a dual address.
 DUAL_SEPARATOR = "!!"
@@ -43,6 +43,11 @@ PARAM_ENDS = (DUAL_SEPARATOR, ",", ":")
 OPTION_NAME_ENDS = (DUAL_SEPARATOR, ",", "=")
 #: What ends an option value (``:`` is literal there: ``range=10.0.0.0:255.0.0.0``).
 OPTION_VALUE_ENDS = (DUAL_SEPARATOR, ",")
+
+#: How deep brackets and quotes may nest. The lexer recurses once per level;
+#: no real address nests more than a few, and a bound keeps hostile text
+#: from exhausting Python's stack (a RecursionError instead of a message).
+MAX_NESTING = 64
 
 _HARD_QUOTE = "'"
 _SOFT_QUOTE = '"'
@@ -133,7 +138,9 @@ def quote(value: str, ends: tuple[str, ...]) -> str:
     put in hard quotes with ``\\`` before ``\\`` and ``'``, and common control
     characters written as C escapes so that the text stays on one line.
     """
-    if value.isprintable():
+    # A trailing "!" would join the "!" of a following "!!" (``/tmp/x!`` then
+    # ``!!STDOUT`` reads back as ``/tmp/x`` and ``!STDOUT``): quote it.
+    if value.isprintable() and not value.endswith("!"):
         try:
             if lex(value, ends) == (value, len(value)):
                 return value
@@ -156,6 +163,7 @@ class _Lexer:
         self.text = text
         self.pos = 0
         self.start = 0  # where the current single address began
+        self.depth = 0  # brackets and quotes open around the cursor
 
     def at(self, pattern: str) -> bool:
         return self.text.startswith(pattern, self.pos)
@@ -217,13 +225,22 @@ class _Lexer:
 
     def _enclosed(self, closer: str, *, nesting: bool) -> str:
         opener = self.pos
+        if self.depth >= MAX_NESTING:
+            raise AddressError(
+                self.text,
+                f"brackets and quotes nested more than {MAX_NESTING} deep "
+                f'in address "{shorten(self.text[self.start :])}"',
+                opener,
+            )
+        self.depth += 1
         self.pos += 1
         inner = self._scan((closer,), outermost=False, nesting=nesting)
         if self.pos >= len(self.text):
             raise AddressError(
                 self.text,
-                f'unexpected end of address "{self.text[self.start :]}"',
+                f'unexpected end of address "{shorten(self.text[self.start :], 200)}"',
                 opener,
             )
         self.pos += len(closer)
+        self.depth -= 1
         return inner

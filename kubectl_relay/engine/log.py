@@ -253,6 +253,35 @@ class _StderrHandler(logging.Handler):
         except Exception:  # a closed or broken stderr must not end the relay
             self.handleError(record)
 
+    def handleError(self, record: logging.LogRecord) -> None:
+        """Nowhere left to say it: drop the line (the stdlib would print a traceback)."""
+
+
+class _FileHandler(logging.FileHandler):
+    """``-lf``: a log file whose write failures are said once on stderr, then ignored.
+
+    socat ignores failed log writes (``-lf /dev/full`` relays as usual); the
+    stdlib handler prints a traceback per record. Here the first failure
+    gives one ``E`` line on stderr and the relay goes on.
+    """
+
+    reported = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """Report the first failed write to the log file on stderr."""
+        if self.reported:
+            return
+        self.reported = True
+        exc = sys.exc_info()[1]
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        line = f'cannot write to log file "{self.baseFilename}": {reason}'
+        record = logging.LogRecord(
+            record.name, ERROR, record.pathname, record.lineno, "%s", (line,), None
+        )
+        fallback = _StderrHandler()
+        fallback.setFormatter(self.formatter)
+        fallback.handle(record)
+
 
 class _SyslogHandler(logging.handlers.SysLogHandler):
     """The stdlib syslog handler with socat's NOTICE priority (the stdlib maps it to warning)."""
@@ -305,7 +334,7 @@ def configure(
             handlers.append(handler)
     if file is not None:
         try:
-            file_handler = logging.FileHandler(file, mode="a", encoding="utf-8")
+            file_handler = _FileHandler(file, mode="a", encoding="utf-8")
         except OSError as exc:
             _close_all(handlers)
             # socat error.c: Error2("cannot open log file \"%s\": %s", arg, strerror(errno))

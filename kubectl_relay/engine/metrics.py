@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .errors import UsageError
+from .errors import UsageError, shorten
 from .log import logger
+
+#: Connections the metrics endpoint serves at once; Prometheus scrapes with one.
+MAX_CONNECTIONS = 8
+#: Seconds a client has to send its request head before it is closed.
+REQUEST_SECONDS = 2.0
+#: The longest request head read (a scrape's is a few hundred bytes).
+MAX_REQUEST_BYTES = 8192
 
 #: Directions as metric label values: address 1 to 2 is ``left-to-right``.
 DIRECTIONS = ("left-to-right", "right-to-left")
@@ -60,9 +68,11 @@ def parse_metrics_address(text: str) -> tuple[str, int]:
     """``[HOST:]PORT`` for ``--metrics``; the host defaults to all interfaces."""
     host, _, port_text = text.rpartition(":")
     host = host.strip("[]") or "0.0.0.0"
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    # ASCII digits only (str.isdigit() takes "²"), and few enough for int().
+    if not re.fullmatch(r"[0-9]{1,5}", port_text) or not 0 < int(port_text) < 65536:
         raise UsageError(
-            f'option "--metrics": invalid address "{text}", expected [HOST:]PORT such as 9090'
+            f'option "--metrics": invalid address "{shorten(text)}", '
+            "expected [HOST:]PORT such as 9090"
         )
     return host, int(port_text)
 
@@ -73,32 +83,59 @@ async def start_metrics_server(
     """Answer ``GET /metrics`` with ``render()`` (and ``GET /healthz``) on ``host:port``.
 
     Shared by the relay and the operator. Raises ``OSError`` when it cannot listen.
+    The endpoint must never starve what it observes of descriptors: at most
+    ``MAX_CONNECTIONS`` are served at once (others are closed as soon as they
+    are accepted) and each gets ``REQUEST_SECONDS`` to send its request.
     """
+    active = 0
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal active
+        if active >= MAX_CONNECTIONS:
+            # A scraper retries; a flood of idle connections gets nothing to hold.
+            writer.transport.abort()
+            return
+        active += 1
         try:
-            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
-            parts = request.split(b" ", 2)
-            path = parts[1] if len(parts) == 3 else b""
-            if path == b"/metrics":
-                status, body = "200 OK", render().encode()
-            elif health and path == b"/healthz":
-                status, body = "200 OK", b"ok\n"
-            else:
-                status, body = "404 Not Found", b"not found: try /metrics\n"
-            writer.write(
-                f"HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
-            )
-            await writer.drain()
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
-            pass  # a scraper that went away or spoke something else
+            await _answer(reader, writer, render, health)
         finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+            active -= 1
 
-    return await asyncio.start_server(answer, host, port, reuse_address=True)
+    return await asyncio.start_server(
+        answer, host, port, reuse_address=True, limit=MAX_REQUEST_BYTES
+    )
+
+
+async def _answer(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    render: Callable[[], str],
+    health: bool,
+) -> None:
+    """One request: read its head, answer, close."""
+    try:
+        request = await asyncio.wait_for(
+            reader.readuntil(b"\r\n\r\n"), timeout=REQUEST_SECONDS
+        )
+        parts = request.split(b" ", 2)
+        path = parts[1] if len(parts) == 3 else b""
+        if path == b"/metrics":
+            status, body = "200 OK", render().encode()
+        elif health and path == b"/healthz":
+            status, body = "200 OK", b"ok\n"
+        else:
+            status, body = "404 Not Found", b"not found: try /metrics\n"
+        writer.write(
+            f"HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
+        )
+        await writer.drain()
+    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+        pass  # a scraper that went away or spoke something else
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
 
 
 async def serve_metrics(host: str, port: int, metrics: Metrics = METRICS) -> asyncio.Server:

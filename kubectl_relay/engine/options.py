@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol
 
-from .errors import OptionError
+from .errors import OptionError, shorten
 from .grammar import OPTION_VALUE_ENDS, RawOption, quote
 
 #: A network accepted by ``range=`` (socat: ``range=<address>/<bits>`` or ``<address>:<mask>``).
@@ -447,7 +447,13 @@ def _c_integer(option: RawOption, text: str) -> int:
     # C reads "010" as octal; Python's int(..., 0) only knows "0o10".
     if len(digits) > 1 and digits[0] == "0" and digits[1] not in "xX":
         return sign * int(digits, 8)
-    return sign * int(digits, 0)
+    try:
+        return sign * int(digits, 0)
+    except ValueError:  # more decimal digits than Python converts (4,300)
+        raise OptionError(
+            option.name,
+            f'option "{option.name}": value of {len(digits)} digits is out of range',
+        ) from None
 
 
 def _in_limits(spec: OptionSpec, option: RawOption, number: int) -> int:
@@ -492,7 +498,7 @@ def _to_seconds(spec: OptionSpec, option: RawOption) -> OptionValue:
     if seconds < 0 or not math.isfinite(seconds):
         raise OptionError(
             option.name,
-            f'option "{option.name}": value {option.value} is out of range, '
+            f'option "{option.name}": value {shorten(option.value or "")} is out of range, '
             "accepted: a number of seconds >= 0",
         )
     return seconds

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import os
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -59,6 +60,15 @@ FAST_PATH_VARIABLE = "RELAY_FAST_PATH"
 TRANSIENT_ACCEPT_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 ACCEPT_RETRY_SECONDS = 0.2
 
+#: A relay difference from socat: with ``UDP-LISTEN,fork`` and no ``-T``,
+#: socat keeps every sender's child (and its buffers) for ever, so anyone who
+#: can send from many source ports exhausts the host. Sessions of senders
+#: silent this long end (conntrack forgets an unanswered UDP flow after 30 s).
+DEFAULT_UDP_FORK_IDLE_TIMEOUT = 60.0
+
+#: Listeners that make one session per datagram sender.
+UDP_LISTENERS = frozenset({"UDP-LISTEN", "UDP4-LISTEN", "UDP6-LISTEN"})
+
 #: socat's default ``interval``.
 DEFAULT_RETRY_INTERVAL = 5.0
 
@@ -71,6 +81,9 @@ class RunSettings:
     trace: TraceSettings = field(default_factory=TraceSettings)
     family: int = 0  # socket.AF_UNSPEC, or AF_INET/AF_INET6 for -4/-6
     metrics_address: tuple[str, int] | None = None  # --metrics (a relay extension)
+    #: The idle timeout of ``UDP-LISTEN,fork`` sessions when ``-T`` is not
+    #: given; ``None`` keeps socat's behaviour (``-T 0`` asks for that).
+    udp_fork_idle_timeout: float | None = None
 
 
 class DualStream(Stream):
@@ -112,6 +125,8 @@ class Relay:
         self.first = first
         self.second = second
         self.settings = settings
+        #: The transfer settings of each session (see ``udp_fork_idle_timeout``).
+        self.transfer_settings = session_transfer_settings(first, settings)
         self.trace_output: TraceOutput | None = None
         self.grace_period = 0.0
         self._stopping = asyncio.Event()
@@ -336,7 +351,7 @@ class Relay:
                 await transfer(
                     _side(first, self.first, 1),
                     _side(second, self.second, 2),
-                    self.settings.transfer,
+                    self.transfer_settings,
                     tracer,
                     in_flight,
                 )
@@ -373,6 +388,22 @@ class Relay:
 
     def _context(self, env: Mapping[str, str] | None = None) -> OpenContext:
         return OpenContext(env=dict(env or {}), family=self.settings.family)
+
+
+def session_transfer_settings(first: AddressSpec, settings: RunSettings) -> TransferSettings:
+    """The run's transfer settings, with the UDP fork idle timeout where it applies."""
+    transfer_settings = settings.transfer
+    if (
+        isinstance(first, Address)
+        and first.keyword in UDP_LISTENERS
+        and first.options.flag("fork")
+        and transfer_settings.idle_timeout is None
+        and settings.udp_fork_idle_timeout is not None
+    ):
+        return dataclasses.replace(
+            transfer_settings, idle_timeout=settings.udp_fork_idle_timeout
+        )
+    return transfer_settings
 
 
 def _out_of_resources(exc: OpenError) -> bool:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import threading
 from dataclasses import dataclass
 from typing import Literal
 
@@ -60,6 +61,11 @@ SHRINK_RATIO = 64
 #: The first read of a stream direction; reads that fill it make it grow
 #: fourfold up to the block size.
 INITIAL_BLOCK_SIZE = 8 * 1024
+
+#: The largest datagram read at once (``-b`` may make it smaller). A UDP
+#: payload is at most 65,507 bytes; a UNIX datagram is bounded by the
+#: sender's ``wmem_max`` (208 KiB by default), which 4 MiB covers when raised.
+MAX_DATAGRAM_READ = 4 * 1024 * 1024
 
 #: How often an ``ignoreeof`` address is polled for new data after EOF.
 IGNOREEOF_POLL_SECONDS = 0.25
@@ -143,11 +149,16 @@ class _Pump:
         source, sink = self.source, self.sink
         # Start small (socat's 8 KiB) so that idle sessions cost little, and
         # grow while reads fill the buffer: bulk flows reach the large block
-        # size after a few reads. A datagram must fit whole from the start.
-        resizable = not source.stream.datagram
-        size = min(INITIAL_BLOCK_SIZE, self.block_size) if resizable else self.block_size
-        buffer = bytearray(size)
-        view = memoryview(buffer)
+        # size after a few reads. A datagram must fit whole from the start, so
+        # datagram sources read into one scratch buffer of the largest size,
+        # shared by all sessions, and copy each datagram out at its own size.
+        datagram = source.stream.datagram
+        if datagram:
+            size = min(self.block_size, MAX_DATAGRAM_READ)
+            view = datagram_scratch(size)
+        else:
+            size = min(INITIAL_BLOCK_SIZE, self.block_size)
+            view = memoryview(bytearray(size))
         converting = source.terminator is not LineTerminator.NL or (
             sink.terminator is not LineTerminator.NL
         )
@@ -172,6 +183,9 @@ class _Pump:
                 if remaining is not None:
                     remaining -= count
                 block: bytes | memoryview = view[:count]
+                if datagram:
+                    # Before any await: another session reads into the scratch next.
+                    block = bytes(block)
                 if converting:
                     block = sink.to_wire(source.from_wire(bytes(block)))
                 if tracer is not None:
@@ -185,14 +199,36 @@ class _Pump:
                 touch()
                 if log_blocks:
                     log_transferred(count, source.fd_label, sink.fd_label)
-                if resizable and (resized := next_block_size(size, count, self.block_size)) != size:
+                if not datagram and (
+                    resized := next_block_size(size, count, self.block_size)
+                ) != size:
                     size = resized
-                    buffer = bytearray(size)
-                    view = memoryview(buffer)
+                    view = memoryview(bytearray(size))
         except OSError as exc:
             side, call = (source, "read") if reading else (sink, "write")
             reason = failure_text(call, side.fd_label, size, exc)
             raise OpenError(side.stream.label, reason) from exc
+
+
+class _Scratch(threading.local):
+    """The datagram read buffer of one thread (event loops do not share threads)."""
+
+    view = memoryview(bytearray(0))
+
+
+_scratch = _Scratch()
+
+
+def datagram_scratch(size: int) -> memoryview:
+    """A buffer of at least ``size`` bytes for reading one datagram, shared by every session.
+
+    A read fills it and the reader copies the datagram out before it awaits
+    anything, so one buffer serves all sessions of the thread: a thousand
+    UDP peers cost a thousand queued datagrams, not a thousand buffers.
+    """
+    if len(_scratch.view) < size:
+        _scratch.view = memoryview(bytearray(size))
+    return _scratch.view[:size]
 
 
 def next_block_size(size: int, count: int, limit: int) -> int:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from .addresses import ADDRESS_KINDS
 from .options import OPTIONS, SOCAT_TYPE_NAMES, group_names
+from .session import DEFAULT_UDP_FORK_IDLE_TIMEOUT
 
 #: The program name shown in the usage line.
 PROGRAM = "relay"
@@ -48,7 +49,11 @@ GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
     GlobalOption("-b<size>", "size of one transfer block in bytes (8192)"),
     GlobalOption("-s", "sloppy: keep going after errors"),
     GlobalOption("-t<timeout>", "seconds the other direction may go on after EOF (0.5)"),
-    GlobalOption("-T<timeout>", "end after this many seconds without traffic"),
+    GlobalOption(
+        "-T<timeout>",
+        "end after this many seconds without traffic; UDP-LISTEN,fork sessions end "
+        f"after {DEFAULT_UDP_FORK_IDLE_TIMEOUT:g} s without -T (socat: never; -T0 restores that)",
+    ),
     GlobalOption("-u", "one direction only, left to right"),
     GlobalOption("-U", "one direction only, right to left"),
     GlobalOption("-4", "prefer IPv4 where the address does not say"),

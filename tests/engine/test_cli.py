@@ -54,7 +54,8 @@ def test_trace_options() -> None:
         (["-"], 'exactly 2 addresses required (there are 1); use option "-h" for help'),
         (["-", "-", "-"], 'exactly 2 addresses required (there are 3); use option "-h" for help'),
         (["-t"], 'option "-t" requires an argument; use option "-h" for help'),
-        (["-t", "soon", "-", "-"], 'option "-t": invalid timeout "soon", expected seconds such as 5 or 0.5'),
+        (["-t", "soon", "-", "-"],
+         'option "-t": invalid timeout "soon", expected seconds from 0 to 2147483647 such as 5 or 0.5'),
         (["-b", "0", "-", "-"], 'option "-b": invalid size "0", expected a positive number'),
     ],
 )

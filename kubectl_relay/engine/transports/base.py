@@ -32,7 +32,9 @@ class Stream(abc.ABC):
 
     ``read_into`` returns 0 at end of input. For datagram streams one read is
     one datagram and one ``write`` sends one datagram, so the transfer loop
-    keeps boundaries without knowing about them.
+    keeps boundaries without knowing about them. A datagram stream's
+    ``read_into`` writes into the buffer only in its last step, with no await
+    after it: the transfer loop lends all datagram streams one shared buffer.
     """
 
     #: Short description for logs, e.g. ``"AF=2 127.0.0.1:5555"``.

@@ -1,0 +1,228 @@
+"""Memory and descriptors under load: real relay processes, RSS read from /proc.
+
+Issue 12 ("Memory and descriptors"): a relay must not let its peers exhaust
+the host. Every load here is bounded in count (peers, sessions, bursts) and
+in time (each wait is scaled and has a deadline); the bounds asserted are
+generous, far above what the relay needs and far below what it used to take.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import resource
+import socket
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from kubectl_relay.engine.addresses import parse_address
+from kubectl_relay.engine.cli import parse_command_line, run_settings
+from kubectl_relay.engine.session import (
+    DEFAULT_UDP_FORK_IDLE_TIMEOUT,
+    FAST_PATH_VARIABLE,
+    session_transfer_settings,
+)
+from tests.conftest import scaled
+from tests.support import (
+    RelayProcess,
+    ThreadedServer,
+    echo,
+    free_port,
+    log_lines,
+    recv_all,
+    udp_echo,
+    wait_for_port,
+)
+
+MIB = 1024 * 1024
+
+
+def rss_mib(pid: int) -> float:
+    """The resident memory of process ``pid`` in MiB (``VmRSS`` in /proc)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def gauge(metrics_port: int, name: str) -> int:
+    """One value from the relay's ``--metrics`` endpoint."""
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=scaled(5)) as reply:
+        text = reply.read().decode()
+    match = re.search(rf"^{name} (\d+)$", text, re.MULTILINE)
+    assert match is not None, text
+    return int(match.group(1))
+
+
+def wait_for_gauge(metrics_port: int, name: str, value: int, timeout: float) -> None:
+    """Poll the metrics until ``name`` reads ``value`` (bounded by ``timeout``)."""
+    deadline = time.monotonic() + scaled(timeout)
+    while (current := gauge(metrics_port, name)) != value:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name} stayed at {current}, expected {value}")
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def open_files_at_least(count: int) -> Iterator[None]:
+    """Raise this process's descriptor limit for the test (within the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = count if hard == resource.RLIM_INFINITY else min(count, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+# -- UDP-LISTEN,fork: one session per sender ---------------------------------------
+
+UDP_PEERS = 1000
+DATAGRAMS_PER_PEER = 10
+UDP_BATCH = 50
+#: The relay's memory while 1,000 UDP peers have sessions. It used to keep two
+#: zeroed 4 MiB buffers per peer: 827 MiB at 100 peers, 8 GiB at 1,000.
+UDP_RSS_BOUND_MIB = 200
+
+
+def _start_udp_peers(port: int, count: int) -> list[socket.socket]:
+    """``count`` new senders whose first datagram got its echo (so each has a session)."""
+    peers = []
+    for _ in range(count):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(scaled(0.5))
+        peers.append(sock)
+    for sock in peers:
+        for _attempt in range(10):  # UDP may drop under load: send again
+            sock.sendto(b"hello", ("127.0.0.1", port))
+            with contextlib.suppress(TimeoutError):
+                if sock.recv(65536) == b"hello":
+                    break
+        else:
+            raise AssertionError("a UDP peer never got its echo")
+    return peers
+
+
+def _send_rest(peers: list[socket.socket], port: int) -> None:
+    """The other datagrams of each peer (their echoes wait unread in the peer's socket)."""
+    payload = b"x" * 1000
+    for sock in peers:
+        for _ in range(DATAGRAMS_PER_PEER - 1):
+            sock.sendto(payload, ("127.0.0.1", port))
+
+
+def _udp_wave(relay: RelayProcess, listen: int, metrics_port: int) -> float:
+    """1,000 new peers, 10 datagrams each; return the relay's peak RSS in MiB."""
+    peers: list[socket.socket] = []
+    peak = 0.0
+    try:
+        while len(peers) < UDP_PEERS:
+            batch = _start_udp_peers(listen, UDP_BATCH)
+            peers += batch
+            _send_rest(batch, listen)
+            peak = max(peak, rss_mib(relay.proc.pid))
+            # Checked as the load grows: the old relay is stopped at 400 MiB.
+            assert peak < UDP_RSS_BOUND_MIB, f"{peak:.0f} MiB with {len(peers)} peers"
+        assert gauge(metrics_port, "relay_sessions_active") >= UDP_PEERS * 0.9
+    finally:
+        for sock in peers:
+            sock.close()
+    return peak
+
+
+def test_udp_fork_memory_stays_bounded_with_1000_peers_and_is_reused_when_idle() -> None:
+    listen, metrics_port = free_port(kind=socket.SOCK_DGRAM), free_port()
+    idle = scaled(10)  # longer than a wave takes, so that its 1,000 sessions coexist
+    with (
+        open_files_at_least(4 * UDP_PEERS),
+        ThreadedServer(udp_echo, kind=socket.SOCK_DGRAM) as upstream,
+        RelayProcess(
+            ["-T", f"{idle:g}", "--metrics", f"127.0.0.1:{metrics_port}",
+             f"UDP-LISTEN:{listen},fork,bind=127.0.0.1", f"UDP:127.0.0.1:{upstream.port}"],
+            open_files_limit=4 * UDP_PEERS,
+        ) as relay,
+    ):
+        wait_for_port(metrics_port)
+        first = _udp_wave(relay, listen, metrics_port)
+        # Silent peers: their sessions end after -T, and what they held is free.
+        wait_for_gauge(metrics_port, "relay_sessions_active", 0, timeout=idle + 30)
+        second = _udp_wave(relay, listen, metrics_port)
+    # The second thousand reuse the first thousand's memory (Python keeps its
+    # small-object arenas rather than handing pages back, so reuse is the test).
+    assert second < first * 1.2, (first, second)
+
+
+@pytest.mark.parametrize(
+    ("first", "idle_given", "expected"),
+    [
+        ("UDP-LISTEN:5000,fork", None, DEFAULT_UDP_FORK_IDLE_TIMEOUT),
+        ("UDP4-LISTEN:5000,fork", None, DEFAULT_UDP_FORK_IDLE_TIMEOUT),
+        ("UDP-LISTEN:5000,fork", 7.0, 7.0),  # -T 7 wins
+        ("UDP-LISTEN:5000,fork", 0.0, None),  # -T 0: socat's behaviour, no end
+        ("UDP-LISTEN:5000", None, None),  # one peer only: as socat
+        ("TCP-LISTEN:5000,fork", None, None),  # TCP sessions end by EOF
+    ],
+)
+def test_udp_fork_sessions_end_when_idle_by_default(
+    first: str, idle_given: float | None, expected: float | None
+) -> None:
+    argv = ([] if idle_given is None else ["-T", str(idle_given)]) + [first, "-"]
+    settings = run_settings(parse_command_line(argv))
+    assert session_transfer_settings(parse_address(first), settings).idle_timeout == expected
+
+
+# -- --metrics must never starve the relay -----------------------------------------
+
+#: A relay process short of descriptors, as in a pod with a low ``ulimit -n``.
+SMALL_FD_LIMIT = 80
+RELAY_SESSIONS = 20
+
+
+def _concurrent_sessions(port: int, count: int) -> list[bytes]:
+    """``count`` sessions open at once, then each echoes its own payload."""
+    conns = [socket.create_connection(("127.0.0.1", port), timeout=scaled(10)) for _ in range(count)]
+    try:
+        for index, conn in enumerate(conns):
+            conn.sendall(b"session %d\n" % index)
+            conn.shutdown(socket.SHUT_WR)
+        return [recv_all(conn) for conn in conns]
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "general"])
+def test_idle_metrics_connections_leave_relay_sessions_working(
+    fast: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """300 idle connections to --metrics used to hold 300 of the relay's descriptors."""
+    monkeypatch.setenv(FAST_PATH_VARIABLE, "1" if fast else "0")
+    listen, metrics_port = free_port(), free_port()
+    idle: list[socket.socket] = []
+    with (
+        ThreadedServer(echo) as upstream,
+        RelayProcess(
+            ["--metrics", f"127.0.0.1:{metrics_port}",
+             f"TCP-LISTEN:{listen},fork,reuseaddr", f"TCP:127.0.0.1:{upstream.port}"],
+            open_files_limit=SMALL_FD_LIMIT,
+        ) as relay,
+    ):
+        try:
+            wait_for_port(listen)
+            wait_for_port(metrics_port)
+            idle = [socket.create_connection(("127.0.0.1", metrics_port)) for _ in range(300)]
+            time.sleep(scaled(1))  # the relay accepts them meanwhile
+            replies = _concurrent_sessions(listen, RELAY_SESSIONS)
+        finally:
+            for sock in idle:
+                sock.close()
+        assert replies == [b"session %d\n" % index for index in range(RELAY_SESSIONS)]
+        assert gauge(metrics_port, "relay_sessions_total") == RELAY_SESSIONS
+    assert log_lines(relay.stderr_text, "E") == []
