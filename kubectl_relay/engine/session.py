@@ -11,8 +11,9 @@ listener stops accepting while that many sessions run.
 
 ``retry``/``interval``/``forever`` apply to opening an address (connect or
 bind): "Number of retries before the connection or listen attempt is
-aborted", "Time between consecutive attempts ... Default is 5 seconds",
-"Performs an unlimited number of retry attempts".
+aborted", "Time between consecutive attempts", "Performs an unlimited
+number of retry attempts". The interval defaults to 1 second: socat's
+xioopen.c sets ``intervall.tv_sec = 1`` for every address.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import asyncio
 import errno
 import os
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from . import bridge, framing
@@ -31,8 +32,8 @@ from .log import NOTICE, logger
 from .metrics import METRICS, serve_metrics
 from .trace import TraceOutput, TraceSettings
 from .transfer import LineTerminator, Side, TransferSettings, transfer
-from .transports import LISTENERS, OPENERS
-from .transports.base import Listener, OpenContext, Stream
+from .transports import LISTENERS, OPENERS, process
+from .transports.base import Direction, Listener, OpenContext, Stream
 from .transports.tcp import TcpListener
 
 T = TypeVar("T")
@@ -46,8 +47,8 @@ FAST_PATH_VARIABLE = "RELAY_FAST_PATH"
 TRANSIENT_ACCEPT_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 ACCEPT_RETRY_SECONDS = 0.2
 
-#: socat's default ``interval``.
-DEFAULT_RETRY_INTERVAL = 5.0
+#: socat's default ``interval`` (xioopen.c: ``intervall.tv_sec = 1``).
+DEFAULT_RETRY_INTERVAL = 1.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,13 @@ class DualStream(Stream):
         finally:
             await self.writer.aclose()
 
+    @property
+    def failed(self) -> bool:
+        return self.reader.failed or self.writer.failed
+
+    def descriptors(self) -> tuple[int | None, int | None]:
+        return self.reader.descriptors()[0], self.writer.descriptors()[1]
+
 
 def is_listening(spec: AddressSpec) -> bool:
     """Whether the address waits for peers (``TCP-LISTEN``, ``UDP-LISTEN``...)."""
@@ -112,7 +120,12 @@ class Relay:
             if is_listening(self.first):
                 assert isinstance(self.first, Address)
                 return await self._listen_first(self.first)
-            first = await self._open(self.first, OpenContext(family=self.settings.family))
+            if isinstance(self.first, Address) and self.first.options.flag("fork"):
+                return await self._fork_first_connect(self.first)
+            first = await self._open(self.first, self._context(number=1))
+            second = self.second
+            if isinstance(second, Address) and is_listening(second) and second.options.flag("fork"):
+                return await self._fork_second(second, first)
             return await self._session(first)
         except RelayError as exc:
             logger.error("%s", exc)
@@ -125,7 +138,7 @@ class Relay:
 
     async def _listen_first(self, address: Address) -> int:
         listener = await _with_retry(
-            address, lambda: LISTENERS[address.keyword](address, self._context())
+            address, lambda: LISTENERS[address.keyword](address, self._context(number=1))
         )
         try:
             if not address.options.flag("fork"):
@@ -160,7 +173,7 @@ class Relay:
         )
 
     async def _open_second(self, env: Mapping[str, str]) -> Stream:
-        return await self._open(self.second, self._context(env=env))
+        return await self._open(self.second, self._context(env=env, number=2))
 
     async def _serve(self, address: Address, listener: Listener) -> None:
         limit = address.options.integer("max-children")
@@ -220,37 +233,130 @@ class Relay:
         return status
 
     async def _relay_session(self, first: Stream) -> int:
+        opened = [first]
         try:
-            context = self._context(env=first.env)
+            context = self._context(env=first.env, number=2)
+            if isinstance(self.second, Address) and process.runs_in_place(self.second):
+                return await self._run_in_place(self.second, first, context)
             try:
                 second = await self._open(self.second, context)
             except RelayError as exc:
                 logger.error("%s", exc)
                 return 1
+            opened.append(second)
             try:
-                # frame= (a relay extension, framing.py) wraps either side.
-                first, second = framing.apply(first, self.first), framing.apply(second, self.second)
-                tracer = None if self.trace_output is None else self.trace_output.session()
-                await transfer(
-                    _side(first, self.first, 1),
-                    _side(second, self.second, 2),
-                    self.settings.transfer,
-                    tracer,
-                )
-            except RelayError as exc:
-                logger.error("%s", exc)
-                return 1
+                if not await self._transfer(first, second):
+                    return 1
             finally:
                 await second.aclose()
         finally:
             await first.aclose()
-        return 0
+        # socat: a failed EXEC/SYSTEM child ("exited with status 1") fails the run.
+        return 1 if any(stream.failed for stream in opened) else 0
+
+    async def _transfer(self, first: Stream, second: Stream, *, shared_first: bool = False) -> bool:
+        """Relay between two open streams; False (after logging why) when it failed.
+
+        ``shared_first``: address 1 serves one peer after another, so a peer's
+        EOF must not shut its writing down.
+        """
+        try:
+            # frame= (a relay extension, framing.py) wraps either side.
+            first, second = framing.apply(first, self.first), framing.apply(second, self.second)
+            tracer = None if self.trace_output is None else self.trace_output.session()
+            left = _side(first, self.first, 1)
+            left.end_close = left.end_close or shared_first
+            await transfer(
+                left,
+                _side(second, self.second, 2),
+                self.settings.transfer,
+                tracer,
+            )
+        except RelayError as exc:
+            logger.error("%s", exc)
+            return False
+        return True
+
+    async def _fork_first_connect(self, address: Address) -> int:
+        """``fork`` on a connecting first address: connect again and again (socat 1.8).
+
+        Each connection becomes a session of its own, like an accepted peer;
+        the next connection is made ``interval`` seconds later (default 1),
+        and ``max-children`` bounds the sessions that run at once.
+        """
+        limit = address.options.integer("max-children")
+        slots = asyncio.Semaphore(limit) if limit else None
+        pause = address.options.seconds("interval", DEFAULT_RETRY_INTERVAL) or 0.0
+        async with asyncio.TaskGroup() as children:
+            while True:
+                if slots is not None:
+                    await slots.acquire()
+                try:
+                    stream = await self._open(address, self._context(number=1))
+                except BaseException:
+                    if slots is not None:
+                        slots.release()
+                    raise
+                children.create_task(self._child(stream, slots))
+                await asyncio.sleep(pause)
+
+    async def _fork_second(self, address: Address, first: Stream) -> int:
+        """``fork`` on a listening second address: every peer in turn meets address 1.
+
+        socat opens address 1, then listens on address 2 and hands each
+        accepted peer to a child process that inherited address 1; a child's
+        end closes only its own copy. Here the peers take turns on the one
+        open address 1, whose writing is never shut down between them.
+        """
+        try:
+            listener = await _with_retry(
+                address, lambda: LISTENERS[address.keyword](address, self._context(number=2))
+            )
+            try:
+                while True:
+                    try:
+                        peer = await listener.accept()
+                    except AcceptTimeout as exc:
+                        logger.warning("%s", exc)
+                        return 0
+                    try:
+                        METRICS.sessions_total += 1
+                        await self._transfer(first, peer, shared_first=True)
+                    finally:
+                        await peer.aclose()
+            finally:
+                await listener.aclose()
+        finally:
+            await first.aclose()
+
+    async def _run_in_place(self, address: Address, first: Stream, context: OpenContext) -> int:
+        """``nofork``: the program talks to address 1 itself; the relay waits for it."""
+        read_fd, write_fd = first.descriptors()
+        stdin = None if context.direction == "read" else read_fd
+        stdout = None if context.direction == "write" else write_fd
+        missing = (context.direction != "read" and read_fd is None) or (
+            context.direction != "write" and write_fd is None
+        )
+        if missing:
+            logger.error(
+                'option "nofork": address 1 (%s) has no file descriptor to give the program; '
+                'leave "nofork" out',
+                first.label,
+            )
+            return 1
+        try:
+            status = await process.run_in_place(address, context, stdin, stdout)
+        except RelayError as exc:
+            logger.error("%s", exc)
+            return 1
+        # socat turned into the program: its exit status is the program's.
+        return status if status >= 0 else 1
 
     async def _open(self, spec: AddressSpec, context: OpenContext) -> Stream:
         if isinstance(spec, DualAddress):
-            reader = await self._open(spec.reader, context)
+            reader = await self._open(spec.reader, replace(context, direction="read"))
             try:
-                writer = await self._open(spec.writer, context)
+                writer = await self._open(spec.writer, replace(context, direction="write"))
             except BaseException:
                 await reader.aclose()
                 raise
@@ -268,8 +374,21 @@ class Relay:
         opener = OPENERS[address.keyword]
         return await _with_retry(address, lambda: opener(address, context))
 
-    def _context(self, env: Mapping[str, str] | None = None) -> OpenContext:
-        return OpenContext(env=dict(env or {}), family=self.settings.family)
+    def _context(self, number: int, env: Mapping[str, str] | None = None) -> OpenContext:
+        """What opening address ``number`` (1 or 2) needs: ``-u``/``-U`` decide its direction."""
+        return OpenContext(
+            env=dict(env or {}),
+            family=self.settings.family,
+            direction=address_direction(self.settings.transfer.unidirectional, number),
+        )
+
+
+def address_direction(unidirectional: str, number: int) -> Direction:
+    """socat's open mode of address ``number`` under ``-u`` (left to right) or ``-U``."""
+    if unidirectional == "both":
+        return "both"
+    reads_first = unidirectional == "left-to-right"
+    return "read" if reads_first == (number == 1) else "write"
 
 
 def _out_of_resources(exc: OpenError) -> bool:
@@ -279,8 +398,9 @@ def _out_of_resources(exc: OpenError) -> bool:
 
 
 def _side(stream: Stream, spec: AddressSpec, number: int) -> Side:
-    """The transfer options of one address (for ``A!!B``, those of the reading part)."""
+    """The transfer options of one address (for ``A!!B``, reading ones of the reading part)."""
     address = spec.reader if isinstance(spec, DualAddress) else spec
+    writer = spec.writer if isinstance(spec, DualAddress) else spec
     options = address.options
     terminator = LineTerminator.NL
     if options.flag("crnl"):
@@ -293,6 +413,9 @@ def _side(stream: Stream, spec: AddressSpec, number: int) -> Side:
         readbytes=options.integer("readbytes"),
         ignoreeof=options.flag("ignoreeof"),
         terminator=terminator,
+        escape=options.integer("escape"),
+        cool_write=writer.options.flag("cool-write"),
+        end_close=writer.options.flag("end-close"),
     )
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import errno
 from dataclasses import dataclass
 from typing import Literal
 
@@ -59,6 +60,9 @@ IGNOREEOF_POLL_SECONDS = 0.25
 
 Direction = Literal[">", "<"]
 
+#: The write failures ``cool-write`` takes easy: the peer went away.
+COOL_WRITE_ERRORS = frozenset({errno.EPIPE, errno.ECONNRESET})
+
 
 class LineTerminator(enum.Enum):
     """The ``crnl``/``cr`` conversions of an address (``NL`` means none)."""
@@ -87,6 +91,14 @@ class Side:
     readbytes: int | None = None
     ignoreeof: bool = False
     terminator: LineTerminator = LineTerminator.NL
+    #: ``escape=<code>``: this byte read from the address acts as its EOF.
+    escape: int | None = None
+    #: ``cool-write``: a write failing with EPIPE or ECONNRESET ends the
+    #: direction quietly (a notice) instead of as an error.
+    cool_write: bool = False
+    #: ``end-close``: the other side's EOF does not shut this side's writing
+    #: down (it may serve the next peer of a forking second address).
+    end_close: bool = False
 
     @property
     def fd_label(self) -> str:
@@ -159,25 +171,39 @@ class _Pump:
                     return
                 if remaining is not None:
                     remaining -= count
+                escaped = False
+                if source.escape is not None:
+                    found = view[:count].tobytes().find(source.escape)
+                    escaped = found >= 0
+                    count = found if escaped else count
                 block: bytes | memoryview = view[:count]
                 if converting:
                     block = sink.to_wire(source.from_wire(bytes(block)))
                 if tracer is not None:
                     tracer.record(self.direction, block)
                 reading = False
-                await write(memoryview(block))
+                if count:
+                    await write(memoryview(block))
                 self.transferred += count
                 counter[0] += count
                 touch()
                 if log_blocks:
                     log_transferred(count, source.fd_label, sink.fd_label)
+                if escaped:
+                    log_at_eof(source.number, source.fd_label)
+                    return
                 if resizable and (resized := next_block_size(size, count, self.block_size)) != size:
                     size = resized
                     buffer = bytearray(size)
                     view = memoryview(buffer)
         except OSError as exc:
             side, call = (source, "read") if reading else (sink, "write")
-            reason = failure_text(call, side.fd_label, size, exc)
+            # socat names the size asked for: the buffer for a read, the
+            # block for a write.
+            reason = failure_text(call, side.fd_label, size if reading else len(block), exc)
+            if not reading and sink.cool_write and exc.errno in COOL_WRITE_ERRORS:
+                logger.log(NOTICE, "%s", reason)
+                return
             raise OpenError(side.stream.label, reason) from exc
 
 
@@ -289,7 +315,8 @@ async def _supervise(pumps: list[_Pump], settings: TransferSettings, clock: _Act
                 pump = running.pop(task)
                 if task.cancelled() or task.exception() is not None:
                     continue  # the task group re-raises the failure
-                await pump.sink.stream.shutdown_write()
+                if not pump.sink.end_close:
+                    await pump.sink.stream.shutdown_write()
                 closing = True
                 # socat's -t counts from the EOF, then from each later transfer.
                 clock.touch()

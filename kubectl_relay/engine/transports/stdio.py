@@ -171,6 +171,12 @@ class InheritedStream(Stream):
             raise
         self._write_shut = False
 
+    def descriptors(self) -> tuple[int | None, int | None]:
+        return (
+            None if self._reader is None else self._reader.fd,
+            None if self._writer is None else self._writer.fd,
+        )
+
     async def read_into(self, buffer: memoryview) -> int:
         if self._reader is None:
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
