@@ -246,6 +246,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("rdonly", _K.FLAG, _G.OPEN, ("o-rdonly",)),
     OptionSpec("wronly", _K.FLAG, _G.OPEN, ("o-wronly",)),
     OptionSpec("rdwr", _K.FLAG, _G.OPEN, ("o-rdwr",)),
+    # "Sets the O_NOATIME options, so reads do not change the access timestamp."
+    OptionSpec("o-noatime", _K.FLAG, _G.FD | _G.OPEN, ("noatime",)),
     # Sockets.
     OptionSpec("bind", _K.STRING, _G.SOCKET),
     OptionSpec("connect-timeout", _K.SECONDS, _G.SOCKET),

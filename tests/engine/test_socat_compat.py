@@ -10,13 +10,14 @@ import os
 import socket
 import stat
 import struct
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from kubectl_relay.engine.session import DEFAULT_RETRY_INTERVAL
-from tests.conftest import scaled
+from tests.conftest import RELAY, scaled
 from tests.engine.test_relay_behaviour import log_lines
 from tests.support import RelayProcess, ThreadedServer, free_port, run_relay, wait_for_path
 
@@ -267,3 +268,26 @@ def test_socket_timeouts_are_accepted() -> None:
         result = run_relay(["-u", "/dev/null", address])
         server.accept()[0].close()
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("how", ["open", "stdin"])
+def test_o_noatime_keeps_the_access_time(tmp_path: Path, how: str) -> None:
+    """``o-noatime``: reading does not touch atime (which relatime would update here)."""
+    times = {}
+    for noatime in (False, True):
+        source = tmp_path / f"source-{noatime}"
+        source.write_bytes(b"content\n")
+        os.utime(source, (1000, 2000))  # atime older than mtime: a plain read updates it
+        option = ",o-noatime" if noatime else ""
+        if how == "open":
+            result = run_relay(["-u", f"OPEN:{source}{option}", "/dev/null"])
+        else:
+            with source.open("rb") as stdin:
+                result = subprocess.run(
+                    [*RELAY, "-u", f"-{option}", "/dev/null"], stdin=stdin,
+                    capture_output=True, timeout=scaled(10), check=False,
+                )
+        assert result.returncode == 0, result.stderr
+        times[noatime] = source.stat().st_atime
+    assert times[True] == 1000
+    assert times[False] != 1000

@@ -197,13 +197,14 @@ def _access(options: Options) -> tuple[int, bool]:
 
 
 def _open_flags(options: Options) -> int:
-    """``creat``, ``excl``, ``append``, ``trunc`` as ``open()`` flags (socat's OPEN group)."""
+    """``creat``, ``excl``, ``append``, ``trunc``, ``o-noatime`` as ``open()`` flags."""
     flags = 0
     for name, flag in (
         ("creat", os.O_CREAT),
         ("excl", os.O_EXCL),
         ("append", os.O_APPEND),
         ("trunc", os.O_TRUNC),
+        ("o-noatime", os.O_NOATIME),
     ):
         if options.flag(name):
             flags |= flag
