@@ -152,6 +152,16 @@ def current_progname() -> str:
     return _progname
 
 
+def variable_prefix() -> str:
+    """The prefix of the environment variables socat sets: ``SOCAT_``, or the -lp name's.
+
+    socat names them after its program name (``SERVER0_PEERADDR`` after
+    ``-lp server0``). Under its own name the relay keeps ``SOCAT_``, which
+    scripts written for socat read.
+    """
+    return "SOCAT_" if _progname in ("relay", "socat") else _progname.upper() + "_"
+
+
 def log_hostname() -> str:
     """The host name ``-lh`` adds to each line.
 

@@ -260,10 +260,12 @@ class Relay:
         ``shared_first``: address 1 serves one peer after another, so a peer's
         EOF must not shut its writing down.
         """
+        tracer = None
         try:
             # frame= (a relay extension, framing.py) wraps either side.
             first, second = framing.apply(first, self.first), framing.apply(second, self.second)
-            tracer = None if self.trace_output is None else self.trace_output.session()
+            if self.trace_output is not None:
+                tracer = self.trace_output.session(first.env)
             left = _side(first, self.first, 1)
             left.end_close = left.end_close or shared_first
             await transfer(
@@ -275,6 +277,9 @@ class Relay:
         except RelayError as exc:
             logger.error("%s", exc)
             return False
+        finally:
+            if tracer is not None:
+                tracer.close()
         return True
 
     async def _fork_first_connect(self, address: Address) -> int:

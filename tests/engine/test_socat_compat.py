@@ -19,7 +19,14 @@ import pytest
 from kubectl_relay.engine.session import DEFAULT_RETRY_INTERVAL
 from tests.conftest import RELAY, scaled
 from tests.engine.test_relay_behaviour import log_lines
-from tests.support import RelayProcess, ThreadedServer, free_port, run_relay, wait_for_path
+from tests.support import (
+    RelayProcess,
+    ThreadedServer,
+    free_port,
+    relay_listening,
+    run_relay,
+    wait_for_path,
+)
 
 # -u/-U with EXEC and SYSTEM: only the direction in use goes through the channel.
 
@@ -291,3 +298,25 @@ def test_o_noatime_keeps_the_access_time(tmp_path: Path, how: str) -> None:
         times[noatime] = source.stat().st_atime
     assert times[True] == 1000
     assert times[False] != 1000
+
+
+def test_child_variables_are_named_after_the_program_name() -> None:
+    """socat: ``-lp server0`` gives the child SERVER0_PEERADDR; under its own name, SOCAT_."""
+    for progname, expected in ((["-lp", "server0"], "SERVER0_PID="), ([], "SOCAT_PID=")):
+        result = run_relay([*progname, "-u", "/dev/null", "SYSTEM:env"])
+        assert result.returncode == 0, result.stderr
+        names = [line.split("=")[0] + "=" for line in result.stdout.decode().splitlines()]
+        assert expected in names
+
+
+def test_dump_file_names_with_variables_are_opened_per_session(tmp_path: Path) -> None:
+    """``-r "...$SOCAT_PEERPORT..."`` with fork: one dump file per session, as socat's children."""
+    listen = free_port()
+    template = str(tmp_path / "in-$SOCAT_PEERPORT.log")
+    args = ["-r", template, f"TCP4-LISTEN:{listen},reuseaddr,fork", "PIPE"]
+    with relay_listening(args, listen):
+        for n in (1, 2):
+            reply = run_relay(["-", f"TCP4:127.0.0.1:{listen}"], input=f"session {n}\n".encode())
+            assert reply.stdout == f"session {n}\n".encode(), reply.stderr
+    dumps = sorted(path.read_text() for path in tmp_path.glob("in-*.log"))
+    assert dumps == ["session 1\n", "session 2\n"]

@@ -41,7 +41,7 @@ from typing import Any
 from ..addresses import Address
 from ..errors import OpenError
 from ..grammar import lex
-from ..log import NOTICE, logger
+from ..log import NOTICE, logger, variable_prefix
 from ..version import SOCAT_COMPATIBLE_VERSION
 from .base import Direction, OpenContext, Stream
 from .files import FdStream
@@ -280,12 +280,15 @@ def _close_all(fds: Iterable[int]) -> None:
 
 def _child_environment(ctx: OpenContext, path: str | None) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(ctx.env)
+    prefix = variable_prefix()
+    env.update({prefix + key.removeprefix("SOCAT_"): value for key, value in ctx.env.items()})
     # socat: "SOCAT_PID ... Forking for exec and system does not change
     # SOCAT_PID"; "SOCAT_PPID ... keeps the pid of the master process". We
     # are one process, so both are our pid.
     pid = str(os.getpid())
-    env.update(SOCAT_PID=pid, SOCAT_PPID=pid, SOCAT_VERSION=SOCAT_COMPATIBLE_VERSION)
+    env.update(
+        {prefix + "PID": pid, prefix + "PPID": pid, prefix + "VERSION": SOCAT_COMPATIBLE_VERSION}
+    )
     if path is not None:
         env["PATH"] = path
     return env
