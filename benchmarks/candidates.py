@@ -1,4 +1,4 @@
-"""The two programs compared: the relay engine and the real socat.
+"""The two programs compared: the relay engine and the real socat (1.8.0.3, built by ``./dev``).
 
 Each runs at its default settings (no ``-b``, no tuning): what a user gets.
 ``direct`` is not a program but the absence of one: the client talks to the
@@ -8,11 +8,12 @@ server itself, which shows what the machine can do at all.
 from __future__ import annotations
 
 import shlex
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Literal
+
+from scripts import socat18
 
 CandidateName = Literal["relay", "socat", "direct"]
 
@@ -55,8 +56,11 @@ def relay(command: str | None = None) -> Candidate:
 
 
 def socat(path: str | None = None) -> Candidate:
-    """The real socat, from ``path`` or the ``PATH``."""
-    found = path or shutil.which("socat")
+    """The real socat: ``path``, else socat 1.8.0.3 as ``./dev setup`` builds it."""
+    found = path or socat18.built_socat()
     if not found:
-        raise SystemExit("socat is not installed: ./dev setup installs it (apt-get install socat)")
-    return Candidate("socat", (found,))
+        raise SystemExit(
+            f"socat {socat18.VERSION} is not built: ./dev setup builds it "
+            "(python scripts/socat18.py), or give --socat PATH"
+        )
+    return Candidate("socat", (str(found),))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -13,6 +12,7 @@ import pytest
 import uvloop
 
 from kubectl_relay.engine import log
+from scripts import socat18
 
 #: Multiply every timeout in the tests by this (slow or loaded machines).
 TIMEOUT_SCALE = float(os.environ.get("RELAY_TEST_TIMEOUT_SCALE", "1"))
@@ -26,10 +26,13 @@ def scaled(seconds: float) -> float:
 #: How to run the engine as a user does: ``[*RELAY, "TCP-LISTEN:...", "-"]``.
 RELAY = [sys.executable, "-m", "kubectl_relay.engine"]
 
-SOCAT = shutil.which("socat")
+#: The real socat the tests talk to: socat 1.8.0.3 as ``./dev setup`` builds it
+#: (scripts/socat18.py), not whatever older socat the machine has.
+_BUILT_SOCAT = socat18.built_socat()
+SOCAT = str(_BUILT_SOCAT) if _BUILT_SOCAT else None
 requires_socat = pytest.mark.skipif(
     SOCAT is None and not os.environ.get("CI"),
-    reason="the real socat is not installed (./dev setup installs it)",
+    reason=f"socat {socat18.VERSION} is not built (./dev setup builds it)",
 )
 
 

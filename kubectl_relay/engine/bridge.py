@@ -56,6 +56,7 @@ from .transfer import (
 )
 from .transports.base import OpenContext, Stream
 from .transports.sockets import SocketStream, format_sockaddr
+from .transports.sockopt import CONNECTION_FORMS
 from .transports.tcp import TcpListener, family_of, strerror, strip_brackets
 
 #: First addresses served here: forking TCP listeners.
@@ -65,7 +66,10 @@ CONNECTORS = frozenset({"TCP", "TCP4", "TCP6", "UNIX-CONNECT"})
 #: Options that need the general path: the listener's accept loop
 #: (``max-children``, ``accept-timeout``) or the pump's per-block work.
 GENERAL_PATH_OPTIONS = frozenset(
-    {"max-children", "accept-timeout", "readbytes", "ignoreeof", "crnl", "cr", "frame"}
+    {
+        "max-children", "accept-timeout", "readbytes", "ignoreeof", "crnl", "cr", "frame",
+        "escape", "cool-write", "end-close", *CONNECTION_FORMS,
+    }
 )
 
 #: A direct connect that failed faster than this is tried again through the

@@ -111,8 +111,9 @@ def parse_command_line(argv: Sequence[str], progname: str = "relay") -> CommandL
     index = 0
     while index < len(args):
         arg = args[index]
-        # A lone "-" is the STDIO address; anything not starting with "-" is an address.
-        if arg == "-" or not arg.startswith("-"):
+        # "-" is the STDIO address, also with options or as half of a dual
+        # address ("-,escape=27", "-!!-"): socat stops reading options there.
+        if not arg.startswith("-") or arg[1:2] in ("", ",", ":", "!"):
             break
         if arg == "--":
             index += 1

@@ -21,7 +21,6 @@ each call replaces the previous setup. ``reset`` undoes it (for tests).
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
 import sys
 import time
@@ -49,28 +48,30 @@ MSGLEN = 512
 SYSLOG_SOCKET = "/dev/log"
 
 #: ``-ly[facility]`` names, as socat's ``facilitynames`` table in error.c on Linux
-#: (its "console" and "security" exist only where syslog.h defines them: BSDs).
+#: (its "console" and "security" exist only where syslog.h defines them: BSDs),
+#: with syslog.h's numbers (those of ``logging.handlers.SysLogHandler.LOG_*``,
+#: which is imported only when ``-ly`` is given: it costs start-up time).
 SYSLOG_FACILITIES: dict[str, int] = {
-    "auth": logging.handlers.SysLogHandler.LOG_AUTH,
-    "authpriv": logging.handlers.SysLogHandler.LOG_AUTHPRIV,
-    "cron": logging.handlers.SysLogHandler.LOG_CRON,
-    "daemon": logging.handlers.SysLogHandler.LOG_DAEMON,
-    "ftp": logging.handlers.SysLogHandler.LOG_FTP,
-    "kern": logging.handlers.SysLogHandler.LOG_KERN,
-    "local0": logging.handlers.SysLogHandler.LOG_LOCAL0,
-    "local1": logging.handlers.SysLogHandler.LOG_LOCAL1,
-    "local2": logging.handlers.SysLogHandler.LOG_LOCAL2,
-    "local3": logging.handlers.SysLogHandler.LOG_LOCAL3,
-    "local4": logging.handlers.SysLogHandler.LOG_LOCAL4,
-    "local5": logging.handlers.SysLogHandler.LOG_LOCAL5,
-    "local6": logging.handlers.SysLogHandler.LOG_LOCAL6,
-    "local7": logging.handlers.SysLogHandler.LOG_LOCAL7,
-    "lpr": logging.handlers.SysLogHandler.LOG_LPR,
-    "mail": logging.handlers.SysLogHandler.LOG_MAIL,
-    "news": logging.handlers.SysLogHandler.LOG_NEWS,
-    "syslog": logging.handlers.SysLogHandler.LOG_SYSLOG,
-    "user": logging.handlers.SysLogHandler.LOG_USER,
-    "uucp": logging.handlers.SysLogHandler.LOG_UUCP,
+    "auth": 4,
+    "authpriv": 10,
+    "cron": 9,
+    "daemon": 3,
+    "ftp": 11,
+    "kern": 0,
+    "local0": 16,
+    "local1": 17,
+    "local2": 18,
+    "local3": 19,
+    "local4": 20,
+    "local5": 21,
+    "local6": 22,
+    "local7": 23,
+    "lpr": 6,
+    "mail": 2,
+    "news": 7,
+    "syslog": 5,
+    "user": 1,
+    "uucp": 8,
 }
 
 #: socat's syslog priorities per level (error.c ``syslevel[]``: fatal is LOG_CRIT).
@@ -149,6 +150,16 @@ def default_progname(argv0: str) -> str:
 def current_progname() -> str:
     """The program name set by the last ``configure`` (``$PROGNAME`` in ``-r``/``-R`` names)."""
     return _progname
+
+
+def variable_prefix() -> str:
+    """The prefix of the environment variables socat sets: ``SOCAT_``, or the -lp name's.
+
+    socat names them after its program name (``SERVER0_PEERADDR`` after
+    ``-lp server0``). Under its own name the relay keeps ``SOCAT_``, which
+    scripts written for socat read.
+    """
+    return "SOCAT_" if _progname in ("relay", "socat") else _progname.upper() + "_"
 
 
 def log_hostname() -> str:
@@ -283,14 +294,6 @@ class _FileHandler(logging.FileHandler):
         fallback.handle(record)
 
 
-class _SyslogHandler(logging.handlers.SysLogHandler):
-    """The stdlib syslog handler with socat's NOTICE priority (the stdlib maps it to warning)."""
-
-    def mapPriority(self, levelName: str) -> str:
-        """socat's syslog priority for a level name."""
-        return _SYSLOG_PRIORITIES.get(levelName, "warning")
-
-
 _OUR_HANDLER = "_kubectl_relay_handler"
 
 
@@ -378,8 +381,17 @@ def _open_syslog(facility_name: str) -> logging.Handler | None:
         raise UsageError(f'unknown syslog facility "{facility_name}"')
     if not os.path.exists(SYSLOG_SOCKET):
         return None
+    import logging.handlers  # noqa: PLC0415 - only -ly needs it (and pickle, which it imports)
+
+    class SyslogHandler(logging.handlers.SysLogHandler):
+        """The stdlib syslog handler with socat's NOTICE priority (not warning)."""
+
+        def mapPriority(self, levelName: str) -> str:
+            """socat's syslog priority for a level name."""
+            return _SYSLOG_PRIORITIES.get(levelName, "warning")
+
     try:
-        return _SyslogHandler(address=SYSLOG_SOCKET, facility=facility)
+        return SyslogHandler(address=SYSLOG_SOCKET, facility=facility)
     except OSError:
         return None
 

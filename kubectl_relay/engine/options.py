@@ -218,6 +218,9 @@ OPTIONS: tuple[OptionSpec, ...] = (
     # socat: "readbytes=<bytes> ... Must be greater than 0."
     OptionSpec("readbytes", _K.SIZE, _G.APPL, ("bytes",), (1, 2**63 - 1)),
     OptionSpec("setsid", _K.FLAG, _G.PROCESS, ("sid",)),
+    # socat: "escape=<int> Specifies the numeric code of a character that
+    # triggers EOF on the input stream."
+    OptionSpec("escape", _K.INT, _G.APPL, (), _BYTE),
     # A relay extension, not in socat: length-prefixed frames (framing.py).
     OptionSpec("frame", _K.STRING, _G.APPL, choices=("len16",)),
     OptionSpec("umask", _K.MODE, _G.ADDR),
@@ -225,6 +228,14 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("mode", _K.MODE, _G.FD | _G.NAMED, ("perm",)),
     OptionSpec("append", _K.FLAG, _G.FD | _G.OPEN, ("o-append",)),
     OptionSpec("shut-none", _K.FLAG, _G.FD),
+    # Descriptors are always non-blocking here; accepted for socat's command lines.
+    OptionSpec("nonblock", _K.FLAG, _G.FD, ("o-nonblock", "o-ndelay", "ndelay")),
+    # "Changes the (address dependent) method of ending a connection to just
+    # close the file descriptors": no shutdown(), no signal to a child.
+    OptionSpec("end-close", _K.FLAG, _G.FD),
+    # "Takes it easy when write fails with EPIPE or ECONNRESET and logs the
+    # message with notice level instead of error."
+    OptionSpec("cool-write", _K.FLAG, _G.FD, ("coolwrite",)),
     OptionSpec("shut-null", _K.FLAG, _G.FD),
     OptionSpec("perm-early", _K.MODE, _G.NAMED),
     OptionSpec("unlink-early", _K.FLAG, _G.NAMED, ("new",)),
@@ -235,6 +246,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("rdonly", _K.FLAG, _G.OPEN, ("o-rdonly",)),
     OptionSpec("wronly", _K.FLAG, _G.OPEN, ("o-wronly",)),
     OptionSpec("rdwr", _K.FLAG, _G.OPEN, ("o-rdwr",)),
+    # "Sets the O_NOATIME options, so reads do not change the access timestamp."
+    OptionSpec("o-noatime", _K.FLAG, _G.FD | _G.OPEN, ("noatime",)),
     # Sockets.
     OptionSpec("bind", _K.STRING, _G.SOCKET),
     OptionSpec("connect-timeout", _K.SECONDS, _G.SOCKET),
@@ -246,6 +259,14 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("rcvbuf", _K.INT, _G.SOCKET, ("so-rcvbuf",), _COUNT),
     OptionSpec("sndbuf", _K.INT, _G.SOCKET, ("so-sndbuf",), _COUNT),
     OptionSpec("null-eof", _K.FLAG, _G.SOCKET),
+    # socat's generic socket options: "<level>:<optname>:<optval>".
+    OptionSpec("setsockopt", _K.STRING, _G.SOCKET, ("sockopt",)),
+    OptionSpec("setsockopt-int", _K.STRING, _G.SOCKET, ("sockopt-int",)),
+    OptionSpec("setsockopt-bin", _K.STRING, _G.SOCKET, ("sockopt-bin",)),
+    OptionSpec("setsockopt-string", _K.STRING, _G.SOCKET, ("sockopt-string",)),
+    OptionSpec("setsockopt-listen", _K.STRING, _G.LISTEN, ("sockopt-listen",)),
+    OptionSpec("so-rcvtimeo", _K.SECONDS, _G.SOCKET, ("rcvtimeo",)),
+    OptionSpec("so-sndtimeo", _K.SECONDS, _G.SOCKET, ("sndtimeo",)),
     # IP.
     OptionSpec("tos", _K.INT, _G.IP4 | _G.IP6, ("ip-tos",), _BYTE),
     OptionSpec("ttl", _K.INT, _G.IP4 | _G.IP6, ("ip-ttl",), _BYTE),

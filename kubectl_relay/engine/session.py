@@ -11,8 +11,9 @@ listener stops accepting while that many sessions run.
 
 ``retry``/``interval``/``forever`` apply to opening an address (connect or
 bind): "Number of retries before the connection or listen attempt is
-aborted", "Time between consecutive attempts ... Default is 5 seconds",
-"Performs an unlimited number of retry attempts".
+aborted", "Time between consecutive attempts", "Performs an unlimited
+number of retry attempts". The interval defaults to 1 second: socat's
+xioopen.c sets ``intervall.tv_sec = 1`` for every address.
 
 A graceful stop (``Relay.stop``, on SIGTERM) closes the listener at once, so
 that new peers are refused, and gives running sessions the grace period to
@@ -23,11 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import errno
 import os
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from . import bridge, framing
@@ -45,8 +45,8 @@ from .transfer import (
     log_cut,
     transfer,
 )
-from .transports import LISTENERS, OPENERS
-from .transports.base import Listener, OpenContext, Stream
+from .transports import LISTENERS, OPENERS, process
+from .transports.base import Direction, Listener, OpenContext, Stream
 from .transports.tcp import TcpListener
 
 T = TypeVar("T")
@@ -69,8 +69,8 @@ DEFAULT_UDP_FORK_IDLE_TIMEOUT = 60.0
 #: Listeners that make one session per datagram sender.
 UDP_LISTENERS = frozenset({"UDP-LISTEN", "UDP4-LISTEN", "UDP6-LISTEN"})
 
-#: socat's default ``interval``.
-DEFAULT_RETRY_INTERVAL = 5.0
+#: socat's default ``interval`` (xioopen.c: ``intervall.tv_sec = 1``).
+DEFAULT_RETRY_INTERVAL = 1.0
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,13 @@ class DualStream(Stream):
             await self.reader.aclose()
         finally:
             await self.writer.aclose()
+
+    @property
+    def failed(self) -> bool:
+        return self.reader.failed or self.writer.failed
+
+    def descriptors(self) -> tuple[int | None, int | None]:
+        return self.reader.descriptors()[0], self.writer.descriptors()[1]
 
 
 def is_listening(spec: AddressSpec) -> bool:
@@ -199,7 +206,12 @@ class Relay:
             if is_listening(self.first):
                 assert isinstance(self.first, Address)
                 return await self._listen_first(self.first)
-            first = await self._open(self.first, OpenContext(family=self.settings.family))
+            if isinstance(self.first, Address) and self.first.options.flag("fork"):
+                return await self._fork_first_connect(self.first)
+            first = await self._open(self.first, self._context(number=1))
+            second = self.second
+            if isinstance(second, Address) and is_listening(second) and second.options.flag("fork"):
+                return await self._fork_second(second, first)
             return await self._session(first)
         except RelayError as exc:
             logger.error("%s", exc)
@@ -212,7 +224,7 @@ class Relay:
 
     async def _listen_first(self, address: Address) -> int:
         listener = await _with_retry(
-            address, lambda: LISTENERS[address.keyword](address, self._context())
+            address, lambda: LISTENERS[address.keyword](address, self._context(number=1))
         )
         try:
             if not address.options.flag("fork"):
@@ -249,7 +261,7 @@ class Relay:
         )
 
     async def _open_second(self, env: Mapping[str, str]) -> Stream:
-        return await self._open(self.second, self._context(env=env))
+        return await self._open(self.second, self._context(env=env, number=2))
 
     async def _serve(self, address: Address, listener: Listener) -> None:
         limit = address.options.integer("max-children")
@@ -337,38 +349,144 @@ class Relay:
         return status
 
     async def _relay_session(self, first: Stream, in_flight: InFlight) -> int:
+        opened = [first]
         try:
-            context = self._context(env=first.env)
+            context = self._context(env=first.env, number=2)
+            if isinstance(self.second, Address) and process.runs_in_place(self.second):
+                return await self._run_in_place(self.second, first, context)
             try:
                 second = await self._open(self.second, context)
             except RelayError as exc:
                 logger.error("%s", exc)
                 return 1
+            opened.append(second)
             try:
-                # frame= (a relay extension, framing.py) wraps either side.
-                first, second = framing.apply(first, self.first), framing.apply(second, self.second)
-                tracer = None if self.trace_output is None else self.trace_output.session()
-                await transfer(
-                    _side(first, self.first, 1),
-                    _side(second, self.second, 2),
-                    self.transfer_settings,
-                    tracer,
-                    in_flight,
-                )
-            except RelayError as exc:
-                logger.error("%s", exc)
-                return 1
+                if not await self._transfer(first, second, in_flight):
+                    return 1
             finally:
                 await second.aclose()
         finally:
             await first.aclose()
-        return 0
+        # socat: a failed EXEC/SYSTEM child ("exited with status 1") fails the run.
+        return 1 if any(stream.failed for stream in opened) else 0
+
+    async def _transfer(
+        self,
+        first: Stream,
+        second: Stream,
+        in_flight: InFlight | None = None,
+        *,
+        shared_first: bool = False,
+    ) -> bool:
+        """Relay between two open streams; False (after logging why) when it failed.
+
+        ``in_flight``, if given, shows a graceful stop what the transfer holds.
+        ``shared_first``: address 1 serves one peer after another, so a peer's
+        EOF must not shut its writing down.
+        """
+        tracer = None
+        try:
+            # frame= (a relay extension, framing.py) wraps either side.
+            first, second = framing.apply(first, self.first), framing.apply(second, self.second)
+            if self.trace_output is not None:
+                tracer = self.trace_output.session(first.env)
+            left = _side(first, self.first, 1)
+            left.end_close = left.end_close or shared_first
+            await transfer(
+                left,
+                _side(second, self.second, 2),
+                self.transfer_settings,
+                tracer,
+                in_flight,
+            )
+        except RelayError as exc:
+            logger.error("%s", exc)
+            return False
+        finally:
+            if tracer is not None:
+                tracer.close()
+        return True
+
+    async def _fork_first_connect(self, address: Address) -> int:
+        """``fork`` on a connecting first address: connect again and again (socat 1.8).
+
+        Each connection becomes a session of its own, like an accepted peer;
+        the next connection is made ``interval`` seconds later (default 1),
+        and ``max-children`` bounds the sessions that run at once.
+        """
+        limit = address.options.integer("max-children")
+        slots = asyncio.Semaphore(limit) if limit else None
+        pause = address.options.seconds("interval", DEFAULT_RETRY_INTERVAL) or 0.0
+        async with asyncio.TaskGroup() as children:
+            while True:
+                if slots is not None:
+                    await slots.acquire()
+                try:
+                    stream = await self._open(address, self._context(number=1))
+                except BaseException:
+                    if slots is not None:
+                        slots.release()
+                    raise
+                children.create_task(self._child(stream, slots))
+                await asyncio.sleep(pause)
+
+    async def _fork_second(self, address: Address, first: Stream) -> int:
+        """``fork`` on a listening second address: every peer in turn meets address 1.
+
+        socat opens address 1, then listens on address 2 and hands each
+        accepted peer to a child process that inherited address 1; a child's
+        end closes only its own copy. Here the peers take turns on the one
+        open address 1, whose writing is never shut down between them.
+        """
+        try:
+            listener = await _with_retry(
+                address, lambda: LISTENERS[address.keyword](address, self._context(number=2))
+            )
+            try:
+                while True:
+                    try:
+                        peer = await listener.accept()
+                    except AcceptTimeout as exc:
+                        logger.warning("%s", exc)
+                        return 0
+                    try:
+                        METRICS.sessions_total += 1
+                        await self._transfer(first, peer, shared_first=True)
+                    finally:
+                        await peer.aclose()
+            finally:
+                await listener.aclose()
+        finally:
+            await first.aclose()
+
+    async def _run_in_place(self, address: Address, first: Stream, context: OpenContext) -> int:
+        """``nofork``: the program talks to address 1 itself; the relay waits for it."""
+        read_fd, write_fd = first.descriptors()
+        stdin = None if context.direction == "read" else read_fd
+        stdout = None if context.direction == "write" else write_fd
+        missing = (context.direction != "read" and read_fd is None) or (
+            context.direction != "write" and write_fd is None
+        )
+        if missing:
+            logger.error(
+                'option "nofork": address 1 (%s) has no file descriptor to give the program; '
+                'leave "nofork" out',
+                first.label,
+            )
+            return 1
+        try:
+            status = await process.run_in_place(address, context, stdin, stdout)
+        except RelayError as exc:
+            logger.error("%s", exc)
+            return 1
+        # socat turned into the program: its exit status is the program's.
+        return status if status >= 0 else 1
 
     async def _open(self, spec: AddressSpec, context: OpenContext) -> Stream:
         if isinstance(spec, DualAddress):
-            reader = await self._open(spec.reader, context)
+            reader = await self._open(spec.reader, replace(context, direction="read"))
             try:
-                writer = await self._open(spec.writer, context)
+                writer = await self._open(spec.writer, replace(context, direction="write"))
             except BaseException:
                 await reader.aclose()
                 raise
@@ -386,8 +504,21 @@ class Relay:
         opener = OPENERS[address.keyword]
         return await _with_retry(address, lambda: opener(address, context))
 
-    def _context(self, env: Mapping[str, str] | None = None) -> OpenContext:
-        return OpenContext(env=dict(env or {}), family=self.settings.family)
+    def _context(self, number: int, env: Mapping[str, str] | None = None) -> OpenContext:
+        """What opening address ``number`` (1 or 2) needs: ``-u``/``-U`` decide its direction."""
+        return OpenContext(
+            env=dict(env or {}),
+            family=self.settings.family,
+            direction=address_direction(self.settings.transfer.unidirectional, number),
+        )
+
+
+def address_direction(unidirectional: str, number: int) -> Direction:
+    """socat's open mode of address ``number`` under ``-u`` (left to right) or ``-U``."""
+    if unidirectional == "both":
+        return "both"
+    reads_first = unidirectional == "left-to-right"
+    return "read" if reads_first == (number == 1) else "write"
 
 
 def session_transfer_settings(first: AddressSpec, settings: RunSettings) -> TransferSettings:
@@ -400,7 +531,7 @@ def session_transfer_settings(first: AddressSpec, settings: RunSettings) -> Tran
         and transfer_settings.idle_timeout is None
         and settings.udp_fork_idle_timeout is not None
     ):
-        return dataclasses.replace(
+        return replace(
             transfer_settings, idle_timeout=settings.udp_fork_idle_timeout
         )
     return transfer_settings
@@ -413,8 +544,9 @@ def _out_of_resources(exc: OpenError) -> bool:
 
 
 def _side(stream: Stream, spec: AddressSpec, number: int) -> Side:
-    """The transfer options of one address (for ``A!!B``, those of the reading part)."""
+    """The transfer options of one address (for ``A!!B``, reading ones of the reading part)."""
     address = spec.reader if isinstance(spec, DualAddress) else spec
+    writer = spec.writer if isinstance(spec, DualAddress) else spec
     options = address.options
     terminator = LineTerminator.NL
     if options.flag("crnl"):
@@ -427,6 +559,9 @@ def _side(stream: Stream, spec: AddressSpec, number: int) -> Side:
         readbytes=options.integer("readbytes"),
         ignoreeof=options.flag("ignoreeof"),
         terminator=terminator,
+        escape=options.integer("escape"),
+        cool_write=writer.options.flag("cool-write"),
+        end_close=writer.options.flag("end-close"),
     )
 
 

@@ -48,12 +48,13 @@ import os
 import re
 import select
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Literal
 
 from .errors import OpenError
-from .log import Clock, current_progname, logger
+from .log import Clock, current_progname, logger, variable_prefix
 
 Direction = Literal[">", "<"]
 
@@ -222,13 +223,21 @@ def _lay_out_rows(hex_grid: bytes, ascii_grid: bytes, rows: int) -> bytearray:
     return out
 
 
-def expand_dump_name(template: str, *, progname: str, nanoseconds: int) -> str:
+def expand_dump_name(
+    template: str,
+    *,
+    progname: str,
+    nanoseconds: int,
+    variables: Mapping[str, str] | None = None,
+) -> str:
     """Expand the references socat allows in ``-r``/``-R`` file names.
 
     Man page: "The file name may contain references to environment variables
     and $$ (pid), $PROGNAME (see option -lp), $TIMESTAMP (uses format
     %Y%m%dT%H%M%S), and MICROS (microseconds of daytime)". ``$NAME`` and
-    ``${NAME}`` name an environment variable (empty when unset).
+    ``${NAME}`` name an environment variable (empty when unset); ``variables``
+    are a session's own (``SOCAT_PEERADDR``...), which socat's forked child
+    has in its environment.
     """
     seconds, rest = divmod(nanoseconds, 1_000_000_000)
     special = {
@@ -241,7 +250,11 @@ def expand_dump_name(template: str, *, progname: str, nanoseconds: int) -> str:
         if match.group(0) == "$$":
             return str(os.getpid())
         name = match.group(1) or match.group(2)
-        return special[name] if name in special else os.environ.get(name, "")
+        if name in special:
+            return special[name]
+        if variables and name in variables:
+            return variables[name]
+        return os.environ.get(name, "")
 
     return re.sub(r"\$(?:\$|\{(\w+)\}|(\w+))", replace, template)
 
@@ -269,26 +282,56 @@ class TraceOutput:
         self._second = -1
         self._second_text = ""
         self._raw: dict[str, int] = {}
+        self._progname = progname
         names = {">": ("-r", settings.raw_left), "<": ("-R", settings.raw_right)}
-        opened = self.clock() if names[">"][1] or names["<"][1] else 0  # one time for both
+        # socat opens the dump files in each forked child, as its transfer
+        # loop starts: names with references ($$, $TIMESTAMP, a session's
+        # $SOCAT_PEERADDR...) are opened per session, the others once here.
+        self._per_session = {
+            direction: entry for direction, entry in names.items()
+            if entry[1] is not None and "$" in entry[1]
+        }
+        fixed = {
+            direction: entry for direction, entry in names.items()
+            if entry[1] is not None and direction not in self._per_session
+        }
+        self._raw = self.open_dump_files(fixed, {})
+        self._dumping = settings.verbose or settings.hex
+
+    def open_dump_files(
+        self, names: Mapping[str, tuple[str, str | None]], variables: Mapping[str, str]
+    ) -> dict[str, int]:
+        """Open ``direction -> (option, template)`` dump files; ``OpenError`` names a failure."""
+        opened = self.clock() if names else 0  # one time for both
+        raw: dict[str, int] = {}
         for direction, (option, template) in names.items():
-            if template is None:
-                continue
+            assert template is not None
             name = expand_dump_name(
-                template, progname=progname or current_progname(), nanoseconds=opened
+                template,
+                progname=self._progname or current_progname(),
+                nanoseconds=opened,
+                variables=variables,
             )
             try:
-                self._raw[direction] = os.open(
+                raw[direction] = os.open(
                     name, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o664
                 )
             except OSError as exc:
-                self.close()
+                for fd in raw.values():
+                    os.close(fd)
                 raise OpenError(name, f'option {option} "{name}": {exc.strerror}') from exc
-        self._dumping = settings.verbose or settings.hex
+        return raw
 
-    def session(self) -> Tracer:
-        """A tracer for a new session; its offsets start at 0 in both directions."""
-        return Tracer(self)
+    def session(self, env: Mapping[str, str] | None = None) -> Tracer:
+        """A tracer for a new session; its offsets start at 0 in both directions.
+
+        ``env`` holds the session's ``SOCAT_*`` variables, for dump file names.
+        """
+        if not self._per_session:
+            return Tracer(self, {})
+        prefix = variable_prefix()
+        variables = {prefix + key.removeprefix("SOCAT_"): text for key, text in (env or {}).items()}
+        return Tracer(self, self.open_dump_files(self._per_session, variables))
 
     def close(self) -> None:
         """Close the dump files; safe to call twice."""
@@ -296,9 +339,17 @@ class TraceOutput:
         for fd in raw.values():
             os.close(fd)
 
-    def emit(self, direction: Direction, offset: int, data: bytes | memoryview) -> None:
+    def emit(
+        self,
+        direction: Direction,
+        offset: int,
+        data: bytes | memoryview,
+        session_raw: Mapping[str, int] | None = None,
+    ) -> None:
         """Dump and trace one block at ``offset`` in its direction's stream."""
         raw_fd = self._raw.get(direction)
+        if session_raw and direction in session_raw:
+            raw_fd = session_raw[direction]
         if raw_fd is not None:
             self._write_raw(direction, raw_fd, data)
         if not self._dumping:
@@ -360,11 +411,19 @@ class TraceOutput:
 class Tracer:
     """Traces the blocks of one session and counts each direction's offsets."""
 
-    __slots__ = ("_offsets", "_output")
+    __slots__ = ("_offsets", "_output", "_raw")
 
-    def __init__(self, output: TraceOutput) -> None:
+    def __init__(self, output: TraceOutput, raw: dict[str, int]) -> None:
         self._output = output
         self._offsets = {">": 0, "<": 0}
+        #: This session's own dump files (names with references), if any.
+        self._raw = raw
+
+    def close(self) -> None:
+        """Close this session's own dump files; safe to call twice."""
+        raw, self._raw = self._raw, {}
+        for fd in raw.values():
+            os.close(fd)
 
     def record(self, direction: Direction, data: bytes | memoryview) -> None:
         """Trace one transferred block; only reads ``data``. Empty blocks are not traced."""
@@ -375,4 +434,4 @@ class Tracer:
             return
         offset = self._offsets[direction]
         self._offsets[direction] = offset + length
-        self._output.emit(direction, offset, data)
+        self._output.emit(direction, offset, data, self._raw)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import errno
 import threading
 from dataclasses import dataclass
 from typing import Literal
@@ -75,6 +76,9 @@ STOP_POLL_SECONDS = 0.05
 
 Direction = Literal[">", "<"]
 
+#: The write failures ``cool-write`` takes easy: the peer went away.
+COOL_WRITE_ERRORS = frozenset({errno.EPIPE, errno.ECONNRESET})
+
 
 class LineTerminator(enum.Enum):
     """The ``crnl``/``cr`` conversions of an address (``NL`` means none)."""
@@ -103,6 +107,14 @@ class Side:
     readbytes: int | None = None
     ignoreeof: bool = False
     terminator: LineTerminator = LineTerminator.NL
+    #: ``escape=<code>``: this byte read from the address acts as its EOF.
+    escape: int | None = None
+    #: ``cool-write``: a write failing with EPIPE or ECONNRESET ends the
+    #: direction quietly (a notice) instead of as an error.
+    cool_write: bool = False
+    #: ``end-close``: the other side's EOF does not shut this side's writing
+    #: down (it may serve the next peer of a forking second address).
+    end_close: bool = False
 
     @property
     def fd_label(self) -> str:
@@ -182,6 +194,11 @@ class _Pump:
                     return
                 if remaining is not None:
                     remaining -= count
+                escaped = False
+                if source.escape is not None:
+                    found = view[:count].tobytes().find(source.escape)
+                    escaped = found >= 0
+                    count = found if escaped else count
                 block: bytes | memoryview = view[:count]
                 if datagram:
                     # Before any await: another session reads into the scratch next.
@@ -191,14 +208,18 @@ class _Pump:
                 if tracer is not None:
                     tracer.record(self.direction, block)
                 reading = False
-                self.held = len(block)
-                await write(memoryview(block))
-                self.held = 0
+                if count:
+                    self.held = len(block)
+                    await write(memoryview(block))
+                    self.held = 0
                 self.transferred += count
                 counter[0] += count
                 touch()
                 if log_blocks:
                     log_transferred(count, source.fd_label, sink.fd_label)
+                if escaped:
+                    log_at_eof(source.number, source.fd_label)
+                    return
                 if not datagram and (
                     resized := next_block_size(size, count, self.block_size)
                 ) != size:
@@ -206,7 +227,12 @@ class _Pump:
                     view = memoryview(bytearray(size))
         except OSError as exc:
             side, call = (source, "read") if reading else (sink, "write")
-            reason = failure_text(call, side.fd_label, size, exc)
+            # socat names the size asked for: the buffer for a read, the
+            # block for a write.
+            reason = failure_text(call, side.fd_label, size if reading else len(block), exc)
+            if not reading and sink.cool_write and exc.errno in COOL_WRITE_ERRORS:
+                logger.log(NOTICE, "%s", reason)
+                return
             raise OpenError(side.stream.label, reason) from exc
 
 
@@ -366,7 +392,8 @@ async def _supervise(pumps: list[_Pump], settings: TransferSettings, clock: _Act
                 pump = running.pop(task)
                 if task.cancelled() or task.exception() is not None:
                     continue  # the task group re-raises the failure
-                await pump.sink.stream.shutdown_write()
+                if not pump.sink.end_close:
+                    await pump.sink.stream.shutdown_write()
                 closing = True
                 # socat's -t counts from the EOF, then from each later transfer.
                 clock.touch()

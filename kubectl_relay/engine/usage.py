@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from .addresses import ADDRESS_KINDS
 from .options import OPTIONS, SOCAT_TYPE_NAMES, group_names
 from .session import DEFAULT_UDP_FORK_IDLE_TIMEOUT
+from .transfer import DEFAULT_BLOCK_SIZE, INITIAL_BLOCK_SIZE
 
 #: The program name shown in the usage line.
 PROGRAM = "relay"
@@ -46,7 +47,11 @@ GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
     GlobalOption("-x", "trace the relayed data as hex on stderr"),
     GlobalOption("-r <file>", "copy the data flowing left to right into <file>"),
     GlobalOption("-R <file>", "copy the data flowing right to left into <file>"),
-    GlobalOption("-b<size>", "size of one transfer block in bytes (8192)"),
+    GlobalOption(
+        "-b<size>",
+        f"largest transfer block in bytes (reads start at {INITIAL_BLOCK_SIZE} and grow "
+        f"on busy connections up to {DEFAULT_BLOCK_SIZE}; socat: a fixed 8192)",
+    ),
     GlobalOption("-s", "sloppy: keep going after errors"),
     GlobalOption("-t<timeout>", "seconds the other direction may go on after EOF (0.5)"),
     GlobalOption(

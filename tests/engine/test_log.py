@@ -363,3 +363,11 @@ def test_syslog_without_socket_falls_back_to_stderr(
         "logging to stderr\n"
         f"{prefix} N hello\n"
     )
+
+
+def test_syslog_facilities_are_syslog_h_numbers() -> None:
+    """The table avoids importing logging.handlers at start-up; its numbers must still agree."""
+    import logging.handlers  # noqa: PLC0415 - the comparison is the point
+
+    for name, number in log.SYSLOG_FACILITIES.items():
+        assert getattr(logging.handlers.SysLogHandler, f"LOG_{name.upper()}") == number, name

@@ -11,6 +11,12 @@ import abc
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
+
+#: Which way data flows through an address: socat opens the first address of
+#: ``-u`` read-only and the second write-only (``-U`` the reverse), and the
+#: reading and writing parts of ``A!!B`` the same way.
+Direction = Literal["both", "read", "write"]
 
 
 @dataclass(frozen=True)
@@ -20,11 +26,14 @@ class OpenContext:
     ``env`` holds the ``SOCAT_*`` variables describing the session's first
     address (peer and socket addresses, TLS certificate fields); EXEC and
     SYSTEM children get them. ``family`` is ``socket.AF_INET``/``AF_INET6``
-    when ``-4``/``-6`` was given, else ``socket.AF_UNSPEC``.
+    when ``-4``/``-6`` was given, else ``socket.AF_UNSPEC``. ``direction``
+    says whether the relay reads from the address, writes to it, or both
+    (EXEC and SYSTEM wire only the child's streams in use).
     """
 
     env: Mapping[str, str] = field(default_factory=dict)
     family: int = 0
+    direction: Direction = "both"
 
 
 class Stream(abc.ABC):
@@ -63,6 +72,22 @@ class Stream(abc.ABC):
     def fileno(self) -> int | None:
         """A kernel descriptor usable for a zero-copy path, or None."""
         return None
+
+    def descriptors(self) -> tuple[int | None, int | None]:
+        """The kernel descriptors this end reads from and writes to, where it has them.
+
+        ``nofork`` hands them to a program, which then talks to the peer itself.
+        """
+        fd = self.fileno()
+        return fd, fd
+
+    @property
+    def failed(self) -> bool:
+        """Whether the far end failed in a way that fails the run (a child's non-zero exit).
+
+        Meaningful once the stream is closed.
+        """
+        return False
 
 
 class Listener(abc.ABC):

@@ -169,6 +169,9 @@ class FdStream(Stream):
             return None
         return self._read_fd
 
+    def descriptors(self) -> tuple[int | None, int | None]:
+        return (None, None) if self._closed else (self._read_fd, self._write_fd)
+
 
 def _close(fd: int) -> None:
     try:
@@ -194,13 +197,14 @@ def _access(options: Options) -> tuple[int, bool]:
 
 
 def _open_flags(options: Options) -> int:
-    """``creat``, ``excl``, ``append``, ``trunc`` as ``open()`` flags (socat's OPEN group)."""
+    """``creat``, ``excl``, ``append``, ``trunc``, ``o-noatime`` as ``open()`` flags."""
     flags = 0
     for name, flag in (
         ("creat", os.O_CREAT),
         ("excl", os.O_EXCL),
         ("append", os.O_APPEND),
         ("trunc", os.O_TRUNC),
+        ("o-noatime", os.O_NOATIME),
     ):
         if options.flag(name):
             flags |= flag
@@ -214,7 +218,7 @@ def _stat_mode(path: str) -> int | None:
         return None
 
 
-async def _open(path: str, flags: int, mode: int, text: str) -> int:
+async def _open(path: str, flags: int, mode: int, text: str, umask: int | None = None) -> int:
     """``open()`` without blocking the loop, worded like socat on failure.
 
     Every descriptor is opened non-blocking: opening a FIFO or a terminal
@@ -224,6 +228,9 @@ async def _open(path: str, flags: int, mode: int, text: str) -> int:
     """
     pause = 0.001
     while True:
+        # socat's umask option holds for the open() only: restored at once,
+        # before anything else (a SYSTEM child, say) could see it.
+        previous = os.umask(umask) if umask is not None else None
         try:
             return os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC, mode)
         except OSError as exc:
@@ -235,6 +242,9 @@ async def _open(path: str, flags: int, mode: int, text: str) -> int:
             raise OpenError(
                 text, f'open("{path}", {_octal(flags)}, {_octal(mode)}): {strerror(exc)}'
             ) from exc
+        finally:
+            if previous is not None:
+                os.umask(previous)
 
 
 
@@ -341,13 +351,14 @@ async def open_file(address: Address, ctx: OpenContext) -> Stream:
     unlink_early(path, options, text)
     perm = mode_option(options, text, "perm", "mode")
     mode = DEFAULT_MODE if perm is None else perm
+    umask = mode_option(options, text, "umask")
     existing = _stat_mode(path)
     if address.keyword == "CREATE":
         # socat: "Opens <filename> with creat() and uses the file descriptor
         # for writing" - creat() is O_CREAT|O_WRONLY|O_TRUNC.
         flags = os.O_CREAT | os.O_WRONLY | os.O_TRUNC | _open_flags(options)
         logger.log(NOTICE, 'creating regular file "%s" for writing', path)
-        fd = await _open(path, flags, mode, text)
+        fd = await _open(path, flags, mode, text, umask)
         return _stream_for(fd, flags, f'file "{path}"')
     if address.keyword == "GOPEN":
         if existing is not None and stat.S_ISSOCK(existing):
@@ -364,7 +375,7 @@ async def open_file(address: Address, ctx: OpenContext) -> Stream:
     direction = _DIRECTIONS[(access != os.O_WRONLY, access != os.O_RDONLY)]
     logger.log(NOTICE, 'opening %s "%s" for %s', file_type_name(existing), path, direction)
     try:
-        fd = await _open(path, flags, mode, text)
+        fd = await _open(path, flags, mode, text, umask)
     except OpenError as exc:
         cause = exc.__cause__
         denied = isinstance(cause, OSError) and cause.errno in (errno.EACCES, errno.EROFS)

@@ -10,8 +10,10 @@ default." ``SYSTEM`` runs its command with the shell (``/bin/sh -c``).
 Options: ``pipes`` uses two pipes instead of the socket pair, ``stderr``
 sends the child's stderr into the same channel as its stdout, ``path``
 replaces ``PATH`` for finding the program, ``dash`` (``login``) prefixes
-argv[0] with ``-``. ``nofork`` (exec the program in place of socat) is
-refused: the relay would stop being the relay.
+argv[0] with ``-``. ``nofork`` on the second address runs the program on the
+first address's own descriptors (``run_in_place``) and the relay waits for
+it, since the relay cannot become the program as socat does; ``fdin`` and
+``fdout`` put the child's end of the channel on other descriptor numbers.
 
 The child sees the relay's environment plus the ``SOCAT_*`` variables of the
 session's first address, ``SOCAT_PID``, ``SOCAT_PPID`` and ``SOCAT_VERSION``.
@@ -39,9 +41,9 @@ from typing import Any
 from ..addresses import Address
 from ..errors import OpenError
 from ..grammar import lex
-from ..log import NOTICE, logger
+from ..log import NOTICE, logger, variable_prefix
 from ..version import SOCAT_COMPATIBLE_VERSION
-from .base import OpenContext, Stream
+from .base import Direction, OpenContext, Stream
 from .files import FdStream
 from .sockets import SocketStream
 from .tcp import address_text, strerror
@@ -52,7 +54,7 @@ CHILD_EXIT_GRACE = 0.5
 CHILD_TERM_GRACE = 2.0
 
 #: EXEC/SYSTEM options whose behaviour we do not have; refused rather than ignored.
-_UNSUPPORTED = ("pty", "openpty", "ptmx", "fdin", "fdout")
+_UNSUPPORTED = ("pty", "openpty", "ptmx")
 
 
 def split_command_line(text: str) -> list[str]:
@@ -90,9 +92,12 @@ def _execvp_text(program: str, argv: list[str]) -> str:
 class _Child:
     """A spawned program: notices its exit, logs it as socat does, and ends it on close."""
 
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes], *, end_close: bool = False) -> None:
         self.popen = popen
         self.pid = popen.pid
+        #: ``end-close``: closing the address leaves the child running; it is
+        #: still reaped when it exits while the relay runs.
+        self.end_close = end_close
         loop = asyncio.get_running_loop()
         self._loop = loop
         self.exited: asyncio.Future[int] = loop.create_future()
@@ -140,8 +145,17 @@ class _Child:
             level = logger.info if self._we_signalled else logger.warning
             level("waitpid(): child %d exited on signal %d", self.pid, -code)
 
+    @property
+    def failed(self) -> bool:
+        """socat exits 1 when its EXEC/SYSTEM child failed: a non-zero status, or a
+        signal the relay did not send."""
+        code = self.popen.returncode
+        return code is not None and code != 0 and not (code < 0 and self._we_signalled)
+
     async def close(self) -> None:
         """Let the child exit, else terminate it; always reap it."""
+        if self.end_close:
+            return
         try:
             for grace, sig in ((CHILD_EXIT_GRACE, signal.SIGTERM), (CHILD_TERM_GRACE, None)):
                 if await self._exits_within(grace):
@@ -207,6 +221,10 @@ class ProcessSocketStream(SocketStream):
         """The child's exit status once it exited (negative: killed by that signal)."""
         return self.child.popen.returncode
 
+    @property
+    def failed(self) -> bool:
+        return self.child.failed
+
     async def read_into(self, buffer: memoryview) -> int:
         while True:
             try:
@@ -226,7 +244,9 @@ class ProcessSocketStream(SocketStream):
 class ProcessPipeStream(FdStream):
     """Our ends of the two pipes with the child (option ``pipes``)."""
 
-    def __init__(self, read_fd: int, write_fd: int, child: _Child, label: str) -> None:
+    def __init__(
+        self, read_fd: int | None, write_fd: int | None, child: _Child, label: str
+    ) -> None:
         super().__init__(read_fd, write_fd, label=label)
         self.child = child
 
@@ -234,6 +254,10 @@ class ProcessPipeStream(FdStream):
     def returncode(self) -> int | None:
         """The child's exit status once it exited (negative: killed by that signal)."""
         return self.child.popen.returncode
+
+    @property
+    def failed(self) -> bool:
+        return self.child.failed
 
     async def _wait_readable(self, fd: int) -> bool:
         if self.child.exited.done():
@@ -256,12 +280,15 @@ def _close_all(fds: Iterable[int]) -> None:
 
 def _child_environment(ctx: OpenContext, path: str | None) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(ctx.env)
+    prefix = variable_prefix()
+    env.update({prefix + key.removeprefix("SOCAT_"): value for key, value in ctx.env.items()})
     # socat: "SOCAT_PID ... Forking for exec and system does not change
     # SOCAT_PID"; "SOCAT_PPID ... keeps the pid of the master process". We
     # are one process, so both are our pid.
     pid = str(os.getpid())
-    env.update(SOCAT_PID=pid, SOCAT_PPID=pid, SOCAT_VERSION=SOCAT_COMPATIBLE_VERSION)
+    env.update(
+        {prefix + "PID": pid, prefix + "PPID": pid, prefix + "VERSION": SOCAT_COMPATIBLE_VERSION}
+    )
     if path is not None:
         env["PATH"] = path
     return env
@@ -278,19 +305,72 @@ class _Command:
     #: socat's ``setsid``: the child leads a new session (no controlling terminal).
     new_session: bool
     text: str
+    end_close: bool = False
+    #: socat's ``fdin``/``fdout``: the child's end of the channel on these
+    #: descriptors instead of its stdin/stdout, which stay the relay's.
+    fdin: int | None = None
+    fdout: int | None = None
+
+
+def runs_in_place(address: Address) -> bool:
+    """Whether ``address`` is an EXEC or SYSTEM with ``nofork``."""
+    return address.keyword in ("EXEC", "SYSTEM") and address.options.flag("nofork")
+
+
+async def run_in_place(
+    address: Address, ctx: OpenContext, stdin: int | None, stdout: int | None
+) -> int:
+    """``nofork``: run the program on the first address's own descriptors; its exit status.
+
+    socat: "Does not fork a subprocess for executing the program, instead
+    calls execvp() or system() directly from the actual socat instance." The
+    relay cannot turn into the program, so the program gets the descriptors
+    socat would have given it (``None``: the relay's own stdin or stdout, the
+    direction ``-u``/``-U`` leave out) and the relay waits for it to end.
+    """
+    command = _command(address, ctx)
+    for fd in {stdin, stdout} - {None}:
+        assert fd is not None
+        os.set_blocking(fd, True)  # the program expects ordinary blocking I/O
+    child = _Child(_start(command, stdin, stdout))
+    try:
+        return await asyncio.shield(child.exited)
+    except BaseException:
+        await child.close()
+        raise
 
 
 async def spawn(address: Address, ctx: OpenContext) -> Stream:
     """Start the ``EXEC`` or ``SYSTEM`` child and return our end of its channel."""
+    if address.options.flag("nofork"):
+        # The session runs a nofork second address in place (run_in_place);
+        # anywhere else there is no single address for the program to take.
+        raise OpenError(
+            address_text(address),
+            'option "nofork" works only on the second address (the program then takes '
+            "over the first address's descriptors); leave it out here",
+        )
+    command = _command(address, ctx)
+    if ctx.direction == "write" and command.fdout is not None:
+        # The relay never reads from the child here: its output stays its own.
+        raise OpenError(
+            command.text, "_xioopen_foxec(): option fdout is useless in write-only mode"
+        )
+    use_pipes = address.options.flag("pipes")
+    logger.log(
+        NOTICE,
+        "forking off child, using %s for reading and writing",
+        "pipes" if use_pipes else "socket",
+    )
+    if use_pipes:
+        return await _spawn_with_pipes(command, ctx.direction)
+    return await _spawn_with_socket(command, ctx.direction)
+
+
+def _command(address: Address, ctx: OpenContext) -> _Command:
+    """What ``address`` starts, or ``OpenError`` for an option it cannot honour."""
     text = address_text(address)
     options = address.options
-    if options.flag("nofork"):
-        raise OpenError(
-            text,
-            'option "nofork" is not supported: the relay cannot replace itself with the '
-            'program and go on relaying; leave "nofork" out (the program then talks to '
-            'the relay over a socket pair, or over two pipes with "pipes")',
-        )
     for name in _UNSUPPORTED:
         if name in options:
             raise OpenError(text, f'option "{name}" is not supported with {address.keyword}')
@@ -305,27 +385,36 @@ async def spawn(address: Address, ctx: OpenContext) -> Stream:
         argv[0] = ("-" if options.flag("dash") else "") + program.rsplit("/", 1)[-1]
     else:
         program, argv = "/bin/sh", ["sh", "-c", line]
-    command = _Command(
+    return _Command(
         program,
         argv,
         _child_environment(ctx, options.text("path")),
         options.flag("stderr"),
         options.flag("setsid"),
         text,
+        options.flag("end-close"),
+        options.integer("fdin"),
+        options.integer("fdout"),
     )
-    use_pipes = options.flag("pipes")
-    logger.log(
-        NOTICE,
-        "forking off child, using %s for reading and writing",
-        "pipes" if use_pipes else "socket",
-    )
-    if use_pipes:
-        return await _spawn_with_pipes(command)
-    return await _spawn_with_socket(command)
 
 
-def _start(command: _Command, stdin: int, stdout: int) -> subprocess.Popen[bytes]:
-    """Fork and exec the child with these descriptors as its stdin and stdout."""
+def _start(command: _Command, stdin: int | None, stdout: int | None) -> subprocess.Popen[bytes]:
+    """Fork and exec the child with these descriptors as its stdin and stdout.
+
+    ``None`` leaves the child the relay's own stream (the direction not in
+    use). With ``fdin``/``fdout`` the descriptors go to those numbers instead.
+    """
+    moves = [(fd, target) for fd, target in ((stdin, command.fdin), (stdout, command.fdout))
+             if fd is not None and target is not None]
+    if command.fdin is not None:
+        stdin = None
+    if command.fdout is not None:
+        stdout = None
+
+    def move_descriptors() -> None:  # runs in the child, between fork and exec
+        for fd, target in moves:
+            os.dup2(fd, target)
+
     try:
         popen = subprocess.Popen(
             command.argv,
@@ -337,6 +426,11 @@ def _start(command: _Command, stdin: int, stdout: int) -> subprocess.Popen[bytes
             stderr=stdout if command.with_stderr else None,
             env=command.env,
             start_new_session=command.new_session,
+            # The relay's own descriptors are close-on-exec; closing every other
+            # one would close the moved ones too.
+            close_fds=not moves,
+            # Only os.dup2 runs there: no lock another thread could hold.
+            preexec_fn=move_descriptors if moves else None,  # noqa: PLW1509
         )
     except OSError as exc:
         reason = f"{_execvp_text(command.program, command.argv)}: {strerror(exc)}"
@@ -346,41 +440,50 @@ def _start(command: _Command, stdin: int, stdout: int) -> subprocess.Popen[bytes
     return popen
 
 
-async def _spawn_with_socket(command: _Command) -> Stream:
+async def _spawn_with_socket(command: _Command, direction: Direction) -> Stream:
     try:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     except OSError as exc:
         raise OpenError(command.text, f"socketpair(1, 1, 0, ...): {strerror(exc)}") from exc
     try:
         with theirs:
-            popen = _start(command, theirs.fileno(), theirs.fileno())
+            stdin = None if direction == "read" else theirs.fileno()
+            stdout = None if direction == "write" else theirs.fileno()
+            popen = _start(command, stdin, stdout)
     except BaseException:
         ours.close()
         raise
-    return ProcessSocketStream(ours, _Child(popen), f"child process {popen.pid}")
+    child = _Child(popen, end_close=command.end_close)
+    stream = ProcessSocketStream(ours, child, f"child process {popen.pid}")
+    stream.readable = direction != "write"
+    stream.writable = direction != "read"
+    return stream
 
 
-async def _spawn_with_pipes(command: _Command) -> Stream:
+def _pipe(command: _Command) -> tuple[int, int]:
     try:
-        child_in, our_out = os.pipe2(os.O_CLOEXEC)
+        return os.pipe2(os.O_CLOEXEC)
     except OSError as exc:
         raise OpenError(command.text, f"pipe(...): {strerror(exc)}") from exc
+
+
+async def _spawn_with_pipes(command: _Command, direction: Direction) -> Stream:
+    child_in = our_out = our_in = child_out = None
     try:
-        our_in, child_out = os.pipe2(os.O_CLOEXEC)
-    except OSError as exc:
-        _close_all((child_in, our_out))
-        raise OpenError(command.text, f"pipe(...): {strerror(exc)}") from exc
-    try:
+        if direction != "read":
+            child_in, our_out = _pipe(command)
+        if direction != "write":
+            our_in, child_out = _pipe(command)
         popen = _start(command, child_in, child_out)
     except BaseException:
-        _close_all((our_in, our_out))
+        _close_all(fd for fd in (our_in, our_out) if fd is not None)
         raise
     finally:
-        _close_all((child_in, child_out))
-    child = _Child(popen)
+        _close_all(fd for fd in (child_in, child_out) if fd is not None)
+    child = _Child(popen, end_close=command.end_close)
     try:
         return ProcessPipeStream(our_in, our_out, child, f"child process {popen.pid}")
     except BaseException:
-        _close_all((our_in, our_out))
+        _close_all(fd for fd in (our_in, our_out) if fd is not None)
         await child.close()
         raise

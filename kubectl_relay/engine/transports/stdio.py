@@ -171,6 +171,12 @@ class InheritedStream(Stream):
             raise
         self._write_shut = False
 
+    def descriptors(self) -> tuple[int | None, int | None]:
+        return (
+            None if self._reader is None else self._reader.fd,
+            None if self._writer is None else self._writer.fd,
+        )
+
     async def read_into(self, buffer: memoryview) -> int:
         if self._reader is None:
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
@@ -239,6 +245,14 @@ def _check_fd(fd: int, text: str) -> int:
         raise OpenError(text, f"fcntl({fd}, F_GETFL): {strerror(exc)}") from exc
 
 
+def set_noatime(fd: int, text: str) -> None:
+    """``o-noatime`` on an inherited descriptor: ``fcntl(F_SETFL)`` adds O_NOATIME."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NOATIME)
+    except OSError as exc:
+        raise OpenError(text, f"fcntl({fd}, F_SETFL, O_NOATIME): {strerror(exc)}") from exc
+
+
 def _inherited(read_fd: int | None, write_fd: int | None, label: str, text: str) -> Stream:
     try:
         return InheritedStream(read_fd, write_fd, label)
@@ -258,6 +272,8 @@ async def open_stdio(address: Address, ctx: OpenContext) -> Stream:
     for fd in (read_fd, write_fd):
         if fd is not None:
             _check_fd(fd, text)
+    if address.options.flag("o-noatime") and read_fd is not None:
+        set_noatime(read_fd, text)
     if read_fd is not None and write_fd is not None:
         logger.log(NOTICE, "reading from and writing to stdio")
     else:
@@ -279,6 +295,8 @@ async def open_fd(address: Address, ctx: OpenContext) -> Stream:
     if fd < 0:
         raise OpenError(text, f'FD: "{address.params[0]}" is not a file descriptor')
     access = _check_fd(fd, text) & os.O_ACCMODE
+    if address.options.flag("o-noatime"):
+        set_noatime(fd, text)
     readable = access in (os.O_RDONLY, os.O_RDWR)
     writable = access in (os.O_WRONLY, os.O_RDWR)
     direction = {

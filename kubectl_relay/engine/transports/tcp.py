@@ -36,6 +36,7 @@ from ..log import NOTICE, logger
 from ..options import Network, Options
 from .base import Listener, OpenContext, Stream, wait_readable
 from .sockets import SocketStream, format_sockaddr, ip_text
+from .sockopt import CONNECTION_FORMS, LISTEN_FORMS, apply_setsockopt
 
 #: socat's default ``backlog`` is 5 ("1 seems to cause problems under some
 #: load", xio-listen.c), which overflows as soon as a few clients connect at
@@ -334,6 +335,7 @@ class TcpListener(SocketListener):
             logger.info("permitting connection from %s due to lowport option", peer_text)
         try:
             apply_socket_options(conn, self.options, _STREAM_OPTIONS, self.text)
+            apply_setsockopt(conn, self.options, CONNECTION_FORMS, self.text)
         except OpenError as exc:
             # One peer's socket option must not end the listener.
             logger.warning("%s", exc)
@@ -415,6 +417,10 @@ async def resolve(
     host: str | None, port: str | None, family: int, flags: int, text: str
 ) -> list[tuple[int, tuple[object, ...]]]:
     """``getaddrinfo`` for TCP; failures worded as socat's xiogetaddrinfo()."""
+    if port == "":
+        # getaddrinfo() takes "" for "any port": TCP4-LISTEN: would listen on a
+        # random port. socat refuses it: "empty port/service".
+        raise OpenError(text, "empty port/service")
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(
@@ -493,6 +499,7 @@ async def _connect_one(
     try:
         sock.setblocking(False)
         apply_socket_options(sock, options, _EARLY_OPTIONS, text)
+        apply_setsockopt(sock, options, CONNECTION_FORMS, text)
         if options.flag("lowport") and sourceport is None:
             await _bind_low_port(sock, family, bind_text, text)
         elif bind_text is not None or sourceport is not None:
@@ -614,6 +621,7 @@ async def _listen_on(
             value = int(v6only) if isinstance(v6only, bool | int) else 0
             set_int_option(sock, socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, value, text)
         apply_socket_options(sock, options, _EARLY_OPTIONS, text)
+        apply_setsockopt(sock, options, LISTEN_FORMS, text)
         bind_socket(sock, local, text)
         listen_socket(sock, options, text)
         return TcpListener(sock, text, options)

@@ -122,10 +122,13 @@ class _Settings:
         options, text = address.options, address_text(address)
         self.verify = options.flag("verify", True)
         self.peername = options.text("commonname")
+        host = address.params[0]
         if not server and self.peername is None:
-            self.peername = address.params[0]
+            # socat checks the host as written: an IPv6 address in its brackets
+            # ("[::1]", the commonName socat's own IPv6 test certificates carry).
+            self.peername = f"[{host}]" if ":" in host else host
         # Python sends no SNI for an IP address literal, as RFC 6066 requires.
-        sni = options.text("snihost") or self.peername
+        sni = options.text("snihost") or options.text("commonname") or host
         self.sni = None if server or options.flag("no-sni") else sni
         self.timeout = options.seconds("connect-timeout", HANDSHAKE_TIMEOUT) or HANDSHAKE_TIMEOUT
         protocol = ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT
@@ -433,7 +436,9 @@ class TLSStream(Stream):
         for kind, value in certificate.alt_names:
             key = "SOCAT_OPENSSL_X509V3_SUBJECTALTNAME_" + ("DNS" if kind == "DNS" else "IPADD")
             self._env[key] = f"{self._env[key]} // {value}" if key in self._env else value
-            if peername and name_matches(value, peername):
+            # An IP subjectAltName is an address: compare it without brackets.
+            written = peername.strip("[]") if peername and kind == "IP" else peername
+            if written and name_matches(value, written):
                 return "trusting certificate, commonName matches"
         if not peername:
             return "trusting certificate, no check of commonName"

@@ -43,6 +43,7 @@ from ..options import Options
 from . import tcp
 from .base import Listener, OpenContext, ReadinessWatch, Stream
 from .sockets import format_sockaddr
+from .sockopt import CONNECTION_FORMS, apply_setsockopt
 from .tcp import (
     address_text,
     apply_socket_options,
@@ -119,6 +120,7 @@ def _new_socket(address: Address, family: int) -> socket.socket:
     try:
         sock.setblocking(False)
         apply_socket_options(sock, address.options, _SOCKET_OPTIONS, text)
+        apply_setsockopt(sock, address.options, CONNECTION_FORMS, text)
     except BaseException:
         sock.close()
         raise

@@ -230,6 +230,11 @@ async def listen(address: Address, ctx: OpenContext) -> Listener:
     text = address_text(address)
     (path,) = expect_params(address, 1, non_empty=True)
     options = address.options
+    if "bind" in options:
+        # The path is the socket's own address; socat refuses a second one.
+        raise OpenError(
+            text, f"{address.keyword}:{path}: binds implicitly, bind option not allowed"
+        )
     unlink_early(path, options, text)
     if not options.flag("unlink-early") and os.path.lexists(path):
         raise OpenError(text, f'"{path}" exists')

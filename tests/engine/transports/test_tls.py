@@ -481,3 +481,45 @@ async def test_sni_follows_host_commonname_snihost_and_no_sni(certs: Certs) -> N
         ip = await tls.connect(address("OPENSSL", "127.0.0.1", str(port), verify=False), CTX)
         await ip.aclose()
     assert seen == ["localhost", "mock.example", None, None]
+
+
+async def test_client_checks_an_ipv6_host_in_brackets_as_written(
+    tmp_path: Path,
+) -> None:
+    """socat checks ``OPENSSL:[::1]:port`` against the name ``[::1]``, brackets and all.
+
+    socat's own IPv6 test certificates carry the commonName ``[::1]``; a
+    commonName ``::1`` does not match. (An IP subjectAltName is an address
+    and matches without brackets: see test_client_wrong_host_name_names_subject.)
+    """
+    ca = trustme.CA()
+    results = []
+    for common_name in ("[::1]", "::1"):
+        leaf = ca.issue_cert("ipv6.example", common_name=common_name)
+        pem = tmp_path / "server.pem"
+        pem.write_bytes(leaf.private_key_and_cert_chain_pem.bytes())
+        ca_file = tmp_path / "ca.pem"
+        ca.cert_pem.write_to_path(str(ca_file))
+        listener = await tls.listen(
+            address("OPENSSL-LISTEN", "0", bind="[::1]", cert=str(pem), verify=False), CTX
+        )
+        async with closing(listener):
+            port = port_of(listener)
+            accepting = asyncio.ensure_future(accept(listener))
+            try:
+                stream = await tls.connect(
+                    address("OPENSSL", "::1", str(port), cafile=str(ca_file)), CTX
+                )
+            except TLSError as exc:
+                results.append(str(exc).split(" (")[0])
+            else:
+                await stream.aclose()
+                results.append("trusted")
+            finally:
+                accepting.cancel()
+                with contextlib.suppress(asyncio.CancelledError, TLSError):
+                    await (await accepting).aclose()
+    assert results == [
+        "trusted",
+        'certificate is valid but its commonName does not match hostname "[::1]"',
+    ]
