@@ -15,9 +15,9 @@ promises.
 
 Host names in brackets: socat keeps brackets in parameters (``TCP:[::1]:80``)
 so that an IPv6 address can hold colons, and strips them when it resolves the
-host. ``parse_address`` strips one pair of brackets around a whole ``host``
-parameter, so transports get ``::1``; ``str()`` puts them back where the host
-contains a colon.
+host. ``parse_address`` strips one pair of brackets around a whole host
+parameter (``HOST_PARAMS``), so transports get ``::1``; ``str()`` puts them
+back where the host contains a colon.
 """
 
 from __future__ import annotations
@@ -42,9 +42,13 @@ _UDP_LISTEN = _G.FD | _G.SOCKET | _G.LISTEN | _G.CHILD | _G.RANGE | _G.UDP
 _UDP_RECVFROM = _G.FD | _G.SOCKET | _G.CHILD | _G.RANGE | _G.UDP
 _PROCESS = _G.FD | _G.FIFO | _G.SOCKET | _G.EXEC | _G.FORK | _G.TERMIOS | _G.PTY | _G.PARENT
 _FILE = _G.FD | _G.FIFO | _G.CHR | _G.BLK | _G.REG | _G.NAMED | _G.OPEN | _G.TERMIOS
+# socat 1.8 (xio-socks.c, xio-socks5.c, xio-proxy.c): a TCP client with its
+# own option group; the SOCKS and HTTP clients also take fork (CHILD).
+_SOCKS = _G.FD | _G.SOCKET | _IP | _G.TCP | _G.SOCKS | _G.CHILD | _G.RETRY
+_HTTP_PROXY = _G.FD | _G.SOCKET | _IP | _G.TCP | _G.HTTP | _G.CHILD | _G.RETRY
 
-#: The parameter that names a host; its brackets are stripped (``[::1]`` -> ``::1``).
-HOST_PARAM = "host"
+#: Parameters that name a host; their brackets are stripped (``[::1]`` -> ``::1``).
+HOST_PARAMS = frozenset({"host", "socks-server", "target-host", "proxy-server"})
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,9 @@ class AddressKind:
 
     ``params`` are the parameter names in order, as socat's help shows them;
     the last ``optional`` of them may be left out (``PIPE`` without a name is
-    an unnamed pipe). ``listening`` kinds are passive: they wait for peers.
+    an unnamed pipe), and so may the one named ``skippable`` wherever it
+    stands (``SOCKS5-CONNECT:<socks-server>[:<socks-port>]:<target-host>:...``).
+    ``listening`` kinds are passive: they wait for peers.
     """
 
     keyword: str
@@ -62,11 +68,12 @@ class AddressKind:
     aliases: tuple[str, ...] = ()
     listening: bool = False
     optional: int = 0
+    skippable: str | None = None
 
     @property
     def min_params(self) -> int:
         """The fewest parameters the address accepts."""
-        return len(self.params) - self.optional
+        return len(self.params) - self.optional - (self.skippable is not None)
 
     @property
     def max_params(self) -> int:
@@ -76,9 +83,22 @@ class AddressKind:
     @property
     def syntax(self) -> str:
         """The parameters as socat's help writes them: ``:<host>:<port>``."""
-        required = "".join(f":<{name}>" for name in self.params[: self.min_params])
-        optional = "".join(f"[:<{name}>]" for name in self.params[self.min_params :])
-        return required + optional
+        last_required = len(self.params) - self.optional
+        return "".join(
+            f"[:<{name}>]" if index >= last_required or name == self.skippable else f":<{name}>"
+            for index, name in enumerate(self.params)
+        )
+
+    def param_names(self, count: int) -> tuple[str, ...]:
+        """The names of the parameters when ``count`` of them are written.
+
+        The ``skippable`` parameter is the first to go, then the optional
+        ones from the end.
+        """
+        names = self.params
+        if self.skippable is not None and count < len(names):
+            names = tuple(name for name in names if name != self.skippable)
+        return names[:count]
 
 
 def _family(
@@ -157,6 +177,16 @@ ADDRESS_KINDS: tuple[AddressKind, ...] = (
     AddressKind(
         "OPENSSL-LISTEN", ("port",), _TCP_LISTEN | _IP | _G.OPENSSL, ("SSL-L",), listening=True
     ),
+    AddressKind("SOCKS4", ("socks-server", "host", "port"), _SOCKS, ("SOCKS",)),
+    AddressKind("SOCKS4A", ("socks-server", "host", "port"), _SOCKS),
+    AddressKind(
+        "SOCKS5-CONNECT",
+        ("socks-server", "socks-port", "target-host", "target-port"),
+        _SOCKS,
+        ("SOCKS5",),
+        skippable="socks-port",
+    ),
+    AddressKind("PROXY", ("proxy-server", "host", "port"), _HTTP_PROXY, ("PROXY-CONNECT",)),
 )
 
 _BY_NAME: dict[str, AddressKind] = {
@@ -196,10 +226,10 @@ class Address:
         to an equal value.
         """
         kind = address_kind(self.keyword)
-        names = kind.params if kind else ()
+        names = kind.param_names(len(self.params)) if kind else ()
         parts = [self.keyword]
         for index, param in enumerate(self.params):
-            is_host = index < len(names) and names[index] == HOST_PARAM
+            is_host = index < len(names) and names[index] in HOST_PARAMS
             parts.append(_format_host(param) if is_host else quote(param, PARAM_ENDS))
         text = ":".join(parts)
         for name, value in self.options.items():
@@ -253,7 +283,10 @@ def _single(raw: RawAddress, text: str) -> Address:
             f"{kind.max_params}): usage: {written}{kind.syntax}",
             raw.position,
         )
-    cleaned = tuple(_clean(kind, index, param, text, raw) for index, param in enumerate(params))
+    names = kind.param_names(len(params))
+    cleaned = tuple(
+        _clean(kind, name, param, text, raw) for name, param in zip(names, params, strict=True)
+    )
     return Address(kind.keyword, cleaned, parse_options(raw.options, kind))
 
 
@@ -269,9 +302,8 @@ def _resolve(raw: RawAddress, text: str) -> tuple[AddressKind, str, tuple[str, .
     raise AddressError(text, f'unknown device/address "{raw.keyword}"', raw.position)
 
 
-def _clean(kind: AddressKind, index: int, param: str, text: str, raw: RawAddress) -> str:
-    name = kind.params[index]
-    if name == HOST_PARAM and len(param) >= 2 and param[0] == "[" and param[-1] == "]":
+def _clean(kind: AddressKind, name: str, param: str, text: str, raw: RawAddress) -> str:
+    if name in HOST_PARAMS and len(param) >= 2 and param[0] == "[" and param[-1] == "]":
         return param[1:-1]
     if kind is _FD:
         # socat reads the number with strtoul(..., 0): 10, 0x0a and 012 are all ten.

@@ -112,9 +112,11 @@ class Group(enum.Flag):
     IP6 = enum.auto()
     UDP = enum.auto()
     TCP = enum.auto()
+    SOCKS = enum.auto()
     OPENSSL = enum.auto()
     PROCESS = enum.auto()
     APPL = enum.auto()
+    HTTP = enum.auto()
     #: socat's "General address options" (``umask``): "may be applied to all address types".
     ADDR = enum.auto()
 
@@ -294,6 +296,18 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "max-proto-version", _K.STRING, _G.OPENSSL, ("max-version", "openssl-max-proto-version")
     ),
     OptionSpec("cipher", _K.STRING, _G.OPENSSL, ("ciphers", "cipherlist", "openssl-cipherlist")),
+    # SOCKS clients. socat: "socksport=<tcp service> Overrides the default
+    # "socks" service or port 1080"; "socksuser=<user> ... Default is the
+    # actual user name ($LOGNAME or $USER)".
+    OptionSpec("socksport", _K.STRING, _G.SOCKS),
+    OptionSpec("socksuser", _K.STRING, _G.SOCKS),
+    # HTTP CONNECT proxy client (PROXY).
+    OptionSpec("proxyport", _K.STRING, _G.HTTP),
+    OptionSpec("ignorecr", _K.FLAG, _G.HTTP),
+    OptionSpec("http-version", _K.STRING, _G.HTTP),
+    OptionSpec("proxy-resolve", _K.FLAG, _G.HTTP, ("resolve",)),
+    OptionSpec("proxy-authorization", _K.STRING, _G.HTTP, ("proxyauth",)),
+    OptionSpec("proxy-authorization-file", _K.FILENAME, _G.HTTP, ("proxyauthfile",)),
 )
 
 _BY_NAME: Mapping[str, OptionSpec] = {

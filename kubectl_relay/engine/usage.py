@@ -56,6 +56,19 @@ GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
     GlobalOption("--metrics [HOST:]PORT", "serve Prometheus metrics (a relay extension)"),
 )
 
+#: What ``relay`` has that socat has not, as ``-h`` lists it: (name, what it does).
+EXTENSIONS: tuple[tuple[str, str], ...] = (
+    ("--metrics [HOST:]PORT", "Prometheus counters over HTTP"),
+    ("frame=len16", "address option: datagrams and half-close over a byte stream"),
+)
+
+#: Where ``relay`` deliberately behaves otherwise than socat 1.8, as ``-h`` lists it.
+DIFFERENCES: tuple[str, ...] = (
+    "fork makes a task per session in one process, not a child process",
+    "listen backlog 512 (socat: 5); reads grow from 8192 bytes up to 4 MiB on busy links",
+    "SOCKS and PROXY: a refused request is an E line and exit 1 (socat 1.8.0: W, exit 255)",
+)
+
 _INDENT = "      "
 
 
@@ -73,7 +86,16 @@ def usage_text(level: int) -> str:
     ]
     if level >= 2:
         lines += _option_lines(verbose=level == 3)
+    lines += _extension_lines()
     return "\n".join(lines) + "\n"
+
+
+def _extension_lines() -> list[str]:
+    lines = ["   extensions (relay only, not in socat):"]
+    lines += [f"{_INDENT}{name.ljust(23)}{text}" for name, text in EXTENSIONS]
+    lines.append("   differences from socat 1.8 (deliberate):")
+    lines += [f"{_INDENT}{text}" for text in DIFFERENCES]
+    return lines
 
 
 def _global_line(option: GlobalOption) -> str:

@@ -62,12 +62,12 @@ FEATURES: tuple[tuple[str, str | None], ...] = (
     ("UDPLITE", None),
     ("LISTEN", "1"),  # TCP-LISTEN, UNIX-LISTEN, UDP-LISTEN, OPENSSL-LISTEN
     ("POSIXMQ", None),
-    ("SOCKS4", None),
-    ("SOCKS4A", None),
-    ("SOCKS5", None),
+    ("SOCKS4", "1"),  # SOCKS4
+    ("SOCKS4A", "1"),  # SOCKS4A
+    ("SOCKS5", "1"),  # SOCKS5-CONNECT
     ("VSOCK", None),
     ("NAMESPACES", None),
-    ("PROXY", None),
+    ("PROXY", "1"),  # PROXY (HTTP CONNECT)
     ("SYSTEM", "1"),
     ("SHELL", None),
     ("EXEC", "1"),

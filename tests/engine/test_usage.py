@@ -6,7 +6,7 @@ import pytest
 
 from kubectl_relay.engine.addresses import ADDRESS_KINDS
 from kubectl_relay.engine.options import OPTIONS
-from kubectl_relay.engine.usage import GLOBAL_OPTIONS, usage_text
+from kubectl_relay.engine.usage import DIFFERENCES, EXTENSIONS, GLOBAL_OPTIONS, usage_text
 
 
 def test_usage_line() -> None:
@@ -101,3 +101,14 @@ def test_ends_with_one_newline() -> None:
 def test_bad_level(level: int) -> None:
     with pytest.raises(ValueError, match=f"help level must be 1, 2 or 3, not {level}"):
         usage_text(level)
+
+
+@pytest.mark.parametrize("level", [1, 2, 3])
+def test_extensions_and_differences_are_listed(level: int) -> None:
+    lines = usage_text(level).splitlines()
+    start = lines.index("   extensions (relay only, not in socat):")
+    middle = lines.index("   differences from socat 1.8 (deliberate):")
+    extensions = [line.split()[0] for line in lines[start + 1 : middle]]
+    assert extensions == [name.split()[0] for name, _ in EXTENSIONS] == ["--metrics", "frame=len16"]
+    assert lines[middle + 1 :] == [f"      {text}" for text in DIFFERENCES]
+    assert all(len(line) <= 100 for line in lines[start:])

@@ -79,6 +79,10 @@ DEFINED = [
     "TCP",
     "UDP",
     "LISTEN",
+    "SOCKS4",
+    "SOCKS4A",
+    "SOCKS5",
+    "PROXY",
     "SYSTEM",
     "EXEC",
     "OPENSSL",
@@ -120,12 +124,12 @@ def test_golden_text() -> None:
         "  #undef WITH_UDPLITE\n"
         "  #define WITH_LISTEN 1\n"
         "  #undef WITH_POSIXMQ\n"
-        "  #undef WITH_SOCKS4\n"
-        "  #undef WITH_SOCKS4A\n"
-        "  #undef WITH_SOCKS5\n"
+        "  #define WITH_SOCKS4 1\n"
+        "  #define WITH_SOCKS4A 1\n"
+        "  #define WITH_SOCKS5 1\n"
         "  #undef WITH_VSOCK\n"
         "  #undef WITH_NAMESPACES\n"
-        "  #undef WITH_PROXY\n"
+        "  #define WITH_PROXY 1\n"
         "  #define WITH_SYSTEM 1\n"
         "  #undef WITH_SHELL\n"
         "  #define WITH_EXEC 1\n"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from ..addresses import Address
-from . import files, process, stdio, tcp, tls, udp, unix
+from . import files, process, proxy, socks, stdio, tcp, tls, udp, unix
 from .base import Listener, OpenContext, Stream
 
 Opener = Callable[[Address, OpenContext], Awaitable[Stream]]
@@ -39,6 +39,10 @@ OPENERS: dict[str, Opener] = {
     "UDP4-SENDTO": udp.sendto,
     "UDP6-SENDTO": udp.sendto,
     "OPENSSL": tls.connect,
+    "SOCKS4": socks.connect4,
+    "SOCKS4A": socks.connect4,
+    "SOCKS5-CONNECT": socks.connect5,
+    "PROXY": proxy.connect,
 }
 
 LISTENERS: dict[str, ListenerFactory] = {
