@@ -167,6 +167,7 @@ ADDRESS_KINDS: tuple[AddressKind, ...] = (
     AddressKind("CREATE", ("filename",), _G.FD | _G.REG | _G.NAMED, ("CREAT",)),
     AddressKind("EXEC", ("command-line",), _PROCESS | _G.UNIX),
     AddressKind("SYSTEM", ("shell-command",), _PROCESS | _G.UNIX),
+    AddressKind("SHELL", ("shell-command",), _PROCESS | _G.UNIX | _G.SHELL),
     *_family("UDP", ("host", "port"), _UDP_CONNECT, ("UDP-CONNECT",)),
     *_family("UDP-SENDTO", ("host", "port"), _UDP_CONNECT, ("UDP-SEND",)),
     *_family("UDP-LISTEN", ("port",), _UDP_LISTEN, ("UDP-L",), listening=True),

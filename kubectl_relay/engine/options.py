@@ -101,6 +101,7 @@ class Group(enum.Flag):
     EXEC = enum.auto()
     FORK = enum.auto()
     LISTEN = enum.auto()
+    SHELL = enum.auto()
     CHILD = enum.auto()
     RETRY = enum.auto()
     TERMIOS = enum.auto()
@@ -277,6 +278,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("stderr", _K.FLAG, _G.FORK),
     OptionSpec("fdin", _K.INT, _G.FORK, (), _COUNT),
     OptionSpec("fdout", _K.INT, _G.FORK, (), _COUNT),
+    # SHELL: socat 1.8 "shell=<path>" overrides $SHELL.
+    OptionSpec("shell", _K.STRING, _G.SHELL),
     OptionSpec("pty", _K.FLAG, _G.PTY),
     OptionSpec("openpty", _K.FLAG, _G.PTY),
     OptionSpec("ptmx", _K.FLAG, _G.PTY),

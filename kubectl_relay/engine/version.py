@@ -69,7 +69,7 @@ FEATURES: tuple[tuple[str, str | None], ...] = (
     ("NAMESPACES", None),
     ("PROXY", "1"),  # PROXY (HTTP CONNECT)
     ("SYSTEM", "1"),
-    ("SHELL", None),
+    ("SHELL", "1"),
     ("EXEC", "1"),
     ("READLINE", None),
     ("TUN", None),

@@ -84,6 +84,7 @@ DEFINED = [
     "SOCKS5",
     "PROXY",
     "SYSTEM",
+    "SHELL",
     "EXEC",
     "OPENSSL",
     "RETRY",
@@ -131,7 +132,7 @@ def test_golden_text() -> None:
         "  #undef WITH_NAMESPACES\n"
         "  #define WITH_PROXY 1\n"
         "  #define WITH_SYSTEM 1\n"
-        "  #undef WITH_SHELL\n"
+        "  #define WITH_SHELL 1\n"
         "  #define WITH_EXEC 1\n"
         "  #undef WITH_READLINE\n"
         "  #undef WITH_TUN\n"

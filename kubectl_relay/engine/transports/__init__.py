@@ -32,6 +32,7 @@ OPENERS: dict[str, Opener] = {
     "CREATE": files.open_file,
     "EXEC": process.spawn,
     "SYSTEM": process.spawn,
+    "SHELL": process.spawn,
     "UDP": udp.connect,
     "UDP4": udp.connect,
     "UDP6": udp.connect,
