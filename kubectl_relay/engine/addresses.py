@@ -45,6 +45,7 @@ _FILE = _G.FD | _G.FIFO | _G.CHR | _G.BLK | _G.REG | _G.NAMED | _G.OPEN | _G.TER
 # socat 1.8 (xio-socks.c, xio-socks5.c, xio-proxy.c): a TCP client with its
 # own option group; the SOCKS and HTTP clients also take fork (CHILD).
 _SOCKS = _G.FD | _G.SOCKET | _IP | _G.TCP | _G.SOCKS | _G.CHILD | _G.RETRY
+_UNIX_DGRAM = _G.FD | _G.SOCKET | _G.NAMED | _G.UNIX | _G.RETRY
 _HTTP_PROXY = _G.FD | _G.SOCKET | _IP | _G.TCP | _G.HTTP | _G.CHILD | _G.RETRY
 
 #: Parameters that name a host; their brackets are stripped (``[::1]`` -> ``::1``).
@@ -172,6 +173,12 @@ ADDRESS_KINDS: tuple[AddressKind, ...] = (
     *_family("UDP-SENDTO", ("host", "port"), _UDP_CONNECT, ("UDP-SEND",)),
     *_family("UDP-LISTEN", ("port",), _UDP_LISTEN, ("UDP-L",), listening=True),
     *_family("UDP-RECVFROM", ("port",), _UDP_RECVFROM, listening=True),
+    *_family("UDP-RECV", ("port",), _G.FD | _G.SOCKET | _G.RANGE | _G.UDP),
+    AddressKind("UNIX-SENDTO", ("filename",), _UNIX_DGRAM, ("UNIX-SEND",)),
+    AddressKind("UNIX-RECV", ("filename",), _UNIX_DGRAM),
+    AddressKind("UNIX-RECVFROM", ("filename",), _UNIX_DGRAM | _G.CHILD, listening=True),
+    # socat's help shows ":<filename>" for SOCKETPAIR, which takes no parameter.
+    AddressKind("SOCKETPAIR", (), _G.FD | _G.SOCKET),
     AddressKind(
         "OPENSSL", ("host", "port"), _TCP_CONNECT | _IP | _G.OPENSSL, ("OPENSSL-CONNECT", "SSL")
     ),

@@ -249,6 +249,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("rcvbuf", _K.INT, _G.SOCKET, ("so-rcvbuf",), _COUNT),
     OptionSpec("sndbuf", _K.INT, _G.SOCKET, ("so-sndbuf",), _COUNT),
     OptionSpec("null-eof", _K.FLAG, _G.SOCKET),
+    # socat: "so-type=<type> Sets the type of the socket" (SOCKETPAIR: 1 stream, 2 datagram).
+    OptionSpec("so-type", _K.INT, _G.SOCKET, ("type", "socktype"), (1, 10)),
     # IP.
     OptionSpec("tos", _K.INT, _G.IP4 | _G.IP6, ("ip-tos",), _BYTE),
     OptionSpec("ttl", _K.INT, _G.IP4 | _G.IP6, ("ip-ttl",), _BYTE),

@@ -47,7 +47,7 @@ FEATURES: tuple[tuple[str, str | None], ...] = (
     ("PIPE", "1"),  # PIPE (named and unnamed)
     ("STALL", None),
     ("TEXT", None),
-    ("SOCKETPAIR", None),
+    ("SOCKETPAIR", "1"),  # SOCKETPAIR
     ("UNIX", "1"),  # UNIX-CONNECT, UNIX-LISTEN, UNIX-CLIENT
     ("ABSTRACT_UNIXSOCKET", None),
     ("IP4", "1"),

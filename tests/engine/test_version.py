@@ -73,6 +73,7 @@ DEFINED = [
     "CREAT",
     "GOPEN",
     "PIPE",
+    "SOCKETPAIR",
     "UNIX",
     "IP4",
     "IP6",
@@ -110,7 +111,7 @@ def test_golden_text() -> None:
         "  #define WITH_PIPE 1\n"
         "  #undef WITH_STALL\n"
         "  #undef WITH_TEXT\n"
-        "  #undef WITH_SOCKETPAIR\n"
+        "  #define WITH_SOCKETPAIR 1\n"
         "  #define WITH_UNIX 1\n"
         "  #undef WITH_ABSTRACT_UNIXSOCKET\n"
         "  #define WITH_IP4 1\n"

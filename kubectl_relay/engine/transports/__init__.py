@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from ..addresses import Address
-from . import files, process, proxy, socks, stdio, tcp, tls, udp, unix
+from . import datagrams, files, process, proxy, socks, stdio, tcp, tls, udp, unix
 from .base import Listener, OpenContext, Stream
 
 Opener = Callable[[Address, OpenContext], Awaitable[Stream]]
@@ -44,6 +44,12 @@ OPENERS: dict[str, Opener] = {
     "SOCKS4A": socks.connect4,
     "SOCKS5-CONNECT": socks.connect5,
     "PROXY": proxy.connect,
+    "UDP-RECV": udp.recv,
+    "UDP4-RECV": udp.recv,
+    "UDP6-RECV": udp.recv,
+    "UNIX-SENDTO": datagrams.unix_sendto,
+    "UNIX-RECV": datagrams.unix_recv,
+    "SOCKETPAIR": datagrams.socketpair,
 }
 
 LISTENERS: dict[str, ListenerFactory] = {
@@ -58,6 +64,7 @@ LISTENERS: dict[str, ListenerFactory] = {
     "UDP4-RECVFROM": udp.recvfrom,
     "UDP6-RECVFROM": udp.recvfrom,
     "OPENSSL-LISTEN": tls.listen,
+    "UNIX-RECVFROM": datagrams.unix_recvfrom,
 }
 
 __all__ = ["LISTENERS", "OPENERS", "Listener", "OpenContext", "Stream"]
