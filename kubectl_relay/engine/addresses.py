@@ -177,6 +177,13 @@ ADDRESS_KINDS: tuple[AddressKind, ...] = (
     AddressKind("UNIX-SENDTO", ("filename",), _UNIX_DGRAM, ("UNIX-SEND",)),
     AddressKind("UNIX-RECV", ("filename",), _UNIX_DGRAM),
     AddressKind("UNIX-RECVFROM", ("filename",), _UNIX_DGRAM | _G.CHILD, listening=True),
+    AddressKind(
+        "ACCEPT-FD",
+        ("fdnum",),
+        _G.FD | _G.SOCKET | _G.UNIX | _IP | _G.TCP | _G.UDP | _G.CHILD | _G.RANGE | _G.RETRY,
+        ("ACCEPT",),
+        listening=True,
+    ),
     # socat's help shows ":<filename>" for SOCKETPAIR, which takes no parameter.
     AddressKind("SOCKETPAIR", (), _G.FD | _G.SOCKET),
     AddressKind(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from ..addresses import Address
-from . import datagrams, files, process, proxy, socks, stdio, tcp, tls, udp, unix
+from . import acceptfd, datagrams, files, process, proxy, socks, stdio, tcp, tls, udp, unix
 from .base import Listener, OpenContext, Stream
 
 Opener = Callable[[Address, OpenContext], Awaitable[Stream]]
@@ -65,6 +65,7 @@ LISTENERS: dict[str, ListenerFactory] = {
     "UDP6-RECVFROM": udp.recvfrom,
     "OPENSSL-LISTEN": tls.listen,
     "UNIX-RECVFROM": datagrams.unix_recvfrom,
+    "ACCEPT-FD": acceptfd.accept_fd,
 }
 
 __all__ = ["LISTENERS", "OPENERS", "Listener", "OpenContext", "Stream"]
