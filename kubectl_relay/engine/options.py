@@ -283,6 +283,16 @@ OPTIONS: tuple[OptionSpec, ...] = (
     # SHELL: socat 1.8 "shell=<path>" overrides $SHELL.
     OptionSpec("shell", _K.STRING, _G.SHELL),
     OptionSpec("pty", _K.FLAG, _G.PTY),
+    # PTY: socat "link=<filename> Generates a symbolic link that points to the
+    # actual pseudo terminal".
+    OptionSpec("symbolic-link", _K.FILENAME, _G.PTY, ("link",)),
+    # Terminal settings (socat's TERMIOS group), applied by PTY (pty.py).
+    OptionSpec("raw", _K.CONST, _G.TERMIOS),
+    OptionSpec("termios-rawer", _K.CONST, _G.TERMIOS, ("rawer",)),
+    OptionSpec("termios-cfmakeraw", _K.CONST, _G.TERMIOS, ("cfmakeraw",)),
+    OptionSpec("echo", _K.FLAG, _G.TERMIOS),
+    OptionSpec("icanon", _K.FLAG, _G.TERMIOS),
+    OptionSpec("isig", _K.FLAG, _G.TERMIOS),
     OptionSpec("openpty", _K.FLAG, _G.PTY),
     OptionSpec("ptmx", _K.FLAG, _G.PTY),
     # TLS.

@@ -73,7 +73,7 @@ FEATURES: tuple[tuple[str, str | None], ...] = (
     ("EXEC", "1"),
     ("READLINE", None),
     ("TUN", None),
-    ("PTY", None),
+    ("PTY", "1"),  # PTY (terminal options on PTY only: TERMIOS stays undefined)
     ("OPENSSL", "1"),  # OPENSSL, OPENSSL-LISTEN
     ("FIPS", None),
     ("LIBWRAP", None),

@@ -87,6 +87,7 @@ DEFINED = [
     "SYSTEM",
     "SHELL",
     "EXEC",
+    "PTY",
     "OPENSSL",
     "RETRY",
     "MSGLEVEL",
@@ -137,7 +138,7 @@ def test_golden_text() -> None:
         "  #define WITH_EXEC 1\n"
         "  #undef WITH_READLINE\n"
         "  #undef WITH_TUN\n"
-        "  #undef WITH_PTY\n"
+        "  #define WITH_PTY 1\n"
         "  #define WITH_OPENSSL 1\n"
         "  #undef WITH_FIPS\n"
         "  #undef WITH_LIBWRAP\n"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from ..addresses import Address
-from . import acceptfd, datagrams, files, process, proxy, socks, stdio, tcp, tls, udp, unix
+from . import acceptfd, datagrams, files, process, proxy, pty, socks, stdio, tcp, tls, udp, unix
 from .base import Listener, OpenContext, Stream
 
 Opener = Callable[[Address, OpenContext], Awaitable[Stream]]
@@ -50,6 +50,7 @@ OPENERS: dict[str, Opener] = {
     "UNIX-SENDTO": datagrams.unix_sendto,
     "UNIX-RECV": datagrams.unix_recv,
     "SOCKETPAIR": datagrams.socketpair,
+    "PTY": pty.open_pty,
 }
 
 LISTENERS: dict[str, ListenerFactory] = {
