@@ -188,6 +188,35 @@ ADDRESS_KINDS: tuple[AddressKind, ...] = (
         listening=True,
     ),
     AddressKind("PTY", (), _G.FD | _G.NAMED | _G.PTY | _G.TERMIOS),
+    # Generic sockets (generic.py). socat gives the RECV, RECVFROM, LISTEN and
+    # DATAGRAM forms RANGE as well, in its own dalan notation: not offered here.
+    AddressKind(
+        "SOCKET-CONNECT",
+        ("domain", "protocol", "remote-address"),
+        _G.FD | _G.SOCKET | _G.CHILD | _G.RETRY,
+    ),
+    AddressKind(
+        "SOCKET-LISTEN",
+        ("domain", "protocol", "local-address"),
+        _G.FD | _G.SOCKET | _G.LISTEN | _G.CHILD | _G.RETRY,
+        listening=True,
+    ),
+    AddressKind(
+        "SOCKET-SENDTO", ("domain", "type", "protocol", "remote-address"), _G.FD | _G.SOCKET
+    ),
+    AddressKind(
+        "SOCKET-DATAGRAM",
+        ("domain", "type", "protocol", "remote-address"),
+        _G.FD | _G.SOCKET,
+        ("DATAGRAM", "DGRAM"),
+    ),
+    AddressKind("SOCKET-RECV", ("domain", "type", "protocol", "local-address"), _G.FD | _G.SOCKET),
+    AddressKind(
+        "SOCKET-RECVFROM",
+        ("domain", "type", "protocol", "local-address"),
+        _G.FD | _G.SOCKET | _G.CHILD,
+        listening=True,
+    ),
     # socat's help shows ":<filename>" for SOCKETPAIR, which takes no parameter.
     AddressKind("SOCKETPAIR", (), _G.FD | _G.SOCKET),
     AddressKind(

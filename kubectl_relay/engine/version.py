@@ -53,7 +53,7 @@ FEATURES: tuple[tuple[str, str | None], ...] = (
     ("IP4", "1"),
     ("IP6", "1"),
     ("RAWIP", None),
-    ("GENERICSOCKET", None),
+    ("GENERICSOCKET", "1"),  # SOCKET-CONNECT, -LISTEN, -SENDTO, -RECV, -RECVFROM, -DATAGRAM
     ("INTERFACE", None),
     ("TCP", "1"),  # TCP, TCP4, TCP6
     ("UDP", "1"),  # UDP, UDP-SENDTO, UDP-RECVFROM, UDP-LISTEN

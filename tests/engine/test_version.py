@@ -77,6 +77,7 @@ DEFINED = [
     "UNIX",
     "IP4",
     "IP6",
+    "GENERICSOCKET",
     "TCP",
     "UDP",
     "LISTEN",
@@ -118,7 +119,7 @@ def test_golden_text() -> None:
         "  #define WITH_IP4 1\n"
         "  #define WITH_IP6 1\n"
         "  #undef WITH_RAWIP\n"
-        "  #undef WITH_GENERICSOCKET\n"
+        "  #define WITH_GENERICSOCKET 1\n"
         "  #undef WITH_INTERFACE\n"
         "  #define WITH_TCP 1\n"
         "  #define WITH_UDP 1\n"

@@ -9,7 +9,21 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from ..addresses import Address
-from . import acceptfd, datagrams, files, process, proxy, pty, socks, stdio, tcp, tls, udp, unix
+from . import (
+    acceptfd,
+    datagrams,
+    files,
+    generic,
+    process,
+    proxy,
+    pty,
+    socks,
+    stdio,
+    tcp,
+    tls,
+    udp,
+    unix,
+)
 from .base import Listener, OpenContext, Stream
 
 Opener = Callable[[Address, OpenContext], Awaitable[Stream]]
@@ -51,6 +65,10 @@ OPENERS: dict[str, Opener] = {
     "UNIX-RECV": datagrams.unix_recv,
     "SOCKETPAIR": datagrams.socketpair,
     "PTY": pty.open_pty,
+    "SOCKET-CONNECT": generic.connect,
+    "SOCKET-SENDTO": generic.sendto,
+    "SOCKET-DATAGRAM": generic.datagram,
+    "SOCKET-RECV": generic.recv,
 }
 
 LISTENERS: dict[str, ListenerFactory] = {
@@ -67,6 +85,8 @@ LISTENERS: dict[str, ListenerFactory] = {
     "OPENSSL-LISTEN": tls.listen,
     "UNIX-RECVFROM": datagrams.unix_recvfrom,
     "ACCEPT-FD": acceptfd.accept_fd,
+    "SOCKET-LISTEN": generic.listen,
+    "SOCKET-RECVFROM": generic.recvfrom,
 }
 
 __all__ = ["LISTENERS", "OPENERS", "Listener", "OpenContext", "Stream"]

@@ -40,7 +40,8 @@ from .sockets import format_sockaddr
 from .tcp import address_text, bind_socket, new_socket, strerror
 from .unix import ANONYMOUS, remove_path, unlink_early
 
-SockAddr = object
+#: A socket address in Python's form: (host, port...) for IP, a path (str or bytes) for UNIX.
+SockAddr = tuple[object, ...] | str | bytes
 #: Largest datagram a read takes.
 MAX_DATAGRAM = 65535
 
@@ -60,8 +61,8 @@ class DatagramStream(Stream):
         sock: socket.socket,
         *,
         label: str,
-        peer: str | None = None,
-        accepts: Callable[[SockAddr], bool] | None = None,
+        peer: SockAddr | None = None,
+        accepts: Callable[[object], bool] | None = None,
         null_eof: bool = False,
         owned: tuple[str, tuple[int, int]] | None = None,
     ) -> None:
@@ -246,11 +247,14 @@ class _OneDatagram(Stream):
 
     datagram = True
 
-    def __init__(self, owner: UnixRecvfromListener, data: bytes, sender: str) -> None:
+    def __init__(self, owner: DatagramRecvfromListener, data: bytes, sender: SockAddr) -> None:
         self.owner, self._data, self.sender = owner, data, sender
-        self.label = format_sockaddr(socket.AF_UNIX, sender or ANONYMOUS)
-        self.writable = bool(sender)  # an unbound sender cannot be answered
-        self.env = {"SOCAT_PEERADDR": sender or ANONYMOUS, "SOCAT_SOCKADDR": owner.path}
+        family = owner.sock.family
+        self.label = format_sockaddr(family, sender or ANONYMOUS)
+        self.writable = bool(sender)  # an unbound UNIX sender cannot be answered
+        self.env = {}
+        if family == socket.AF_UNIX:
+            self.env = {"SOCAT_PEERADDR": str(sender or ANONYMOUS), "SOCAT_SOCKADDR": owner.path}
         self._closed = False
 
     async def read_into(self, buffer: memoryview) -> int:
@@ -275,7 +279,7 @@ class _Replies:
         self.sock = sock
         self._writable = ReadinessWatch(sock.fileno(), writable=True)
 
-    async def write_to(self, data: memoryview, peer: str) -> None:
+    async def write_to(self, data: memoryview, peer: SockAddr) -> None:
         while True:
             try:
                 self.sock.sendto(data, peer)
@@ -284,15 +288,15 @@ class _Replies:
                 await self._writable.wait()
             except OSError as exc:
                 raise OpenError(
-                    peer, f"sendto({self.sock.fileno()}, {len(data)}): {strerror(exc)}"
+                    str(peer), f"sendto({self.sock.fileno()}, {len(data)}): {strerror(exc)}"
                 ) from exc
 
     def close(self) -> None:
         self._writable.close()
 
 
-class UnixRecvfromListener(Listener):
-    """``UNIX-RECVFROM``: each ``accept()`` is the next datagram, from any sender.
+class DatagramRecvfromListener(Listener):
+    """``UNIX-RECVFROM``, ``SOCKET-RECVFROM``: each ``accept()`` is the next datagram, from anybody.
 
     The socket lives while the listener or a session of it is open (without
     ``fork`` the session outlives the listener, which it answers through).
@@ -302,8 +306,10 @@ class UnixRecvfromListener(Listener):
         self, address: Address, sock: socket.socket, owned: tuple[str, tuple[int, int]] | None
     ) -> None:
         sock.setblocking(False)
-        self.address, self.sock, self.path = address, sock, _path(address)
-        self.label = format_sockaddr(socket.AF_UNIX, self.path)
+        self.address, self.sock = address, sock
+        local = sock.getsockname()
+        self.path = local if isinstance(local, str) else ""
+        self.label = format_sockaddr(sock.family, local)
         self.replies = _Replies(sock)
         self._owned = owned
         self._users = 1
@@ -324,12 +330,12 @@ class UnixRecvfromListener(Listener):
             except OSError as exc:
                 logger.info("recvfrom(%d): %s", self.sock.fileno(), strerror(exc))
                 continue
-            where = format_sockaddr(socket.AF_UNIX, sender or ANONYMOUS)
+            where = format_sockaddr(self.sock.family, sender or ANONYMOUS)
             logger.log(NOTICE, "received packet with %d bytes from %s", count, where)
             if count == 0 and not self._null_eof:
                 continue
             self._users += 1
-            return _OneDatagram(self, bytes(self._buffer[:count]), sender or "")
+            return _OneDatagram(self, bytes(self._buffer[:count]), sender)
 
     async def aclose(self) -> None:
         if not self._closed:
@@ -351,6 +357,6 @@ async def unix_recvfrom(address: Address, ctx: OpenContext) -> Listener:
     """Bind ``UNIX-RECVFROM:<filename>``; ``accept()`` yields one session per datagram."""
     path = _path(address)
     sock, owned = _bound_socket(address, path)
-    listener = UnixRecvfromListener(address, sock, owned)
+    listener = DatagramRecvfromListener(address, sock, owned)
     logger.log(NOTICE, "receiving on %s", listener.label)
     return listener
