@@ -188,6 +188,16 @@ ADDRESS_KINDS: tuple[AddressKind, ...] = (
         listening=True,
     ),
     AddressKind("PTY", (), _G.FD | _G.NAMED | _G.PTY | _G.TERMIOS),
+    AddressKind(
+        "VSOCK-CONNECT", ("cid", "port"), _G.FD | _G.SOCKET | _G.CHILD | _G.RETRY, ("VSOCK",)
+    ),
+    AddressKind(
+        "VSOCK-LISTEN",
+        ("port",),
+        _G.FD | _G.SOCKET | _G.LISTEN | _G.CHILD | _G.RETRY,
+        ("VSOCK-L",),
+        listening=True,
+    ),
     # Generic sockets (generic.py). socat gives the RECV, RECVFROM, LISTEN and
     # DATAGRAM forms RANGE as well, in its own dalan notation: not offered here.
     AddressKind(

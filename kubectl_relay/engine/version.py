@@ -65,7 +65,7 @@ FEATURES: tuple[tuple[str, str | None], ...] = (
     ("SOCKS4", "1"),  # SOCKS4
     ("SOCKS4A", "1"),  # SOCKS4A
     ("SOCKS5", "1"),  # SOCKS5-CONNECT
-    ("VSOCK", None),
+    ("VSOCK", "1"),  # VSOCK-CONNECT, VSOCK-LISTEN
     ("NAMESPACES", None),
     ("PROXY", "1"),  # PROXY (HTTP CONNECT)
     ("SYSTEM", "1"),

@@ -84,6 +84,7 @@ DEFINED = [
     "SOCKS4",
     "SOCKS4A",
     "SOCKS5",
+    "VSOCK",
     "PROXY",
     "SYSTEM",
     "SHELL",
@@ -131,7 +132,7 @@ def test_golden_text() -> None:
         "  #define WITH_SOCKS4 1\n"
         "  #define WITH_SOCKS4A 1\n"
         "  #define WITH_SOCKS5 1\n"
-        "  #undef WITH_VSOCK\n"
+        "  #define WITH_VSOCK 1\n"
         "  #undef WITH_NAMESPACES\n"
         "  #define WITH_PROXY 1\n"
         "  #define WITH_SYSTEM 1\n"

@@ -23,6 +23,7 @@ from . import (
     tls,
     udp,
     unix,
+    vsock,
 )
 from .base import Listener, OpenContext, Stream
 
@@ -69,6 +70,7 @@ OPENERS: dict[str, Opener] = {
     "SOCKET-SENDTO": generic.sendto,
     "SOCKET-DATAGRAM": generic.datagram,
     "SOCKET-RECV": generic.recv,
+    "VSOCK-CONNECT": vsock.connect,
 }
 
 LISTENERS: dict[str, ListenerFactory] = {
@@ -87,6 +89,7 @@ LISTENERS: dict[str, ListenerFactory] = {
     "ACCEPT-FD": acceptfd.accept_fd,
     "SOCKET-LISTEN": generic.listen,
     "SOCKET-RECVFROM": generic.recvfrom,
+    "VSOCK-LISTEN": vsock.listen,
 }
 
 __all__ = ["LISTENERS", "OPENERS", "Listener", "OpenContext", "Stream"]
