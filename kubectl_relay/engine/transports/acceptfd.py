@@ -11,25 +11,23 @@ close-on-exec, so that EXEC and SYSTEM children do not hold it.
 from __future__ import annotations
 
 import os
-import re
 import socket
 
 from ..addresses import Address
 from ..errors import OpenError
 from ..log import NOTICE, logger
+from ..numbers import strtol
 from .base import Listener, OpenContext
 from .tcp import TcpListener, address_text, strerror
 from .unix import UnixListener
 
-_C_UNSIGNED = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*")
-
 
 def _descriptor(text: str, written: str) -> int:
     """The descriptor number, read like C ``strtoul(..., 0)``, whole or not at all."""
-    if not _C_UNSIGNED.fullmatch(written):
+    number, rest = strtol(written)
+    if number is None or rest:
         raise OpenError(text, f'error in FD number "{written}"')
-    octal = len(written) > 1 and written[0] == "0" and written[1] not in "xX"
-    return int(written, 8) if octal else int(written, 0)
+    return number
 
 
 async def accept_fd(address: Address, ctx: OpenContext) -> Listener:

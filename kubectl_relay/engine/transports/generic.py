@@ -31,6 +31,7 @@ import struct
 from ..addresses import Address
 from ..errors import OpenError
 from ..log import NOTICE, logger
+from ..numbers import strtol
 from ..options import Options
 from .base import Listener, OpenContext, Stream
 from .datagrams import DatagramRecvfromListener, DatagramStream, SockAddr
@@ -59,7 +60,6 @@ _C_ESCAPES = {
 #: dalan number types: letter -> struct format (native size, host byte order).
 _NUMBERS = {"i": "i", "I": "I", "l": "l", "L": "L", "s": "h", "S": "H", "b": "b", "B": "B"}
 _DECIMAL = re.compile(r"[+-]?[0-9]+")
-_INTEGER = re.compile(r"\s*[+-]?(?:0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
 #: Socket options the generic addresses set before bind.
 _EARLY_OPTIONS = ("reuseaddr", "reuseport", "rcvbuf", "sndbuf", "keepalive", "broadcast")
 
@@ -136,15 +136,10 @@ def to_sockaddr(family: int, data: bytes, where: str) -> SockAddr:
 
 
 def _int_param(value: str, name: str, where: str) -> int:
-    if not _INTEGER.fullmatch(value):
+    number, rest = strtol(value, signed=True)
+    if number is None or rest:
         raise OpenError(where, f'{name} "{value}" is not a number')
-    digits = value.strip()
-    octal = (
-        len(digits.lstrip("+-")) > 1
-        and digits.lstrip("+-")[0] == "0"
-        and digits.lstrip("+-")[1] not in "xX"
-    )
-    return int(digits, 8) if octal else int(digits, 0)
+    return number
 
 
 def _socket(address: Address, kind: int | None) -> tuple[socket.socket, SockAddr]:

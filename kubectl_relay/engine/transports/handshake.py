@@ -13,12 +13,12 @@ the same with ``dialogue_level``.
 from __future__ import annotations
 
 import logging
-import re
 import socket
 
 from ..addresses import Address
 from ..errors import OpenError
 from ..log import NOTICE
+from ..numbers import strtol
 from . import tcp
 from .base import OpenContext
 from .sockets import SocketStream
@@ -26,9 +26,6 @@ from .sockets import SocketStream
 
 class DialogueError(OpenError):
     """The SOCKS or HTTP proxy server refused the request or broke the dialogue."""
-
-
-_C_NUMBER = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*")
 
 
 def dialogue_level(address: Address) -> int:
@@ -45,17 +42,13 @@ def parse_port(port: str, text: str) -> int:
     are both 80); anything else is looked up as a TCP service.
     """
     if port[:1].isdigit():
-        match = _C_NUMBER.match(port)
-        assert match is not None  # a leading digit always matches
-        if match.end() != len(port):
-            extra = port[match.end() :]
+        number, extra = strtol(port)
+        assert number is not None  # a leading digit is a number
+        if extra:
             raise OpenError(
                 text,
                 f'parseport("{port}", {socket.IPPROTO_TCP}): extra trailing data "{extra}"',
             )
-        digits = match.group()
-        octal = len(digits) > 1 and digits[0] == "0" and digits[1] not in "xX"
-        number = int(digits, 8) if octal else int(digits, 0)
         if number > 0xFFFF:
             raise OpenError(text, f'port "{port}" is out of range, accepted: 0 to 65535')
         return number

@@ -18,13 +18,13 @@ import asyncio
 import errno
 import fcntl
 import os
-import re
 import socket
 import struct
 
 from ..addresses import Address
 from ..errors import OpenError
 from ..log import NOTICE, logger
+from ..numbers import strtol
 from .base import Listener, OpenContext, Stream, wait_writable
 from .sockets import SocketStream, format_sockaddr
 from .tcp import (
@@ -39,19 +39,14 @@ from .tcp import (
 
 #: Linux's ``IOCTL_VM_SOCKETS_GET_LOCAL_CID`` (``_IO(7, 0xb9)``).
 IOCTL_VM_SOCKETS_GET_LOCAL_CID = 0x7B9
-_C_UNSIGNED = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*")
 _LISTEN_OPTIONS = ("reuseaddr", "rcvbuf", "sndbuf", "keepalive")
 
 
 def parse_number(text: str, what: str, where: str) -> int:
     """A cid or port, as socat's ``sockaddr_vm_parse`` reads it (``strtoul(..., 0)``)."""
-    match = _C_UNSIGNED.match(text)
-    end = match.end() if match else 0
-    if match is None or end != len(text):
-        raise OpenError(where, f'sockaddr_vm - garbage in {what}: "{text[end:]}"')
-    digits = match.group()
-    octal = len(digits) > 1 and digits[0] == "0" and digits[1] not in "xX"
-    number = int(digits, 8) if octal else int(digits, 0)
+    number, rest = strtol(text)
+    if number is None or rest:
+        raise OpenError(where, f'sockaddr_vm - garbage in {what}: "{rest}"')
     if number > 0xFFFFFFFF:
         raise OpenError(where, f'{what} "{text}" is out of range, accepted: 0 to 4294967295')
     return number
