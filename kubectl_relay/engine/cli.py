@@ -8,6 +8,7 @@ Errors are one socat-style ``E`` line on stderr, never a traceback.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import sys
@@ -29,6 +30,7 @@ from .log import (
 from .metrics import parse_metrics_address
 from .options import lookup_option
 from .session import Relay, RunSettings
+from .statistics import log_statistics
 from .trace import TraceSettings
 from .transfer import DEFAULT_BLOCK_SIZE, TransferSettings
 from .usage import usage_text
@@ -61,6 +63,7 @@ class CommandLine:
     unidirectional: Literal["both", "left-to-right", "right-to-left"] = "both"
     family: int = socket.AF_UNSPEC
     metrics_address: tuple[str, int] | None = None
+    statistics: bool = False  # --statistics
     show_version: bool = False
     help_level: int = 0
     addresses: list[str] = field(default_factory=list)
@@ -104,7 +107,9 @@ def parse_command_line(argv: Sequence[str], progname: str = "relay") -> CommandL
             index += 1
             return args[index - 1]
 
-        if arg == "-V":
+        if arg == "--statistics":
+            line.statistics = True
+        elif arg == "-V":
             line.show_version = True
         elif arg in ("-h", "-?", "-hh", "-hhh", "-??", "-???"):
             line.help_level = len(arg) - 1
@@ -149,6 +154,12 @@ def parse_command_line(argv: Sequence[str], progname: str = "relay") -> CommandL
             line.family = socket.AF_INET
         elif arg == "-6":
             line.family = socket.AF_INET6
+        elif arg == "-0":
+            # socat: "Do not prefer a particular IP version; this lets passive
+            # addresses (LISTEN, RECV, ...) serve both versions": the same as
+            # SOCAT_DEFAULT_LISTEN_IP=0, which the listeners read.
+            line.family = socket.AF_UNSPEC
+            os.environ["SOCAT_DEFAULT_LISTEN_IP"] = "0"
         else:
             raise UsageError(f'unknown option "{arg}"; {HELP_HINT}')
     line.addresses = rejoin_split_options(args[index:])
@@ -278,6 +289,8 @@ def main(argv: Sequence[str] | None = None, *, loop_factory: LoopFactory | None 
     with asyncio.Runner(loop_factory=factory) as runner:
         status = runner.run(_run_until_signal(first, second, settings))
     logger.log(NOTICE, "exiting with status %d", status)
+    if line.statistics:
+        log_statistics(line.unidirectional)
     return status
 
 
@@ -296,6 +309,8 @@ async def _run_until_signal(first: AddressSpec, second: AddressSpec, settings: R
 
     for signum in HANDLED_SIGNALS:
         loop.add_signal_handler(signum, on_signal, signum)
+    # socat: SIGUSR1 logs the statistics and the run goes on.
+    loop.add_signal_handler(signal.SIGUSR1, log_statistics, settings.transfer.unidirectional)
     try:
         return await Relay(first, second, settings).run()
     except asyncio.CancelledError:
@@ -304,6 +319,6 @@ async def _run_until_signal(first: AddressSpec, second: AddressSpec, settings: R
         logger.log(WARNING, "exiting on signal %d", received[0])
         return 128 + received[0]
     finally:
-        for handled in HANDLED_SIGNALS:
+        for handled in (*HANDLED_SIGNALS, signal.SIGUSR1):
             loop.remove_signal_handler(handled)
 

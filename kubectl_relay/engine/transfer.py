@@ -168,6 +168,7 @@ class _Pump:
                 await write(memoryview(block))
                 self.transferred += count
                 counter[0] += count
+                counter[1] += 1
                 touch()
                 if log_blocks:
                     log_transferred(count, source.fd_label, sink.fd_label)

@@ -53,6 +53,8 @@ GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
     GlobalOption("-U", "one direction only, right to left"),
     GlobalOption("-4", "prefer IPv4 where the address does not say"),
     GlobalOption("-6", "prefer IPv6 where the address does not say"),
+    GlobalOption("-0", "no preferred IP version; listeners serve IPv4 and IPv6"),
+    GlobalOption("--statistics", "log transfer statistics on exit (and on SIGUSR1)"),
     GlobalOption("--metrics [HOST:]PORT", "serve Prometheus metrics (a relay extension)"),
 )
 

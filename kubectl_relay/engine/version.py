@@ -37,7 +37,7 @@ SOCAT_COMPATIBLE_VERSION = "1.8.1.0"
 #: CLI's ``-h``, the session's retry options, all message levels).
 FEATURES: tuple[tuple[str, str | None], ...] = (
     ("HELP", "1"),  # -h, -hh, -hhh
-    ("STATS", None),  # --statistics, SIGUSR1
+    ("STATS", "1"),  # --statistics, SIGUSR1
     ("STDIO", "1"),  # STDIO, STDIN, STDOUT, STDERR, "-"
     ("FDNUM", "1"),  # FD:<n> and bare numbers
     ("FILE", "1"),  # OPEN

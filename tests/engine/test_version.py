@@ -67,6 +67,7 @@ SOCAT_181_FEATURES = [
 #: What the engine implements.
 DEFINED = [
     "HELP",
+    "STATS",
     "STDIO",
     "FDNUM",
     "FILE",
@@ -104,7 +105,7 @@ def test_golden_text() -> None:
         "   running on Linux version #45-Ubuntu SMP, release 6.8.0-45-generic, machine x86_64\n"
         "features:\n"
         "  #define WITH_HELP 1\n"
-        "  #undef WITH_STATS\n"
+        "  #define WITH_STATS 1\n"
         "  #define WITH_STDIO 1\n"
         "  #define WITH_FDNUM 1\n"
         "  #define WITH_FILE 1\n"
