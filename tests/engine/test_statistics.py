@@ -7,11 +7,10 @@ import signal
 import socket
 import time
 
-import pytest
-
 from kubectl_relay.engine.metrics import Metrics
 from kubectl_relay.engine.statistics import statistics_lines
 from tests.conftest import scaled
+from tests.engine.transports.test_tcp import needs_ipv6
 from tests.support import (
     ThreadedServer,
     echo,
@@ -88,16 +87,7 @@ def test_sigusr1_logs_statistics_and_the_relay_goes_on() -> None:
     assert found["left to right"][1] == found["right to left"][1] == 1000
 
 
-def has_ipv6() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not has_ipv6(), reason="no IPv6 loopback")
+@needs_ipv6
 def test_dash_zero_listens_for_both_ip_versions() -> None:
     port = free_port(socket.AF_INET6)
     with relay_listening(["-0", f"TCP-LISTEN:{port},fork", "SYSTEM:cat"], port):
