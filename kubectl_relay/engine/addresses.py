@@ -52,7 +52,7 @@ _UNIX_DGRAM = _G.FD | _G.SOCKET | _G.NAMED | _G.UNIX | _G.RETRY
 _HTTP_PROXY = _G.FD | _G.SOCKET | _IP | _G.TCP | _G.HTTP | _G.CHILD | _G.RETRY
 
 #: Parameters that name a host; their brackets are stripped (``[::1]`` -> ``::1``).
-HOST_PARAMS = frozenset({"host", "socks-server", "target-host", "proxy-server"})
+HOST_PARAMS = frozenset({"host", "address", "socks-server", "target-host", "proxy-server"})
 
 
 @dataclass(frozen=True)
@@ -177,6 +177,9 @@ ADDRESS_KINDS: tuple[AddressKind, ...] = (
     *_family("UDP-LISTEN", ("port",), _UDP_LISTEN, ("UDP-L",), listening=True),
     *_family("UDP-RECVFROM", ("port",), _UDP_RECVFROM, listening=True),
     *_family("UDP-RECV", ("port",), _G.FD | _G.SOCKET | _G.RANGE | _G.UDP),
+    *_family(
+        "UDP-DATAGRAM", ("address", "port"), _G.FD | _G.SOCKET | _G.RANGE | _G.UDP, ("UDP-DGRAM",)
+    ),
     AddressKind("UNIX-SENDTO", ("filename",), _UNIX_DGRAM, ("UNIX-SEND",)),
     AddressKind("UNIX-RECV", ("filename",), _UNIX_DGRAM),
     AddressKind("UNIX-RECVFROM", ("filename",), _UNIX_DGRAM | _G.CHILD, listening=True),

@@ -74,6 +74,8 @@ _KEYWORD_FAMILIES = {
     **dict.fromkeys(("UDP6", "UDP6-LISTEN", "UDP6-RECVFROM", "UDP6-SENDTO"), socket.AF_INET6),
     "UDP4-RECV": socket.AF_INET,
     "UDP6-RECV": socket.AF_INET6,
+    "UDP4-DATAGRAM": socket.AF_INET,
+    "UDP6-DATAGRAM": socket.AF_INET6,
 }
 #: Socket options an address may set on its UDP socket (before bind).
 _SOCKET_OPTIONS = ("reuseaddr", "reuseport", "rcvbuf", "sndbuf", "tos", "ttl")
@@ -620,6 +622,33 @@ async def recv(address: Address, ctx: OpenContext) -> Stream:
     return DatagramStream(
         shared.sock,
         label=shared.label,
+        accepts=lambda sender: peers.permits(family, sender),  # type: ignore[arg-type]
+        null_eof=address.options.flag("null-eof"),
+    )
+
+
+async def datagram(address: Address, ctx: OpenContext) -> Stream:
+    """Open ``UDP[4|6]-DATAGRAM:<address>:<port>``: send there, receive from any permitted peer.
+
+    socat: "Sends outgoing data to the specified address which may in
+    particular be a broadcast or multicast address. Packets arriving on the
+    local socket are checked for the correct remote port only when option
+    sourceport is used [...] and if their source addresses match range".
+    """
+    sock, peer = await _client_socket(address, ctx)
+    text = address_text(address)
+    try:
+        if address.options.flag("broadcast"):
+            set_int_option(sock, socket.SOL_SOCKET, socket.SO_BROADCAST, 1, text)
+    except BaseException:
+        sock.close()
+        raise
+    peers = _PeerFilter(address.options)
+    family = sock.family
+    return DatagramStream(
+        sock,
+        label=format_sockaddr(family, peer),
+        peer=peer,
         accepts=lambda sender: peers.permits(family, sender),  # type: ignore[arg-type]
         null_eof=address.options.flag("null-eof"),
     )

@@ -193,3 +193,43 @@ def test_receivers_take_no_fork(text: str) -> None:
     # socat: "if you need the fork option, use UDP-RECVFROM in unidirectional mode".
     with pytest.raises(OptionError, match='option "fork" not supported'):
         parse_address(text)
+
+
+@requires_socat
+def test_udp_datagram_talks_with_socats_udp_datagram() -> None:
+    assert SOCAT is not None
+    ours, theirs = free_port(kind=socket.SOCK_DGRAM), free_port(kind=socket.SOCK_DGRAM)
+    # socat echoes each datagram back through an unnamed pipe.
+    peer = [SOCAT, f"UDP4-DATAGRAM:127.0.0.1:{ours},bind=127.0.0.1:{theirs}", "PIPE"]
+    with subprocess.Popen(peer) as process:
+        try:
+            wait_for_port(theirs, "udp")
+            result = run_relay(
+                ["-t", "2", "-", f"UDP-DGRAM:[127.0.0.1]:{theirs},bind=127.0.0.1:{ours}"],
+                input=b"datagram\n",
+            )
+        finally:
+            process.terminate()
+            process.wait(timeout=scaled(5))
+    assert result.stdout == b"datagram\n", result.stderr.decode()
+
+
+def test_udp_datagram_drops_peers_outside_range() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.settimeout(scaled(10))
+        port = server.getsockname()[1]
+        args = ["-t", "2", "-", f"UDP4-DATAGRAM:127.0.0.1:{port},range=127.0.0.2/32"]
+        with RelayProcess(args) as relay:
+            assert relay.proc.stdin is not None
+            relay.proc.stdin.write(b"out\n")
+            relay.proc.stdin.flush()
+            data, sender = server.recvfrom(100)
+            server.sendto(b"refused\n", sender)  # from 127.0.0.1: outside the range
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+                other.bind(("127.0.0.2", 0))
+                other.sendto(b"permitted\n", sender)
+            relay.proc.stdin.close()
+            relay.wait()
+    assert data == b"out\n"
+    assert relay.stdout_bytes == b"permitted\n"
