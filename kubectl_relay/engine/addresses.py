@@ -52,7 +52,9 @@ _UNIX_DGRAM = _G.FD | _G.SOCKET | _G.NAMED | _G.UNIX | _G.RETRY
 _HTTP_PROXY = _G.FD | _G.SOCKET | _IP | _G.TCP | _G.HTTP | _G.CHILD | _G.RETRY
 
 #: Parameters that name a host; their brackets are stripped (``[::1]`` -> ``::1``).
-HOST_PARAMS = frozenset({"host", "address", "socks-server", "target-host", "proxy-server"})
+HOST_PARAMS = frozenset(
+    {"host", "address", "socks-server", "target-host", "listen-host", "proxy-server"}
+)
 
 
 @dataclass(frozen=True)
@@ -245,6 +247,13 @@ ADDRESS_KINDS: tuple[AddressKind, ...] = (
         ("socks-server", "socks-port", "target-host", "target-port"),
         _SOCKS,
         ("SOCKS5",),
+        skippable="socks-port",
+    ),
+    AddressKind(
+        "SOCKS5-LISTEN",
+        ("socks-server", "socks-port", "listen-host", "listen-port"),
+        _SOCKS,
+        ("SOCKS5-BIND",),
         skippable="socks-port",
     ),
     AddressKind("PROXY", ("proxy-server", "host", "port"), _HTTP_PROXY, ("PROXY-CONNECT",)),

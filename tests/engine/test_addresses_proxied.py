@@ -68,6 +68,7 @@ CANONICAL = [
     ("SOCKS5:[::1]:[::2]:80", "SOCKS5-CONNECT:[::1]:[::2]:80"),
     ("socks5-connect:h:t:80,socksport=1", "SOCKS5-CONNECT:h:t:80,socksport=1"),
     ("SOCKS:h:t:80,sourceport=1000", "SOCKS4:h:t:80,sourceport=1000"),
+    ("socks5-bind:[::1]:1080:[::]:0", "SOCKS5-LISTEN:[::1]:1080:[::]:0"),
     ("proxy-connect:p:[::1]:22,proxyauth=a:b", "PROXY:p:[::1]:22,proxy-authorization=a:b"),
     ("PROXY:p:h:1,resolve,connect-timeout=2,fork", "PROXY:p:h:1,proxy-resolve,connect-timeout=2,fork"),
 ]  # fmt: skip
@@ -83,13 +84,14 @@ def test_canonical_text_parses_back(text: str, canonical: str) -> None:
 def test_help_syntax_is_socats() -> None:
     syntax = {
         name: kind.syntax
-        for name in ("SOCKS4", "SOCKS4A", "SOCKS5-CONNECT", "PROXY")
+        for name in ("SOCKS4", "SOCKS4A", "SOCKS5-CONNECT", "SOCKS5-LISTEN", "PROXY")
         if (kind := address_kind(name)) is not None
     }
     assert syntax == {
         "SOCKS4": ":<socks-server>:<host>:<port>",
         "SOCKS4A": ":<socks-server>:<host>:<port>",
         "SOCKS5-CONNECT": ":<socks-server>[:<socks-port>]:<target-host>:<target-port>",
+        "SOCKS5-LISTEN": ":<socks-server>[:<socks-port>]:<listen-host>:<listen-port>",
         "PROXY": ":<proxy-server>:<host>:<port>",
     }
 

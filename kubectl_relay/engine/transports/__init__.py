@@ -58,6 +58,7 @@ OPENERS: dict[str, Opener] = {
     "SOCKS4": socks.connect4,
     "SOCKS4A": socks.connect4,
     "SOCKS5-CONNECT": socks.connect5,
+    "SOCKS5-LISTEN": socks.connect5,
     "PROXY": proxy.connect,
     "UDP-RECV": udp.recv,
     "UDP4-RECV": udp.recv,

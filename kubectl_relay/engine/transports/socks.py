@@ -1,4 +1,4 @@
-"""SOCKS clients: ``SOCKS4``, ``SOCKS4A`` and ``SOCKS5-CONNECT``.
+"""SOCKS clients: ``SOCKS4``, ``SOCKS4A``, ``SOCKS5-CONNECT`` and ``SOCKS5-LISTEN``.
 
 socat's man page:
 
@@ -7,6 +7,10 @@ socat's man page:
   protocol": the target is resolved here, to IPv4.
 - ``SOCKS4A:<socks-server>:<host>:<port>`` "like SOCKS4, but uses socks
   protocol version 4a, thus leaving host name resolution to the socks server."
+- ``SOCKS5-LISTEN:<socks-server>[:<socks-port>]:<listen-host>:<listen-port>``
+  asks the server to listen (the BIND command) and carries the one
+  connection it accepts; the server may pick another port than the one asked
+  for, so the address it listens on is logged (a line socat lacks).
 - ``SOCKS5-CONNECT:<socks-server>[:<socks-port>]:<target-host>:<target-port>``
   "using socks version 5 protocol over TCP. Currently no authentication
   mechanism is provided." (socat 1.8 offers the "no authentication" method
@@ -44,7 +48,7 @@ from .handshake import (
     parse_port,
     read_exactly,
 )
-from .sockets import SocketStream
+from .sockets import SocketStream, format_sockaddr
 from .tcp import strerror
 
 #: socat's fallback when the "socks" service is unknown (xio-socks.c SOCKSPORT).
@@ -65,7 +69,7 @@ SOCKS4_REPLY_SIZE = 8
 SOCKS5_VERSION = 5
 SOCKS5_NO_AUTHENTICATION = 0
 SOCKS5_NO_ACCEPTABLE_METHOD = 0xFF
-SOCKS5_CONNECT = 1
+SOCKS5_CONNECT, SOCKS5_BIND = 1, 2
 SOCKS5_IPV4, SOCKS5_DOMAIN, SOCKS5_IPV6 = 1, 3, 4
 #: RFC 1928's reply codes, in socat's words.
 SOCKS5_REPLIES = {
@@ -191,14 +195,21 @@ async def connect4(address: Address, ctx: OpenContext) -> Stream:
 
 
 async def connect5(address: Address, ctx: OpenContext) -> Stream:
-    """Open ``SOCKS5-CONNECT``: greet with "no authentication", request CONNECT, check the reply."""
+    """Open ``SOCKS5-CONNECT`` or ``SOCKS5-LISTEN``: greet, request CONNECT or BIND, check.
+
+    ``SOCKS5-LISTEN`` (socat: "Connects to <socks-server> using socks version
+    5 protocol over TCP and makes it listen for incoming connections on
+    <listen-port>, binding to <listen-host>") returns once the server
+    reports the peer that connected there.
+    """
     text = tcp.address_text(address)
     if len(address.params) == 4:
         server, written_port, host, port = address.params
     else:
         (server, host, port), written_port = address.params, None
     server_port = socks_port(address, written_port)
-    request = _socks5_request(host, parse_port(port, text), text)
+    command = SOCKS5_BIND if address.keyword == "SOCKS5-LISTEN" else SOCKS5_CONNECT
+    request = _socks5_request_bytes(command, host, parse_port(port, text), text)
     # "vis": socat 1.8's own spelling of this line.
     logger.log(
         NOTICE,
@@ -214,7 +225,7 @@ async def connect5(address: Address, ctx: OpenContext) -> Stream:
     )
     try:
         await _socks5_greet(stream, address, f"{address.keyword}:{server}:{server_port}")
-        await _socks5_connect(stream, request, address)
+        await _socks5_request(stream, request, address)
     except BaseException:
         await stream.aclose()
         raise
@@ -229,8 +240,8 @@ async def connect5(address: Address, ctx: OpenContext) -> Stream:
     return stream
 
 
-def _socks5_request(host: str, port: int, text: str) -> bytes:
-    """The CONNECT request: an IPv4 or IPv6 address as such, anything else as a name."""
+def _socks5_request_bytes(command: int, host: str, port: int, text: str) -> bytes:
+    """The CONNECT or BIND request: an IPv4 or IPv6 address as such, anything else as a name."""
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
@@ -241,9 +252,9 @@ def _socks5_request(host: str, port: int, text: str) -> bytes:
     else:
         kind = SOCKS5_IPV4 if ip.version == 4 else SOCKS5_IPV6
         target = bytes((kind,)) + ip.packed
-    if port == 0:
+    if port == 0 and command == SOCKS5_CONNECT:
         raise OpenError(text, "target port 0 is not a port a SOCKS5 server connects to")
-    return bytes((SOCKS5_VERSION, SOCKS5_CONNECT, 0)) + target + struct.pack("!H", port)
+    return bytes((SOCKS5_VERSION, command, 0)) + target + struct.pack("!H", port)
 
 
 async def _socks5_greet(stream: SocketStream, address: Address, where: str) -> None:
@@ -279,8 +290,8 @@ async def _socks5_greet(stream: SocketStream, address: Address, where: str) -> N
         raise DialogueError(tcp.address_text(address), f"{where}: Connection failed")
 
 
-async def _socks5_connect(stream: SocketStream, request: bytes, address: Address) -> None:
-    """Send the CONNECT request and read the whole reply, no byte more."""
+async def _socks5_request(stream: SocketStream, request: bytes, address: Address) -> None:
+    """Send the CONNECT or BIND request and read the reply (two for BIND), no byte more."""
     logger.info(
         "sending socks5 request version=%d command=%d reserved=%d address_type=%d",
         request[0],
@@ -289,6 +300,31 @@ async def _socks5_connect(stream: SocketStream, request: bytes, address: Address
         request[3],
     )
     await _send(stream, request, address)
+    version, code, kind, bound = await _socks5_reply(stream, address)
+    logger.info("received SOCKS5 reply version=%d reply=%d address_type=%d", version, code, kind)
+    if version != SOCKS5_VERSION:
+        raise DialogueError(
+            tcp.address_text(address),
+            f"SOCKS5 reply version was {version}, not the expected {SOCKS5_VERSION}, "
+            "peer might not be a SOCKS5 server",
+        )
+    if code == 0 and request[1] == SOCKS5_BIND:
+        # socat 1.8: "For BIND, we read two replies". Where the server listens
+        # is not in socat's log; the peer needs it, so we add a line.
+        logger.log(NOTICE, "listening on remote host, waiting for connection")
+        logger.log(NOTICE, "the SOCKS5 server listens on %s", bound)
+        version, code, kind, bound = await _socks5_reply(stream, address)
+        logger.log(NOTICE, "received connection on remote host")
+        logger.info(
+            "received second SOCKS5 reply version=%d reply=%d address_type=%d", version, code, kind
+        )
+    if code != 0:
+        meaning = SOCKS5_REPLIES.get(code, "unknown error")
+        raise DialogueError(tcp.address_text(address), f"SOCKS5 server error {code}: {meaning}")
+
+
+async def _socks5_reply(stream: SocketStream, address: Address) -> tuple[int, int, int, str]:
+    """One reply: version, code, address type and the address it carries, as text."""
     eof = "read(): EOF during read of SOCKS5 reply"
     logger.info("reading SOCKS5 reply")
     head = await _receive(stream, 5, address, eof)
@@ -302,17 +338,15 @@ async def _socks5_connect(stream: SocketStream, request: bytes, address: Address
             tcp.address_text(address), f"invalid SOCKS5 reply address type ({kind})"
         )
     logger.info("reading SOCKS5 reply")
-    await _receive(stream, rest, address, eof)
-    logger.info("received SOCKS5 reply version=%d reply=%d address_type=%d", version, code, kind)
-    if version != SOCKS5_VERSION:
-        raise DialogueError(
-            tcp.address_text(address),
-            f"SOCKS5 reply version was {version}, not the expected {SOCKS5_VERSION}, "
-            "peer might not be a SOCKS5 server",
-        )
-    if code != 0:
-        meaning = SOCKS5_REPLIES.get(code, "unknown error")
-        raise DialogueError(tcp.address_text(address), f"SOCKS5 server error {code}: {meaning}")
+    tail = await _receive(stream, rest, address, eof)
+    data, port = (head[4:] + tail)[:-2], struct.unpack("!H", tail[-2:])[0]
+    if kind == SOCKS5_IPV4:
+        bound = format_sockaddr(socket.AF_INET, (socket.inet_ntoa(data), port))
+    elif kind == SOCKS5_IPV6:
+        bound = format_sockaddr(socket.AF_INET6, (socket.inet_ntop(socket.AF_INET6, data), port))
+    else:
+        bound = f"{data[1:].decode(errors='replace')}:{port}"
+    return version, code, kind, bound
 
 
 async def _connect_server(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from tests.engine.transports.proxy_servers import (
     socks4a_handler,
 )
 from tests.support import (
+    RelayProcess,
     ThreadedServer,
     exchange,
     free_port,
@@ -223,3 +225,29 @@ def test_data_right_after_the_reply_is_kept(socks_port: int) -> None:
         address = f"SOCKS5-CONNECT:127.0.0.1:{socks_port}:127.0.0.1:{greeting.port}"
         result = run_relay(["-", address], input=b"")
     assert result.stdout == b"hello from the target\n"
+
+
+def test_socks5_listen_carries_the_connection_the_server_accepts(socks_port: int) -> None:
+    listen = free_port()
+    args = ["-d", "-d", f"SOCKS5-LISTEN:127.0.0.1:{socks_port}:127.0.0.1:{listen}", "SYSTEM:cat"]
+    with RelayProcess(args) as relay:
+        bound = wait_for_notice(relay, "the SOCKS5 server listens on AF=2 ")
+        port = int(bound.rsplit(":", 1)[1])
+        assert exchange(port, PAYLOAD) == PAYLOAD
+        assert relay.wait() == 0, relay.stderr_text
+    notices = log_lines(relay.stderr_text, "N")
+    assert "listening on remote host, waiting for connection" in notices
+    assert "received connection on remote host" in notices
+
+
+def wait_for_notice(relay: RelayProcess, start: str) -> str:
+    """The first notice of the running relay that starts with ``start``."""
+    deadline = time.monotonic() + scaled(10)
+    while time.monotonic() < deadline:
+        relay._stderr.seek(0)
+        text = relay._stderr.read().decode(errors="replace")
+        for line in log_lines(text, "N"):
+            if line.startswith(start):
+                return line
+        time.sleep(0.05)
+    raise AssertionError(f"no notice starting with {start!r}")
