@@ -5,11 +5,9 @@ from __future__ import annotations
 import re
 import signal
 import socket
-import time
 
 from kubectl_relay.engine.metrics import Metrics
 from kubectl_relay.engine.statistics import statistics_lines
-from tests.conftest import scaled
 from tests.engine.transports.test_tcp import needs_ipv6
 from tests.support import (
     ThreadedServer,
@@ -19,6 +17,7 @@ from tests.support import (
     log_lines,
     relay_listening,
     run_relay,
+    wait_for_output,
 )
 
 STATISTICS = re.compile(
@@ -74,12 +73,7 @@ def test_sigusr1_logs_statistics_and_the_relay_goes_on() -> None:
     with relay_listening(args, port) as relay:
         assert exchange(port, b"x" * 1000) == b"x" * 1000
         relay.proc.send_signal(signal.SIGUSR1)
-        deadline = time.monotonic() + scaled(10)
-        while time.monotonic() < deadline:
-            relay._stderr.seek(0)
-            if b"STATISTICS: right to left" in relay._stderr.read():
-                break
-            time.sleep(0.05)
+        wait_for_output(relay, lambda _, stderr: "STATISTICS: right to left" in stderr)
         # Still serving after the signal.
         assert exchange(port, b"again") == b"again"
         assert relay.proc.poll() is None

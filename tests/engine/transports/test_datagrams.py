@@ -20,6 +20,7 @@ from tests.support import (
     free_port,
     log_lines,
     run_relay,
+    wait_for_output,
     wait_for_path,
     wait_for_port,
 )
@@ -32,15 +33,12 @@ def socat(*args: str, data: bytes = b"") -> subprocess.CompletedProcess[bytes]:
     )
 
 
-def wait_for_output(relay: RelayProcess, expected: bytes) -> bytes:
-    """Stop the relay once its stdout file holds ``expected`` (or time is up)."""
-    deadline = time.monotonic() + scaled(10)
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
-        relay._stdout.seek(0)
-        if relay._stdout.read() == expected:
-            break
-    relay.stop()
+def received(relay: RelayProcess, expected: bytes) -> bytes:
+    """What the relay wrote to stdout once it holds ``expected``; the relay is stopped."""
+    try:
+        wait_for_output(relay, lambda stdout, _: stdout == expected)
+    finally:
+        relay.stop()
     return relay.stdout_bytes
 
 
@@ -52,7 +50,7 @@ def test_udp_recv_merges_the_datagrams_of_every_sender(keyword: str) -> None:
         wait_for_port(port, "udp")
         for word in (b"one\n", b"two\n", b"three\n"):
             socat("-u", "-", f"UDP4-SENDTO:127.0.0.1:{port}", data=word)
-        assert wait_for_output(relay, b"one\ntwo\nthree\n") == b"one\ntwo\nthree\n"
+        assert received(relay, b"one\ntwo\nthree\n") == b"one\ntwo\nthree\n"
 
 
 @requires_socat
@@ -63,7 +61,7 @@ def test_udp_recv_drops_senders_outside_range() -> None:
         wait_for_port(port, "udp")
         socat("-u", "-", f"UDP4-SENDTO:127.0.0.1:{port}", data=b"from 127.0.0.1\n")
         socat("-u", "-", f"UDP4-SENDTO:127.0.0.1:{port},bind=127.0.0.2", data=b"from .2\n")
-        assert wait_for_output(relay, b"from .2\n") == b"from .2\n"
+        assert received(relay, b"from .2\n") == b"from .2\n"
     assert any(
         line.startswith("refusing connection from AF=2 127.0.0.1:") and "range" in line
         for line in log_lines(relay.stderr_text, "W")
@@ -77,7 +75,7 @@ def test_unix_recv_reads_from_every_sender_and_removes_its_socket(tmp_path: Path
         wait_for_path(str(path))
         socat("-u", "-", f"UNIX-SENDTO:{path}", data=b"first\n")
         socat("-u", "-", f"UNIX-SENDTO:{path}", data=b"second\n")
-        assert wait_for_output(relay, b"first\nsecond\n") == b"first\nsecond\n"
+        assert received(relay, b"first\nsecond\n") == b"first\nsecond\n"
     assert not path.exists()
 
 

@@ -12,7 +12,7 @@ import pytest
 from kubectl_relay.engine.errors import OpenError
 from kubectl_relay.engine.transports.generic import parse_data, to_sockaddr
 from tests.conftest import SOCAT, requires_socat, scaled
-from tests.engine.transports.test_datagrams import wait_for_output
+from tests.engine.transports.test_datagrams import received
 from tests.support import (
     RelayProcess,
     ThreadedServer,
@@ -159,7 +159,7 @@ def test_socket_recv_merges_senders() -> None:
                 timeout=scaled(10),
                 check=True,
             )
-        assert wait_for_output(relay, b"one\ntwo\n") == b"one\ntwo\n"
+        assert received(relay, b"one\ntwo\n") == b"one\ntwo\n"
 
 
 def test_socket_datagram_sends_there_and_hears_the_answer() -> None:

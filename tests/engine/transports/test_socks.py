@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from tests.support import (
     log_lines,
     relay_listening,
     run_relay,
+    wait_for_output,
 )
 
 pytestmark = requires_danted
@@ -242,12 +242,7 @@ def test_socks5_listen_carries_the_connection_the_server_accepts(socks_port: int
 
 def wait_for_notice(relay: RelayProcess, start: str) -> str:
     """The first notice of the running relay that starts with ``start``."""
-    deadline = time.monotonic() + scaled(10)
-    while time.monotonic() < deadline:
-        relay._stderr.seek(0)
-        text = relay._stderr.read().decode(errors="replace")
-        for line in log_lines(text, "N"):
-            if line.startswith(start):
-                return line
-        time.sleep(0.05)
-    raise AssertionError(f"no notice starting with {start!r}")
+    _, stderr = wait_for_output(
+        relay, lambda _, text: any(line.startswith(start) for line in log_lines(text, "N"))
+    )
+    return next(line for line in log_lines(stderr, "N") if line.startswith(start))

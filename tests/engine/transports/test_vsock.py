@@ -16,7 +16,7 @@ import time
 import pytest
 
 from tests.conftest import RELAY, scaled
-from tests.support import RelayProcess, log_lines, run_relay
+from tests.support import RelayProcess, log_lines, run_relay, wait_for_output
 
 AF_VSOCK = getattr(socket, "AF_VSOCK", 40)
 VMADDR_CID_ANY = 0xFFFFFFFF
@@ -60,13 +60,7 @@ def free_vsock_port() -> int:
 
 
 def wait_for_log(relay: RelayProcess, text: str) -> None:
-    deadline = time.monotonic() + scaled(10)
-    while time.monotonic() < deadline:
-        relay._stderr.seek(0)
-        if text in relay._stderr.read().decode(errors="replace"):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"the relay never logged {text!r}")
+    wait_for_output(relay, lambda _, stderr: text in stderr)
 
 
 @needs_vsock
