@@ -265,3 +265,25 @@ def log_lines(stderr: str, level: str) -> list[str]:
         if match and match.group(1) == level:
             found.append(match.group(2))
     return found
+
+
+def wait_for_output(
+    relay: RelayProcess,
+    predicate: Callable[[bytes, str], bool],
+    timeout: float = 10.0,
+) -> tuple[bytes, str]:
+    """The relay's stdout and stderr so far, once ``predicate(stdout, stderr)`` holds.
+
+    For relays that run on (listeners, receivers): what they wrote is read
+    from their output files while they run. AssertionError after ``timeout``.
+    """
+    deadline = time.monotonic() + scaled(timeout)
+    while True:
+        relay._stdout.seek(0)
+        relay._stderr.seek(0)
+        stdout, stderr = relay._stdout.read(), relay._stderr.read().decode(errors="replace")
+        if predicate(stdout, stderr):
+            return stdout, stderr
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the relay never got there; stdout {stdout!r}, stderr:\n{stderr}")
+        time.sleep(0.05)

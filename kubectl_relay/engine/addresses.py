@@ -15,9 +15,9 @@ promises.
 
 Host names in brackets: socat keeps brackets in parameters (``TCP:[::1]:80``)
 so that an IPv6 address can hold colons, and strips them when it resolves the
-host. ``parse_address`` strips one pair of brackets around a whole ``host``
-parameter, so transports get ``::1``; ``str()`` puts them back where the host
-contains a colon.
+host. ``parse_address`` strips one pair of brackets around a whole host
+parameter (``HOST_PARAMS``), so transports get ``::1``; ``str()`` puts them
+back where the host contains a colon.
 """
 
 from __future__ import annotations
@@ -33,18 +33,28 @@ _G = Group
 _IP = _G.IP4 | _G.IP6
 # An inherited descriptor can be anything, so socat accepts the options of all
 # the kinds it might be.
-_STDIO_GROUPS = _G.FD | _G.FIFO | _G.CHR | _G.BLK | _G.REG | _G.SOCKET | _G.TERMIOS | _G.UNIX
+# TERMIOS (raw, echo...) is left out where socat has it but the engine does not
+# apply terminal settings yet (only PTY does): such options are refused by
+# name, never accepted and ignored.
+_STDIO_GROUPS = _G.FD | _G.FIFO | _G.CHR | _G.BLK | _G.REG | _G.SOCKET | _G.UNIX
 _STDIO_GROUPS |= _IP | _G.UDP | _G.TCP
 _TCP_CONNECT = _G.FD | _G.SOCKET | _G.CHILD | _G.RETRY | _G.TCP
 _TCP_LISTEN = _G.FD | _G.SOCKET | _G.LISTEN | _G.CHILD | _G.RETRY | _G.RANGE | _G.TCP
 _UDP_CONNECT = _G.FD | _G.SOCKET | _G.UDP
 _UDP_LISTEN = _G.FD | _G.SOCKET | _G.LISTEN | _G.CHILD | _G.RANGE | _G.UDP
 _UDP_RECVFROM = _G.FD | _G.SOCKET | _G.CHILD | _G.RANGE | _G.UDP
-_PROCESS = _G.FD | _G.FIFO | _G.SOCKET | _G.EXEC | _G.FORK | _G.TERMIOS | _G.PTY | _G.PARENT
-_FILE = _G.FD | _G.FIFO | _G.CHR | _G.BLK | _G.REG | _G.NAMED | _G.OPEN | _G.TERMIOS
+_PROCESS = _G.FD | _G.FIFO | _G.SOCKET | _G.EXEC | _G.FORK | _G.PTY | _G.PARENT
+_FILE = _G.FD | _G.FIFO | _G.CHR | _G.BLK | _G.REG | _G.NAMED | _G.OPEN
+# socat 1.8 (xio-socks.c, xio-socks5.c, xio-proxy.c): a TCP client with its
+# own option group; the SOCKS and HTTP clients also take fork (CHILD).
+_SOCKS = _G.FD | _G.SOCKET | _IP | _G.TCP | _G.SOCKS | _G.CHILD | _G.RETRY
+_UNIX_DGRAM = _G.FD | _G.SOCKET | _G.NAMED | _G.UNIX | _G.RETRY
+_HTTP_PROXY = _G.FD | _G.SOCKET | _IP | _G.TCP | _G.HTTP | _G.CHILD | _G.RETRY
 
-#: The parameter that names a host; its brackets are stripped (``[::1]`` -> ``::1``).
-HOST_PARAM = "host"
+#: Parameters that name a host; their brackets are stripped (``[::1]`` -> ``::1``).
+HOST_PARAMS = frozenset(
+    {"host", "address", "socks-server", "target-host", "listen-host", "proxy-server"}
+)
 
 
 @dataclass(frozen=True)
@@ -53,7 +63,9 @@ class AddressKind:
 
     ``params`` are the parameter names in order, as socat's help shows them;
     the last ``optional`` of them may be left out (``PIPE`` without a name is
-    an unnamed pipe). ``listening`` kinds are passive: they wait for peers.
+    an unnamed pipe), and so may the one named ``skippable`` wherever it
+    stands (``SOCKS5-CONNECT:<socks-server>[:<socks-port>]:<target-host>:...``).
+    ``listening`` kinds are passive: they wait for peers.
     """
 
     keyword: str
@@ -62,11 +74,12 @@ class AddressKind:
     aliases: tuple[str, ...] = ()
     listening: bool = False
     optional: int = 0
+    skippable: str | None = None
 
     @property
     def min_params(self) -> int:
         """The fewest parameters the address accepts."""
-        return len(self.params) - self.optional
+        return len(self.params) - self.optional - (self.skippable is not None)
 
     @property
     def max_params(self) -> int:
@@ -76,9 +89,22 @@ class AddressKind:
     @property
     def syntax(self) -> str:
         """The parameters as socat's help writes them: ``:<host>:<port>``."""
-        required = "".join(f":<{name}>" for name in self.params[: self.min_params])
-        optional = "".join(f"[:<{name}>]" for name in self.params[self.min_params :])
-        return required + optional
+        last_required = len(self.params) - self.optional
+        return "".join(
+            f"[:<{name}>]" if index >= last_required or name == self.skippable else f":<{name}>"
+            for index, name in enumerate(self.params)
+        )
+
+    def param_names(self, count: int) -> tuple[str, ...]:
+        """The names of the parameters when ``count`` of them are written.
+
+        The ``skippable`` parameter is the first to go, then the optional
+        ones from the end.
+        """
+        names = self.params
+        if self.skippable is not None and count < len(names):
+            names = tuple(name for name in names if name != self.skippable)
+        return names[:count]
 
 
 def _family(
@@ -147,16 +173,90 @@ ADDRESS_KINDS: tuple[AddressKind, ...] = (
     AddressKind("CREATE", ("filename",), _G.FD | _G.REG | _G.NAMED, ("CREAT",)),
     AddressKind("EXEC", ("command-line",), _PROCESS | _G.UNIX),
     AddressKind("SYSTEM", ("shell-command",), _PROCESS | _G.UNIX),
+    AddressKind("SHELL", ("shell-command",), _PROCESS | _G.UNIX | _G.SHELL),
     *_family("UDP", ("host", "port"), _UDP_CONNECT, ("UDP-CONNECT",)),
     *_family("UDP-SENDTO", ("host", "port"), _UDP_CONNECT, ("UDP-SEND",)),
     *_family("UDP-LISTEN", ("port",), _UDP_LISTEN, ("UDP-L",), listening=True),
     *_family("UDP-RECVFROM", ("port",), _UDP_RECVFROM, listening=True),
+    *_family("UDP-RECV", ("port",), _G.FD | _G.SOCKET | _G.RANGE | _G.UDP),
+    *_family(
+        "UDP-DATAGRAM", ("address", "port"), _G.FD | _G.SOCKET | _G.RANGE | _G.UDP, ("UDP-DGRAM",)
+    ),
+    AddressKind("UNIX-SENDTO", ("filename",), _UNIX_DGRAM, ("UNIX-SEND",)),
+    AddressKind("UNIX-RECV", ("filename",), _UNIX_DGRAM),
+    AddressKind("UNIX-RECVFROM", ("filename",), _UNIX_DGRAM | _G.CHILD, listening=True),
+    AddressKind(
+        "ACCEPT-FD",
+        ("fdnum",),
+        _G.FD | _G.SOCKET | _G.UNIX | _IP | _G.TCP | _G.UDP | _G.CHILD | _G.RANGE | _G.RETRY,
+        ("ACCEPT",),
+        listening=True,
+    ),
+    AddressKind("PTY", (), _G.FD | _G.NAMED | _G.PTY | _G.TERMIOS),
+    AddressKind(
+        "VSOCK-CONNECT", ("cid", "port"), _G.FD | _G.SOCKET | _G.CHILD | _G.RETRY, ("VSOCK",)
+    ),
+    AddressKind(
+        "VSOCK-LISTEN",
+        ("port",),
+        _G.FD | _G.SOCKET | _G.LISTEN | _G.CHILD | _G.RETRY,
+        ("VSOCK-L",),
+        listening=True,
+    ),
+    # Generic sockets (generic.py). socat gives the RECV, RECVFROM, LISTEN and
+    # DATAGRAM forms RANGE as well, in its own dalan notation: not offered here.
+    AddressKind(
+        "SOCKET-CONNECT",
+        ("domain", "protocol", "remote-address"),
+        _G.FD | _G.SOCKET | _G.CHILD | _G.RETRY,
+    ),
+    AddressKind(
+        "SOCKET-LISTEN",
+        ("domain", "protocol", "local-address"),
+        _G.FD | _G.SOCKET | _G.LISTEN | _G.CHILD | _G.RETRY,
+        listening=True,
+    ),
+    AddressKind(
+        "SOCKET-SENDTO", ("domain", "type", "protocol", "remote-address"), _G.FD | _G.SOCKET
+    ),
+    AddressKind(
+        "SOCKET-DATAGRAM",
+        ("domain", "type", "protocol", "remote-address"),
+        _G.FD | _G.SOCKET,
+        ("DATAGRAM", "DGRAM"),
+    ),
+    AddressKind("SOCKET-RECV", ("domain", "type", "protocol", "local-address"), _G.FD | _G.SOCKET),
+    AddressKind(
+        "SOCKET-RECVFROM",
+        ("domain", "type", "protocol", "local-address"),
+        _G.FD | _G.SOCKET | _G.CHILD,
+        listening=True,
+    ),
+    # socat's help shows ":<filename>" for SOCKETPAIR, which takes no parameter.
+    AddressKind("SOCKETPAIR", (), _G.FD | _G.SOCKET),
     AddressKind(
         "OPENSSL", ("host", "port"), _TCP_CONNECT | _IP | _G.OPENSSL, ("OPENSSL-CONNECT", "SSL")
     ),
     AddressKind(
         "OPENSSL-LISTEN", ("port",), _TCP_LISTEN | _IP | _G.OPENSSL, ("SSL-L",), listening=True
     ),
+    AddressKind("SOCKS4", ("socks-server", "host", "port"), _SOCKS, ("SOCKS",)),
+    AddressKind("SOCKS4A", ("socks-server", "host", "port"), _SOCKS),
+    AddressKind(
+        "SOCKS5-CONNECT",
+        ("socks-server", "socks-port", "target-host", "target-port"),
+        _SOCKS,
+        ("SOCKS5",),
+        skippable="socks-port",
+    ),
+    AddressKind(
+        "SOCKS5-LISTEN",
+        ("socks-server", "socks-port", "listen-host", "listen-port"),
+        _SOCKS,
+        ("SOCKS5-BIND",),
+        skippable="socks-port",
+    ),
+    AddressKind("PROXY", ("proxy-server", "host", "port"), _HTTP_PROXY, ("PROXY-CONNECT",)),
 )
 
 _BY_NAME: dict[str, AddressKind] = {
@@ -198,10 +298,10 @@ class Address:
         to an equal value.
         """
         kind = address_kind(self.keyword)
-        names = kind.params if kind else ()
+        names = kind.param_names(len(self.params)) if kind else ()
         parts = [self.keyword]
         for index, param in enumerate(self.params):
-            is_host = index < len(names) and names[index] == HOST_PARAM
+            is_host = index < len(names) and names[index] in HOST_PARAMS
             parts.append(_format_host(param) if is_host else quote(param, PARAM_ENDS))
         text = ":".join(parts)
         for name, value in self.options.items():
@@ -255,7 +355,10 @@ def _single(raw: RawAddress, text: str) -> Address:
             f"{kind.max_params}): usage: {written}{kind.syntax}",
             raw.position,
         )
-    cleaned = tuple(_clean(kind, index, param, text, raw) for index, param in enumerate(params))
+    names = kind.param_names(len(params))
+    cleaned = tuple(
+        _clean(kind, name, param, text, raw) for name, param in zip(names, params, strict=True)
+    )
     return Address(kind.keyword, cleaned, parse_options(raw.options, kind))
 
 
@@ -271,9 +374,8 @@ def _resolve(raw: RawAddress, text: str) -> tuple[AddressKind, str, tuple[str, .
     raise AddressError(text, f'unknown device/address "{raw.keyword}"', raw.position)
 
 
-def _clean(kind: AddressKind, index: int, param: str, text: str, raw: RawAddress) -> str:
-    name = kind.params[index]
-    if name == HOST_PARAM and len(param) >= 2 and param[0] == "[" and param[-1] == "]":
+def _clean(kind: AddressKind, name: str, param: str, text: str, raw: RawAddress) -> str:
+    if name in HOST_PARAMS and len(param) >= 2 and param[0] == "[" and param[-1] == "]":
         return param[1:-1]
     if kind is _FD:
         # socat reads the number with strtoul(..., 0): 10, 0x0a and 012 are all ten.

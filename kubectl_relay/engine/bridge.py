@@ -245,6 +245,7 @@ class _End(asyncio.BufferedProtocol):
         assert peer.transport is not None
         peer.transport.write(block)
         self.counter[0] += nbytes
+        self.counter[1] += 1
         session = self.session
         session.last_activity = session.loop.time()
         if session.log_blocks:
@@ -398,6 +399,7 @@ class _Session:
             for data in side.early:
                 side.peer.transport.write(data)
                 side.counter[0] += len(data)
+                side.counter[1] += 1
                 if self.log_blocks:
                     log_transferred(len(data), side.fd_label, side.peer.fd_label)
             side.early.clear()

@@ -16,6 +16,7 @@ during a graceful stop.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import socket
@@ -38,6 +39,7 @@ from .log import (
 from .metrics import parse_metrics_address
 from .options import lookup_option
 from .session import DEFAULT_UDP_FORK_IDLE_TIMEOUT, Relay, RunSettings
+from .statistics import log_statistics
 from .trace import TraceSettings
 from .transfer import DEFAULT_BLOCK_SIZE, TransferSettings
 from .transports.stdio import record_inherited_descriptors
@@ -96,6 +98,7 @@ class CommandLine:
     family: int = socket.AF_UNSPEC
     metrics_address: tuple[str, int] | None = None
     grace_period: float = DEFAULT_GRACE_PERIOD
+    statistics: bool = False  # --statistics
     show_version: bool = False
     help_level: int = 0
     addresses: list[str] = field(default_factory=list)
@@ -146,7 +149,9 @@ def parse_command_line(argv: Sequence[str], progname: str = "relay") -> CommandL
             index += 1
             return args[index - 1]
 
-        if arg == "-V":
+        if arg == "--statistics":
+            line.statistics = True
+        elif arg == "-V":
             line.show_version = True
         elif arg in ("-h", "-?", "-hh", "-hhh", "-??", "-???"):
             line.help_level = len(arg) - 1
@@ -192,6 +197,12 @@ def parse_command_line(argv: Sequence[str], progname: str = "relay") -> CommandL
             line.family = socket.AF_INET
         elif arg == "-6":
             line.family = socket.AF_INET6
+        elif arg == "-0":
+            # socat: "Do not prefer a particular IP version; this lets passive
+            # addresses (LISTEN, RECV, ...) serve both versions": the same as
+            # SOCAT_DEFAULT_LISTEN_IP=0, which the listeners read.
+            line.family = socket.AF_UNSPEC
+            os.environ["SOCAT_DEFAULT_LISTEN_IP"] = "0"
         else:
             raise UsageError(f'unknown option "{arg}"; {HELP_HINT}')
     line.addresses = rejoin_split_options(args[index:])
@@ -345,6 +356,8 @@ def main(argv: Sequence[str] | None = None, *, loop_factory: LoopFactory | None 
     with asyncio.Runner(loop_factory=factory) as runner:
         status = runner.run(_run_until_signal(first, second, settings, line.grace_period))
     logger.log(NOTICE, "exiting with status %d", status)
+    if line.statistics:
+        log_statistics(line.unidirectional)
     return status
 
 
@@ -369,6 +382,8 @@ async def _run_until_signal(
 
     for signum in HANDLED_SIGNALS:
         loop.add_signal_handler(signum, on_signal, signum)
+    # socat: SIGUSR1 logs the statistics and the run goes on.
+    loop.add_signal_handler(signal.SIGUSR1, log_statistics, settings.transfer.unidirectional)
     try:
         status = await relay.run()
     except asyncio.CancelledError:
@@ -376,7 +391,7 @@ async def _run_until_signal(
             raise
         status = 128 + received[0]
     finally:
-        for handled in HANDLED_SIGNALS:
+        for handled in (*HANDLED_SIGNALS, signal.SIGUSR1):
             loop.remove_signal_handler(handled)
     if received:
         logger.log(WARNING, "exiting on signal %d", received[0])

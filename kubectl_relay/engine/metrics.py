@@ -35,9 +35,11 @@ class Metrics:
     sessions_total: int = 0  # relay_sessions_total
     sessions_active: int = 0  # relay_sessions_active
     session_errors_total: int = 0  # relay_session_errors_total
-    #: relay_bytes_total{direction=...}; a list per direction so pumps keep a reference.
+    #: relay_bytes_total{direction=...} in ``[0]``, and in ``[1]`` the blocks
+    #: written (``--statistics`` reports both, as socat); a list per direction
+    #: so pumps keep a reference.
     bytes_total: dict[str, list[int]] = field(
-        default_factory=lambda: {name: [0] for name in DIRECTIONS}
+        default_factory=lambda: {name: [0, 0] for name in DIRECTIONS}
     )
 
     def render(self) -> str:

@@ -101,6 +101,7 @@ class Group(enum.Flag):
     EXEC = enum.auto()
     FORK = enum.auto()
     LISTEN = enum.auto()
+    SHELL = enum.auto()
     CHILD = enum.auto()
     RETRY = enum.auto()
     TERMIOS = enum.auto()
@@ -112,9 +113,11 @@ class Group(enum.Flag):
     IP6 = enum.auto()
     UDP = enum.auto()
     TCP = enum.auto()
+    SOCKS = enum.auto()
     OPENSSL = enum.auto()
     PROCESS = enum.auto()
     APPL = enum.auto()
+    HTTP = enum.auto()
     #: socat's "General address options" (``umask``): "may be applied to all address types".
     ADDR = enum.auto()
 
@@ -267,6 +270,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("setsockopt-listen", _K.STRING, _G.LISTEN, ("sockopt-listen",)),
     OptionSpec("so-rcvtimeo", _K.SECONDS, _G.SOCKET, ("rcvtimeo",)),
     OptionSpec("so-sndtimeo", _K.SECONDS, _G.SOCKET, ("sndtimeo",)),
+    # socat: "so-type=<type> Sets the type of the socket" (SOCKETPAIR: 1 stream, 2 datagram).
+    OptionSpec("so-type", _K.INT, _G.SOCKET, ("type", "socktype"), (1, 10)),
     # IP.
     OptionSpec("tos", _K.INT, _G.IP4 | _G.IP6, ("ip-tos",), _BYTE),
     OptionSpec("ttl", _K.INT, _G.IP4 | _G.IP6, ("ip-ttl",), _BYTE),
@@ -296,7 +301,19 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("stderr", _K.FLAG, _G.FORK),
     OptionSpec("fdin", _K.INT, _G.FORK, (), _COUNT),
     OptionSpec("fdout", _K.INT, _G.FORK, (), _COUNT),
+    # SHELL: socat 1.8 "shell=<path>" overrides $SHELL.
+    OptionSpec("shell", _K.STRING, _G.SHELL),
     OptionSpec("pty", _K.FLAG, _G.PTY),
+    # PTY: socat "link=<filename> Generates a symbolic link that points to the
+    # actual pseudo terminal".
+    OptionSpec("symbolic-link", _K.FILENAME, _G.PTY, ("link",)),
+    # Terminal settings (socat's TERMIOS group), applied by PTY (pty.py).
+    OptionSpec("raw", _K.CONST, _G.TERMIOS),
+    OptionSpec("termios-rawer", _K.CONST, _G.TERMIOS, ("rawer",)),
+    OptionSpec("termios-cfmakeraw", _K.CONST, _G.TERMIOS, ("cfmakeraw",)),
+    OptionSpec("echo", _K.FLAG, _G.TERMIOS),
+    OptionSpec("icanon", _K.FLAG, _G.TERMIOS),
+    OptionSpec("isig", _K.FLAG, _G.TERMIOS),
     OptionSpec("openpty", _K.FLAG, _G.PTY),
     OptionSpec("ptmx", _K.FLAG, _G.PTY),
     # TLS.
@@ -315,6 +332,18 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "max-proto-version", _K.STRING, _G.OPENSSL, ("max-version", "openssl-max-proto-version")
     ),
     OptionSpec("cipher", _K.STRING, _G.OPENSSL, ("ciphers", "cipherlist", "openssl-cipherlist")),
+    # SOCKS clients. socat: "socksport=<tcp service> Overrides the default
+    # "socks" service or port 1080"; "socksuser=<user> ... Default is the
+    # actual user name ($LOGNAME or $USER)".
+    OptionSpec("socksport", _K.STRING, _G.SOCKS),
+    OptionSpec("socksuser", _K.STRING, _G.SOCKS),
+    # HTTP CONNECT proxy client (PROXY).
+    OptionSpec("proxyport", _K.STRING, _G.HTTP),
+    OptionSpec("ignorecr", _K.FLAG, _G.HTTP),
+    OptionSpec("http-version", _K.STRING, _G.HTTP),
+    OptionSpec("proxy-resolve", _K.FLAG, _G.HTTP, ("resolve",)),
+    OptionSpec("proxy-authorization", _K.STRING, _G.HTTP, ("proxyauth",)),
+    OptionSpec("proxy-authorization-file", _K.FILENAME, _G.HTTP, ("proxyauthfile",)),
 )
 
 _BY_NAME: Mapping[str, OptionSpec] = {

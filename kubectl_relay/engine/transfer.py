@@ -214,6 +214,7 @@ class _Pump:
                     self.held = 0
                 self.transferred += count
                 counter[0] += count
+                counter[1] += 1
                 touch()
                 if log_blocks:
                     log_transferred(count, source.fd_label, sink.fd_label)

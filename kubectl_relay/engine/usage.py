@@ -63,12 +63,29 @@ GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
     GlobalOption("-U", "one direction only, right to left"),
     GlobalOption("-4", "prefer IPv4 where the address does not say"),
     GlobalOption("-6", "prefer IPv6 where the address does not say"),
+    GlobalOption("-0", "no preferred IP version; listeners serve IPv4 and IPv6"),
+    GlobalOption("--statistics", "log transfer statistics on exit (and on SIGUSR1)"),
     GlobalOption("--metrics [HOST:]PORT", "serve Prometheus metrics (a relay extension)"),
     GlobalOption(
         "--grace-period <seconds>",
         "on SIGTERM stop accepting, let running sessions finish for this long, then cut"
         " them (20; 0: at once, as socat; a relay extension)",
     ),
+)
+
+#: What ``relay`` has that socat has not, as ``-h`` lists it: (name, what it does).
+EXTENSIONS: tuple[tuple[str, str], ...] = (
+    ("--metrics [HOST:]PORT", "Prometheus counters over HTTP"),
+    ("frame=len16", "address option: datagrams and half-close over a byte stream"),
+)
+
+#: Where ``relay`` deliberately behaves otherwise than socat 1.8, as ``-h`` lists it.
+DIFFERENCES: tuple[str, ...] = (
+    "fork makes a task per session in one process, not a child process",
+    "listen backlog 512 (socat: 5); reads grow from 8192 bytes up to 4 MiB on busy links",
+    "SOCKS and PROXY: a refused request is an E line and exit 1 (socat 1.8.0: W, exit 255)",
+    "terminal options (raw, rawer, echo...) only on PTY; refused on STDIO, files, programs",
+    "SOCKET-*: socket families 1 (UNIX), 2 (IPv4) and 10 (IPv6) only; no range option",
 )
 
 _INDENT = "      "
@@ -88,7 +105,16 @@ def usage_text(level: int) -> str:
     ]
     if level >= 2:
         lines += _option_lines(verbose=level == 3)
+    lines += _extension_lines()
     return "\n".join(lines) + "\n"
+
+
+def _extension_lines() -> list[str]:
+    lines = ["   extensions (relay only, not in socat):"]
+    lines += [f"{_INDENT}{name.ljust(23)}{text}" for name, text in EXTENSIONS]
+    lines.append("   differences from socat 1.8 (deliberate):")
+    lines += [f"{_INDENT}{text}" for text in DIFFERENCES]
+    return lines
 
 
 def _global_line(option: GlobalOption) -> str:

@@ -37,7 +37,7 @@ SOCAT_COMPATIBLE_VERSION = "1.8.1.0"
 #: CLI's ``-h``, the session's retry options, all message levels).
 FEATURES: tuple[tuple[str, str | None], ...] = (
     ("HELP", "1"),  # -h, -hh, -hhh
-    ("STATS", None),  # --statistics, SIGUSR1
+    ("STATS", "1"),  # --statistics, SIGUSR1
     ("STDIO", "1"),  # STDIO, STDIN, STDOUT, STDERR, "-"
     ("FDNUM", "1"),  # FD:<n> and bare numbers
     ("FILE", "1"),  # OPEN
@@ -47,13 +47,13 @@ FEATURES: tuple[tuple[str, str | None], ...] = (
     ("PIPE", "1"),  # PIPE (named and unnamed)
     ("STALL", None),
     ("TEXT", None),
-    ("SOCKETPAIR", None),
+    ("SOCKETPAIR", "1"),  # SOCKETPAIR
     ("UNIX", "1"),  # UNIX-CONNECT, UNIX-LISTEN, UNIX-CLIENT
     ("ABSTRACT_UNIXSOCKET", None),
     ("IP4", "1"),
     ("IP6", "1"),
     ("RAWIP", None),
-    ("GENERICSOCKET", None),
+    ("GENERICSOCKET", "1"),  # SOCKET-CONNECT, -LISTEN, -SENDTO, -RECV, -RECVFROM, -DATAGRAM
     ("INTERFACE", None),
     ("TCP", "1"),  # TCP, TCP4, TCP6
     ("UDP", "1"),  # UDP, UDP-SENDTO, UDP-RECVFROM, UDP-LISTEN
@@ -62,18 +62,18 @@ FEATURES: tuple[tuple[str, str | None], ...] = (
     ("UDPLITE", None),
     ("LISTEN", "1"),  # TCP-LISTEN, UNIX-LISTEN, UDP-LISTEN, OPENSSL-LISTEN
     ("POSIXMQ", None),
-    ("SOCKS4", None),
-    ("SOCKS4A", None),
-    ("SOCKS5", None),
-    ("VSOCK", None),
+    ("SOCKS4", "1"),  # SOCKS4
+    ("SOCKS4A", "1"),  # SOCKS4A
+    ("SOCKS5", "1"),  # SOCKS5-CONNECT
+    ("VSOCK", "1"),  # VSOCK-CONNECT, VSOCK-LISTEN
     ("NAMESPACES", None),
-    ("PROXY", None),
+    ("PROXY", "1"),  # PROXY (HTTP CONNECT)
     ("SYSTEM", "1"),
-    ("SHELL", None),
+    ("SHELL", "1"),
     ("EXEC", "1"),
     ("READLINE", None),
     ("TUN", None),
-    ("PTY", None),
+    ("PTY", "1"),  # PTY (terminal options on PTY only: TERMIOS stays undefined)
     ("OPENSSL", "1"),  # OPENSSL, OPENSSL-LISTEN
     ("FIPS", None),
     ("LIBWRAP", None),

@@ -6,7 +6,7 @@ import pytest
 
 from kubectl_relay.engine.addresses import ADDRESS_KINDS
 from kubectl_relay.engine.options import OPTIONS
-from kubectl_relay.engine.usage import GLOBAL_OPTIONS, usage_text
+from kubectl_relay.engine.usage import DIFFERENCES, EXTENSIONS, GLOBAL_OPTIONS, usage_text
 
 
 def test_usage_line() -> None:
@@ -16,7 +16,10 @@ def test_usage_line() -> None:
 
 
 #: The global options the engine supports, and only those.
-SUPPORTED = "-V -h -hh -hhh -d[ddd] -ly -lf -ls -lp -lu -lh -v -x -r -R -b -s -t -T -u -U -4 -6 --metrics --grace-period"
+SUPPORTED = (
+    "-V -h -hh -hhh -d[ddd] -ly -lf -ls -lp -lu -lh -v -x -r -R -b -s -t -T -u -U -4 -6 -0 "
+    "--statistics --metrics --grace-period"
+)
 
 
 def test_global_options() -> None:
@@ -35,8 +38,10 @@ LEVEL_LINES = [
      True),
     (1, "      TCP:<host>:<port>\t\t\t\tgroups=FD,SOCKET,CHILD,RETRY,IP4,IP6,TCP", True),
     (1, "      PIPE[:<filename>]\t\t\t\tgroups=FD,FIFO,NAMED,OPEN", True),
-    (1, "      STDIO\t\t\t\t\tgroups=FD,FIFO,CHR,BLK,REG,SOCKET,TERMIOS,UNIX,IP4,IP6,UDP,TCP",
+    # TERMIOS only where terminal options are applied (PTY), see addresses.py.
+    (1, "      STDIO\t\t\t\t\tgroups=FD,FIFO,CHR,BLK,REG,SOCKET,UNIX,IP4,IP6,UDP,TCP",
      True),
+    (1, "      PTY\t\t\t\t\tgroups=FD,NAMED,TERMIOS,PTY", True),
     (1, "   address-head:", True),
     (1, "   opts:", False),
     (1, "      fork\t\tgroups=CHILD\t\ttype=BOOL", False),
@@ -101,3 +106,14 @@ def test_ends_with_one_newline() -> None:
 def test_bad_level(level: int) -> None:
     with pytest.raises(ValueError, match=f"help level must be 1, 2 or 3, not {level}"):
         usage_text(level)
+
+
+@pytest.mark.parametrize("level", [1, 2, 3])
+def test_extensions_and_differences_are_listed(level: int) -> None:
+    lines = usage_text(level).splitlines()
+    start = lines.index("   extensions (relay only, not in socat):")
+    middle = lines.index("   differences from socat 1.8 (deliberate):")
+    extensions = [line.split()[0] for line in lines[start + 1 : middle]]
+    assert extensions == [name.split()[0] for name, _ in EXTENSIONS] == ["--metrics", "frame=len16"]
+    assert lines[middle + 1 :] == [f"      {text}" for text in DIFFERENCES]
+    assert all(len(line) <= 100 for line in lines[start:])

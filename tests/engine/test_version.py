@@ -67,20 +67,30 @@ SOCAT_181_FEATURES = [
 #: What the engine implements.
 DEFINED = [
     "HELP",
+    "STATS",
     "STDIO",
     "FDNUM",
     "FILE",
     "CREAT",
     "GOPEN",
     "PIPE",
+    "SOCKETPAIR",
     "UNIX",
     "IP4",
     "IP6",
+    "GENERICSOCKET",
     "TCP",
     "UDP",
     "LISTEN",
+    "SOCKS4",
+    "SOCKS4A",
+    "SOCKS5",
+    "VSOCK",
+    "PROXY",
     "SYSTEM",
+    "SHELL",
     "EXEC",
+    "PTY",
     "OPENSSL",
     "RETRY",
     "MSGLEVEL",
@@ -95,7 +105,7 @@ def test_golden_text() -> None:
         "   running on Linux version #45-Ubuntu SMP, release 6.8.0-45-generic, machine x86_64\n"
         "features:\n"
         "  #define WITH_HELP 1\n"
-        "  #undef WITH_STATS\n"
+        "  #define WITH_STATS 1\n"
         "  #define WITH_STDIO 1\n"
         "  #define WITH_FDNUM 1\n"
         "  #define WITH_FILE 1\n"
@@ -105,13 +115,13 @@ def test_golden_text() -> None:
         "  #define WITH_PIPE 1\n"
         "  #undef WITH_STALL\n"
         "  #undef WITH_TEXT\n"
-        "  #undef WITH_SOCKETPAIR\n"
+        "  #define WITH_SOCKETPAIR 1\n"
         "  #define WITH_UNIX 1\n"
         "  #undef WITH_ABSTRACT_UNIXSOCKET\n"
         "  #define WITH_IP4 1\n"
         "  #define WITH_IP6 1\n"
         "  #undef WITH_RAWIP\n"
-        "  #undef WITH_GENERICSOCKET\n"
+        "  #define WITH_GENERICSOCKET 1\n"
         "  #undef WITH_INTERFACE\n"
         "  #define WITH_TCP 1\n"
         "  #define WITH_UDP 1\n"
@@ -120,18 +130,18 @@ def test_golden_text() -> None:
         "  #undef WITH_UDPLITE\n"
         "  #define WITH_LISTEN 1\n"
         "  #undef WITH_POSIXMQ\n"
-        "  #undef WITH_SOCKS4\n"
-        "  #undef WITH_SOCKS4A\n"
-        "  #undef WITH_SOCKS5\n"
-        "  #undef WITH_VSOCK\n"
+        "  #define WITH_SOCKS4 1\n"
+        "  #define WITH_SOCKS4A 1\n"
+        "  #define WITH_SOCKS5 1\n"
+        "  #define WITH_VSOCK 1\n"
         "  #undef WITH_NAMESPACES\n"
-        "  #undef WITH_PROXY\n"
+        "  #define WITH_PROXY 1\n"
         "  #define WITH_SYSTEM 1\n"
-        "  #undef WITH_SHELL\n"
+        "  #define WITH_SHELL 1\n"
         "  #define WITH_EXEC 1\n"
         "  #undef WITH_READLINE\n"
         "  #undef WITH_TUN\n"
-        "  #undef WITH_PTY\n"
+        "  #define WITH_PTY 1\n"
         "  #define WITH_OPENSSL 1\n"
         "  #undef WITH_FIPS\n"
         "  #undef WITH_LIBWRAP\n"

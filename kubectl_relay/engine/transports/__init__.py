@@ -9,7 +9,22 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from ..addresses import Address
-from . import files, process, stdio, tcp, tls, udp, unix
+from . import (
+    acceptfd,
+    datagrams,
+    files,
+    generic,
+    process,
+    proxy,
+    pty,
+    socks,
+    stdio,
+    tcp,
+    tls,
+    udp,
+    unix,
+    vsock,
+)
 from .base import Listener, OpenContext, Stream
 
 Opener = Callable[[Address, OpenContext], Awaitable[Stream]]
@@ -32,6 +47,7 @@ OPENERS: dict[str, Opener] = {
     "CREATE": files.open_file,
     "EXEC": process.spawn,
     "SYSTEM": process.spawn,
+    "SHELL": process.spawn,
     "UDP": udp.connect,
     "UDP4": udp.connect,
     "UDP6": udp.connect,
@@ -39,6 +55,26 @@ OPENERS: dict[str, Opener] = {
     "UDP4-SENDTO": udp.sendto,
     "UDP6-SENDTO": udp.sendto,
     "OPENSSL": tls.connect,
+    "SOCKS4": socks.connect4,
+    "SOCKS4A": socks.connect4,
+    "SOCKS5-CONNECT": socks.connect5,
+    "SOCKS5-LISTEN": socks.connect5,
+    "PROXY": proxy.connect,
+    "UDP-RECV": udp.recv,
+    "UDP4-RECV": udp.recv,
+    "UDP6-RECV": udp.recv,
+    "UDP-DATAGRAM": udp.datagram,
+    "UDP4-DATAGRAM": udp.datagram,
+    "UDP6-DATAGRAM": udp.datagram,
+    "UNIX-SENDTO": datagrams.unix_sendto,
+    "UNIX-RECV": datagrams.unix_recv,
+    "SOCKETPAIR": datagrams.socketpair,
+    "PTY": pty.open_pty,
+    "SOCKET-CONNECT": generic.connect,
+    "SOCKET-SENDTO": generic.sendto,
+    "SOCKET-DATAGRAM": generic.datagram,
+    "SOCKET-RECV": generic.recv,
+    "VSOCK-CONNECT": vsock.connect,
 }
 
 LISTENERS: dict[str, ListenerFactory] = {
@@ -53,6 +89,11 @@ LISTENERS: dict[str, ListenerFactory] = {
     "UDP4-RECVFROM": udp.recvfrom,
     "UDP6-RECVFROM": udp.recvfrom,
     "OPENSSL-LISTEN": tls.listen,
+    "UNIX-RECVFROM": datagrams.unix_recvfrom,
+    "ACCEPT-FD": acceptfd.accept_fd,
+    "SOCKET-LISTEN": generic.listen,
+    "SOCKET-RECVFROM": generic.recvfrom,
+    "VSOCK-LISTEN": vsock.listen,
 }
 
 __all__ = ["LISTENERS", "OPENERS", "Listener", "OpenContext", "Stream"]

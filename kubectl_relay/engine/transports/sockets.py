@@ -15,6 +15,8 @@ from collections.abc import Mapping
 
 from .base import ReadinessWatch, Stream
 
+_AF_VSOCK = getattr(socket, "AF_VSOCK", 40)
+
 
 def ip_text(family: int, host: str) -> str:
     """An IP address as socat prints it: dotted quad, or IPv6 never abbreviated.
@@ -37,6 +39,8 @@ def format_sockaddr(family: int, address: object) -> str:
     if family == socket.AF_UNIX:
         path = address.decode(errors="replace") if isinstance(address, bytes) else str(address)
         return f'AF={family} "{path}"'
+    if family == _AF_VSOCK and isinstance(address, tuple):
+        return f"AF={family} cid:{address[0]} port:{address[1]}"
     return f"AF={family} {address}"
 
 

@@ -1,4 +1,4 @@
-"""UDP addresses: ``UDP``, ``UDP-LISTEN``, ``UDP-RECVFROM``, ``UDP-SENDTO`` and their 4/6 forms.
+"""UDP addresses: ``UDP``, ``UDP-LISTEN``, ``UDP-RECVFROM``, ``UDP-SENDTO``, ``UDP-RECV`` (4/6 too).
 
 Every stream here is a datagram stream: one ``read_into`` returns one datagram
 and one ``write`` sends one, so the transfer loop keeps packet boundaries.
@@ -42,6 +42,7 @@ from ..log import NOTICE, logger
 from ..options import Options
 from . import tcp
 from .base import Listener, OpenContext, ReadinessWatch, Stream
+from .datagrams import DatagramStream
 from .sockets import format_sockaddr
 from .sockopt import CONNECTION_FORMS, apply_setsockopt
 from .tcp import (
@@ -72,6 +73,10 @@ SockAddr = tuple[object, ...]
 _KEYWORD_FAMILIES = {
     **dict.fromkeys(("UDP4", "UDP4-LISTEN", "UDP4-RECVFROM", "UDP4-SENDTO"), socket.AF_INET),
     **dict.fromkeys(("UDP6", "UDP6-LISTEN", "UDP6-RECVFROM", "UDP6-SENDTO"), socket.AF_INET6),
+    "UDP4-RECV": socket.AF_INET,
+    "UDP6-RECV": socket.AF_INET6,
+    "UDP4-DATAGRAM": socket.AF_INET,
+    "UDP6-DATAGRAM": socket.AF_INET6,
 }
 #: Socket options an address may set on its UDP socket (before bind).
 _SOCKET_OPTIONS = ("reuseaddr", "reuseport", "rcvbuf", "sndbuf", "tos", "ttl")
@@ -603,3 +608,49 @@ async def recvfrom(address: Address, ctx: OpenContext) -> Listener:
     shared = await _server_socket(address, ctx)
     logger.log(NOTICE, "receiving on %s", shared.label)
     return RecvfromListener(address, shared)
+
+
+async def recv(address: Address, ctx: OpenContext) -> Stream:
+    """Bind ``UDP[4|6]-RECV:<port>``: read datagrams from every permitted sender, answer none.
+
+    socat: "It receives packets from multiple unspecified peers and merges
+    the data. No replies are possible." ``range``/``sourceport`` drop the
+    packets of other senders, with socat's warning.
+    """
+    shared = await _server_socket(address, ctx)
+    logger.log(NOTICE, "receiving on %s", shared.label)
+    peers = _PeerFilter(address.options)
+    family = shared.family
+    return DatagramStream(
+        shared.sock,
+        label=shared.label,
+        accepts=lambda sender: peers.permits(family, sender),  # type: ignore[arg-type]
+        null_eof=address.options.flag("null-eof"),
+    )
+
+
+async def datagram(address: Address, ctx: OpenContext) -> Stream:
+    """Open ``UDP[4|6]-DATAGRAM:<address>:<port>``: send there, receive from any permitted peer.
+
+    socat: "Sends outgoing data to the specified address which may in
+    particular be a broadcast or multicast address. Packets arriving on the
+    local socket are checked for the correct remote port only when option
+    sourceport is used [...] and if their source addresses match range".
+    """
+    sock, peer = await _client_socket(address, ctx)
+    text = address_text(address)
+    try:
+        if address.options.flag("broadcast"):
+            set_int_option(sock, socket.SOL_SOCKET, socket.SO_BROADCAST, 1, text)
+    except BaseException:
+        sock.close()
+        raise
+    peers = _PeerFilter(address.options)
+    family = sock.family
+    return DatagramStream(
+        sock,
+        label=format_sockaddr(family, peer),
+        peer=peer,
+        accepts=lambda sender: peers.permits(family, sender),  # type: ignore[arg-type]
+        null_eof=address.options.flag("null-eof"),
+    )

@@ -1,0 +1,145 @@
+"""PTY: a real pseudo terminal, used from the slave side as a program would (and by socat)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import termios
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import RELAY, SOCAT, requires_socat, scaled
+from tests.support import RelayProcess, log_lines, run_relay, wait_for_path
+
+PROGRAMS = [pytest.param(RELAY, id="relay")]
+if SOCAT is not None:
+    # The same command lines with socat, to show that the behaviour is socat's.
+    PROGRAMS.append(pytest.param([SOCAT], id="socat"))
+
+
+@contextmanager
+def pty_relay(
+    program: Sequence[str], args: Sequence[str], link: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen([*program, *args], stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for_path(str(link))
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.communicate(timeout=scaled(10))
+
+
+def open_slave(link: Path) -> int:
+    return os.open(link, os.O_RDWR | os.O_NOCTTY)
+
+
+def read_some(fd: int, count: int) -> bytes:
+    """Up to ``count`` bytes from the terminal, waiting a bounded time for them."""
+    os.set_blocking(fd, False)
+    data = b""
+    deadline = time.monotonic() + scaled(10)
+    while len(data) < count and time.monotonic() < deadline:
+        try:
+            data += os.read(fd, count - len(data))
+        except BlockingIOError:
+            time.sleep(0.01)
+    return data
+
+
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_rawer_terminal_passes_bytes_unchanged(program: list[str], tmp_path: Path) -> None:
+    link = tmp_path / "tty"
+    with pty_relay(program, [f"PTY,link={link},rawer", "SYSTEM:cat"], link) as proc:
+        # One process after the other: closing the slave does not end the session.
+        for turn in range(2):
+            fd = open_slave(link)
+            try:
+                payload = bytes(range(256)) + b"\n\r\x03\x04"  # ^C and ^D are data here
+                os.write(fd, payload)
+                assert read_some(fd, len(payload)) == payload, f"turn {turn}"
+                attributes = termios.tcgetattr(fd)
+                assert not attributes[3] & (termios.ECHO | termios.ICANON)  # rawer
+            finally:
+                os.close(fd)
+        assert proc.poll() is None
+    assert not link.exists()
+
+
+@pytest.mark.parametrize("program", PROGRAMS)
+@pytest.mark.parametrize(
+    ("options", "echo", "icanon"),
+    [
+        ("", True, True),
+        (",echo=0", False, True),
+        (",raw,echo=0", False, False),
+        (",cfmakeraw", False, False),
+    ],
+)
+def test_terminal_flags(
+    program: list[str], options: str, echo: bool, icanon: bool, tmp_path: Path
+) -> None:
+    link = tmp_path / "tty"
+    with pty_relay(program, [f"PTY,link={link}{options}", "SYSTEM:cat"], link):
+        fd = open_slave(link)
+        try:
+            # socat makes the link before it sets the terminal: allow it a moment.
+            deadline = time.monotonic() + scaled(5)
+            while True:
+                lflag = termios.tcgetattr(fd)[3]
+                flags = (bool(lflag & termios.ECHO), bool(lflag & termios.ICANON))
+                if flags == (echo, icanon) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
+        finally:
+            os.close(fd)
+    assert flags == (echo, icanon)
+
+
+def test_announces_the_terminal(tmp_path: Path) -> None:
+    link = tmp_path / "tty"
+    with RelayProcess(["-d", "-d", f"PTY,link={link}", "SYSTEM:cat"]) as relay:
+        wait_for_path(str(link))
+        target = os.readlink(link)
+        relay.stop()
+    assert target.startswith("/dev/pts/")
+    assert f"PTY is {target}" in log_lines(relay.stderr_text, "N")
+
+
+@requires_socat
+def test_socat_on_the_slave_side(tmp_path: Path) -> None:
+    # socat opens the terminal like a serial line and talks through it.
+    assert SOCAT is not None
+    link = tmp_path / "tty"
+    with pty_relay(RELAY, [f"PTY,link={link},rawer", "SYSTEM:cat"], link):
+        result = subprocess.run(
+            [SOCAT, "-t", "2", "-", f"GOPEN:{link},rawer"],
+            input=b"over the serial line\n",
+            capture_output=True,
+            timeout=scaled(10),
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout == b"over the serial line\n"
+
+
+def test_link_that_exists(tmp_path: Path) -> None:
+    link = tmp_path / "tty"
+    link.write_text("")
+    result = run_relay([f"PTY,link={link}", "SYSTEM:cat"])
+    assert result.returncode == 1
+    [error] = log_lines(result.stderr.decode(), "E")
+    assert error.startswith('symlink("/dev/pts/') and error.endswith(f'", "{link}"): File exists')
+
+
+@pytest.mark.parametrize("text", ["STDIO,raw", "EXEC:cat,echo=0", "OPEN:/dev/null,rawer"])
+def test_terminal_options_elsewhere_are_refused_not_ignored(text: str) -> None:
+    result = run_relay([text, "PTY"])
+    assert result.returncode == 1
+    [error] = log_lines(result.stderr.decode(), "E")
+    assert error.endswith("not supported with this address type")
