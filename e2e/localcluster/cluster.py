@@ -17,19 +17,27 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 
+from e2e.localcluster.apiserver import ApiServer
 from e2e.localcluster.component import (
     ClusterError,
     Component,
     ComponentFactory,
     wait_until,
 )
+from e2e.localcluster.controllers import ControllerManager, Scheduler
+from e2e.localcluster.etcd import Etcd
+from e2e.localcluster.kubeconfig import Credentials
 from e2e.localcluster.settings import ClusterSettings
 
 #: Start order of ``up`` (``down`` runs it backwards). See the module docstring.
 COMPONENTS: list[ComponentFactory] = [
-    # node: network (bridge, iptables rules) goes first, so 198.18.0.1 exists.
-    # control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler.
-    # node: containerd, images, kubelet, kube-proxy, DNS, network policy.
+    Credentials,  # PKI and kubeconfigs: everything below reads them
+    # node: the network (bridge, iptables rules) goes here, so 198.18.0.1 exists.
+    Etcd,
+    ApiServer,
+    ControllerManager,
+    Scheduler,
+    # node: containerd, images, kubelet, kube-proxy, DNS, network policy go here.
 ]
 
 #: Where progress lines go (``print`` by default; tests pass a list's ``append``).

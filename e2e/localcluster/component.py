@@ -14,9 +14,13 @@ Exceptions::
 
 from __future__ import annotations
 
+import ssl
 import time
+import urllib.error
+import urllib.request
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import ClassVar, Protocol
 
 from e2e.localcluster.processes import Daemon
@@ -145,3 +149,30 @@ class DaemonComponent(ABC):
         """Stop the daemon (if it runs), then ``cleanup()``."""
         self.daemon.stop(self.stop_timeout)
         self.cleanup()
+
+
+def https_get(
+    url: str,
+    *,
+    ca_file: Path | None = None,
+    client_cert: tuple[Path, Path] | None = None,
+    timeout: float = 5.0,
+) -> tuple[int, str]:
+    """GET ``url`` over HTTPS; return (status, body). Health checks of the daemons.
+
+    ``ca_file`` None skips the server check (loopback endpoints whose serving
+    certificate is self-signed by the component, like the scheduler's).
+    """
+    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    if ca_file is None:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if client_cert is not None:
+        context.load_cert_chain(str(client_cert[0]), str(client_cert[1]))
+    request = urllib.request.Request(url)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+            return response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read().decode(errors="replace")
