@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 from e2e.localcluster import build as building
 from e2e.localcluster import cluster
-from e2e.localcluster.component import ClusterError
+from e2e.localcluster.component import ClusterError, ComponentError
 from e2e.localcluster.settings import ClusterSettings
 
 
@@ -63,8 +63,10 @@ def _components_state(settings: ClusterSettings) -> list[tuple[str, str]]:
     for component in cluster.build_components(settings):
         try:
             state = "ready" if component.ready() else "not ready"
+        except ComponentError as exc:
+            state = exc.reason
         except Exception as exc:
-            state = f"down ({str(exc).splitlines()[0]})"
+            state = f"unknown ({exc})"
         states.append((component.name, state))
     return states
 

@@ -143,7 +143,7 @@ class DaemonComponent(ABC):
         """Raise ``ComponentError`` with the log's tail when the daemon has exited."""
         daemon = self.daemon
         if not daemon.running():
-            raise ComponentError(self.name, "the process exited", daemon.log_tail())
+            raise ComponentError(self.name, "not running", daemon.log_tail())
 
     def stop(self) -> None:
         """Stop the daemon (if it runs), then ``cleanup()``."""
