@@ -1,0 +1,189 @@
+"""The cluster's own containerd (never the system one), on runc, with the CRI plugin.
+
+Everything it keeps is under the state directory: its root (images,
+snapshots), its state (task state, and the pods' network namespaces, with
+``netns_mounts_under_state_dir``), runc's state and its socket. Its
+configuration is generated from the settings (``containerd_config``).
+
+Choices, and why:
+
+- ``cgroupfs`` (``SystemdCgroup = false``): the host has cgroup v1 and no
+  systemd managing them; the kubelet uses the same driver.
+- ``enable_unprivileged_ports``/``_icmp``: containerd 2's defaults, so a
+  non-root container may bind ports below 1024 (CoreDNS on 53, a relay on 80)
+  without a capability, as on current AKS and kind nodes.
+- ``sandbox_image``: the pause image built here (``images.PAUSE``); no
+  registry is configured, and none is reachable.
+
+``stop`` kills every task (the shims run in sessions of their own, so they
+outlive containerd), stops containerd, kills any shim still bound to its
+socket, unmounts everything under its directories and removes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+from pathlib import Path
+
+from e2e.localcluster import hostcleanup, network
+from e2e.localcluster.component import ComponentError, DaemonComponent
+from e2e.localcluster.images import PAUSE
+from e2e.localcluster.settings import ClusterSettings
+
+CONTAINERD = "/usr/bin/containerd"
+
+#: containerd 1.6 puts its shims' sockets (``s/``) here whatever its state directory
+#: is, and ``ctr`` its fifos: removed on stop when empty (a system containerd keeps
+#: its own files there, which an empty-only removal never touches).
+SHARED_RUN_DIR = Path("/run/containerd")
+CTR = "/usr/bin/ctr"
+SHIM = "containerd-shim-runc-v2"
+
+
+def containerd_dir(settings: ClusterSettings) -> Path:
+    """The parent of containerd's root, state, socket and configuration."""
+    return settings.containerd_root.parent
+
+
+def config_path(settings: ClusterSettings) -> Path:
+    """containerd's generated configuration file."""
+    return settings.config_dir / "containerd.toml"
+
+
+def runc_root(settings: ClusterSettings) -> Path:
+    """runc's state directory (``runc --root``), instead of /run/containerd/runc."""
+    return containerd_dir(settings) / "runc"
+
+
+def _toml(value: str | bool | int | list[str]) -> str:
+    """A TOML value; JSON's string and array syntax is TOML's for these."""
+    return json.dumps(value)
+
+
+def containerd_config(settings: ClusterSettings) -> str:
+    """containerd 1.6's configuration (version 2) for ``settings``."""
+    cri = '[plugins."io.containerd.grpc.v1.cri"'
+    values: dict[str, str | int] = {
+        "version": 2,
+        "root": str(settings.containerd_root),
+        "state": str(settings.containerd_state),
+    }
+    lines = [f"{key} = {_toml(value)}" for key, value in values.items()]
+    lines += [
+        # Snapshotters this host cannot use only log errors at every start.
+        "disabled_plugins = "
+        + _toml(
+            [
+                "io.containerd.snapshotter.v1.aufs",
+                "io.containerd.snapshotter.v1.btrfs",
+                "io.containerd.snapshotter.v1.devmapper",
+                "io.containerd.snapshotter.v1.zfs",
+                "io.containerd.tracing.processor.v1.otlp",
+                "io.containerd.internal.v1.tracing",
+            ]
+        ),
+        "",
+        "[grpc]",
+        f"  address = {_toml(str(settings.containerd_socket))}",
+        "",
+        "[plugins]",
+        # Its default is /opt/containerd, outside the state directory.
+        '  [plugins."io.containerd.internal.v1.opt"]',
+        f"    path = {_toml(str(containerd_dir(settings) / 'opt'))}",
+        f"  {cri}]",
+        f"    sandbox_image = {_toml(PAUSE.reference)}",
+        "    enable_unprivileged_ports = true",
+        "    enable_unprivileged_icmp = true",
+        "    netns_mounts_under_state_dir = true",
+        "    disable_apparmor = true",
+        '    stream_server_address = "127.0.0.1"',
+        '    stream_server_port = "0"',
+        f"    {cri}.cni]",
+        f"      bin_dir = {_toml(str(network.CNI_BIN_DIR))}",
+        f"      conf_dir = {_toml(str(network.cni_config_dir(settings)))}",
+        "      max_conf_num = 1",
+        f"    {cri}.containerd]",
+        '      snapshotter = "overlayfs"',
+        '      default_runtime_name = "runc"',
+        f"      {cri}.containerd.runtimes.runc]",
+        '        runtime_type = "io.containerd.runc.v2"',
+        f"        {cri}.containerd.runtimes.runc.options]",
+        "          SystemdCgroup = false",
+        f"          Root = {_toml(str(runc_root(settings)))}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+class Containerd(DaemonComponent):
+    """The containerd daemon of the cluster."""
+
+    name = "containerd"
+    ready_timeout = 30.0
+    stop_timeout = 10.0
+
+    def argv(self) -> list[str]:
+        return [CONTAINERD, "--config", str(config_path(self.settings))]
+
+    def prepare(self) -> None:
+        """Write the configuration; make the directories."""
+        self.settings.config_dir.mkdir(parents=True, exist_ok=True)
+        config_path(self.settings).write_text(containerd_config(self.settings))
+        for directory in (self.settings.containerd_root, self.settings.containerd_state):
+            directory.mkdir(parents=True, exist_ok=True, mode=0o711)
+
+    def ctr(self, *arguments: str, namespace: str = "k8s.io") -> subprocess.CompletedProcess[str]:
+        """Run ``ctr`` against this containerd (not checked: the caller reads the result)."""
+        command = [CTR, "--address", str(self.settings.containerd_socket), "--namespace", namespace]
+        return subprocess.run(
+            [*command, *arguments], capture_output=True, text=True, check=False, timeout=60
+        )
+
+    def ready(self) -> bool:
+        """containerd answers, and its CRI plugin loaded."""
+        self.check_alive()
+        if not self.settings.containerd_socket.exists():
+            return False
+        plugins = self.ctr("plugins", "list")
+        if plugins.returncode != 0:
+            return False
+        for line in plugins.stdout.splitlines():
+            fields = line.split()
+            if len(fields) >= 4 and fields[0] == "io.containerd.grpc.v1" and fields[1] == "cri":
+                if fields[-1] != "ok":
+                    raise ComponentError(
+                        self.name, f"its CRI plugin did not load: {line}", self.daemon.log_tail()
+                    )
+                return True
+        return False
+
+    def kill_tasks(self) -> None:
+        """Kill and delete every task of every namespace (the pods' processes and shims)."""
+        namespaces = self.ctr("namespaces", "list", "--quiet")
+        for namespace in namespaces.stdout.split() if namespaces.returncode == 0 else []:
+            tasks = self.ctr("tasks", "list", "--quiet", namespace=namespace)
+            for task in tasks.stdout.split() if tasks.returncode == 0 else []:
+                self.ctr("tasks", "kill", "--signal", "SIGKILL", task, namespace=namespace)
+                self.ctr("tasks", "delete", "--force", task, namespace=namespace)
+
+    def stop(self) -> None:
+        """Kill the tasks, stop containerd, then remove whatever it and runc left."""
+        if self.daemon.running():
+            self.kill_tasks()
+        self.daemon.stop(self.stop_timeout)
+        self.cleanup()
+
+    def cleanup(self) -> None:
+        """Leftover shims killed, mounts unmounted, containerd's directories removed."""
+        socket = str(self.settings.containerd_socket)
+        hostcleanup.kill_pids(hostcleanup.pids_with_argument(SHIM, socket))
+        directory = containerd_dir(self.settings)
+        problems = hostcleanup.unmount_under([directory])
+        if problems:
+            raise ComponentError(self.name, "; ".join(problems))
+        with contextlib.suppress(FileNotFoundError):
+            hostcleanup.remove_tree(directory)
+        config_path(self.settings).unlink(missing_ok=True)
+        hostcleanup.remove_empty_directories(SHARED_RUN_DIR)
