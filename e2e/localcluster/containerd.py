@@ -12,6 +12,11 @@ Choices, and why:
 - ``enable_unprivileged_ports``/``_icmp``: containerd 2's defaults, so a
   non-root container may bind ports below 1024 (CoreDNS on 53, a relay on 80)
   without a capability, as on current AKS and kind nodes.
+- ``restrict_oom_score_adj``: the sessions on these machines lack
+  ``CAP_SYS_RESOURCE``, so runc cannot lower a process's ``oom_score_adj``
+  (``nsexec: failed to update /proc/self/oom_score_adj: Permission denied``
+  for every sandbox, whose score is -998); containerd then keeps each
+  container's score at or above its own.
 - ``sandbox_image``: the pause image built here (``images.PAUSE``); no
   registry is configured, and none is reachable.
 
@@ -98,6 +103,9 @@ def containerd_config(settings: ClusterSettings) -> str:
         "    enable_unprivileged_icmp = true",
         "    netns_mounts_under_state_dir = true",
         "    disable_apparmor = true",
+        # No CAP_SYS_RESOURCE here: a negative oom_score_adj (the sandboxes' -998) cannot
+        # be set, so containerd raises every container's to at least its own.
+        "    restrict_oom_score_adj = true",
         '    stream_server_address = "127.0.0.1"',
         '    stream_server_port = "0"',
         f"    {cri}.cni]",

@@ -37,6 +37,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from e2e.localcluster import hostcleanup
 from e2e.localcluster.component import ComponentError
 from e2e.localcluster.settings import ClusterSettings
 
@@ -45,6 +46,10 @@ CNI_BIN_DIR = Path("/usr/lib/cni")
 
 #: The CNI network's name (and its configuration file's stem).
 CNI_NETWORK = "kubectl-relay"
+
+#: libcni's cache of ADD results (containerd 1.6 cannot move it): this network's files
+#: are removed on stop, then the directories left empty.
+LIBCNI_CACHE = Path("/var/lib/cni")
 
 #: Host-wide sysctls this step sets (their earlier values are restored on stop).
 HOST_SYSCTLS = {
@@ -284,6 +289,9 @@ class Network:
                 _run(["ip", "link", "delete", port["ifname"]], check=False)
             _run(["ip", "link", "delete", bridge])
         subprocess.run(["rm", "-rf", str(self.settings.state_dir / "cni")], check=True)
+        for cached in (LIBCNI_CACHE / "results").glob(f"{CNI_NETWORK}-*"):
+            cached.unlink(missing_ok=True)
+        hostcleanup.remove_empty_directories(LIBCNI_CACHE)
         self._restore_host_state()
 
     def _restore_host_state(self) -> None:

@@ -66,6 +66,8 @@ def test_containerd_runs_pods_with_runc_on_cgroupfs_and_the_pause_image_built_he
     cri = tomllib.loads(containerd_config(settings))["plugins"]["io.containerd.grpc.v1.cri"]
     assert cri["sandbox_image"] == images.PAUSE.reference
     assert cri["netns_mounts_under_state_dir"] is True
+    # No CAP_SYS_RESOURCE in these sessions: runc cannot set the sandboxes' -998.
+    assert cri["restrict_oom_score_adj"] is True
     runc = cri["containerd"]["runtimes"]["runc"]
     assert runc["runtime_type"] == "io.containerd.runc.v2"
     assert runc["options"] == {"SystemdCgroup": False, "Root": str(runc_root(settings))}
