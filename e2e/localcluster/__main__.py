@@ -2,7 +2,8 @@
 
 build   compile the pinned release's components (and images) into the cache
 up      build if needed, start the cluster in the background, print
-        ``export KUBECONFIG=...``
+        ``export KUBECONFIG=...`` (``--keep-on-failure``: leave a failed
+        start as it is, to look into; ``down`` removes it)
 down    stop everything and remove what ``up`` made (safe twice, and after a crash)
 status  each component's state
 """
@@ -71,7 +72,7 @@ def _components_state(settings: ClusterSettings) -> list[tuple[str, str]]:
     return states
 
 
-def command_up(settings: ClusterSettings) -> None:
+def command_up(settings: ClusterSettings, keep_on_failure: bool = False) -> None:
     _require_root("up")
     began = time.monotonic()
     building.build(settings, _say)
@@ -84,7 +85,7 @@ def command_up(settings: ClusterSettings) -> None:
             # `down` is safe on any state.
             cluster.down(settings, lambda _line: None)
             _say(f"up: starting the cluster (state in {settings.state_dir}) ...")
-            cluster.up(settings, _say)
+            cluster.up(settings, _say, keep_on_failure=keep_on_failure)
             _say(f"up: the cluster runs ({time.monotonic() - began:.1f}s in all)")
     _say(_export_line(settings))
 
@@ -120,10 +121,18 @@ def main(argv: list[str] | None = None) -> int:
         description="A real single-node Kubernetes cluster on this machine, built from source.",
     )
     parser.add_argument("command", choices=sorted(COMMANDS), help="what to do")
+    parser.add_argument(
+        "--keep-on-failure",
+        action="store_true",
+        help="up: when a component fails, leave what started running to look into",
+    )
     args = parser.parse_args(argv)
     settings = ClusterSettings.from_environment()
     try:
-        COMMANDS[args.command](settings)
+        if args.command == "up":
+            command_up(settings, keep_on_failure=args.keep_on_failure)
+        else:
+            COMMANDS[args.command](settings)
     except ClusterError as exc:
         print(f"{args.command} failed: {exc}", file=sys.stderr)
         return 1

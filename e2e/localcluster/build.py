@@ -33,11 +33,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from e2e.localcluster import images
 from e2e.localcluster.component import ClusterError
 from e2e.localcluster.settings import COMMANDS, ClusterSettings
 
 #: The Go module that builds the binary.
 MODULE_DIR = Path(__file__).resolve().parent / "k8sbuild"
+
+#: The module path of ``k8sbuild/go.mod`` (its main package).
+MODULE_PATH = "kubectl-relay.local/k8sbuild"
 
 #: The multicall binary's name in ``bin/``.
 BINARY = "k8s"
@@ -200,9 +204,12 @@ def _run_go_build(command: list[str], env: dict[str, str], total: int, report: R
 
         def progress() -> None:
             while not done.wait(PROGRESS_INTERVAL):
-                of = f"/{total}" if total else ""
+                of = f" of {total}" if total else ""
+                # The main package is compiled last: after it, go links.
+                doing = "linking" if compiled and compiled[-1] == MODULE_PATH else "compiling"
                 report(
-                    f"    {len(compiled)}{of} packages compiled ({time.monotonic() - began:.0f}s)"
+                    f"    {doing}: {len(compiled)}{of} packages compiled, the rest cached "
+                    f"({time.monotonic() - began:.0f}s)"
                 )
 
         ticker = threading.Thread(target=progress, daemon=True)
@@ -221,12 +228,16 @@ def _run_go_build(command: list[str], env: dict[str, str], total: int, report: R
     if process.returncode != 0:
         tail = "\n".join(errors[-30:])
         raise ClusterError(f"build: go build failed (exit {process.returncode}):\n{tail}")
-    report(f"    {len(compiled)} packages compiled, linked ({time.monotonic() - began:.0f}s)")
+    report(
+        f"    {len(compiled)} packages compiled, the rest cached; linked "
+        f"({time.monotonic() - began:.0f}s)"
+    )
 
 
 #: What ``build`` does, in order; each takes the settings and the progress report.
 BUILD_STEPS: list[tuple[str, Callable[[ClusterSettings, Report], None]]] = [
     ("binaries", build_binaries),
+    ("images", images.build_images),
 ]
 
 

@@ -24,20 +24,32 @@ from e2e.localcluster.component import (
     ComponentFactory,
     wait_until,
 )
+from e2e.localcluster.containerd import Containerd
 from e2e.localcluster.controllers import ControllerManager, Scheduler
+from e2e.localcluster.dns import ClusterDns
 from e2e.localcluster.etcd import Etcd
+from e2e.localcluster.images import ImageImport
 from e2e.localcluster.kubeconfig import Credentials
+from e2e.localcluster.kubelet import Kubelet
+from e2e.localcluster.netpolicy import NetworkPolicies
+from e2e.localcluster.network import Network
+from e2e.localcluster.proxy import KubeProxy
 from e2e.localcluster.settings import ClusterSettings
 
 #: Start order of ``up`` (``down`` runs it backwards). See the module docstring.
 COMPONENTS: list[ComponentFactory] = [
     Credentials,  # PKI and kubeconfigs: everything below reads them
-    # node: the network (bridge, iptables rules) goes here, so 198.18.0.1 exists.
+    Network,  # the bridge (198.18.0.1, advertised by the API server) and the guard rules
     Etcd,
     ApiServer,
     ControllerManager,
     Scheduler,
-    # node: containerd, images, kubelet, kube-proxy, DNS, network policy go here.
+    Containerd,
+    ImageImport,
+    Kubelet,
+    KubeProxy,
+    ClusterDns,
+    NetworkPolicies,
 ]
 
 #: Where progress lines go (``print`` by default; tests pass a list's ``append``).
@@ -55,10 +67,13 @@ def up(
     settings: ClusterSettings,
     report: Report = print,
     factories: Sequence[ComponentFactory] | None = None,
+    *,
+    keep_on_failure: bool = False,
 ) -> float:
     """Start every component in order and wait for each; undo all on failure.
 
-    Returns the total duration in seconds.
+    ``keep_on_failure`` leaves what started running, to look into (``down``
+    removes it). Returns the total duration in seconds.
     """
     started: list[Component] = []
     began = time.monotonic()
@@ -73,8 +88,11 @@ def up(
     except BaseException as exc:
         if isinstance(exc, ClusterError):
             report(f"  failed: {exc}")
-        report("  undoing what was started ...")
-        _stop_all(reversed(started), report)
+        if keep_on_failure and isinstance(exc, ClusterError):
+            report("  left running as it is (--keep-on-failure); `down` removes it")
+        else:
+            report("  undoing what was started ...")
+            _stop_all(reversed(started), report)
         raise
     return time.monotonic() - began
 

@@ -21,7 +21,7 @@ import urllib.request
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import Protocol
 
 from e2e.localcluster.processes import Daemon
 from e2e.localcluster.settings import ClusterSettings
@@ -101,7 +101,7 @@ class DaemonComponent(ABC):
     (remove what the process left, after it stopped).
     """
 
-    name: ClassVar[str]
+    name: str
     ready_timeout: float = 60.0
     stop_timeout: float = 15.0
 

@@ -144,15 +144,12 @@ class Daemon:
         stopped = False
         if pid is not None:
             stopped = True
+            # The whole group must be gone, not only its leader: a child that
+            # outlives the daemon would keep ports, mounts or files busy.
             _signal_group(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while process_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if process_alive(pid):
+            if not _wait_group_gone(pid, timeout):
                 _signal_group(pid, signal.SIGKILL)
-                deadline = time.monotonic() + 5.0
-                while process_alive(pid) and time.monotonic() < deadline:
-                    time.sleep(0.05)
+                _wait_group_gone(pid, 5.0)
         with contextlib.suppress(FileNotFoundError):
             self.pid_path.unlink()
         return stopped
@@ -164,6 +161,35 @@ class Daemon:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group ``pgid``."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        # fields[0] is the state, fields[2] the process group.
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry))
+    return members
+
+
+def _wait_group_gone(pgid: int, timeout: float) -> bool:
+    """Wait until group ``pgid`` has no live process (reaping our child); False on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _reap(pgid)
+        if not group_members(pgid):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
 
 
 def _signal_group(pid: int, signum: int) -> None:

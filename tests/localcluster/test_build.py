@@ -123,7 +123,15 @@ def test_cached_binaries_need_the_key_and_every_link(tmp_path: Path) -> None:
 
 
 def test_release_mismatch_is_refused_before_building(tmp_path: Path) -> None:
-    settings = ClusterSettings(state_dir=tmp_path / "s", cache_root=tmp_path / "c", release="v1.35.0")
-    with pytest.raises(ClusterError, match=r"requires k8s.io/kubernetes v1.34.4, the settings pin v1.35.0"):
+    settings = ClusterSettings(
+        state_dir=tmp_path / "s", cache_root=tmp_path / "c", release="v1.35.0"
+    )
+    with pytest.raises(
+        ClusterError, match=r"requires k8s.io/kubernetes v1.34.4, the settings pin v1.35.0"
+    ):
         build.build_binaries(settings, lambda _line: None)
     assert not os.path.exists(settings.bin_dir)
+
+
+def test_module_path_is_the_go_mod_one() -> None:
+    assert GO_MOD.splitlines()[0] == f"module {build.MODULE_PATH}"

@@ -110,3 +110,12 @@ def test_the_real_list_starts_with_credentials_then_etcd_then_the_apiserver() ->
 def test_component_error_shows_the_log_tail() -> None:
     text = str(ComponentError("etcd", "not running", "line 1\nline 2"))
     assert text == "etcd: not running\n  last lines of its log:\n    line 1\n    line 2"
+
+
+def test_keep_on_failure_leaves_what_started(settings: ClusterSettings) -> None:
+    journal: list[str] = []
+    lines: list[str] = []
+    with pytest.raises(ComponentError):
+        cluster.up(settings, lines.append, factories(journal, b="ready"), keep_on_failure=True)
+    assert journal == ["start a", "start b"]
+    assert lines[-1] == "  left running as it is (--keep-on-failure); `down` removes it"

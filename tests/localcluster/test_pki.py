@@ -46,9 +46,11 @@ def subject(cert: x509.Certificate) -> tuple[str, list[str]]:
 
 
 def test_apiserver_names(pki: PkiPaths) -> None:
-    sans = load(pki.cert("apiserver")).extensions.get_extension_for_class(
-        x509.SubjectAlternativeName
-    ).value
+    sans = (
+        load(pki.cert("apiserver"))
+        .extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        .value
+    )
     assert set(sans.get_values_for_type(x509.DNSName)) == {
         "localhost",
         "kubernetes",
@@ -153,9 +155,10 @@ def test_kubeconfigs_embed_their_credentials(settings: ClusterSettings, pki: Pki
     assert base64.b64decode(cluster["certificate-authority-data"]) == pki.ca_cert.read_bytes()
     user = document["users"][0]
     assert user["name"] == "relay-dev"
-    assert base64.b64decode(user["user"]["client-certificate-data"]) == pki.cert(
-        "relay-dev"
-    ).read_bytes()
+    assert (
+        base64.b64decode(user["user"]["client-certificate-data"])
+        == pki.cert("relay-dev").read_bytes()
+    )
     assert document["current-context"] == document["contexts"][0]["name"]
 
 
@@ -179,5 +182,12 @@ def test_kubeconfigs_follow_the_pki(tmp_path: Path) -> None:
     paths = write_kubeconfigs(settings, create_pki(settings))
     assert sorted(p.name for p in paths) == sorted(
         f"{n}.kubeconfig"
-        for n in ("admin", "relay-dev", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy")
+        for n in (
+            "admin",
+            "relay-dev",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kubelet",
+            "kube-proxy",
+        )
     )

@@ -33,9 +33,7 @@ def test_start_detaches_and_stop_ends_the_process_group(tmp_path: Path) -> None:
         assert os.getsid(pid) == pid  # its own session, so it outlives `up`
         assert d.pid() == pid and d.running()
         wait_for(lambda: "child on" in d.log_path.read_text())
-        children = [
-            int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == pid
-        ]
+        children = [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == pid]
         assert children
     finally:
         assert d.stop(timeout=scaled(10))

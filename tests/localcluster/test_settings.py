@@ -70,7 +70,9 @@ def test_default_cache_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     assert ClusterSettings().cache_dir == tmp_path / "xdg" / "kubectl-relay" / "cluster" / RELEASE
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert ClusterSettings().cache_root == tmp_path / "home" / ".cache" / "kubectl-relay" / "cluster"
+    assert (
+        ClusterSettings().cache_root == tmp_path / "home" / ".cache" / "kubectl-relay" / "cluster"
+    )
 
 
 def test_environment_moves_the_directories(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

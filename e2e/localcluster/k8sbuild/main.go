@@ -7,6 +7,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,12 +15,16 @@ import (
 
 	"go.etcd.io/etcd/server/v3/etcdmain"
 	"k8s.io/component-base/cli"
+	// kubectl's client authentication plugins (oidc), as cmd/kubectl links them.
+	_ "k8s.io/client-go/plugin/pkg/client/auth"
+	"k8s.io/component-base/logs"
+	kubectl "k8s.io/kubectl/pkg/cmd"
+	kubectlutil "k8s.io/kubectl/pkg/cmd/util"
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
 	proxy "k8s.io/kubernetes/cmd/kube-proxy/app"
 	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
 	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
-	kubectl "k8s.io/kubectl/pkg/cmd"
 )
 
 // components maps a command name to the function that runs it and returns
@@ -30,14 +35,24 @@ var components = map[string]func() int{
 		return cli.Run(controllermanager.NewControllerManagerCommand())
 	},
 	"kube-scheduler": func() int { return cli.Run(scheduler.NewSchedulerCommand()) },
-	"kubelet":        func() int { return cli.Run(kubelet.NewKubeletCommand(nil)) },
+	"kubelet":        func() int { return cli.Run(kubelet.NewKubeletCommand(context.Background())) },
 	"kube-proxy":     func() int { return cli.Run(proxy.NewProxyCommand()) },
-	// kubectl's own main prints errors itself, hence RunNoErrOutput.
-	"kubectl": func() int { return cli.RunNoErrOutput(kubectl.NewDefaultKubectlCommand()) },
+	"kubectl":        runKubectl,
 	"etcd": func() int {
 		etcdmain.Main(os.Args)
 		return 0
 	},
+}
+
+// runKubectl does what cmd/kubectl's main does: the verbosity is set before the
+// command is built (plugins and .kuberc are read then), and errors are printed
+// the way kubectl prints them, with its exit codes.
+func runKubectl() int {
+	logs.GlogSetter(kubectl.GetLogVerbosity(os.Args)) // nolint:errcheck
+	if err := cli.RunNoErrOutput(kubectl.NewDefaultKubectlCommand()); err != nil {
+		kubectlutil.CheckErr(err)
+	}
+	return 0
 }
 
 func main() {
