@@ -17,6 +17,7 @@ canary chains go with them.
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -32,6 +33,22 @@ CANARY_CHAINS = {
     "nat": ("KUBE-KUBELET-CANARY", "KUBE-PROXY-CANARY"),
     "filter": ("KUBE-KUBELET-CANARY", "KUBE-PROXY-CANARY", "KUBE-FIREWALL"),
 }
+
+
+def remove_chain(command: str, table: str, chain: str) -> None:
+    """Delete every rule that jumps to ``chain``, then the chain (``command``: iptables or
+    ip6tables). Nothing happens when the chain does not exist."""
+    saved = subprocess.run(
+        [f"{command}-save", "-t", table], capture_output=True, text=True, check=False
+    ).stdout
+    for line in saved.splitlines():
+        words = shlex.split(line)
+        if words[:1] == ["-A"] and words[-2:] == ["-j", chain]:
+            subprocess.run([command, "-w", "-t", table, "-D", *words[1:]], check=False)
+    for action in ("-F", "-X"):
+        subprocess.run(
+            [command, "-w", "-t", table, action, chain], capture_output=True, check=False
+        )
 
 
 def config_path(settings: ClusterSettings) -> Path:
@@ -108,10 +125,5 @@ class KubeProxy(DaemonComponent):
         for command in ("iptables", "ip6tables"):
             for table, chains in CANARY_CHAINS.items():
                 for chain in chains:
-                    subprocess.run(
-                        [command, "-w", "-t", table, "-F", chain], capture_output=True, check=False
-                    )
-                    subprocess.run(
-                        [command, "-w", "-t", table, "-X", chain], capture_output=True, check=False
-                    )
+                    remove_chain(command, table, chain)
         config_path(self.settings).unlink(missing_ok=True)
