@@ -20,9 +20,10 @@ Choices, and why:
 - ``sandbox_image``: the pause image built here (``images.PAUSE``); no
   registry is configured, and none is reachable.
 
-``stop`` kills every task (the shims run in sessions of their own, so they
-outlive containerd), stops containerd, kills any shim still bound to its
-socket, unmounts everything under its directories and removes them.
+``stop`` kills every process of the pods (by their cgroups), stops
+containerd, kills any shim still bound to its socket (the shims run in
+sessions of their own, so they outlive containerd), unmounts everything under
+its directories and removes them.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pathlib import Path
 from e2e.localcluster import hostcleanup, network
 from e2e.localcluster.component import ComponentError, DaemonComponent
 from e2e.localcluster.images import PAUSE
+from e2e.localcluster.kubelet import CGROUP_ROOT
 from e2e.localcluster.settings import ClusterSettings
 
 CONTAINERD = "/usr/bin/containerd"
@@ -142,11 +144,11 @@ class Containerd(DaemonComponent):
         for directory in (self.settings.containerd_root, self.settings.containerd_state):
             directory.mkdir(parents=True, exist_ok=True, mode=0o711)
 
-    def ctr(self, *arguments: str, namespace: str = "k8s.io") -> subprocess.CompletedProcess[str]:
+    def ctr(self, *arguments: str) -> subprocess.CompletedProcess[str]:
         """Run ``ctr`` against this containerd (not checked: the caller reads the result)."""
-        command = [CTR, "--address", str(self.settings.containerd_socket), "--namespace", namespace]
+        command = [CTR, "--address", str(self.settings.containerd_socket)]
         return subprocess.run(
-            [*command, *arguments], capture_output=True, text=True, check=False, timeout=60
+            [*command, *arguments], capture_output=True, text=True, check=False, timeout=10
         )
 
     def ready(self) -> bool:
@@ -167,19 +169,16 @@ class Containerd(DaemonComponent):
                 return True
         return False
 
-    def kill_tasks(self) -> None:
-        """Kill and delete every task of every namespace (the pods' processes and shims)."""
-        namespaces = self.ctr("namespaces", "list", "--quiet")
-        for namespace in namespaces.stdout.split() if namespaces.returncode == 0 else []:
-            tasks = self.ctr("tasks", "list", "--quiet", namespace=namespace)
-            for task in tasks.stdout.split() if tasks.returncode == 0 else []:
-                self.ctr("tasks", "kill", "--signal", "SIGKILL", task, namespace=namespace)
-                self.ctr("tasks", "delete", "--force", task, namespace=namespace)
-
     def stop(self) -> None:
-        """Kill the tasks, stop containerd, then remove whatever it and runc left."""
-        if self.daemon.running():
-            self.kill_tasks()
+        """Kill the pods' processes, stop containerd, then remove what it and runc left.
+
+        The processes go by their cgroups (the kubelet's ``cgroupRoot``), not task by
+        task through containerd: with the kubelet gone, each ``ctr tasks delete``
+        waits out the shim's cleanup timeouts (80 s for four tasks).
+        """
+        hostcleanup.kill_pids(
+            hostcleanup.pids_in_cgroups(hostcleanup.cgroup_directories(CGROUP_ROOT))
+        )
         self.daemon.stop(self.stop_timeout)
         self.cleanup()
 

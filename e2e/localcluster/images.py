@@ -310,6 +310,10 @@ class Buildah:
         self(
             "bud",
             "--quiet",
+            # Its CNI files (a lock, even with --network host) stay in its own directory,
+            # not in /etc/cni.
+            "--cni-config-dir",
+            str(self.directory / "cni"),
             *options,
             "--build-arg",
             build_arg,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from pathlib import Path
 
 import yaml
@@ -39,6 +40,12 @@ CGROUP_ROOT = "kubectl-relay"
 
 #: The kubelet's health endpoint (on loopback).
 HEALTHZ_PORT = 10248
+
+#: Paths the kubelet writes whatever its flags say: symlinks to the containers' logs,
+#: and the device plugins' registration socket and checkpoint.
+CONTAINER_LOG_LINKS = Path("/var/log/containers")
+DEVICE_PLUGINS_DIR = Path("/var/lib/kubelet/device-plugins")
+DEVICE_PLUGINS_FILES = ("kubelet.sock", "kubelet_internal_checkpoint")
 
 #: Sysctls the kubelet sets on the host at start (``setupKernelTunables``).
 KERNEL_TUNABLES = (
@@ -182,7 +189,20 @@ class Kubelet(DaemonComponent):
             for name, value in json.loads(saved.read_text()).items():
                 (Path("/proc/sys") / name).write_text(value)
             saved.unlink()
+        self._remove_fixed_paths()
         for directory in (self.settings.kubelet_dir, pod_logs_dir(self.settings)):
             with contextlib.suppress(FileNotFoundError):
                 hostcleanup.remove_tree(directory)
         config_path(self.settings).unlink(missing_ok=True)
+
+    def _remove_fixed_paths(self) -> None:
+        """The kubelet's files outside the state directory (see ``CONTAINER_LOG_LINKS``)."""
+        logs = pod_logs_dir(self.settings)
+        if CONTAINER_LOG_LINKS.is_dir():
+            for link in CONTAINER_LOG_LINKS.iterdir():
+                if link.is_symlink() and Path(os.readlink(link)).is_relative_to(logs):
+                    link.unlink()
+            hostcleanup.remove_empty_directories(CONTAINER_LOG_LINKS)
+        for name in DEVICE_PLUGINS_FILES:
+            (DEVICE_PLUGINS_DIR / name).unlink(missing_ok=True)
+        hostcleanup.remove_empty_directories(DEVICE_PLUGINS_DIR.parent)

@@ -289,7 +289,10 @@ class Network:
                 _run(["ip", "link", "delete", port["ifname"]], check=False)
             _run(["ip", "link", "delete", bridge])
         subprocess.run(["rm", "-rf", str(self.settings.state_dir / "cni")], check=True)
+        # <network>-<sandbox id>-<interface>; containerd's loopback entry names the same id.
         for cached in (LIBCNI_CACHE / "results").glob(f"{CNI_NETWORK}-*"):
+            sandbox = cached.name.removeprefix(f"{CNI_NETWORK}-").rsplit("-", 1)[0]
+            (cached.parent / f"cni-loopback-{sandbox}-lo").unlink(missing_ok=True)
             cached.unlink(missing_ok=True)
         hostcleanup.remove_empty_directories(LIBCNI_CACHE)
         self._restore_host_state()
