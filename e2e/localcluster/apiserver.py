@@ -47,6 +47,15 @@ def apiserver_flags(settings: ClusterSettings) -> list[str]:
         f"--service-account-signing-key-file={pki.service_account_key}",
         f"--service-cluster-ip-range={settings.service_cidr}",
         f"--service-node-port-range={settings.node_port_range}",
+        # Aggregated API servers (and the controllers' delegated authentication)
+        # trust the user headers only of the front-proxy CA's "front-proxy-client".
+        f"--requestheader-client-ca-file={pki.front_proxy_ca_cert}",
+        "--requestheader-allowed-names=front-proxy-client",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={pki.cert('front-proxy-client')}",
+        f"--proxy-client-key-file={pki.key('front-proxy-client')}",
         "--authorization-mode=Node,RBAC",
         "--enable-admission-plugins=NodeRestriction",
         "--allow-privileged=true",

@@ -18,6 +18,11 @@ file stem (``pki/<stem>.crt``)    user (CN)                              groups 
 ``apiserver-etcd-client``         ``kube-apiserver-etcd-client``
 ================================  =====================================  ==================
 
+A second CA, ``front-proxy-ca``, signs only ``front-proxy-client``: the API
+server's identity when it proxies to aggregated API servers, which trust the
+``X-Remote-User`` headers of that certificate alone (the controller-manager
+and the scheduler read that CA too, to authenticate who calls them).
+
 The service-account tokens are signed with ``sa.key`` and checked with
 ``sa.pub``. Keys are ECDSA P-256: quick to make, and accepted by every
 component (etcd, the API server, service-account tokens as ES256).
@@ -42,7 +47,13 @@ from e2e.localcluster.settings import ClusterSettings
 #: How long every certificate is valid: a local cluster lives hours, not years.
 VALIDITY = datetime.timedelta(days=30)
 
-CA_NAME = "kubectl-relay local cluster CA"
+#: File stem and subject of each CA.
+CLUSTER_CA = "ca"
+FRONT_PROXY_CA = "front-proxy-ca"
+CA_NAMES = {
+    CLUSTER_CA: "kubectl-relay local cluster CA",
+    FRONT_PROXY_CA: "kubectl-relay local cluster front-proxy CA",
+}
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,9 @@ class CertificateSpec:
 
     dns_names: tuple[str, ...] = ()
     ip_addresses: tuple[str, ...] = ()
+
+    issuer: str = CLUSTER_CA
+    """The stem of the CA that signs it."""
 
 
 def apiserver_dns_names(settings: ClusterSettings) -> tuple[str, ...]:
@@ -132,6 +146,9 @@ def certificate_specs(settings: ClusterSettings) -> list[CertificateSpec]:
             client=True,
         ),
         CertificateSpec("apiserver-etcd-client", "kube-apiserver-etcd-client", client=True),
+        CertificateSpec(
+            "front-proxy-client", "front-proxy-client", client=True, issuer=FRONT_PROXY_CA
+        ),
     ]
     for stem, (user, groups) in client_identities(settings).items():
         specs.append(CertificateSpec(stem, user, groups, client=True))
@@ -161,6 +178,11 @@ class PkiPaths:
     def ca_key(self) -> Path:
         """The cluster CA's key (the controller-manager signs CSRs with it)."""
         return self.key("ca")
+
+    @property
+    def front_proxy_ca_cert(self) -> Path:
+        """The front-proxy CA: trusted only for the API server's proxied requests."""
+        return self.cert(FRONT_PROXY_CA)
 
     @property
     def service_account_key(self) -> Path:
@@ -195,9 +217,11 @@ def _name(common_name: str, organizations: Sequence[str] = ()) -> x509.Name:
     return x509.Name(attributes)
 
 
-def _ca(now: datetime.datetime) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def _ca(
+    common_name: str, now: datetime.datetime
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = _new_key()
-    name = _name(CA_NAME)
+    name = _name(common_name)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -277,16 +301,19 @@ def issue(
 
 
 def create_pki(settings: ClusterSettings) -> PkiPaths:
-    """Make a new CA, every certificate of ``certificate_specs`` and the SA key pair."""
+    """Make new CAs, every certificate of ``certificate_specs`` and the SA key pair."""
     paths = PkiPaths(settings.pki_dir)
     remove_pki(settings)
     paths.directory.mkdir(parents=True, mode=0o700)
     now = datetime.datetime.now(datetime.UTC)
-    ca_cert, ca_key = _ca(now)
-    paths.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    _write_key(paths.ca_key, ca_key)
+    authorities = {}
+    for stem, common_name in CA_NAMES.items():
+        ca_cert, ca_key = _ca(common_name, now)
+        paths.cert(stem).write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+        _write_key(paths.key(stem), ca_key)
+        authorities[stem] = (ca_cert, ca_key)
     for spec in certificate_specs(settings):
-        cert, key = issue(spec, ca_cert, ca_key, now)
+        cert, key = issue(spec, *authorities[spec.issuer], now)
         paths.cert(spec.stem).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         _write_key(paths.key(spec.stem), key)
     sa_key = _new_key()

@@ -17,7 +17,13 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from e2e.localcluster.kubeconfig import Credentials, write_kubeconfigs
-from e2e.localcluster.pki import PkiPaths, certificate_specs, create_pki
+from e2e.localcluster.pki import (
+    CLUSTER_CA,
+    FRONT_PROXY_CA,
+    PkiPaths,
+    certificate_specs,
+    create_pki,
+)
 from e2e.localcluster.settings import ClusterSettings
 from tests.conftest import scaled
 
@@ -81,21 +87,34 @@ def test_client_identities(pki: PkiPaths, stem: str, user: str, groups: list[str
     assert list(usage) == [ExtendedKeyUsageOID.CLIENT_AUTH]
 
 
-def test_every_certificate_verifies_with_openssl(settings: ClusterSettings, pki: PkiPaths) -> None:
-    stems = [spec.stem for spec in certificate_specs(settings)]
-    result = subprocess.run(
-        ["openssl", "verify", "-CAfile", str(pki.ca_cert), *(str(pki.cert(s)) for s in stems)],
+def openssl_verify(ca: Path, *certs: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["openssl", "verify", "-CAfile", str(ca), *map(str, certs)],
         capture_output=True,
         text=True,
         check=False,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count(": OK") == len(stems)
+
+
+def test_every_certificate_verifies_with_openssl(settings: ClusterSettings, pki: PkiPaths) -> None:
+    specs = certificate_specs(settings)
+    for issuer in (CLUSTER_CA, FRONT_PROXY_CA):
+        certs = [pki.cert(spec.stem) for spec in specs if spec.issuer == issuer]
+        result = openssl_verify(pki.cert(issuer), *certs)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.count(": OK") == len(certs) > 0
+
+
+def test_front_proxy_client_is_no_user_of_the_cluster_ca(pki: PkiPaths) -> None:
+    """Only the front-proxy CA signs it, so it cannot log in as a user."""
+    assert openssl_verify(pki.ca_cert, pki.cert("front-proxy-client")).returncode != 0
+    assert openssl_verify(pki.front_proxy_ca_cert, pki.cert("admin")).returncode != 0
 
 
 def test_keys_are_private(settings: ClusterSettings, pki: PkiPaths) -> None:
     keys = sorted(pki.directory.glob("*.key"))
     assert pki.ca_key in keys and pki.service_account_key in keys
+    assert pki.key(FRONT_PROXY_CA) in keys
     for path in [*keys, *settings.kubeconfig_dir.iterdir()]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 

@@ -111,6 +111,9 @@ def test_apiserver_security_flags(settings: ClusterSettings) -> None:
     assert flags["--service-node-port-range"] == "30000-32767"
     assert flags["--etcd-servers"] == f"https://127.0.0.1:{settings.etcd_client_port}"
     assert flags["--service-account-issuer"] == "https://kubernetes.default.svc.cluster.local"
+    assert flags["--requestheader-client-ca-file"].endswith("/pki/front-proxy-ca.crt")
+    assert flags["--requestheader-allowed-names"] == "front-proxy-client"
+    assert flags["--proxy-client-cert-file"].endswith("/pki/front-proxy-client.crt")
 
 
 def test_component_files_live_in_the_state_dir(settings: ClusterSettings) -> None:
