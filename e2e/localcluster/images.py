@@ -92,6 +92,17 @@ class Image:
     reference: str
     """``repository:tag``, what pods and containerd's ``sandbox_image`` name."""
 
+    @property
+    def containerd_name(self) -> str:
+        """The name containerd lists: a reference without a registry is Docker Hub's, as
+        the kubelet normalizes a pod's ``image`` (``kubectl-relay-test/x:1`` is
+        ``docker.io/kubectl-relay-test/x:1``)."""
+        first = self.reference.split("/", 1)[0]
+        has_registry = "/" in self.reference and (
+            "." in first or ":" in first or first == "localhost"
+        )
+        return self.reference if has_registry else f"docker.io/{self.reference}"
+
     def archive(self, settings: ClusterSettings) -> Path:
         """The docker archive in the cache."""
         return settings.images_dir / f"{self.name}.tar"
@@ -557,7 +568,7 @@ class ImageImport:
 
     def ready(self) -> bool:
         """Every image is in containerd."""
-        return {image.reference for image in cluster_images()} <= self.imported()
+        return {image.containerd_name for image in cluster_images()} <= self.imported()
 
     def stop(self) -> None:
         """Nothing: the images go with containerd's root, which ``containerd`` removes."""

@@ -272,6 +272,20 @@ def test_copied_sources_forms(dockerfile: str, expected: list[str]) -> None:
     assert images.copied_sources(dockerfile) == expected
 
 
+@pytest.mark.parametrize(
+    ("reference", "listed"),
+    [
+        ("ghcr.io/kubectl-relay/relay:0.1.0", "ghcr.io/kubectl-relay/relay:0.1.0"),
+        ("registry.k8s.io/pause:3.10.1", "registry.k8s.io/pause:3.10.1"),
+        ("localhost/kubectl-relay/coredns:v1", "localhost/kubectl-relay/coredns:v1"),
+        ("kubectl-relay-test/mute:0.1.0", "docker.io/kubectl-relay-test/mute:0.1.0"),
+        ("127.0.0.1:5000/x:1", "127.0.0.1:5000/x:1"),
+    ],
+)
+def test_containerd_lists_images_by_their_normalized_name(reference: str, listed: str) -> None:
+    assert images.Image("x", reference).containerd_name == listed
+
+
 def test_relay_key_follows_the_copied_files_only(tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text("FROM x\nCOPY app ./app\nCOPY conf.txt /etc/\n")
     (tmp_path / "app").mkdir()
