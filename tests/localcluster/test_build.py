@@ -40,12 +40,13 @@ def requires(go_mod: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def kubernetes_go_mod() -> str:
-    """The pinned release's own go.mod, from the Go module cache (or the proxy)."""
+    """The pinned release's own go.mod, from the Go module cache (or the module proxy)."""
     go = shutil.which("go") or build.FALLBACK_GO
     if not Path(go).exists():
         pytest.fail("no `go` command: the local cluster is built with Go")
     result = subprocess.run(
-        [go, "mod", "download", "-json", f"k8s.io/kubernetes@{RELEASE}"],
+        # `list -m` fetches only the module's go.mod (and its info), not its sources.
+        [go, "list", "-m", "-json", f"k8s.io/kubernetes@{RELEASE}"],
         capture_output=True,
         text=True,
         timeout=300,
