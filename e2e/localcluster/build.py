@@ -172,7 +172,10 @@ def build_binaries(settings: ClusterSettings, report: Report = print) -> None:
     env = _go_environment()
     settings.bin_dir.mkdir(parents=True, exist_ok=True)
     report(f"  go build of Kubernetes {settings.release} into {settings.bin_dir} ...")
+    report("    listing the packages (the first build downloads the modules here) ...")
+    listed = time.monotonic()
     total = _count_packages(go, env)
+    report(f"    {total} packages ({time.monotonic() - listed:.0f}s)")
     target = settings.bin_dir / BINARY
     partial = target.with_suffix(".partial")
     ldflags = version_ldflags(settings.release)
