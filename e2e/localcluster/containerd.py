@@ -5,6 +5,10 @@ snapshots), its state (task state, and the pods' network namespaces, with
 ``netns_mounts_under_state_dir``), runc's state and its socket. Its
 configuration is generated from the settings (``containerd_config``).
 
+Those live on a tmpfs mounted at ``<state>/containerd``: the image store is
+re-imported on every ``up`` anyway, and ``down`` then drops it by one
+unmount instead of deleting some 40,000 files (28 s on a busy disk here).
+
 Choices, and why:
 
 - ``cgroupfs`` (``SystemdCgroup = false``): the host has cgroup v1 and no
@@ -40,6 +44,10 @@ from e2e.localcluster.kubelet import CGROUP_ROOT
 from e2e.localcluster.settings import ClusterSettings
 
 CONTAINERD = "/usr/bin/containerd"
+
+#: The upper bound of the tmpfs that holds containerd's root and state (pages are
+#: only used as images and containers fill it: about 1 GiB for the images here).
+TMPFS_SIZE = "8g"
 
 #: containerd 1.6 puts its shims' sockets (``s/``) here whatever its state directory
 #: is, and ``ctr`` its fifos: removed on stop when empty (a system containerd keeps
@@ -138,9 +146,25 @@ class Containerd(DaemonComponent):
         return [CONTAINERD, "--config", str(config_path(self.settings))]
 
     def prepare(self) -> None:
-        """Write the configuration; make the directories."""
+        """Write the configuration; mount the tmpfs; make the directories."""
         self.settings.config_dir.mkdir(parents=True, exist_ok=True)
         config_path(self.settings).write_text(containerd_config(self.settings))
+        directory = containerd_dir(self.settings)
+        directory.mkdir(parents=True, exist_ok=True, mode=0o711)
+        if not hostcleanup.mounts_under([directory]):
+            subprocess.run(
+                [
+                    "mount",
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    f"size={TMPFS_SIZE},mode=0711",
+                    "tmpfs",
+                    str(directory),
+                ],
+                check=True,
+                capture_output=True,
+            )
         for directory in (self.settings.containerd_root, self.settings.containerd_state):
             directory.mkdir(parents=True, exist_ok=True, mode=0o711)
 
@@ -183,11 +207,13 @@ class Containerd(DaemonComponent):
         self.cleanup()
 
     def cleanup(self) -> None:
-        """Leftover shims killed, mounts unmounted, containerd's directories removed."""
+        """Leftover shims killed, the pods' cgroups removed (see ``kubelet.CGROUP_ROOT``),
+        mounts unmounted, containerd's directories removed."""
         socket = str(self.settings.containerd_socket)
         hostcleanup.kill_pids(hostcleanup.pids_with_argument(SHIM, socket))
         directory = containerd_dir(self.settings)
-        problems = hostcleanup.unmount_under([directory])
+        problems = hostcleanup.remove_cgroups(hostcleanup.cgroup_directories(CGROUP_ROOT))
+        problems += hostcleanup.unmount_under([directory])
         if problems:
             raise ComponentError(self.name, "; ".join(problems))
         with contextlib.suppress(FileNotFoundError):

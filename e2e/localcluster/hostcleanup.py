@@ -9,6 +9,7 @@ touches what lies under a path of the cluster's own.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import subprocess
@@ -125,10 +126,15 @@ def _zombie(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] == "Z"
 
 
-def remove_cgroups(directories: Iterable[Path]) -> list[str]:
-    """Kill every process in the trees, then ``rmdir`` them leaves first; a line per leftover."""
+def remove_cgroups(directories: Iterable[Path], timeout: float = 15.0) -> list[str]:
+    """Kill every process in the trees, then ``rmdir`` them leaves first; a line per leftover.
+
+    A killed process keeps its cgroup busy until its parent reaps it (a shim, or
+    init once the shim is gone), so a busy ``rmdir`` is retried until ``timeout``.
+    """
     directories = list(directories)
     kill_pids(pids_in_cgroups(directories))
+    deadline = time.monotonic() + timeout
     problems = []
     for directory in directories:
         tree = sorted(
@@ -137,13 +143,24 @@ def remove_cgroups(directories: Iterable[Path]) -> list[str]:
             reverse=True,
         )
         for path in [*tree, directory]:
-            try:
-                path.rmdir()
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                problems.append(f"cgroup {path} stays: {exc.strerror}")
+            if error := _rmdir_when_free(path, deadline):
+                problems.append(f"cgroup {path} stays: {error}")
     return problems
+
+
+def _rmdir_when_free(path: Path, deadline: float) -> str | None:
+    """``rmdir`` a cgroup, retrying while it is busy; the error that stayed, or None."""
+    while True:
+        try:
+            path.rmdir()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno != errno.EBUSY or time.monotonic() >= deadline:
+                return exc.strerror or str(exc)
+            time.sleep(0.1)
+        else:
+            return None
 
 
 def remove_empty_directories(root: Path) -> None:

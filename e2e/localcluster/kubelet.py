@@ -178,10 +178,14 @@ class Kubelet(DaemonComponent):
         """Kill the pods (their cgroups), unmount their volumes, restore the host's sysctls.
 
         The pods go with the kubelet that ran them: every process in the cgroups
-        under ``CGROUP_ROOT`` is killed, so no volume stays busy.
+        under ``CGROUP_ROOT`` is killed, so no volume stays busy. The cgroups
+        themselves go with containerd (``containerd.Containerd.cleanup``): its
+        shims reap the killed processes, and a cgroup stays busy until then.
         """
-        problems = hostcleanup.remove_cgroups(hostcleanup.cgroup_directories(CGROUP_ROOT))
-        problems += hostcleanup.unmount_under([self.settings.kubelet_dir])
+        hostcleanup.kill_pids(
+            hostcleanup.pids_in_cgroups(hostcleanup.cgroup_directories(CGROUP_ROOT))
+        )
+        problems = hostcleanup.unmount_under([self.settings.kubelet_dir])
         if problems:
             raise ComponentError(self.name, "; ".join(problems))
         saved = _saved_tunables_path(self.settings)

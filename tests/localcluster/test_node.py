@@ -3,6 +3,7 @@ host-side helpers (guard rules, mounts), checked against the real tools where th
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import shutil
@@ -331,3 +332,29 @@ def test_remove_empty_directories_keeps_what_holds_files(tmp_path: Path) -> None
     hostcleanup.remove_empty_directories(tmp_path / "run")
     assert not (tmp_path / "run" / "s").exists()
     assert (tmp_path / "run" / "kept" / "file").exists()
+
+
+@needs_root
+def test_remove_cgroups_kills_the_processes_and_removes_the_tree() -> None:
+    """A real cgroup (pids hierarchy) with a process two levels down."""
+    hierarchy = hostcleanup.CGROUP_MOUNT / "pids"
+    if not hierarchy.is_dir():
+        pytest.skip("no cgroup v1 pids hierarchy on this host")
+    name = f"relay-test-{uuid.uuid4().hex[:8]}"
+    leaf = hierarchy / name / "pod" / "container"
+    leaf.mkdir(parents=True)
+    sleeper = subprocess.Popen(["sleep", "300"])
+    try:
+        (leaf / "cgroup.procs").write_text(str(sleeper.pid))
+        assert hostcleanup.pids_in_cgroups(hostcleanup.cgroup_directories(name)) == {sleeper.pid}
+        assert hostcleanup.remove_cgroups(hostcleanup.cgroup_directories(name)) == []
+        # Gone (reaped by the helper: the sleeper is the test's child, so its status is too).
+        assert not Path(f"/proc/{sleeper.pid}").exists()
+        assert not (hierarchy / name).exists()
+    finally:
+        if sleeper.poll() is None:
+            sleeper.kill()
+            sleeper.wait()
+        for path in (leaf, leaf.parent, leaf.parent.parent):
+            with contextlib.suppress(OSError):
+                path.rmdir()
