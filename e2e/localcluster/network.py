@@ -5,7 +5,7 @@ The pods live in network namespaces containerd creates, joined to the bridge
 with ``host-local`` addresses from the pod CIDR. The bridge holds the gateway
 address, which the API server advertises, so this step runs before it.
 
-Nothing leaves the machine, by three independent means:
+Nothing leaves the machine, by four independent means:
 
 - **No route out.** The pods get no default route: only the pod CIDR (on the
   link) and the service CIDR (through the gateway, where kube-proxy's DNAT
