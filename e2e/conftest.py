@@ -3,8 +3,9 @@
 The cluster is the sandbox, or the real cluster (kind, AKS...) that
 ``RELAY_E2E_KUBECONFIG`` names, with ``RELAY_E2E_IMAGE`` as the relay image
 (see ``e2e/cluster.py`` and ``e2e/README.md``). ``cluster`` (a ``Cluster``) is
-what tests use in both modes; ``sandbox`` is the in-process sandbox itself, and
-skips the test on a real cluster.
+what tests use in both modes; ``faults`` is a fault-injecting proxy in front of
+its API server; ``sandbox`` is the in-process sandbox itself, and skips the
+test on a real cluster.
 
 The sandbox runs on its own event loop in a background thread
 (``SandboxThread``), and tests are plain synchronous functions:
@@ -28,17 +29,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from e2e.cluster import ENV_KUBECONFIG, REAL_CLUSTER, Cluster
+from e2e.faultproxy import FaultProxyThread
 from e2e.sandbox import SandboxThread
 from e2e.sandbox.cluster.objects import random_suffix
 from tests.conftest import no_leaked_children, no_leaked_threads, scaled
 
 __all__ = [
     "cluster",
+    "faults",
     "kube",
     "namespace",
     "no_leaked_children",
@@ -89,6 +93,16 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     cluster.create_namespace(name)
     yield name
     cluster.delete_namespace(name, timeout=180)
+
+
+@pytest.fixture
+def faults(cluster: Cluster, tmp_path: Path) -> Iterator[FaultProxyThread]:
+    """A fault-injecting proxy in front of the cluster's API server (``e2e/faultproxy.py``).
+
+    Only clients given ``faults.kubeconfig`` go through it.
+    """
+    with cluster.fault_proxy(tmp_path) as proxy:
+        yield proxy
 
 
 class Kube:
