@@ -66,7 +66,7 @@ def sign(api_client: Any, name: str) -> tuple[bytes, bytes]:
     certificates = client.CertificatesV1Api(api_client)
     key_pem, request_pem = _key_and_request(name)
     csr_name = f"relay-e2e-{name}-{os.getpid()}-{time.monotonic_ns() % 10**9}"
-    certificates.create_certificate_signing_request({
+    body: Any = {
         "apiVersion": "certificates.k8s.io/v1",
         "kind": "CertificateSigningRequest",
         "metadata": {"name": csr_name},
@@ -76,16 +76,17 @@ def sign(api_client: Any, name: str) -> tuple[bytes, bytes]:
             "expirationSeconds": LIFETIME_SECONDS,
             "usages": ["client auth"],
         },
-    })
+    }
+    certificates.create_certificate_signing_request(body)
     try:
-        csr = certificates.read_certificate_signing_request(csr_name)
+        csr: Any = certificates.read_certificate_signing_request(csr_name)
         csr.status.conditions = [client.V1CertificateSigningRequestCondition(
             type="Approved", status="True", reason="RelayE2E",
             message="approved by the kubectl-relay e2e suite")]
         certificates.replace_certificate_signing_request_approval(csr_name, csr)
         deadline = time.monotonic() + scaled(SIGN_TIMEOUT)
         while True:
-            status = certificates.read_certificate_signing_request(csr_name).status
+            status: Any = certificates.read_certificate_signing_request(csr_name).status
             if status.certificate:
                 return key_pem, base64.b64decode(status.certificate)
             failed = [c for c in status.conditions or () if c.type == "Failed"]
@@ -105,14 +106,15 @@ def grant_edit(api_client: Any, user: str, namespace: str) -> None:
     """Bind ``user`` to the ``edit`` ClusterRole in ``namespace``."""
     from kubernetes import client  # noqa: PLC0415
 
-    client.RbacAuthorizationV1Api(api_client).create_namespaced_role_binding(namespace, {
+    binding: Any = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
         "metadata": {"name": f"relay-e2e-{user}-edit"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                     "name": "edit"},
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
-    })
+    }
+    client.RbacAuthorizationV1Api(api_client).create_namespaced_role_binding(namespace, binding)
 
 
 def user_kubeconfig(
