@@ -48,6 +48,9 @@ ENV_TEST_IMAGES = "RELAY_E2E_TEST_IMAGES"
 #: The project's relay image, as ``kubectl relay`` and manifests/ name it by default.
 DEFAULT_RELAY_IMAGE = f"ghcr.io/kubectl-relay/relay:{__version__}"
 
+#: The project's manifests (CRD, RBAC, operator, examples).
+MANIFESTS = Path(__file__).resolve().parents[1] / "manifests"
+
 #: Where the test images live: ``e2e/images/<name>/Containerfile``, each built FROM the
 #: relay image and tagged ``<repository>/<name>:<version>`` (``TEST_IMAGE_REPOSITORY``, or
 #: ``RELAY_E2E_TEST_IMAGES`` for a cluster that pulls them from a registry of its own).

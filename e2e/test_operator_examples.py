@@ -34,23 +34,20 @@ import json
 import socket
 import ssl
 import subprocess
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pytest
 import trustme
 import yaml
 
-from e2e.cluster import DEFAULT_RELAY_IMAGE, Cluster
+from e2e.cluster import MANIFESTS, Cluster
 from e2e.cluster import poll as wait_until
 from e2e.conftest import Kube
 from tests.conftest import scaled
 
 T = TypeVar("T")
 
-ROOT = Path(__file__).resolve().parents[1]
-MANIFESTS = ROOT / "manifests"
 EXAMPLES = MANIFESTS / "examples"
 #: Lets a non-root server listen on ports below 1024 (a namespaced sysctl that Pod
 #: Security "restricted" allows): the stubs keep the ports the examples name.
@@ -181,50 +178,6 @@ def ca_secret(kube: Kube, namespace: str, name: str, key: str, ca: trustme.CA) -
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
         "data": {key: base64.b64encode(ca.cert_pem.bytes()).decode()},
     })
-
-
-# -- fixtures -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def installed(cluster: Cluster) -> Iterator[None]:
-    """The CRD, the cluster-wide RBAC and the operator, applied from manifests/.
-
-    Per test: the operator's pod is a process of this test run, and every test
-    must end with no process left.
-    """
-    kubectl(cluster, "apply", "-f", str(MANIFESTS / "crd"),
-            "-f", str(MANIFESTS / "rbac" / "cluster.yaml"))
-    # The operator's image and its relays' image: the cluster's relay image (as a
-    # kustomize `images:` override would set them).
-    operator = (MANIFESTS / "operator.yaml").read_text()
-    kubectl(cluster, "apply", "-f", "-",
-            stdin=operator.replace(DEFAULT_RELAY_IMAGE, cluster.relay_image))
-    try:
-        kubectl(cluster, "wait", "--for=condition=Established",
-                "crd/socattunnels.relay.kubectl-relay.io", "--timeout=30s")
-        kubectl(cluster, "rollout", "status", "-n", "relay-system", "deployment/relay-operator",
-                f"--timeout={int(scaled(60))}s", timeout=90)
-        yield
-    finally:
-        kubectl(cluster, "delete", "-f", str(MANIFESTS / "operator.yaml"), "--wait=false",
-                check=False)
-        cluster.pods_gone("relay-system", timeout=30)
-
-
-@pytest.fixture
-def extra_namespaces(cluster: Cluster) -> Iterator[Callable[[str], str]]:
-    """Namespaces with fixed names (``internal``, ``example``), deleted after the test."""
-    made: list[str] = []
-
-    def make(name: str) -> str:
-        cluster.create_namespace(name)
-        made.append(name)
-        return name
-
-    yield make
-    for name in made:
-        cluster.delete_namespace(name, timeout=180)
 
 
 # -- the examples -----------------------------------------------------------------------------
