@@ -1,17 +1,18 @@
 """ "A cluster" for the end-to-end tests: the sandbox by default, or a real one.
 
 ``RELAY_E2E_KUBECONFIG`` (a path) switches the e2e suite to a real cluster
-(kind, AKS...): no sandbox starts, every test talks to the cluster that
-kubeconfig names. ``RELAY_E2E_IMAGE`` names the relay image that cluster can
-run (default: the project's ``ghcr.io/kubectl-relay/relay:<version>``); the
-tests pass it to ``kubectl relay --image`` and to the operator's manifests.
+(kind, AKS, ``./dev cluster up``): no sandbox starts, every test talks to the
+cluster that kubeconfig names. ``RELAY_E2E_IMAGE`` names the relay image that
+cluster can run (default: the project's ``ghcr.io/kubectl-relay/relay:<version>``);
+the tests pass it to ``kubectl relay --image`` and to the operator's manifests.
 
-``Cluster`` is what a test needs in both modes: the kubeconfig, the relay
-image, a kubernetes ``ApiClient``, namespaces, and waits done through the API.
-What only the sandbox can do (register a local image, kill a pod's process,
-inject API faults, reach the store) is there too, and skips the test with the
-reason on a real cluster. Tests that need such a thing throughout are marked
-``sandbox_only(reason)`` and skip at collection time.
+``Cluster`` is what a test needs, with one code path for both worlds: the
+kubeconfig, the relay image and the test images (``test_image``), a
+kubernetes ``ApiClient``, namespaces, waits done through the API, API faults
+through a fault-injecting proxy in front of the API server (``fault_proxy``),
+and users with client certificates signed through the CSR API
+(``user_kubeconfig``). What only the sandbox can do (kill a pod's process,
+reach the store) is still there, and skips the test on a real cluster.
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
+from e2e import users
+from e2e.faultproxy import FaultProxyThread
 from e2e.kubeclient import api_client_for
 from kubectl_relay import __version__
 from tests.conftest import scaled
@@ -40,8 +43,32 @@ T = TypeVar("T")
 ENV_KUBECONFIG = "RELAY_E2E_KUBECONFIG"
 ENV_IMAGE = "RELAY_E2E_IMAGE"
 
+ENV_TEST_IMAGES = "RELAY_E2E_TEST_IMAGES"
+
 #: The project's relay image, as ``kubectl relay`` and manifests/ name it by default.
 DEFAULT_RELAY_IMAGE = f"ghcr.io/kubectl-relay/relay:{__version__}"
+
+#: The project's manifests (CRD, RBAC, operator, examples).
+MANIFESTS = Path(__file__).resolve().parents[1] / "manifests"
+
+#: Where the test images live: ``e2e/images/<name>/Containerfile``, each built FROM the
+#: relay image and tagged ``<repository>/<name>:<version>`` (``TEST_IMAGE_REPOSITORY``, or
+#: ``RELAY_E2E_TEST_IMAGES`` for a cluster that pulls them from a registry of its own).
+TEST_IMAGES_DIR = Path(__file__).resolve().parent / "images"
+TEST_IMAGE_REPOSITORY = "kubectl-relay-test"
+
+
+def test_image_name(name: str) -> str:
+    """The image built from ``e2e/images/NAME/Containerfile``, as pods name it."""
+    if not (TEST_IMAGES_DIR / name / "Containerfile").is_file():
+        raise ValueError(f"no test image {name!r}: no e2e/images/{name}/Containerfile")
+    repository = os.environ.get(ENV_TEST_IMAGES, "").strip() or TEST_IMAGE_REPOSITORY
+    return f"{repository}/{name}:{__version__}"
+
+
+#: The Pod Security standard the restricted tests enforce on their namespaces.
+RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted",
+              "pod-security.kubernetes.io/enforce-version": "latest"}
 
 
 def real_kubeconfig() -> Path | None:
@@ -52,13 +79,6 @@ def real_kubeconfig() -> Path | None:
 
 #: Whether this run is against a real cluster (not the sandbox).
 REAL_CLUSTER = real_kubeconfig() is not None
-
-
-def sandbox_only(reason: str) -> pytest.MarkDecorator:
-    """Skip on a real cluster: the test needs what only the sandbox can do (``reason``)."""
-    return pytest.mark.skipif(
-        REAL_CLUSTER, reason=f"sandbox only ({ENV_KUBECONFIG} is set): {reason}"
-    )
 
 
 def poll(what: str, check: Callable[[], T | None], timeout: float = 30.0) -> T:
@@ -123,11 +143,12 @@ class Cluster:
             result: dict[str, Any] = api_client.sanitize_for_serialization(call(api_client))
             return result
 
-    def create_namespace(self, name: str) -> str:
-        """Create namespace ``name``."""
+    def create_namespace(self, name: str, labels: dict[str, str] | None = None) -> str:
+        """Create namespace ``name`` (with ``labels``, e.g. ``RESTRICTED``)."""
         from kubernetes import client  # noqa: PLC0415
 
-        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+        metadata: dict[str, Any] = {"name": name, "labels": dict(labels or {})}
+        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": metadata}
         with self.api_client() as api_client:
             client.CoreV1Api(api_client).create_namespace(body)
         return name
@@ -289,6 +310,52 @@ class Cluster:
             assert kind == "pod", target
             return str(core.read_namespaced_pod(name, namespace).status.pod_ip)
 
+    # -- images, faults, users ------------------------------------------------------------------
+
+    def test_image(self, name: str, stand_in: Any = None) -> str:
+        """The test image ``e2e/images/NAME`` (built and loaded by the cluster's owner).
+
+        In the in-process sandbox, which runs no images, ``stand_in`` (an async
+        ``main(argv)``) is registered under that name instead.
+        """
+        image = test_image_name(name)
+        if self._sandbox is not None and stand_in is not None:
+            self._sandbox.register_image(image, stand_in)
+        return image
+
+    @contextlib.contextmanager
+    def fault_proxy(self, workdir: Path) -> Iterator[FaultProxyThread]:
+        """A fault-injecting proxy in front of this cluster's API server (``e2e/faultproxy.py``).
+
+        Clients given its ``kubeconfig`` go through it; the others see no fault.
+        """
+        with FaultProxyThread(self.kubeconfig, workdir) as proxy:
+            yield proxy
+
+    def user_kubeconfig(
+        self, name: str, directory: Path, *, namespaces: Iterable[str] = (),
+        namespace: str = "default",
+    ) -> Path:
+        """A kubeconfig for a new user ``name`` with ``edit`` rights in ``namespaces`` only.
+
+        In the in-process sandbox the user is added to its API server. On a
+        real cluster the user is real: a client certificate signed through the
+        CSR API (``e2e/users.py``), bound to the ``edit`` ClusterRole by one
+        RoleBinding per namespace. ``namespace`` is the kubeconfig's namespace.
+        """
+        path = directory / f"{name}.kubeconfig"
+        if self._sandbox is not None:
+            api = self._sandbox.sandbox.api
+            allowed = set(namespaces)
+            self._sandbox.call(lambda: api.add_user(name, namespaces=allowed))
+            self._sandbox.call(lambda: api.write_kubeconfig(path, namespace=namespace, user=name))
+            return path
+        with self.api_client() as api_client:
+            return users.user_kubeconfig(
+                api_client, self.kubeconfig, name, path,
+                namespaces=namespaces, namespace=namespace,
+            )
+
     # -- sandbox only ---------------------------------------------------------------------------
 
     @property
@@ -303,23 +370,12 @@ class Cluster:
             pytest.skip(f"sandbox only ({ENV_KUBECONFIG} is set): {what}")
         return self._sandbox
 
-    def register_image(self, name: str, run: Any, **options: Any) -> None:
-        """Make a local program an image (sandbox only: a real cluster pulls from registries)."""
-        self._only(f"image {name} is a local program registered in the sandbox").register_image(
-            name, run, **options
-        )
-
     def kill_pod(self, namespace: str, name: str, *args: Any) -> int:
         """Signal a pod's processes (sandbox only: a real cluster's processes are on its nodes)."""
         count: int = self._only("kills a pod's processes from the test").kill_pod(
             namespace, name, *args
         )
         return count
-
-    @property
-    def faults(self) -> Any:
-        """The sandbox API server's fault injection (sandbox only)."""
-        return self._only("injects API server faults").sandbox.api.faults
 
     @property
     def store(self) -> Any:

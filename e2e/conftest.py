@@ -3,8 +3,9 @@
 The cluster is the sandbox, or the real cluster (kind, AKS...) that
 ``RELAY_E2E_KUBECONFIG`` names, with ``RELAY_E2E_IMAGE`` as the relay image
 (see ``e2e/cluster.py`` and ``e2e/README.md``). ``cluster`` (a ``Cluster``) is
-what tests use in both modes; ``sandbox`` is the in-process sandbox itself, and
-skips the test on a real cluster.
+what tests use in both modes; ``faults`` is a fault-injecting proxy in front of
+its API server; ``sandbox`` is the in-process sandbox itself, and skips the
+test on a real cluster.
 
 The sandbox runs on its own event loop in a background thread
 (``SandboxThread``), and tests are plain synchronous functions:
@@ -27,22 +28,35 @@ pods has ended, so the leak checks (``no_leaked_children``, imported from
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from e2e.cluster import ENV_KUBECONFIG, REAL_CLUSTER, Cluster
+from e2e.cluster import (
+    DEFAULT_RELAY_IMAGE,
+    ENV_KUBECONFIG,
+    MANIFESTS,
+    REAL_CLUSTER,
+    RESTRICTED,
+    Cluster,
+)
+from e2e.faultproxy import FaultProxyThread
 from e2e.sandbox import SandboxThread
 from e2e.sandbox.cluster.objects import random_suffix
 from tests.conftest import no_leaked_children, no_leaked_threads, scaled
 
 __all__ = [
     "cluster",
+    "extra_namespaces",
+    "faults",
+    "installed",
     "kube",
     "namespace",
     "no_leaked_children",
     "no_leaked_threads",
+    "restricted_namespace",
     "sandbox",
 ]
 
@@ -68,6 +82,11 @@ def cluster(request: pytest.FixtureRequest) -> Cluster:
     return Cluster(kubeconfig=running.kubeconfig, sandbox=running)
 
 
+def _namespace_name(request: pytest.FixtureRequest) -> str:
+    base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")
+    return f"{base[:50].rstrip('-')}-{random_suffix()}"
+
+
 @pytest.fixture
 def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace, deleted with everything in it after the test.
@@ -75,8 +94,7 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     In the sandbox the fixture also waits until every process of its pods has
     ended; on a real cluster, until the namespace is gone (bounded).
     """
-    base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")
-    name = f"{base[:50].rstrip('-')}-{random_suffix()}"
+    name = _namespace_name(request)
     if cluster.is_sandbox:
         running = cluster.sandbox
         store = running.sandbox.store
@@ -89,6 +107,65 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     cluster.create_namespace(name)
     yield name
     cluster.delete_namespace(name, timeout=180)
+
+
+@pytest.fixture
+def restricted_namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace where Pod Security admission enforces "restricted"."""
+    name = cluster.create_namespace(_namespace_name(request), labels=RESTRICTED)
+    yield name
+    cluster.delete_namespace(name, timeout=180)
+
+
+@pytest.fixture
+def installed(cluster: Cluster) -> Iterator[None]:
+    """The CRD, the cluster-wide RBAC and the operator, applied from manifests/.
+
+    Per test: the operator's pod is a process of this test run, and every test
+    must end with no process left.
+    """
+    cluster.kubectl("apply", "-f", str(MANIFESTS / "crd"),
+                    "-f", str(MANIFESTS / "rbac" / "cluster.yaml"))
+    # The operator's image and its relays' image: the cluster's relay image (as a
+    # kustomize `images:` override would set them).
+    operator = (MANIFESTS / "operator.yaml").read_text()
+    cluster.kubectl("apply", "-f", "-",
+                    stdin=operator.replace(DEFAULT_RELAY_IMAGE, cluster.relay_image))
+    try:
+        cluster.kubectl("wait", "--for=condition=Established",
+                        "crd/socattunnels.relay.kubectl-relay.io", "--timeout=30s")
+        cluster.kubectl("rollout", "status", "-n", "relay-system", "deployment/relay-operator",
+                        f"--timeout={int(scaled(60))}s", timeout=90)
+        yield
+    finally:
+        cluster.kubectl("delete", "-f", str(MANIFESTS / "operator.yaml"), "--wait=false",
+                        check=False)
+        cluster.pods_gone("relay-system", timeout=30)
+
+
+@pytest.fixture
+def extra_namespaces(cluster: Cluster) -> Iterator[Callable[[str], str]]:
+    """Namespaces with fixed names (``internal``, ``example``), deleted after the test."""
+    made: list[str] = []
+
+    def make(name: str) -> str:
+        cluster.create_namespace(name)
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        cluster.delete_namespace(name, timeout=180)
+
+
+@pytest.fixture
+def faults(cluster: Cluster, tmp_path: Path) -> Iterator[FaultProxyThread]:
+    """A fault-injecting proxy in front of the cluster's API server (``e2e/faultproxy.py``).
+
+    Only clients given ``faults.kubeconfig`` go through it.
+    """
+    with cluster.fault_proxy(tmp_path) as proxy:
+        yield proxy
 
 
 class Kube:

@@ -18,41 +18,40 @@ path completes exactly as in a real cluster.
 
 On a real cluster (``RELAY_E2E_KUBECONFIG``, see ``e2e/README.md``) the
 operator's manifests are applied with ``RELAY_E2E_IMAGE`` in place of the
-project's image, the stub servers are the relay image itself (``relay
-TCP-LISTEN:...,fork PIPE`` echoes), and Services are reached from the test
-through ``kubectl relay`` tunnels (``Cluster.reach``). Tests whose servers are
-local programs of the sandbox (an HTTP server, a TLS server logging its
-client) are marked ``sandbox_only``.
+project's image, and Services are reached from the test through ``kubectl
+relay`` tunnels (``Cluster.reach``). In both worlds every stub server is the
+relay image itself: ``relay TCP-LISTEN:...,fork PIPE`` echoes, ``SYSTEM:cat``
+of a canned HTTP answer, and ``relay -d -d -d OPENSSL-LISTEN:...`` for the partner
+API (its log names the client certificate). Stubs on ports below 1024 run as
+the image's non-root user with the namespaced, "safe" sysctl
+``net.ipv4.ip_unprivileged_port_start=0``, which Pod Security "restricted" allows.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import socket
 import ssl
 import subprocess
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pytest
 import trustme
 import yaml
 
-from e2e.cluster import DEFAULT_RELAY_IMAGE, Cluster, sandbox_only
+from e2e.cluster import MANIFESTS, Cluster
 from e2e.cluster import poll as wait_until
 from e2e.conftest import Kube
-from e2e.sandbox import HTTP_IMAGE
 from tests.conftest import scaled
 
 T = TypeVar("T")
 
-ROOT = Path(__file__).resolve().parents[1]
-MANIFESTS = ROOT / "manifests"
 EXAMPLES = MANIFESTS / "examples"
-TLS_ECHO_IMAGE = "e2e.local/tls-echo"
+#: Lets a non-root server listen on ports below 1024 (a namespaced sysctl that Pod
+#: Security "restricted" allows): the stubs keep the ports the examples name.
+LOW_PORTS = {"sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}]}
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -127,22 +126,28 @@ def tunnel_status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]
     return status
 
 
-def stub(kube: Kube, namespace: str, service: str, image: str, port: int, *args: str,
-         protocol: str = "TCP", hostname: str | None = None) -> None:
-    """A pod running ``image`` behind Service ``service`` (same port), ready when it listens.
+def stub(kube: Kube, namespace: str, service: str, image: str, port: int, *command: str,
+         protocol: str = "TCP", hostname: str | None = None,
+         volumes: dict[str, dict[str, Any]] | None = None) -> None:
+    """A pod of the relay ``image`` behind Service ``service`` (same port), ready when it listens.
 
-    The relay image (``Cluster.relay_image``) becomes a TCP echo server on
-    ``port``; another image gets ``--port PORT ARGS``.
+    It runs ``command``, by default a TCP echo server on ``port``
+    (``relay TCP-LISTEN:PORT,fork,reuseaddr PIPE``). ``volumes``: name -> volume
+    source, each mounted at ``/NAME``.
     """
     labels = {"stub": service}
     container: dict[str, Any] = {
-        "name": "main", "image": image, "args": ["--port", str(port), *args],
+        "name": "main", "image": image,
+        "command": list(command) or ["relay", f"TCP-LISTEN:{port},fork,reuseaddr", "PIPE"],
         "readinessProbe": {"tcpSocket": {"port": port}, "periodSeconds": 1},
+        "volumeMounts": [{"name": name, "mountPath": f"/{name}"} for name in volumes or {}],
     }
-    if "kubectl-relay" in image:
-        del container["args"]
-        container["command"] = ["relay", f"TCP-LISTEN:{port},fork,reuseaddr", "PIPE"]
-    spec: dict[str, Any] = {"containers": [container]}
+    spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": [{"name": name, **source} for name, source in (volumes or {}).items()],
+    }
+    if port < 1024:
+        spec["securityContext"] = LOW_PORTS
     service_spec: dict[str, Any] = {
         "selector": labels, "ports": [{"port": port, "targetPort": port, "protocol": protocol}],
     }
@@ -173,82 +178,6 @@ def ca_secret(kube: Kube, namespace: str, name: str, key: str, ca: trustme.CA) -
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
         "data": {key: base64.b64encode(ca.cert_pem.bytes()).decode()},
     })
-
-
-async def tls_echo(argv: list[str]) -> int:
-    """An image: a TLS echo server on ``--port`` that requires a client certificate.
-
-    ``--cert``, ``--key``: its certificate; ``--ca``: the CA client certificates chain to.
-    """
-    options = dict(zip(argv[::2], argv[1::2], strict=False))
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(options["--cert"], options["--key"])
-    context.load_verify_locations(options["--ca"])
-    context.verify_mode = ssl.CERT_REQUIRED
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peercert") or {}
-        names = [value for _, value in peer.get("subjectAltName", ())]
-        print(f"tls-echo: client {','.join(names) or '?'}", flush=True)
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, ssl.SSLError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(handle, "0.0.0.0", int(options["--port"]), ssl=context)
-    async with server:
-        await server.serve_forever()
-    return 0
-
-
-# -- fixtures -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def installed(cluster: Cluster) -> Iterator[None]:
-    """The CRD, the cluster-wide RBAC and the operator, applied from manifests/.
-
-    Per test: the operator's pod is a process of this test run, and every test
-    must end with no process left.
-    """
-    kubectl(cluster, "apply", "-f", str(MANIFESTS / "crd"),
-            "-f", str(MANIFESTS / "rbac" / "cluster.yaml"))
-    # The operator's image and its relays' image: the cluster's relay image (as a
-    # kustomize `images:` override would set them).
-    operator = (MANIFESTS / "operator.yaml").read_text()
-    kubectl(cluster, "apply", "-f", "-",
-            stdin=operator.replace(DEFAULT_RELAY_IMAGE, cluster.relay_image))
-    try:
-        kubectl(cluster, "wait", "--for=condition=Established",
-                "crd/socattunnels.relay.kubectl-relay.io", "--timeout=30s")
-        kubectl(cluster, "rollout", "status", "-n", "relay-system", "deployment/relay-operator",
-                f"--timeout={int(scaled(60))}s", timeout=90)
-        if cluster.is_sandbox:
-            cluster.register_image(TLS_ECHO_IMAGE, tls_echo)
-        yield
-    finally:
-        kubectl(cluster, "delete", "-f", str(MANIFESTS / "operator.yaml"), "--wait=false",
-                check=False)
-        cluster.pods_gone("relay-system", timeout=30)
-
-
-@pytest.fixture
-def extra_namespaces(cluster: Cluster) -> Iterator[Callable[[str], str]]:
-    """Namespaces with fixed names (``internal``, ``example``), deleted after the test."""
-    made: list[str] = []
-
-    def make(name: str) -> str:
-        cluster.create_namespace(name)
-        made.append(name)
-        return name
-
-    yield make
-    for name in made:
-        cluster.delete_namespace(name, timeout=180)
 
 
 # -- the examples -----------------------------------------------------------------------------
@@ -329,47 +258,34 @@ def test_tls_termination_and_mutual_tls(
     )
 
 
-@sandbox_only("the partner API is a local TLS server program that logs its client")
 def test_mtls_origination_to_a_partner_api(
     cluster: Cluster, installed: None, namespace: str, kube: Kube,
     extra_namespaces: Callable[[str], str],
 ) -> None:
     partner_ca, client_ca = trustme.CA(), trustme.CA()
-    tls_secret(kube, namespace, "partner-client-tls", client_ca.issue_cert("relay-client"))
+    client_certificate = client_ca.issue_cert("relay-client", common_name="relay-client")
+    tls_secret(kube, namespace, "partner-client-tls", client_certificate)
     ca_secret(kube, namespace, "partner-ca", "ca.pem", partner_ca)
-    # api.partner.example: pod "api" in subdomain "partner" of namespace "example".
+    # api.partner.example: pod "api" in subdomain "partner" of namespace "example", a TLS
+    # echo server that requires a client certificate and logs its subject (-d -d -d).
     example = extra_namespaces("example")
     tls_secret(kube, example, "api-tls", partner_ca.issue_cert("api.partner.example"))
     ca_secret(kube, example, "clients", "ca.crt", client_ca)
-    kube.core.create_namespaced_pod(example, {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "api", "labels": {"stub": "partner"}},
-        "spec": {
-            "hostname": "api", "subdomain": "partner",
-            "containers": [{
-                "name": "main", "image": TLS_ECHO_IMAGE,
-                "args": ["--port", "443", "--cert", "/tls/tls.crt", "--key", "/tls/tls.key",
-                         "--ca", "/clients/ca.crt"],
-                "volumeMounts": [{"name": "tls", "mountPath": "/tls"},
-                                 {"name": "clients", "mountPath": "/clients"}],
-                "readinessProbe": {"tcpSocket": {"port": 443}, "periodSeconds": 1},
-            }],
-            "volumes": [{"name": "tls", "secret": {"secretName": "api-tls"}},
-                        {"name": "clients", "secret": {"secretName": "clients"}}],
-        },
-    })
-    kube.core.create_namespaced_service(example, {
-        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "partner"},
-        "spec": {"clusterIP": "None", "selector": {"stub": "partner"},
-                 "ports": [{"port": 443}]},
-    })
-    cluster.wait_pod(example, "api")
+    listen = ("OPENSSL-LISTEN:443,fork,reuseaddr,cert=/tls/tls.crt,key=/tls/tls.key,"
+              "cafile=/clients/ca.crt")
+    stub(kube, example, "partner", cluster.relay_image, 443,
+         "relay", "-d", "-d", "-d", listen, "PIPE", hostname="api",
+         volumes={"tls": {"secret": {"secretName": "api-tls"}},
+                  "clients": {"secret": {"secretName": "clients"}}})
+    cluster.wait_pod(example, "partner")
     apply_example(cluster, namespace, "mtls-origination.yaml")
     wait_ready(cluster, namespace, "partner-api")
     with cluster.reach(namespace, "svc/partner-api", 8080) as (host, port):
         assert exchange(host, port, b"plain in, mutual TLS out") == b"plain in, mutual TLS out"
-    logs = kube.core.read_namespaced_pod_log("api", example)
-    assert "tls-echo: client relay-client" in logs
+    logs = wait_until("the partner's log of its client", lambda: (
+        out if "CN = relay-client" in (out := kube.core.read_namespaced_pod_log(
+            "partner", example)) else None))
+    assert "peer certificate is trusted" in logs
 
 
 def test_temporary_tunnel_reaches_an_internal_name_and_shows_its_expiry(
@@ -449,9 +365,19 @@ def test_debug_pod(cluster: Cluster, namespace: str, kube: Kube) -> None:
     assert "> " in logs
 
 
-@sandbox_only("the failing service is the sandbox's local HTTP server image")
+#: What the failing service answers to every request.
+FAILING_ANSWER = ("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                  "Content-Length: 14\r\nConnection: close\r\n\r\nstill failing\n")
+
+
 def test_trace_job(cluster: Cluster, namespace: str, kube: Kube) -> None:
-    stub(kube, namespace, "failing-service", HTTP_IMAGE, 80, "--text", "still failing")
+    # The failing service: the relay image answering every connection with a canned 503.
+    kube.core.create_namespaced_config_map(namespace, {
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "failing-answer"},
+        "data": {"answer.http": FAILING_ANSWER}})
+    stub(kube, namespace, "failing-service", cluster.relay_image, 80,
+         "relay", "TCP-LISTEN:80,fork,reuseaddr", "SYSTEM:cat /answer/answer.http",
+         volumes={"answer": {"configMap": {"name": "failing-answer"}}})
     cluster.wait_pod(namespace, "failing-service")
     apply_example(cluster, namespace, "trace-job.yaml")
     kubectl(cluster, "wait", "-n", namespace, "--for=condition=complete",
@@ -462,6 +388,7 @@ def test_trace_job(cluster: Cluster, namespace: str, kube: Kube) -> None:
         namespace, label_selector="job-name=trace-failing-service").items
     logs = kube.core.read_namespaced_pod_log(pod.metadata.name, namespace)
     assert "GET /healthz HTTP/1.1" in logs and "still failing" in logs
+    assert "> " in logs and "< " in logs  # both directions of the -v trace
 
 
 def test_bad_tunnels_are_explained_in_status_events_and_by_kubectl(

@@ -7,9 +7,11 @@ bytes, the streamed trace, the exit code and that no relay pod or Job is left.
 
 The cluster is the sandbox, or a real one (``RELAY_E2E_KUBECONFIG``, see
 ``e2e/README.md``): the servers are the relay image itself (``relay
-TCP-LISTEN:...,fork PIPE`` echoes), so the same tests run on both. Tests that
-need what only the sandbox can do (break port-forwards, restricted users, a
-local image) are marked ``sandbox_only``.
+TCP-LISTEN:...,fork PIPE`` echoes), so the same tests run on both. Broken
+port-forwards and failing API requests come from the fault proxy in front of
+the API server (``Cluster.fault_proxy``), the user without rights is a real
+one (``Cluster.user_kubeconfig``), and the relay that never listens is a test
+image (``e2e/images/mute``).
 """
 
 from __future__ import annotations
@@ -31,10 +33,10 @@ from typing import Any, TypeVar
 
 import pytest
 
-from e2e.cluster import ENV_IMAGE, Cluster, sandbox_only
+from e2e.cluster import ENV_IMAGE, Cluster
 from e2e.cluster import poll as wait_until
 from e2e.conftest import Kube
-from e2e.sandbox import SandboxThread
+from e2e.faultproxy import FaultProxyThread
 from tests.conftest import scaled
 from tests.support import free_port
 
@@ -42,20 +44,15 @@ pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl
 
 T = TypeVar("T")
 MANAGED = "app.kubernetes.io/managed-by=kubectl-relay"
-MUTE_IMAGE = "sandbox.local/mute-relay"
-
-# -- images the tests register -------------------------------------------------------------------
 
 
 async def mute(argv: list[str]) -> int:
-    """An image that runs but never becomes a listening relay."""
+    """The in-process sandbox's stand-in for ``e2e/images/mute``: runs, never listens."""
     await asyncio.sleep(3600)
     return 0
 
 
 # -- helpers --------------------------------------------------------------------------------------
-
-
 
 
 #: The commands that start relay pods (and take ``--image``).
@@ -154,11 +151,14 @@ def env(cluster: Cluster, tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def plugins(env: dict[str, str]) -> Iterator[Callable[..., Plugin]]:
-    """Start ``kubectl relay`` processes; each is stopped (SIGKILL if need be) at the end."""
+    """Start ``kubectl relay`` processes; each is stopped (SIGKILL if need be) at the end.
+
+    ``kubeconfig=PATH`` runs one with another kubeconfig (the fault proxy's).
+    """
     started: list[Plugin] = []
 
-    def start(*args: str) -> Plugin:
-        plugin = Plugin(env, *args)
+    def start(*args: str, kubeconfig: Path | None = None) -> Plugin:
+        plugin = Plugin({**env, "KUBECONFIG": str(kubeconfig)} if kubeconfig else env, *args)
         started.append(plugin)
         return plugin
 
@@ -280,8 +280,9 @@ def round_trip(port: int, payload: bytes) -> bytes:
     return received
 
 
-def tunnel(plugins: Callable[..., Plugin], namespace: str, *args: str) -> Plugin:
-    plugin = plugins(*args, "-n", namespace)
+def tunnel(plugins: Callable[..., Plugin], namespace: str, *args: str,
+           kubeconfig: Path | None = None) -> Plugin:
+    plugin = plugins(*args, "-n", namespace, kubeconfig=kubeconfig)
     plugin.wait_for("Press Ctrl-C")
     return plugin
 
@@ -454,28 +455,27 @@ def test_a_killed_client_leaves_no_relay_behind(
     wait_until("the relay to go away by itself", lambda: not relay_objects(kube, namespace), 30)
 
 
-@sandbox_only("breaks port-forwards and fails API requests on purpose")
 def test_a_broken_port_forward_and_a_deleted_pod_are_recovered(
-    sandbox: SandboxThread,
     cluster: Cluster,
     namespace: str,
     kube: Kube,
+    faults: FaultProxyThread,
     plugins: Callable[..., Plugin],
 ) -> None:
     echo_service(cluster, kube, namespace)
     port = free_port()
-    plugin = tunnel(plugins, namespace, "tcp", "svc/echo:80", "--listen", str(port))
-    faults = cluster.faults
+    plugin = tunnel(plugins, namespace, "tcp", "svc/echo:80", "--listen", str(port),
+                    kubeconfig=faults.kubeconfig)
 
     with socket.create_connection(("127.0.0.1", port), timeout=scaled(20)) as conn:
         conn.sendall(b"before\n")
         assert conn.recv(100) == b"before\n"
-        sandbox.call(faults.break_portforwards)
+        assert faults.break_portforwards() >= 1
         assert conn.recv(100) == b""  # that connection is lost with its port-forward...
     assert exchange(port, b"after\n") == b"after\n"  # ...the listener is not
 
     # Port-forward requests failing for a while: the connection waits and retries.
-    sandbox.call(lambda: faults.fail("GET", r"/portforward", status=503, times=2))
+    faults.fail("GET", r"/portforward", status=503, times=2)
     assert exchange(port, b"retried\n") == b"retried\n"
     plugin.wait_for("retrying in")
 
@@ -540,22 +540,22 @@ def test_wrong_port_name(cluster: Cluster, namespace: str, kube: Kube, env: dict
     assert not relay_objects(kube, namespace)
 
 
-@sandbox_only("adds a user with rights in another namespace only to the API server")
 def test_no_rights_in_the_namespace(
-    sandbox: SandboxThread,
     cluster: Cluster,
     namespace: str,
     kube: Kube,
     env: dict[str, str],
     tmp_path: Path,
 ) -> None:
-    api = sandbox.sandbox.api
-    sandbox.call(lambda: api.add_user("visitor", namespaces={"elsewhere"}))
-    kubeconfig = tmp_path / "visitor.kubeconfig"
-    sandbox.call(lambda: api.write_kubeconfig(kubeconfig, namespace=namespace, user="visitor"))
-    result = run_plugin(
-        {**env, "KUBECONFIG": str(kubeconfig)}, "tcp", "10.0.0.1:80", "--listen", str(free_port())
-    )
+    # A real user with edit rights in another namespace only.
+    elsewhere = cluster.create_namespace(f"{namespace[:50]}-else")
+    try:
+        kubeconfig = cluster.user_kubeconfig(
+            "visitor", tmp_path, namespaces=[elsewhere], namespace=namespace)
+        result = run_plugin({**env, "KUBECONFIG": str(kubeconfig)},
+                            "tcp", "10.0.0.1:80", "--listen", str(free_port()))
+    finally:
+        cluster.delete_namespace(elsewhere, timeout=180)
     check_failure(result, 3, "forbidden", f'namespace "{namespace}"', "ask for rights")
     assert not relay_objects(kube, namespace)
 
@@ -592,12 +592,11 @@ def test_image_that_cannot_be_pulled(
     no_relay_left(kube, namespace)
 
 
-@sandbox_only("the relay image that never listens is a local program")
 def test_relay_that_never_becomes_ready(
     cluster: Cluster, namespace: str, kube: Kube, env: dict[str, str]
 ) -> None:
     echo_service(cluster, kube, namespace)
-    cluster.register_image(MUTE_IMAGE, mute)
+    mute_image = cluster.test_image("mute", stand_in=mute)
     result = run_plugin(
         env,
         "tcp",
@@ -607,7 +606,7 @@ def test_relay_that_never_becomes_ready(
         "-n",
         namespace,
         "--image",
-        MUTE_IMAGE,
+        mute_image,
         "--pod-timeout",
         "3s",
     )
