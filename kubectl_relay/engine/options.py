@@ -307,6 +307,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
     # PTY: socat "link=<filename> Generates a symbolic link that points to the
     # actual pseudo terminal".
     OptionSpec("symbolic-link", _K.FILENAME, _G.PTY, ("link",)),
+    OptionSpec("pty-wait-slave", _K.FLAG, _G.PTY, ("wait-slave",)),
+    OptionSpec("pty-interval", _K.SECONDS, _G.PTY, ("pty-intervall",)),
     # Terminal settings (socat's TERMIOS group), applied by PTY (pty.py).
     OptionSpec("raw", _K.CONST, _G.TERMIOS),
     OptionSpec("termios-rawer", _K.CONST, _G.TERMIOS, ("rawer",)),

@@ -30,6 +30,10 @@ def _descriptor(text: str, written: str) -> int:
     return number
 
 
+#: Peer checks that only IP sockets can make.
+_IP_PEER_CHECKS = ("range", "sourceport", "lowport")
+
+
 async def accept_fd(address: Address, ctx: OpenContext) -> Listener:
     """Take over the listening socket in descriptor ``<fdnum>``."""
     text = address_text(address)
@@ -47,6 +51,11 @@ async def accept_fd(address: Address, ctx: OpenContext) -> Listener:
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             return TcpListener(sock, text, address.options)
         if sock.family == socket.AF_UNIX:
+            for name in _IP_PEER_CHECKS:
+                if name in address.options:
+                    raise OpenError(
+                        text, f'option "{name}" checks IP peers; descriptor {fd} is a UNIX socket'
+                    )
             path = sock.getsockname()
             # No identity: the socket file belongs to whoever made the socket.
             return UnixListener(sock, text, address.options, str(path or ""), None)

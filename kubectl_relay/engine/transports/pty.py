@@ -15,6 +15,8 @@ Options:
   points to the actual pseudo terminal (pty)"; removed again on close
   (``unlink-close``), if it is still ours.
 - ``mode=`` sets the permissions of the slave device.
+- ``wait-slave`` (``pty-wait-slave``) "Blocks the open phase until a process
+  opens the slave side of the pty", checking every ``pty-interval`` seconds.
 - Terminal settings (socat's TERMIOS group), applied in the order written:
   ``raw`` ("Sets raw mode, thus passing input and output almost
   unprocessed"), ``rawer`` ("Makes terminal rawer than raw option. This option
@@ -25,9 +27,11 @@ Options:
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import errno
 import os
+import select
 import termios
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -180,6 +184,27 @@ class PtyStream(FdStream):
             os.close(holder)
 
 
+def _open_slave(slave: str, text: str) -> int:
+    try:
+        return os.open(slave, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise OpenError(text, f'open("{slave}", O_RDWR|O_NOCTTY): {strerror(exc)}') from exc
+
+
+async def _wait_for_slave(master: int, slave: str, interval: float, text: str) -> None:
+    """``wait-slave``: return once another process has opened the slave side.
+
+    socat's way: open and close the slave once, which leaves the master in
+    hang-up, then poll every ``pty-interval`` (default 1 s) until the hang-up
+    is gone, which means that somebody opened the slave.
+    """
+    os.close(_open_slave(slave, text))
+    poller = select.poll()
+    poller.register(master, select.POLLHUP)
+    while any(events & select.POLLHUP for _, events in poller.poll(0)):
+        await asyncio.sleep(interval)
+
+
 async def open_pty(address: Address, ctx: OpenContext) -> Stream:
     """Open ``PTY``: make the terminal, set its options, announce it, link it."""
     text = address_text(address)
@@ -188,10 +213,6 @@ async def open_pty(address: Address, ctx: OpenContext) -> Stream:
     owned_link: tuple[str, tuple[int, int]] | None = None
     holder: int | None = None
     try:
-        try:
-            holder = os.open(slave, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise OpenError(text, f'open("{slave}", O_RDWR|O_NOCTTY): {strerror(exc)}') from exc
         apply_terminal_options(master, options, text)
         mode = options.integer("mode")
         if mode is not None:
@@ -210,6 +231,9 @@ async def open_pty(address: Address, ctx: OpenContext) -> Stream:
                 raise OpenError(text, f'symlink("{slave}", "{link}"): {strerror(exc)}') from exc
             if options.flag("unlink-close", True):
                 owned_link = (link, (info.st_dev, info.st_ino))
+        if options.flag("pty-wait-slave"):
+            await _wait_for_slave(master, slave, options.seconds("pty-interval", 1.0) or 1.0, text)
+        holder = _open_slave(slave, text)
     except BaseException:
         os.close(master)
         if holder is not None:

@@ -97,3 +97,11 @@ def test_not_a_socket(fd: str, error: str) -> None:
     result = run_relay([f"ACCEPT-FD:{fd}", "-"])
     assert result.returncode == 1
     assert log_lines(result.stderr.decode(), "E") == [error]
+
+
+def test_ip_peer_checks_on_a_unix_socket_are_refused(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(tmp_path / "s"))
+        listener.listen(1)
+        with relay_on(listener, [f"ACCEPT-FD:{listener.fileno()},range=127.0.0.1/8", "-"]) as proc:
+            assert proc.wait(timeout=scaled(10)) == 1

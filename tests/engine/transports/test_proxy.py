@@ -15,7 +15,8 @@ from tests.engine.transports.proxy_servers import (
     same_as_socat,
     tinyproxy,
 )
-from tests.support import ThreadedServer, free_port, log_lines, relay_listening, run_relay
+from tests.engine.transports.test_tcp import needs_ipv6
+from tests.support import ThreadedServer, echo, free_port, log_lines, relay_listening, run_relay
 
 pytestmark = requires_tinyproxy
 
@@ -152,3 +153,15 @@ def test_same_result_as_socat(closed_proxy: int, echo_server: ThreadedServer) ->
     # through dante in test_socks.py: tinyproxy ends a tunnel at the client's
     # EOF, which makes what comes back first a race for socat and relay alike.)
     same_as_socat(f"PROXY:127.0.0.1:127.0.0.1:{echo_server.port},proxyport={closed_proxy}", b"x")
+
+
+@needs_ipv6
+def test_ipv6_target_goes_in_brackets(tmp_path: Path) -> None:
+    target = ThreadedServer(echo, family=socket.AF_INET6, address=("::1", 0))
+    with target, tinyproxy(tmp_path, allowed_port=target.port) as proxy:
+        address = f"PROXY:127.0.0.1:[::1]:{target.port},proxyport={proxy}"
+        assert round_trip(address, PAYLOAD) == PAYLOAD
+        result = run_relay(["-d", "-d", "-d", "-", address], input=b"")
+    assert f'sending "CONNECT [::1]:{target.port} HTTP/1.0\\r\\n"' in log_lines(
+        result.stderr.decode(), "I"
+    )

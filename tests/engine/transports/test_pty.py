@@ -143,3 +143,24 @@ def test_terminal_options_elsewhere_are_refused_not_ignored(text: str) -> None:
     assert result.returncode == 1
     [error] = log_lines(result.stderr.decode(), "E")
     assert error.endswith("not supported with this address type")
+
+
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_wait_slave_opens_the_other_address_only_after_the_slave(
+    program: list[str], tmp_path: Path
+) -> None:
+    link, marker = tmp_path / "tty", tmp_path / "second-address-opened"
+    args = [f"PTY,link={link},wait-slave,pty-interval=0.05", f"SYSTEM:touch {marker}; cat"]
+    with pty_relay(program, args, link):
+        # The relay waits for a slave: the second address is not opened yet.
+        # (Bounded look; the positive check below is the real one.)
+        time.sleep(0.3)
+        assert not marker.exists()
+        fd = open_slave(link)
+        try:
+            deadline = time.monotonic() + scaled(10)
+            while not marker.exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert marker.exists()
+        finally:
+            os.close(fd)
