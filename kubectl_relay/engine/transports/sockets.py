@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import socket
+import struct
 from collections.abc import Mapping
 
 from .base import ReadinessWatch, Stream
@@ -38,6 +39,12 @@ def format_sockaddr(family: int, address: object) -> str:
         path = address.decode(errors="replace") if isinstance(address, bytes) else str(address)
         return f'AF={family} "{path}"'
     return f"AF={family} {address}"
+
+
+def abort_on_close(sock: socket.socket) -> None:
+    """Linger 0: closing ``sock`` then sends a reset, not a FIN (a stream socket only)."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 class SocketStream(Stream):
@@ -84,6 +91,10 @@ class SocketStream(Stream):
         # Already reset or closed by the peer: nothing left to half-close.
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_WR)
+
+    def reset(self) -> None:
+        if not self._closed:
+            abort_on_close(self.sock)
 
     async def aclose(self) -> None:
         if not self._closed:
