@@ -17,7 +17,8 @@ The semantics are those of ``transfer.py``, kept in the same words:
 - half-close: a side's EOF shuts down the write half of the other side once
   its buffered data is written; the session ends when both directions are
   done, or ``-t`` seconds after the first EOF without a transfer (re-armed on
-  each transfer, socat's select timeout); ``-T`` ends an idle session;
+  each transfer, socat's select timeout); ``-T`` ends an idle session; a
+  side whose write buffer still holds bytes is not idle (``time_to_idle``);
 - a failed read or write logs one ``E`` line and ends only its session;
 - backpressure: while one side cannot take more, the other is not read, so
   memory stays bounded by the loop's write-buffer limit per direction;
