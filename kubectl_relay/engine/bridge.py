@@ -17,7 +17,8 @@ The semantics are those of ``transfer.py``, kept in the same words:
 - half-close: a side's EOF shuts down the write half of the other side once
   its buffered data is written; the session ends when both directions are
   done, or ``-t`` seconds after the first EOF without a transfer (re-armed on
-  each transfer, socat's select timeout); ``-T`` ends an idle session;
+  each transfer, socat's select timeout); ``-T`` ends an idle session; a
+  side whose write buffer still holds bytes is not idle (``time_to_idle``);
 - a failed read or write logs one ``E`` line and ends only its session;
 - backpressure: while one side cannot take more, the other is not read, so
   memory stays bounded by the loop's write-buffer limit per direction;
@@ -55,7 +56,7 @@ from .transfer import (
     time_to_idle,
 )
 from .transports.base import OpenContext, Stream
-from .transports.sockets import SocketStream, format_sockaddr
+from .transports.sockets import SocketStream, abort_on_close, format_sockaddr
 from .transports.sockopt import CONNECTION_FORMS
 from .transports.tcp import TcpListener, family_of, strerror, strip_brackets
 
@@ -185,8 +186,9 @@ async def serve(listener: TcpListener, second: AddressSpec, open_second: OpenSec
         server.close()
         for session in list(sessions):
             if stopping.requested.is_set():
-                session.log_cut(stopping.grace_period())
-            session.abort()
+                session.cut(stopping.grace_period())
+            else:
+                session.abort()
         loop.set_exception_handler(previous_handler)
 
 
@@ -485,8 +487,8 @@ class _Session:
         """End at once (the relay is exiting, or a side failed): drop whatever is buffered."""
         self.finish(abort=True)
 
-    def log_cut(self, grace_period: float) -> None:
-        """Say that a graceful stop cuts this session, and what it drops."""
+    def cut(self, grace_period: float) -> None:
+        """End at the end of a graceful stop: say what is dropped, and reset both peers."""
         sides = [side for side in (self.first, self.second) if side is not None]
         held = sum(len(data) for side in sides for data in side.early) + sum(
             side.transport.get_write_buffer_size()
@@ -494,12 +496,19 @@ class _Session:
             if side.transport is not None and not side.lost
         )
         if self.finished and not held:
-            return  # ended by itself, only closing
+            self.abort()  # ended by itself, only closing
+            return
+        for side in sides:  # the peers see the cut as one: a reset, not a FIN
+            if side.transport is not None and not side.lost:
+                side_socket = side.transport.get_extra_info("socket")
+                if side_socket is not None:
+                    abort_on_close(side_socket)
         transport = self.first.transport
         sock = None if transport is None else transport.get_extra_info("socket")
         peer = None if transport is None else transport.get_extra_info("peername")
         label = "?" if sock is None else format_sockaddr(sock.family, peer)
         log_cut(label, grace_period, held)
+        self.abort()
 
     def _close_sides(self, *, abort: bool) -> None:
         for side in (self.first, self.second):

@@ -133,6 +133,9 @@ class FramedStream(Stream):
         # port-forward that would end both directions.
         await self.inner.write(memoryview(END_FRAME))
 
+    def reset(self) -> None:
+        self.inner.reset()
+
     async def aclose(self) -> None:
         await self.inner.aclose()
 

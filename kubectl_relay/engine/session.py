@@ -106,6 +106,10 @@ class DualStream(Stream):
     async def shutdown_write(self) -> None:
         await self.writer.shutdown_write()
 
+    def reset(self) -> None:
+        self.reader.reset()
+        self.writer.reset()
+
     async def aclose(self) -> None:
         try:
             await self.reader.aclose()
@@ -194,6 +198,7 @@ class Relay:
         if self._stopping.is_set():
             for label, in_flight in self._running.values():
                 log_cut(label, self.grace_period, in_flight.held())
+                in_flight.reset()
         self._running.clear()
 
     async def _run(self) -> int:

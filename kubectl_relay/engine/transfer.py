@@ -312,6 +312,12 @@ class InFlight:
         """Bytes read and not yet written (a write in progress counts whole)."""
         return sum(pump.held for pump in self.pumps)
 
+    def reset(self) -> None:
+        """Make the streams' coming close abortive: the peers see the cut as one."""
+        for pump in self.pumps:
+            pump.source.stream.reset()
+            pump.sink.stream.reset()
+
 
 def log_cut(label: str, grace_period: float, held: int) -> None:
     """A session still running when a graceful stop's grace period ran out (or a second signal).

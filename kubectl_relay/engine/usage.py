@@ -119,7 +119,9 @@ def _extension_lines() -> list[str]:
 
 def _global_line(option: GlobalOption) -> str:
     width = 7 if len(option.syntax) < 7 else 15
-    return f"{_INDENT}{option.syntax.ljust(width)}{option.help}"
+    # The long extensions overflow socat's column: one space keeps them apart.
+    gap = " " if len(option.syntax) >= width else ""
+    return f"{_INDENT}{option.syntax.ljust(width)}{gap}{option.help}"
 
 
 def _tabs(used: int, column: int) -> str:

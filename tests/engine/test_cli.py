@@ -33,6 +33,9 @@ from tests.support import ThreadedServer, echo, exchange, free_port, relay_liste
         (["-lh", "-", "-"], "log_hostname", True),
         (["--metrics", "9090", "-", "-"], "metrics_address", ("0.0.0.0", 9090)),
         (["--metrics=127.0.0.1:9", "-", "-"], "metrics_address", ("127.0.0.1", 9)),
+        (["-", "-"], "grace_period", 20.0),
+        (["--grace-period", "0", "-", "-"], "grace_period", 0.0),
+        (["--grace-period=2.5", "-", "-"], "grace_period", 2.5),
         (["-V"], "show_version", True),
         (["-hh"], "help_level", 2),
     ],
@@ -57,6 +60,9 @@ def test_trace_options() -> None:
         (["-t", "soon", "-", "-"],
          'option "-t": invalid timeout "soon", expected seconds from 0 to 2147483647 such as 5 or 0.5'),
         (["-b", "0", "-", "-"], 'option "-b": invalid size "0", expected a positive number'),
+        (["--grace-period"], 'option "--grace-period" requires SECONDS; use option "-h" for help'),
+        (["--grace-period=-1", "-", "-"],
+         'option "--grace-period": invalid timeout "-1", expected seconds such as 5 or 0.5'),
     ],
 )
 def test_bad_command_lines(argv: list[str], message: str) -> None:

@@ -69,6 +69,13 @@ class Stream(abc.ABC):
     async def aclose(self) -> None:
         """Release everything; must be safe to call twice."""
 
+    def reset(self) -> None:  # noqa: B027 - a deliberate no-op default
+        """Make the coming ``aclose`` abortive (a TCP reset), where the transport can.
+
+        A session cut with bytes undelivered must not end in what looks like
+        a clean end of stream to its peer. Default: nothing to do.
+        """
+
     def fileno(self) -> int | None:
         """A kernel descriptor usable for a zero-copy path, or None."""
         return None

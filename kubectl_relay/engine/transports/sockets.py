@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import socket
+import struct
 from collections.abc import Mapping
 
 from .base import ReadinessWatch, Stream
@@ -42,6 +43,12 @@ def format_sockaddr(family: int, address: object) -> str:
     if family == _AF_VSOCK and isinstance(address, tuple):
         return f"AF={family} cid:{address[0]} port:{address[1]}"
     return f"AF={family} {address}"
+
+
+def abort_on_close(sock: socket.socket) -> None:
+    """Linger 0: closing ``sock`` then sends a reset, not a FIN (a stream socket only)."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 class SocketStream(Stream):
@@ -88,6 +95,10 @@ class SocketStream(Stream):
         # Already reset or closed by the peer: nothing left to half-close.
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_WR)
+
+    def reset(self) -> None:
+        if not self._closed:
+            abort_on_close(self.sock)
 
     async def aclose(self) -> None:
         if not self._closed:

@@ -347,6 +347,11 @@ class TLSStream(Stream):
             logger.info("SSL_shutdown(): %s", _reason(exc))
         await self._flush()
 
+    def reset(self) -> None:
+        # No close_notify either: it would tell the peer that the stream ended well.
+        self._established = False
+        self.inner.reset()
+
     async def aclose(self) -> None:
         if self._closed:
             return
