@@ -152,7 +152,11 @@ def test_same_result_as_socat(closed_proxy: int, echo_server: ThreadedServer) ->
     # Refused: the same E line and exit status. (A granted tunnel is compared
     # through dante in test_socks.py: tinyproxy ends a tunnel at the client's
     # EOF, which makes what comes back first a race for socat and relay alike.)
-    same_as_socat(f"PROXY:127.0.0.1:127.0.0.1:{echo_server.port},proxyport={closed_proxy}", b"x")
+    same_as_socat(
+        f"PROXY:127.0.0.1:127.0.0.1:{echo_server.port},proxyport={closed_proxy}",
+        b"x",
+        refused=True,
+    )
 
 
 @needs_ipv6

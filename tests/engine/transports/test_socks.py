@@ -209,8 +209,10 @@ def test_forwarding_many_clients_through_socks5(
 def test_socks4_same_result_as_socat(
     socks_port: int, blocked_port: int, echo_server: ThreadedServer
 ) -> None:
-    for target, data in ((echo_server.port, PAYLOAD), (blocked_port, b"refused")):
-        same_as_socat(f"SOCKS4:127.0.0.1:localhost:{target},socksport={socks_port}", data)
+    for target, data, refused in ((echo_server.port, PAYLOAD, False),
+                                  (blocked_port, b"refused", True)):
+        address = f"SOCKS4:127.0.0.1:localhost:{target},socksport={socks_port}"
+        same_as_socat(address, data, refused=refused)
 
 
 @requires_socat
