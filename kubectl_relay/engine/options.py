@@ -224,6 +224,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
     # A relay extension, not in socat: length-prefixed frames (framing.py).
     OptionSpec("frame", _K.STRING, _G.APPL, choices=("len16",)),
     OptionSpec("umask", _K.MODE, _G.ADDR),
+    OptionSpec("chdir", _K.FILENAME, _G.ADDR, ("cd",)),
     # FD and file system entries.
     OptionSpec("mode", _K.MODE, _G.FD | _G.NAMED, ("perm",)),
     OptionSpec("append", _K.FLAG, _G.FD | _G.OPEN, ("o-append",)),
