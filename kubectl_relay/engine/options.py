@@ -316,6 +316,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "max-proto-version", _K.STRING, _G.OPENSSL, ("max-version", "openssl-max-proto-version")
     ),
     OptionSpec("cipher", _K.STRING, _G.OPENSSL, ("ciphers", "cipherlist", "openssl-cipherlist")),
+    OptionSpec("compress", _K.STRING, _G.OPENSSL, ("openssl-compress",), choices=("auto", "none")),
 )
 
 _BY_NAME: Mapping[str, OptionSpec] = {
