@@ -227,6 +227,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
     # A relay extension, not in socat: length-prefixed frames (framing.py).
     OptionSpec("frame", _K.STRING, _G.APPL, choices=("len16",)),
     OptionSpec("umask", _K.MODE, _G.ADDR),
+    OptionSpec("chdir", _K.FILENAME, _G.ADDR, ("cd",)),
     # FD and file system entries.
     OptionSpec("mode", _K.MODE, _G.FD | _G.NAMED, ("perm",)),
     OptionSpec("append", _K.FLAG, _G.FD | _G.OPEN, ("o-append",)),
@@ -346,6 +347,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("proxy-resolve", _K.FLAG, _G.HTTP, ("resolve",)),
     OptionSpec("proxy-authorization", _K.STRING, _G.HTTP, ("proxyauth",)),
     OptionSpec("proxy-authorization-file", _K.FILENAME, _G.HTTP, ("proxyauthfile",)),
+    OptionSpec("compress", _K.STRING, _G.OPENSSL, ("openssl-compress",), choices=("auto", "none")),
 )
 
 _BY_NAME: Mapping[str, OptionSpec] = {

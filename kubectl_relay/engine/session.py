@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import errno
 import os
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -228,9 +228,10 @@ class Relay:
                 metrics_server.close()
 
     async def _listen_first(self, address: Address) -> int:
-        listener = await _with_retry(
-            address, lambda: LISTENERS[address.keyword](address, self._context(number=1))
-        )
+        with _working_directory(address):
+            listener = await _with_retry(
+                address, lambda: LISTENERS[address.keyword](address, self._context(number=1))
+            )
         try:
             if not address.options.flag("fork"):
                 stream = await listener.accept()
@@ -499,15 +500,17 @@ class Relay:
         address = spec
         if address.keyword in LISTENERS:
             # A listening second address accepts exactly one peer.
-            listener = await _with_retry(
-                address, lambda: LISTENERS[address.keyword](address, context)
-            )
+            with _working_directory(address):
+                listener = await _with_retry(
+                    address, lambda: LISTENERS[address.keyword](address, context)
+                )
             try:
                 return await listener.accept()
             finally:
                 await listener.aclose()
         opener = OPENERS[address.keyword]
-        return await _with_retry(address, lambda: opener(address, context))
+        with _working_directory(address):
+            return await _with_retry(address, lambda: opener(address, context))
 
     def _context(self, number: int, env: Mapping[str, str] | None = None) -> OpenContext:
         """What opening address ``number`` (1 or 2) needs: ``-u``/``-U`` decide its direction."""
@@ -540,6 +543,27 @@ def session_transfer_settings(first: AddressSpec, settings: RunSettings) -> Tran
             transfer_settings, idle_timeout=settings.udp_fork_idle_timeout
         )
     return transfer_settings
+
+
+@contextlib.contextmanager
+def _working_directory(address: Address) -> Iterator[None]:
+    """socat's ``chdir``: "Changes the working directory. After opening the address
+    the master process changes back to the original working directory. Sub
+    processes inherit the temporary setting." (The directory is the process's:
+    forked sessions opening addresses at the same moment would share it.)"""
+    directory = address.options.text("chdir")
+    if directory is None:
+        yield
+        return
+    previous = os.getcwd()
+    try:
+        os.chdir(directory)
+    except OSError as exc:
+        raise OpenError(str(address), f'chdir("{directory}"): {exc.strerror}') from exc
+    try:
+        yield
+    finally:
+        os.chdir(previous)
 
 
 def _out_of_resources(exc: OpenError) -> bool:

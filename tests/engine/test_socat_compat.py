@@ -320,3 +320,12 @@ def test_dump_file_names_with_variables_are_opened_per_session(tmp_path: Path) -
             assert reply.stdout == f"session {n}\n".encode(), reply.stderr
     dumps = sorted(path.read_text() for path in tmp_path.glob("in-*.log"))
     assert dumps == ["session 1\n", "session 2\n"]
+
+
+def test_chdir_holds_while_the_address_opens(tmp_path: Path) -> None:
+    """``chdir``: the address opens in that directory; the relay changes back after."""
+    result = run_relay(["-U", f"CREATE:created,chdir={tmp_path}", "SYSTEM:pwd"])
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "created").read_text().strip() == os.getcwd()
+    child = run_relay(["-u", "/dev/null", f"SYSTEM:pwd,chdir={tmp_path}"])
+    assert child.stdout.decode().strip() == str(tmp_path)

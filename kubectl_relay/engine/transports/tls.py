@@ -137,6 +137,10 @@ class _Settings:
         context.verify_mode = ssl.CERT_REQUIRED if self.verify else ssl.CERT_NONE
         # A renegotiation would need the write side to read; refuse it, as TLS 1.3 does.
         context.options |= ssl.OP_NO_RENEGOTIATION
+        # socat's compress=auto leaves OpenSSL's choice, compress=none turns it off
+        # (Python's contexts start with it off; OpenSSL 3 builds rarely have any).
+        if (options.text("compress") or "none").lower() == "auto":
+            context.options &= ~ssl.OP_NO_COMPRESSION
         ciphers = options.text("cipher")
         try:
             context.set_ciphers(ciphers or DEFAULT_CIPHERS)

@@ -523,3 +523,17 @@ async def test_client_checks_an_ipv6_host_in_brackets_as_written(
         "trusted",
         'certificate is valid but its commonName does not match hostname "[::1]"',
     ]
+
+
+@pytest.mark.parametrize("compress", ["auto", "none", "NONE"])
+async def test_compress_option_is_accepted(certs: Certs, compress: str) -> None:
+    """socat's ``compress=auto|none``: the handshake works either way (no compression here)."""
+    async with tls_listener(cert=certs.server_pem, verify=False, compress=compress) as listener:
+        accepting = asyncio.ensure_future(accept(listener))
+        client = await tls.connect(
+            address("OPENSSL", "127.0.0.1", str(port_of(listener)), verify=False,
+                    compress=compress), CTX,
+        )
+        server = await accepting
+        await client.aclose()
+        await server.aclose()
