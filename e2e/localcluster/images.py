@@ -283,6 +283,11 @@ class Buildah:
         self.directory = directory
 
     def __call__(self, *arguments: str) -> str:
+        # Its network files (locks that `buildah from` makes, even for --network host)
+        # go to its own directory, never to /etc/cni: a containers.conf of its own says so.
+        config = self.directory / "containers.conf"
+        if not config.exists():
+            config.write_text(f'[network]\nnetwork_config_dir = "{self.directory / "cni"}"\n')
         return _run(
             [
                 "buildah",
@@ -293,7 +298,8 @@ class Buildah:
                 "--storage-driver",
                 "vfs",
                 *arguments,
-            ]
+            ],
+            env=dict(os.environ, CONTAINERS_CONF=str(config)),
         )
 
     def from_scratch(
@@ -321,10 +327,6 @@ class Buildah:
         self(
             "bud",
             "--quiet",
-            # Its CNI files (a lock, even with --network host) stay in its own directory,
-            # not in /etc/cni.
-            "--cni-config-dir",
-            str(self.directory / "cni"),
             *options,
             "--build-arg",
             build_arg,
