@@ -265,9 +265,15 @@ def _run(
     command: Sequence[str], *, cwd: Path | None = None, env: dict[str, str] | None = None
 ) -> str:
     """Run ``command``; its stdout, or ``ClusterError`` with the end of its output."""
-    result = subprocess.run(
-        list(command), cwd=cwd, env=env, capture_output=True, text=True, check=False
-    )
+    try:
+        result = subprocess.run(
+            list(command), cwd=cwd, env=env, capture_output=True, text=True, check=False
+        )
+    except FileNotFoundError:
+        raise ClusterError(
+            f"build: `{command[0]}` is not installed; `./dev cluster` installs the Debian "
+            "packages the images are built with (buildah, mmdebstrap, gcc, libc6-dev)"
+        ) from None
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-25:])
         raise ClusterError(

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from e2e.localcluster import dns, hostcleanup, images, kubelet, network, proxy
+from e2e.localcluster.component import ClusterError
 from e2e.localcluster.containerd import containerd_config, runc_root
 from e2e.localcluster.settings import ClusterSettings
 
@@ -246,6 +247,15 @@ def test_query_a_reads_the_answer_of_a_real_udp_server() -> None:
 
 
 # -- images: what the relay image's key covers -----------------------------------------------------------
+
+
+def test_a_missing_build_tool_is_one_clear_error() -> None:
+    with pytest.raises(ClusterError) as raised:
+        images._run(["no-such-builder-tool", "--version"])
+    assert str(raised.value) == (
+        "build: `no-such-builder-tool` is not installed; `./dev cluster` installs the Debian "
+        "packages the images are built with (buildah, mmdebstrap, gcc, libc6-dev)"
+    )
 
 
 def test_copied_sources_of_the_project_dockerfile() -> None:
