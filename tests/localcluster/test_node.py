@@ -368,3 +368,73 @@ def test_remove_cgroups_kills_the_processes_and_removes_the_tree() -> None:
         for path in (leaf, leaf.parent, leaf.parent.parent):
             with contextlib.suppress(OSError):
                 path.rmdir()
+
+
+@needs_root
+def test_the_guard_drops_what_a_pod_sends_beyond_the_bridge(settings: ClusterSettings) -> None:
+    """A pod that has a default route, a host that forwards everywhere: the guard still drops.
+
+    Three namespaces of the test's own: ``host`` (the bridge with the gateway address, and
+    ``out0`` towards ``outside``), ``pod`` (on the bridge, default route via the gateway),
+    ``outside`` (198.51.100.2, TEST-NET-2). The ping goes through before the guard rules
+    are added (so the test can fail) and is dropped after, by the guard's FORWARD chain.
+    """
+    tag = uuid.uuid4().hex[:6]
+    host, pod, outside = (f"relay-{role}-{tag}" for role in ("host", "pod", "out"))
+    bridge = settings.bridge_name
+
+    def run(namespace: str, *command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ip", "netns", "exec", namespace, *command],
+            capture_output=True,
+            text=True,
+            check=check,
+        )
+
+    for name in (host, pod, outside):
+        subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        run(host, "ip", "link", "add", bridge, "type", "bridge")
+        run(host, "ip", "address", "add", f"{settings.bridge_address}/24", "dev", bridge)
+        run(host, "ip", "link", "set", bridge, "up")
+        run(host, "ip", "link", "add", "pod0", "type", "veth", "peer", "name", "eth0", "netns", pod)
+        run(host, "ip", "link", "set", "pod0", "master", bridge, "up")
+        run(pod, "ip", "address", "add", "198.18.0.2/24", "dev", "eth0")
+        run(pod, "ip", "link", "set", "eth0", "up")
+        run(pod, "ip", "route", "add", "default", "via", settings.bridge_address)
+        run(
+            host,
+            "ip",
+            "link",
+            "add",
+            "out0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            outside,
+        )
+        run(host, "ip", "address", "add", "198.51.100.1/24", "dev", "out0")
+        run(host, "ip", "link", "set", "out0", "up")
+        run(outside, "ip", "address", "add", "198.51.100.2/24", "dev", "eth0")
+        run(outside, "ip", "link", "set", "eth0", "up")
+        run(outside, "ip", "route", "add", "198.18.0.0/24", "via", "198.51.100.1")
+        run(host, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+        ping = ("ping", "-c", "1", "-W", "2", "198.51.100.2")
+        assert run(pod, *ping, check=False).returncode == 0, "no path even without the guard"
+        for chain, parent in network.guard_chains(settings).items():
+            run(host, "iptables", "-w", "-t", "mangle", "-N", chain)
+            run(host, "iptables", "-w", "-t", "mangle", "-I", parent, "1", "-j", chain)
+        for rule in network.guard_rules(settings):
+            run(host, *rule.command("-A"))
+        assert run(pod, *ping, check=False).returncode != 0
+        counters = run(
+            host, "iptables", "-w", "-t", "mangle", "-L", "KUBECTL-RELAY-FORWARD", "-v", "-n", "-x"
+        ).stdout.splitlines()
+        first_rule_packets = int(counters[2].split()[0])
+        assert first_rule_packets >= 1, counters
+    finally:
+        for name in (host, pod, outside):
+            subprocess.run(["ip", "netns", "delete", name], check=False)
