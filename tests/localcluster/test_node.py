@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from e2e.localcluster import dns, hostcleanup, images, kubelet, network, proxy
+from e2e.localcluster import dns, hostcleanup, images, kubelet, leftovers, network, proxy
 from e2e.localcluster.component import ClusterError
 from e2e.localcluster.containerd import containerd_config, runc_root
 from e2e.localcluster.settings import ClusterSettings
@@ -438,3 +438,16 @@ def test_the_guard_drops_what_a_pod_sends_beyond_the_bridge(settings: ClusterSet
     finally:
         for name in (host, pod, outside):
             subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+@needs_root
+def test_leftovers_names_a_mount_left_under_the_state_directory(settings: ClusterSettings) -> None:
+    point = settings.state_dir / "containerd"
+    point.mkdir(parents=True)
+    assert f"mount: {point}" not in leftovers.leftovers(settings)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(point)], check=True)
+    try:
+        assert f"mount: {point}" in leftovers.leftovers(settings)
+    finally:
+        subprocess.run(["umount", str(point)], check=True)
+    assert f"mount: {point}" not in leftovers.leftovers(settings)
