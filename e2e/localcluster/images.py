@@ -17,8 +17,9 @@ inputs: an image is rebuilt only when its key changes. The relay image's key
 is the base's key, the Dockerfile and every file its ``COPY`` lines copy, so a
 change of the engine rebuilds the relay image and nothing else.
 
-buildah runs on a storage of its own under the cache (``vfs`` driver: no
-mount is ever left behind), removed when the build ends. ``ImageImport`` is
+buildah runs on a storage of its own under the cache (``overlay``: a third
+faster than ``vfs`` here), unmounted and removed when the build ends, and
+before the next one if a build was interrupted. ``ImageImport`` is
 the step of ``up`` that loads the archives into the cluster's containerd.
 
 The pause image keeps the upstream name: it is built from the same source
@@ -42,6 +43,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from e2e.localcluster import hostcleanup
 from e2e.localcluster.component import ClusterError, ComponentError
 from e2e.localcluster.settings import ClusterSettings
 from kubectl_relay import __version__
@@ -283,7 +285,7 @@ def _run(
 
 
 class Buildah:
-    """buildah on a throw-away storage of its own (vfs: plain directories, no mounts)."""
+    """buildah on a throw-away storage of its own (overlay; ``_buildah`` unmounts it all)."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -302,7 +304,7 @@ class Buildah:
                 "--runroot",
                 str(self.directory / "run"),
                 "--storage-driver",
-                "vfs",
+                "overlay",
                 *arguments,
             ],
             env=dict(os.environ, CONTAINERS_CONF=str(config)),
@@ -354,12 +356,19 @@ class Buildah:
 @contextlib.contextmanager
 def _buildah(settings: ClusterSettings) -> Iterator[Buildah]:
     directory = settings.cache_dir / "buildah"
-    shutil.rmtree(directory, ignore_errors=True)
+    _remove_storage(directory)
     directory.mkdir(parents=True)
     try:
         yield Buildah(directory)
     finally:
-        shutil.rmtree(directory, ignore_errors=True)
+        _remove_storage(directory)
+
+
+def _remove_storage(directory: Path) -> None:
+    """Remove buildah's storage, unmounting first what an interrupted build left mounted."""
+    if problems := hostcleanup.unmount_under([directory]):
+        raise ClusterError("build: " + "; ".join(problems))
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def _cached(archive: Path, key: str) -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from e2e.localcluster import hostcleanup, network
 from e2e.localcluster.containerd import SHIM, config_path
-from e2e.localcluster.kubelet import CGROUP_ROOT, CONTAINER_LOG_LINKS, pod_logs_dir
+from e2e.localcluster.kubelet import CONTAINER_LOG_LINKS, cgroup_root, pod_logs_dir
 from e2e.localcluster.settings import ClusterSettings
 
 
@@ -69,7 +69,7 @@ def leftovers(settings: ClusterSettings) -> list[str]:
     if routes:
         found.append(f"route: {routes}")
     found += _iptables_rules()
-    found += [f"cgroup: {path}" for path in hostcleanup.cgroup_directories(CGROUP_ROOT)]
+    found += [f"cgroup: {path}" for path in hostcleanup.cgroup_directories(cgroup_root(settings))]
     results = network.LIBCNI_CACHE / "results"
     found += [f"libcni cache: {path}" for path in results.glob(f"{network.CNI_NETWORK}-*")]
     if CONTAINER_LOG_LINKS.is_dir():

@@ -177,7 +177,7 @@ def test_kubelet_configuration(settings: ClusterSettings) -> None:
     assert config["imageGCHighThresholdPercent"] == 100
     assert config["address"] == settings.bridge_address
     for path in absolute_paths(config):
-        if path != Path(f"/{kubelet.CGROUP_ROOT}"):
+        if path != Path(f"/{kubelet.cgroup_root(settings)}"):
             assert path.is_relative_to(settings.state_dir), path
     # What only a flag sets: the node's address is the bridge's, its name the settings'.
     flags = kubelet.kubelet_flags(settings)
@@ -185,6 +185,15 @@ def test_kubelet_configuration(settings: ClusterSettings) -> None:
     assert f"--hostname-override={settings.node_name}" in flags
     assert f"--kubeconfig={settings.kubeconfig('kubelet')}" in flags
     yaml.safe_load(yaml.safe_dump(config))
+
+
+def test_each_state_directory_has_its_own_pod_cgroups(settings: ClusterSettings) -> None:
+    other = ClusterSettings(state_dir=settings.state_dir / "other")
+    assert kubelet.cgroup_root(settings) != kubelet.cgroup_root(other)
+    assert kubelet.cgroup_root(settings) == kubelet.cgroup_root(
+        ClusterSettings(state_dir=settings.state_dir)
+    )
+    assert kubelet.kubelet_config(settings)["cgroupRoot"] == f"/{kubelet.cgroup_root(settings)}"
 
 
 def test_kube_proxy_configuration(settings: ClusterSettings) -> None:
