@@ -55,11 +55,13 @@ def _export_line(settings: ClusterSettings) -> str:
 
 
 def command_build(settings: ClusterSettings) -> None:
+    """``build``: every build step, each cached on its own."""
     elapsed = building.build(settings, _say)
     _say(f"build done in {elapsed:.1f}s")
 
 
 def _components_state(settings: ClusterSettings) -> list[tuple[str, str]]:
+    """(name, "ready" / "not ready" / why it is down) of every component."""
     states = []
     for component in cluster.build_components(settings):
         try:
@@ -73,6 +75,7 @@ def _components_state(settings: ClusterSettings) -> list[tuple[str, str]]:
 
 
 def command_up(settings: ClusterSettings, keep_on_failure: bool = False) -> None:
+    """``up``: build if needed; unless every component is ready, clean up and start them."""
     _require_root("up")
     began = time.monotonic()
     building.build(settings, _say)
@@ -91,6 +94,7 @@ def command_up(settings: ClusterSettings, keep_on_failure: bool = False) -> None
 
 
 def command_down(settings: ClusterSettings) -> None:
+    """``down``: stop every component, in reverse order, whatever its state."""
     _require_root("down")
     with _exclusive(settings):
         _say("down: stopping the cluster ...")
@@ -99,6 +103,7 @@ def command_down(settings: ClusterSettings) -> None:
 
 
 def command_status(settings: ClusterSettings) -> None:
+    """``status``: one line per component; the ``export`` line when all are ready."""
     states = _components_state(settings)
     width = max((len(name) for name, _ in states), default=0)
     for name, state in states:
@@ -116,6 +121,7 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; returns the exit code (1 with one message when a step fails)."""
     parser = argparse.ArgumentParser(
         prog="./dev cluster",
         description="A real single-node Kubernetes cluster on this machine, built from source.",

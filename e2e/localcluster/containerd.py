@@ -40,7 +40,7 @@ from pathlib import Path
 from e2e.localcluster import hostcleanup, network
 from e2e.localcluster.component import ComponentError, DaemonComponent
 from e2e.localcluster.images import PAUSE
-from e2e.localcluster.kubelet import CGROUP_ROOT
+from e2e.localcluster.kubelet import cgroup_root
 from e2e.localcluster.settings import ClusterSettings
 
 CONTAINERD = "/usr/bin/containerd"
@@ -201,18 +201,21 @@ class Containerd(DaemonComponent):
         waits out the shim's cleanup timeouts (80 s for four tasks).
         """
         hostcleanup.kill_pids(
-            hostcleanup.pids_in_cgroups(hostcleanup.cgroup_directories(CGROUP_ROOT))
+            hostcleanup.pids_in_cgroups(hostcleanup.cgroup_directories(cgroup_root(self.settings)))
         )
         self.daemon.stop(self.stop_timeout)
         self.cleanup()
 
     def cleanup(self) -> None:
-        """Leftover shims killed, the pods' cgroups removed (see ``kubelet.CGROUP_ROOT``),
+        """Leftover shims killed, the pods' cgroups removed (see ``kubelet.cgroup_root``),
         mounts unmounted, containerd's directories removed."""
         socket = str(self.settings.containerd_socket)
         hostcleanup.kill_pids(hostcleanup.pids_with_argument(SHIM, socket))
+        self._remove_shim_sockets()
         directory = containerd_dir(self.settings)
-        problems = hostcleanup.remove_cgroups(hostcleanup.cgroup_directories(CGROUP_ROOT))
+        problems = hostcleanup.remove_cgroups(
+            hostcleanup.cgroup_directories(cgroup_root(self.settings))
+        )
         problems += hostcleanup.unmount_under([directory])
         if problems:
             raise ComponentError(self.name, "; ".join(problems))
@@ -220,3 +223,13 @@ class Containerd(DaemonComponent):
             hostcleanup.remove_tree(directory)
         config_path(self.settings).unlink(missing_ok=True)
         hostcleanup.remove_empty_directories(SHARED_RUN_DIR)
+
+    def _remove_shim_sockets(self) -> None:
+        """The sockets of this containerd's shims in ``SHARED_RUN_DIR``: a killed shim leaves
+        its socket there. Each task's bundle names its shim's socket in ``address``."""
+        tasks = self.settings.containerd_state / "io.containerd.runtime.v2.task"
+        for address in tasks.glob("*/*/address"):
+            with contextlib.suppress(OSError):
+                path = Path(address.read_text().strip().removeprefix("unix://"))
+                if path.is_relative_to(SHARED_RUN_DIR) and path.is_socket():
+                    path.unlink()

@@ -3,7 +3,7 @@
 Its ``KubeletConfiguration`` is generated from the settings
 (``kubelet_config``). Choices, and why:
 
-- ``cgroupDriver: cgroupfs`` under ``cgroupRoot: /kubectl-relay``: the host
+- ``cgroupDriver: cgroupfs`` under ``cgroupRoot: /kubectl-relay-<hash>``: the host
   has cgroup v1 without systemd; every cgroup of the pods is under one
   directory per hierarchy, which ``stop`` removes.
 - Authentication by client certificate of the cluster CA, else by webhook
@@ -24,6 +24,7 @@ Its ``KubeletConfiguration`` is generated from the settings
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -35,8 +36,13 @@ from e2e.localcluster.component import ComponentError, DaemonComponent, https_ge
 from e2e.localcluster.pki import PkiPaths
 from e2e.localcluster.settings import ClusterSettings
 
-#: The cgroup (in every hierarchy) that holds every pod's cgroups.
-CGROUP_ROOT = "kubectl-relay"
+
+def cgroup_root(settings: ClusterSettings) -> str:
+    """The cgroup (in every hierarchy) that holds every pod's cgroups: one per state
+    directory, so that stopping one cluster never touches another's pods."""
+    digest = hashlib.sha256(str(settings.state_dir).encode()).hexdigest()[:8]
+    return f"kubectl-relay-{digest}"
+
 
 #: The kubelet's health endpoint (on loopback).
 HEALTHZ_PORT = 10248
@@ -95,7 +101,7 @@ def kubelet_config(settings: ClusterSettings) -> dict[str, object]:
         "authorization": {"mode": "Webhook"},
         "containerRuntimeEndpoint": f"unix://{settings.containerd_socket}",
         "cgroupDriver": "cgroupfs",
-        "cgroupRoot": f"/{CGROUP_ROOT}",
+        "cgroupRoot": f"/{cgroup_root(settings)}",
         "failSwapOn": False,
         "clusterDNS": [settings.cluster_dns_ip],
         "clusterDomain": settings.cluster_domain,
@@ -153,7 +159,7 @@ class Kubelet(DaemonComponent):
             }
             saved.write_text(json.dumps(values, indent=2) + "\n")
         for hierarchy in sorted(hostcleanup.CGROUP_MOUNT.iterdir()):
-            (hierarchy / CGROUP_ROOT).mkdir(exist_ok=True)
+            (hierarchy / cgroup_root(self.settings)).mkdir(exist_ok=True)
         self.settings.kubelet_dir.mkdir(parents=True, exist_ok=True)
 
     def ready(self) -> bool:
@@ -178,12 +184,12 @@ class Kubelet(DaemonComponent):
         """Kill the pods (their cgroups), unmount their volumes, restore the host's sysctls.
 
         The pods go with the kubelet that ran them: every process in the cgroups
-        under ``CGROUP_ROOT`` is killed, so no volume stays busy. The cgroups
+        under ``cgroup_root`` is killed, so no volume stays busy. The cgroups
         themselves go with containerd (``containerd.Containerd.cleanup``): its
         shims reap the killed processes, and a cgroup stays busy until then.
         """
         hostcleanup.kill_pids(
-            hostcleanup.pids_in_cgroups(hostcleanup.cgroup_directories(CGROUP_ROOT))
+            hostcleanup.pids_in_cgroups(hostcleanup.cgroup_directories(cgroup_root(self.settings)))
         )
         problems = hostcleanup.unmount_under([self.settings.kubelet_dir])
         if problems:

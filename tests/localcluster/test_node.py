@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from e2e.localcluster import dns, hostcleanup, images, kubelet, network, proxy
+from e2e.localcluster import dns, hostcleanup, images, kubelet, leftovers, network, proxy
+from e2e.localcluster.component import ClusterError
 from e2e.localcluster.containerd import containerd_config, runc_root
 from e2e.localcluster.settings import ClusterSettings
 
@@ -176,7 +177,7 @@ def test_kubelet_configuration(settings: ClusterSettings) -> None:
     assert config["imageGCHighThresholdPercent"] == 100
     assert config["address"] == settings.bridge_address
     for path in absolute_paths(config):
-        if path != Path(f"/{kubelet.CGROUP_ROOT}"):
+        if path != Path(f"/{kubelet.cgroup_root(settings)}"):
             assert path.is_relative_to(settings.state_dir), path
     # What only a flag sets: the node's address is the bridge's, its name the settings'.
     flags = kubelet.kubelet_flags(settings)
@@ -184,6 +185,15 @@ def test_kubelet_configuration(settings: ClusterSettings) -> None:
     assert f"--hostname-override={settings.node_name}" in flags
     assert f"--kubeconfig={settings.kubeconfig('kubelet')}" in flags
     yaml.safe_load(yaml.safe_dump(config))
+
+
+def test_each_state_directory_has_its_own_pod_cgroups(settings: ClusterSettings) -> None:
+    other = ClusterSettings(state_dir=settings.state_dir / "other")
+    assert kubelet.cgroup_root(settings) != kubelet.cgroup_root(other)
+    assert kubelet.cgroup_root(settings) == kubelet.cgroup_root(
+        ClusterSettings(state_dir=settings.state_dir)
+    )
+    assert kubelet.kubelet_config(settings)["cgroupRoot"] == f"/{kubelet.cgroup_root(settings)}"
 
 
 def test_kube_proxy_configuration(settings: ClusterSettings) -> None:
@@ -246,6 +256,15 @@ def test_query_a_reads_the_answer_of_a_real_udp_server() -> None:
 
 
 # -- images: what the relay image's key covers -----------------------------------------------------------
+
+
+def test_a_missing_build_tool_is_one_clear_error() -> None:
+    with pytest.raises(ClusterError) as raised:
+        images._run(["no-such-builder-tool", "--version"])
+    assert str(raised.value) == (
+        "build: `no-such-builder-tool` is not installed; `./dev cluster` installs the Debian "
+        "packages the images are built with (buildah, mmdebstrap, gcc, libc6-dev)"
+    )
 
 
 def test_copied_sources_of_the_project_dockerfile() -> None:
@@ -358,3 +377,86 @@ def test_remove_cgroups_kills_the_processes_and_removes_the_tree() -> None:
         for path in (leaf, leaf.parent, leaf.parent.parent):
             with contextlib.suppress(OSError):
                 path.rmdir()
+
+
+@needs_root
+def test_the_guard_drops_what_a_pod_sends_beyond_the_bridge(settings: ClusterSettings) -> None:
+    """A pod that has a default route, a host that forwards everywhere: the guard still drops.
+
+    Three namespaces of the test's own: ``host`` (the bridge with the gateway address, and
+    ``out0`` towards ``outside``), ``pod`` (on the bridge, default route via the gateway),
+    ``outside`` (198.51.100.2, TEST-NET-2). The ping goes through before the guard rules
+    are added (so the test can fail) and is dropped after, by the guard's FORWARD chain.
+    """
+    tag = uuid.uuid4().hex[:6]
+    host, pod, outside = (f"relay-{role}-{tag}" for role in ("host", "pod", "out"))
+    bridge = settings.bridge_name
+
+    def run(namespace: str, *command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ip", "netns", "exec", namespace, *command],
+            capture_output=True,
+            text=True,
+            check=check,
+        )
+
+    for name in (host, pod, outside):
+        subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        run(host, "ip", "link", "add", bridge, "type", "bridge")
+        run(host, "ip", "address", "add", f"{settings.bridge_address}/24", "dev", bridge)
+        run(host, "ip", "link", "set", bridge, "up")
+        run(host, "ip", "link", "add", "pod0", "type", "veth", "peer", "name", "eth0", "netns", pod)
+        run(host, "ip", "link", "set", "pod0", "master", bridge, "up")
+        run(pod, "ip", "address", "add", "198.18.0.2/24", "dev", "eth0")
+        run(pod, "ip", "link", "set", "eth0", "up")
+        run(pod, "ip", "route", "add", "default", "via", settings.bridge_address)
+        run(
+            host,
+            "ip",
+            "link",
+            "add",
+            "out0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            outside,
+        )
+        run(host, "ip", "address", "add", "198.51.100.1/24", "dev", "out0")
+        run(host, "ip", "link", "set", "out0", "up")
+        run(outside, "ip", "address", "add", "198.51.100.2/24", "dev", "eth0")
+        run(outside, "ip", "link", "set", "eth0", "up")
+        run(outside, "ip", "route", "add", "198.18.0.0/24", "via", "198.51.100.1")
+        run(host, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+        ping = ("ping", "-c", "1", "-W", "2", "198.51.100.2")
+        assert run(pod, *ping, check=False).returncode == 0, "no path even without the guard"
+        for chain, parent in network.guard_chains(settings).items():
+            run(host, "iptables", "-w", "-t", "mangle", "-N", chain)
+            run(host, "iptables", "-w", "-t", "mangle", "-I", parent, "1", "-j", chain)
+        for rule in network.guard_rules(settings):
+            run(host, *rule.command("-A"))
+        assert run(pod, *ping, check=False).returncode != 0
+        counters = run(
+            host, "iptables", "-w", "-t", "mangle", "-L", "KUBECTL-RELAY-FORWARD", "-v", "-n", "-x"
+        ).stdout.splitlines()
+        first_rule_packets = int(counters[2].split()[0])
+        assert first_rule_packets >= 1, counters
+    finally:
+        for name in (host, pod, outside):
+            subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+@needs_root
+def test_leftovers_names_a_mount_left_under_the_state_directory(settings: ClusterSettings) -> None:
+    point = settings.state_dir / "containerd"
+    point.mkdir(parents=True)
+    assert f"mount: {point}" not in leftovers.leftovers(settings)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(point)], check=True)
+    try:
+        assert f"mount: {point}" in leftovers.leftovers(settings)
+    finally:
+        subprocess.run(["umount", str(point)], check=True)
+    assert f"mount: {point}" not in leftovers.leftovers(settings)
