@@ -33,12 +33,14 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
+import os
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .addresses import Address, AddressSpec
+from .descriptors import SOCKET_SESSION, DescriptorBudget
 from .errors import RelayError
 from .log import INFO, NOTICE, logger
 from .metrics import METRICS
@@ -52,6 +54,7 @@ from .transfer import (
     log_cut,
     log_transfer_start,
     log_transferred,
+    new_buffer,
     next_block_size,
     time_to_idle,
 )
@@ -80,6 +83,9 @@ GENERAL_PATH_OPTIONS = frozenset(
 QUICK_FAILURE_SECONDS = 1.0
 
 _IP_FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
+
+#: How long to wait before accepting again after accept() failed.
+ACCEPT_RETRY_SECONDS = 0.2
 
 #: Bytes a side may hold unwritten before the other side is no longer read.
 WRITE_BUFFER_HIGH = 1024 * 1024
@@ -168,28 +174,127 @@ async def serve(listener: TcpListener, second: AddressSpec, open_second: OpenSec
     sessions: set[_Session] = set()
 
     def new_session() -> _End:
-        return _Session(loop, run, sessions).first
+        acceptor.session_started()
+        return _Session(loop, run, sessions, acceptor).first
+
+    acceptor = _Acceptor(loop, listener, new_session)
 
     logger.log(NOTICE, "listening on %s", listener.label)
     # Errors the loop meets on its own (accept failing with EMFILE, say) are
     # logged and survived by the server: say them as socat-style lines.
     previous_handler = loop.get_exception_handler()
     loop.set_exception_handler(_log_loop_error)
-    # create_server listens again on the socket: keep the listener's backlog.
-    server = await loop.create_server(new_session, sock=listener.sock, backlog=listener.backlog)
+    acceptor.start()
     try:
         await stopping.requested.wait()  # or until the run is cancelled (a signal)
-        server.close()
+        # Refuse new peers at once: the acceptor serves a duplicate of the
+        # listening socket, so the socket itself is closed too.
+        acceptor.close()
+        listener.sock.close()
         while sessions:
             await asyncio.sleep(STOP_POLL_SECONDS)
     finally:
-        server.close()
+        acceptor.close()
         for session in list(sessions):
             if stopping.requested.is_set():
                 session.cut(stopping.grace_period())
             else:
                 session.abort()
         loop.set_exception_handler(previous_handler)
+
+
+class _Acceptor:
+    """Accepting peers: in C by the loop while descriptors abound, one by one near the limit.
+
+    The loop's server accepts every pending peer at each wake-up (uvloop:
+    libuv accepts until the backlog is empty), and out of descriptors libuv
+    accepts and resets them all. So once fewer descriptors are left than a
+    full backlog's sessions need, the loop's server is closed and peers are
+    accepted one at a time, each only when its descriptors fit: the others
+    wait in the listen backlog, as with socat, until sessions end. Far from
+    the limit again, the loop's server takes over. It runs on a duplicate
+    of the listening socket, so closing it keeps the socket and its backlog.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        listener: TcpListener,
+        factory: Callable[[], _End],
+    ) -> None:
+        self.loop, self.listener, self.factory = loop, listener, factory
+        self.budget = DescriptorBudget(SOCKET_SESSION)
+        #: Descriptors a whole backlog of peers takes at once (the loop's batch).
+        self.batch = (listener.backlog or 128) * SOCKET_SESSION
+        self.server: asyncio.AbstractServer | None = None  # the loop's, while it accepts
+        self.task: asyncio.Task[None] | None = None
+        self.ended = asyncio.Event()  # a session ended: descriptors came back
+
+    def start(self) -> None:
+        """Start accepting (the loop's server, or one by one if already short)."""
+        self.task = self.loop.create_task(self._accept())
+
+    def session_started(self) -> None:
+        """A peer was accepted: near the limit, hand over to accepting one by one."""
+        self.budget.session_started()
+        if self.server is not None and not self.budget.has_room(self.batch):
+            # Not from here (uvloop is inside its accept loop): just after.
+            self.loop.call_soon(self._close_server)
+
+    def session_ended(self) -> None:
+        """A session gave its descriptors back."""
+        self.budget.session_ended()
+        self.ended.set()
+
+    def _close_server(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+            self.ended.set()  # wake the accept task: it accepts one by one now
+
+    async def _accept(self) -> None:
+        while True:
+            try:
+                if self.budget.has_room(self.batch):
+                    await self._serve_in_loop()
+                else:
+                    await self._accept_one()
+            except OSError as exc:  # out of descriptors after all, say: try again soon
+                logger.error("accept(%s): %s", self.listener.sock.fileno(), strerror(exc))
+                await asyncio.sleep(ACCEPT_RETRY_SECONDS)
+
+    async def _serve_in_loop(self) -> None:
+        """Let the loop's server accept until ``session_started`` closes it."""
+        sock = socket.socket(fileno=os.dup(self.listener.sock.fileno()))
+        try:
+            # listen() again on the same socket keeps the listener's backlog.
+            self.server = await self.loop.create_server(
+                self.factory, sock=sock, backlog=self.listener.backlog
+            )
+        except BaseException:
+            sock.close()
+            raise
+        while self.server is not None:
+            self.ended.clear()
+            await self.ended.wait()
+
+    async def _accept_one(self) -> None:
+        """Accept one peer once its descriptors fit."""
+        while not self.budget.has_room():
+            self.ended.clear()
+            await self.ended.wait()
+        peer, _ = await self.loop.sock_accept(self.listener.sock)
+        try:
+            await self.loop.connect_accepted_socket(self.factory, peer)
+        except BaseException:
+            peer.close()
+            raise
+
+    def close(self) -> None:
+        """Stop accepting for good."""
+        if self.task is not None:
+            self.task.cancel()
+        self._close_server()
 
 
 def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -213,7 +318,6 @@ class _End(asyncio.BufferedProtocol):
         self.fd_label = "-1"
         self.size = min(INITIAL_BLOCK_SIZE, session.settings.block_size)
         self.view: memoryview | None = None  # allocated on the first read: idle sides cost nothing
-        self.spare: memoryview | None = None  # the previous buffer, free once written
         self.early: list[bytes] = []  # read before the other side was connected
         self.at_eof = False
         self.lost = False
@@ -231,7 +335,13 @@ class _End(asyncio.BufferedProtocol):
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self.view is None:
-            self.view = memoryview(bytearray(self.size))
+            self.view = new_buffer(self.size)
+        peer = self.peer
+        pending = peer.transport.get_write_buffer_size() if peer and peer.transport else 0
+        if pending:
+            # The other side is behind: read no more than it may still queue,
+            # so that what waits for it stays near WRITE_BUFFER_HIGH.
+            return self.view[: max(INITIAL_BLOCK_SIZE, WRITE_BUFFER_HIGH - pending)]
         return self.view
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -244,8 +354,19 @@ class _End(asyncio.BufferedProtocol):
             self.early.append(bytes(block))
             self.transport.pause_reading()
             return
-        assert peer.transport is not None
-        peer.transport.write(block)
+        sink = peer.transport
+        assert sink is not None
+        if sink.get_write_buffer_size():
+            # Queued behind unwritten data, the block would pin this whole
+            # buffer (up to 4 MiB) until written, and every read meanwhile a
+            # new one: a copy of the block's size leaves the buffer free.
+            sink.write(bytes(block))
+        else:
+            sink.write(block)
+            if sink.get_write_buffer_size():
+                # uvloop keeps a view of what it could not write at once: the
+                # next block is read into a new buffer, this one is freed once written.
+                self.view = None
         self.counter[0] += nbytes
         self.counter[1] += 1
         session = self.session
@@ -255,19 +376,8 @@ class _End(asyncio.BufferedProtocol):
         if (resized := next_block_size(self.size, nbytes, session.settings.block_size)) != (
             self.size
         ):
-            # New buffers: the old ones may still be held by the peer's transport.
             self.size = resized
-            self.view = self.spare = None
-            return
-        pending = peer.transport.get_write_buffer_size()
-        if pending:
-            # uvloop keeps a view of what it could not write at once: read the
-            # next block elsewhere. Buffered data is written in order, so if no
-            # more than this block is pending, the spare buffer is free again.
-            if pending <= nbytes and self.spare is not None:
-                self.view, self.spare = self.spare, self.view
-            else:
-                self.view, self.spare = None, self.view
+            self.view = None
 
     def eof_received(self) -> bool:
         self.at_eof = True
@@ -276,9 +386,14 @@ class _End(asyncio.BufferedProtocol):
         return True  # keep our write half open for the other direction
 
     def pause_writing(self) -> None:
-        # We cannot take more: stop reading the side that feeds us.
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.pause_reading()
+        # We cannot take more: stop reading the side that feeds us, and let
+        # its buffer go while it waits (a stalled session keeps no megabytes;
+        # reads start small again when it resumes).
+        source = self.peer
+        if source is not None and source.transport is not None:
+            source.transport.pause_reading()
+            source.view = None
+            source.size = min(INITIAL_BLOCK_SIZE, source.size)
 
     def resume_writing(self) -> None:
         peer = self.peer
@@ -287,6 +402,11 @@ class _End(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        # The session, its ends and their transports refer to each other: a
+        # cycle that only Python's cycle collector frees, whenever it runs.
+        # Let the buffer go now, or bursts of sessions leave gigabytes behind.
+        self.view = None
+        self.early.clear()
         self.session.side_lost(self, exc)
 
 
@@ -294,10 +414,15 @@ class _Session:
     """One accepted peer and its upstream: connecting, relaying, timing out, closing."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, run: Run, registry: set[_Session]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        run: Run,
+        registry: set[_Session],
+        acceptor: _Acceptor,
     ) -> None:
         self.loop = loop
         self.run = run
+        self.acceptor = acceptor
         self.settings = run.settings
         self.registry = registry
         self.first = _End(self, 1)
@@ -322,6 +447,7 @@ class _Session:
             if not admitted:
                 first.transport.close()  # refused (range, sourceport...): logged by admit_peer
                 self.finished = True
+                self.acceptor.session_ended()
                 return
         METRICS.sessions_total += 1
         METRICS.sessions_active += 1
@@ -539,6 +665,7 @@ class _Session:
                for side in (self.first, self.second)):
             self.registry.discard(self)
             METRICS.sessions_active -= 1
+            self.acceptor.session_ended()
 
 
 def _transfer_error(side: _End, exc: Exception) -> str:

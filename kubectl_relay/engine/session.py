@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 from . import bridge, framing
 from .addresses import Address, AddressSpec, DualAddress
+from .descriptors import ANY_SESSION, DescriptorBudget
 from .errors import AcceptTimeout, OpenError, RelayError
 from .log import NOTICE, logger
 from .metrics import METRICS, serve_metrics
@@ -279,11 +280,16 @@ class Relay:
             raise failures.exceptions[0] from None
 
     async def _accept_loop(self, listener: Listener, slots: asyncio.Semaphore | None) -> None:
+        budget = DescriptorBudget(ANY_SESSION)
         async with asyncio.TaskGroup() as children:
             while True:
                 if slots is not None and not await self._unless_stopping(slots.acquire()):
                     await listener.aclose()  # stopping: see below
                     return
+                # Out of descriptors, socat does not accept until it can: the
+                # peers wait in the backlog instead of being failed.
+                while not budget.has_room() and not self._stopping.is_set():
+                    await asyncio.sleep(ACCEPT_RETRY_SECONDS)
                 try:
                     stream = await self._unless_stopping(listener.accept())
                     if stream is None:
@@ -311,14 +317,22 @@ class Relay:
                     if slots is not None:
                         slots.release()
                     raise
-                children.create_task(self._child(stream, slots))
+                budget.session_started()
+                children.create_task(self._child(stream, slots, budget))
 
-    async def _child(self, stream: Stream, slots: asyncio.Semaphore | None) -> None:
+    async def _child(
+        self,
+        stream: Stream,
+        slots: asyncio.Semaphore | None,
+        budget: DescriptorBudget | None = None,
+    ) -> None:
         try:
             await self._session(stream)
         except Exception as exc:  # a fault in one session must never reach another
             logger.error("%s", exc)
         finally:
+            if budget is not None:
+                budget.session_ended()
             if slots is not None:
                 slots.release()
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import errno
+import mmap
 import threading
 from dataclasses import dataclass
 from typing import Literal
@@ -67,6 +68,9 @@ INITIAL_BLOCK_SIZE = 8 * 1024
 #: payload is at most 65,507 bytes; a UNIX datagram is bounded by the
 #: sender's ``wmem_max`` (208 KiB by default), which 4 MiB covers when raised.
 MAX_DATAGRAM_READ = 4 * 1024 * 1024
+
+#: Buffers this large or larger are anonymous mappings (see ``new_buffer``).
+MAPPED_BUFFER_SIZE = 128 * 1024
 
 #: How often an ``ignoreeof`` address is polled for new data after EOF.
 IGNOREEOF_POLL_SECONDS = 0.25
@@ -170,7 +174,7 @@ class _Pump:
             view = datagram_scratch(size)
         else:
             size = min(INITIAL_BLOCK_SIZE, self.block_size)
-            view = memoryview(bytearray(size))
+            view = new_buffer(size)
         converting = source.terminator is not LineTerminator.NL or (
             sink.terminator is not LineTerminator.NL
         )
@@ -225,7 +229,7 @@ class _Pump:
                     resized := next_block_size(size, count, self.block_size)
                 ) != size:
                     size = resized
-                    view = memoryview(bytearray(size))
+                    view = new_buffer(size)
         except OSError as exc:
             side, call = (source, "read") if reading else (sink, "write")
             # socat names the size asked for: the buffer for a read, the
@@ -235,6 +239,20 @@ class _Pump:
                 logger.log(NOTICE, "%s", reason)
                 return
             raise OpenError(side.stream.label, reason) from exc
+
+
+def new_buffer(size: int) -> memoryview:
+    """A read buffer of ``size`` bytes; large ones are mapped straight from the kernel.
+
+    A large ``bytearray`` is zeroed when made, so all its pages are resident
+    at once even when reads fill a fraction of it, and once freed the C
+    allocator may keep its pages for later (after bursts of 1,000 sessions,
+    gigabytes). An anonymous mapping costs only the pages a read touches and
+    goes back to the kernel as soon as nothing holds a view of it.
+    """
+    if size < MAPPED_BUFFER_SIZE:
+        return memoryview(bytearray(size))
+    return memoryview(mmap.mmap(-1, size))
 
 
 class _Scratch(threading.local):
@@ -254,7 +272,7 @@ def datagram_scratch(size: int) -> memoryview:
     UDP peers cost a thousand queued datagrams, not a thousand buffers.
     """
     if len(_scratch.view) < size:
-        _scratch.view = memoryview(bytearray(size))
+        _scratch.view = new_buffer(size)
     return _scratch.view[:size]
 
 

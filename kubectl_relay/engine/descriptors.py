@@ -1,0 +1,77 @@
+"""The descriptor budget of a forking listener: accept only what can be served.
+
+socat forks a child per connection and, out of descriptors, simply does not
+accept until it can: the kernel keeps further peers in the listen backlog
+and they are served late, not refused. A relay that accepts regardless must
+then fail the session, and under uvloop the event loop itself resets every
+pending connection once ``accept()`` reports EMFILE (libuv's way out). So
+the listeners here ask first: a new session needs a few descriptors (its
+peer, its upstream), and some are kept for everything else the process
+opens (the metrics endpoint, name lookups, log files).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+
+from .log import logger
+
+#: Descriptors a session of the fast path takes (its peer and its upstream).
+SOCKET_SESSION = 2
+#: What a general-path session is counted for: its peer and address 2. A
+#: process (EXEC) takes more; should that run out, its session fails alone
+#: with its own E line, as any session that cannot open address 2.
+ANY_SESSION = 2
+#: Kept free for what is not a session: the metrics endpoint serves up to 8
+#: connections, plus name lookups, a trace or log file, a child's pipes.
+RESERVED = 16
+
+
+class DescriptorBudget:
+    """Whether one more session fits under ``RLIMIT_NOFILE``.
+
+    Sessions count for the descriptors they may take from the moment they
+    are accepted, before they open them (a session opening its upstream
+    has not taken the descriptor yet): the budget is what the process had
+    open when serving began, plus ``per_session`` for each running session.
+    """
+
+    def __init__(self, per_session: int) -> None:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self.limit: int | None = None if soft == resource.RLIM_INFINITY else soft
+        self.per_session = per_session
+        self.base = open_descriptors()
+        self.sessions = 0
+        self._full = False
+
+    def has_room(self, more: int = 0) -> bool:
+        """Whether a new session's descriptors (and ``more``) fit, with ``RESERVED`` to spare."""
+        if self.limit is None:
+            return True
+        needed = self.base + self.per_session * (self.sessions + 1) + RESERVED + more
+        room = needed <= self.limit
+        if more:
+            return room
+        if not room and not self._full:
+            logger.warning(
+                "open files limit (%d) reached: not accepting until a session ends", self.limit
+            )
+        self._full = not room
+        return room
+
+    def session_started(self) -> None:
+        """A session was accepted: its descriptors are spoken for."""
+        self.sessions += 1
+
+    def session_ended(self) -> None:
+        """A session ended: its descriptors are free again."""
+        self.sessions -= 1
+
+
+def open_descriptors() -> int:
+    """How many descriptors this process has open."""
+    try:
+        return len(os.listdir("/proc/self/fd")) - 1  # less the listing's own
+    except OSError:
+        return 3
