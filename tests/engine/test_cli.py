@@ -62,7 +62,8 @@ def test_trace_options() -> None:
         (["-b", "0", "-", "-"], 'option "-b": invalid size "0", expected a positive number'),
         (["--grace-period"], 'option "--grace-period" requires SECONDS; use option "-h" for help'),
         (["--grace-period=-1", "-", "-"],
-         'option "--grace-period": invalid timeout "-1", expected seconds such as 5 or 0.5'),
+         'option "--grace-period": invalid timeout "-1", expected seconds from 0 to 2147483647 '
+         "such as 5 or 0.5"),
     ],
 )
 def test_bad_command_lines(argv: list[str], message: str) -> None:
