@@ -138,7 +138,10 @@ def installed(cluster: Cluster) -> Iterator[None]:
                         f"--timeout={int(scaled(60))}s", timeout=90)
         yield
     finally:
-        cluster.kubectl("delete", "-f", str(MANIFESTS / "operator.yaml"), "--wait=false",
+        # Wait until relay-system is gone: a real API server refuses new objects in a
+        # namespace being deleted, and the next test applies the operator there again.
+        cluster.kubectl("delete", "-f", str(MANIFESTS / "operator.yaml"), "--ignore-not-found",
+                        "--wait=true", f"--timeout={int(scaled(120))}s", timeout=150,
                         check=False)
         cluster.pods_gone("relay-system", timeout=30)
 

@@ -77,6 +77,8 @@ MAX_CONNECTIONS = 256
 IDLE_TIMEOUT = 120.0
 #: Bound on connecting to the API server and reading a response head.
 UPSTREAM_TIMEOUT = 60.0
+#: How long ``aclose`` lets cut connections finish before cancelling them.
+CLOSE_TIMEOUT = 10.0
 #: The token the proxy's kubeconfig carries. The proxy removes it (it presents
 #: the fronted kubeconfig's credentials instead); it is there so that clients
 #: send no other credentials and never prompt for any.
@@ -341,7 +343,8 @@ class FaultProxy:
         self._ca.issue_cert(host, "localhost").configure_cert(self._server_tls)
         self._server: asyncio.Server | None = None
         self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
-        self._connections: set[asyncio.StreamWriter] = set()
+        #: The client connections being served, each with its serving task.
+        self._connections: dict[asyncio.StreamWriter, asyncio.Task[None]] = {}
         self._streams: set[OpenStream] = set()
         self.port = 0
 
@@ -362,14 +365,22 @@ class FaultProxy:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def aclose(self) -> None:
+        """Stop listening, cut every connection, and wait (bounded) until each is served out."""
         if self._server is not None:
             self._server.close()
-        for writer in list(self._connections):
-            writer.transport.abort()
         for stream in list(self._streams):
             stream.cut()
+        for writer in list(self._connections):
+            writer.transport.abort()
+        tasks = set(self._connections.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
+        await asyncio.sleep(0)  # aborted transports close their sockets on the next iteration
         self._scratch.cleanup()
 
     def write_kubeconfig(self, path: str | os.PathLike[str], namespace: str | None = None) -> Path:
@@ -424,7 +435,9 @@ class FaultProxy:
     # -- serving
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._connections.add(writer)
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections[writer] = task
         link = Link(reader, writer)
         try:
             async with self._slots:
@@ -437,7 +450,7 @@ class FaultProxy:
                 asyncio.LimitOverrunError, ssl.SSLError):
             pass  # that client's connection ends; the others go on
         finally:
-            self._connections.discard(writer)
+            self._connections.pop(writer, None)
             writer.transport.abort()
             link.drop_upstream()
 

@@ -360,6 +360,32 @@ def test_kubectl_retries_through_the_proxy_thread(upstream_thread: tuple[Path, l
     assert [line for line in seen if line.startswith("GET /api")] == ["GET /api"]
 
 
+def test_the_thread_leaves_nothing_behind_with_a_client_still_connected(
+    upstream_thread: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    """Leaving the block ends every connection's task before the loop stops.
+
+    An idle keep-alive client (as kubectl leaves one) is still connected then;
+    a task or socket left to the garbage collector would warn, and warnings
+    are errors here.
+    """
+    import gc  # noqa: PLC0415
+    import http.client  # noqa: PLC0415
+
+    kubeconfig, _ = upstream_thread
+    with FaultProxyThread(kubeconfig, tmp_path) as faults:
+        config = yaml.safe_load(faults.kubeconfig.read_text())
+        ca = base64.b64decode(config["clusters"][0]["cluster"]["certificate-authority-data"])
+        context = ssl.create_default_context(cadata=ca.decode())
+        port = int(faults.url.rsplit(":", 1)[1])
+        connection = http.client.HTTPSConnection("127.0.0.1", port, context=context,
+                                                 timeout=scaled(10))
+        connection.request("GET", "/api")
+        assert connection.getresponse().read()  # the connection stays open, idle
+    connection.close()
+    gc.collect()
+
+
 @pytest.fixture
 def upstream_thread(tmp_path: Path) -> Any:
     """A minimal API server answering ``/api`` in a thread (for the synchronous kubectl test)."""
@@ -397,6 +423,28 @@ def upstream_thread(tmp_path: Path) -> Any:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+async def test_closing_cuts_idle_and_streaming_connections_cleanly(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """Nothing is left behind (warnings are errors: an unclosed socket would fail the test)."""
+    kubeconfig = write_kubeconfig(tmp_path / "kc", upstream.port, upstream.ca,
+                                  client_certificate(upstream.ca))
+    running = FaultProxy(kubeconfig)
+    await running.start()
+    idle = await Client.open(running)
+    await idle.send("GET", "/echo")  # then idle, its upstream connection kept
+    await idle.response()
+    watching = await Client.open(running)
+    await watching.send("GET", "/watch/pods?watch=true")
+    assert await read_head(watching.reader) is not None
+    await running.aclose()
+    async with asyncio.timeout(scaled(10)):
+        assert await idle.reader.read() == b""
+        await upstream.closed.wait()
+    await idle.close()
+    await watching.close()
 
 
 def test_a_kubeconfig_with_an_exec_plugin_is_refused(tmp_path: Path) -> None:

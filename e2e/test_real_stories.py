@@ -21,6 +21,7 @@ these tests skip.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 import yaml
 
 from e2e.cluster import DEFAULT_RELAY_IMAGE, MANIFESTS, REAL_CLUSTER, Cluster
@@ -244,7 +246,10 @@ def test_a_relay_pod_breaking_restricted_is_refused(
             },
         }
 
+    # Privileged, otherwise hardened (the API's validation refuses privileged together with
+    # allowPrivilegeEscalation: false, before admission would see it).
     privileged = {**restricted_container_security_context(), "privileged": True}
+    del privileged["allowPrivilegeEscalation"]
     with pytest.raises(ApiException) as refused:
         kube.core.create_namespaced_pod(restricted_namespace, pod(privileged))
     assert refused.value.status == 403
@@ -265,6 +270,19 @@ def test_the_relay_pods_of_every_example_are_admitted_in_a_restricted_namespace(
     cluster: Cluster, installed: None, restricted_namespace: str, kube: Kube,
 ) -> None:
     namespace = restricted_namespace
+    # The Secrets the examples name: the operator makes no relay pod without them.
+    ca = trustme.CA()
+    leaf = ca.issue_cert("relay.example")
+    for name in ("relay-server-tls", "partner-client-tls"):
+        kube.core.create_namespaced_secret(namespace, {
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+            "type": "kubernetes.io/tls", "data": {
+                "tls.crt": base64.b64encode(leaf.cert_chain_pems[0].bytes()).decode(),
+                "tls.key": base64.b64encode(leaf.private_key_pem.bytes()).decode()}})
+    for name, key in (("clients-ca", "ca.crt"), ("partner-ca", "ca.pem")):
+        kube.core.create_namespaced_secret(namespace, {
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+            "data": {key: base64.b64encode(ca.cert_pem.bytes()).decode()}})
     tunnels, others = [], []
     for example in sorted(EXAMPLES.glob("*.yaml")):
         result = cluster.kubectl("apply", "-n", namespace, "-f", str(example), check=False)
@@ -367,7 +385,8 @@ def test_helm_install_into_a_restricted_namespace(
                          "--wait", f"--timeout={int(scaled(150))}s", timeout=200)
     try:
         assert installed.returncode == 0, installed.stdout + installed.stderr
-        deployment = kube.apps.read_namespaced_deployment(release, namespace)
+        (deployment,) = kube.apps.list_namespaced_deployment(
+            namespace, label_selector=f"app.kubernetes.io/instance={release}").items
         pods = example_pods(kube, namespace, deployment.spec.selector.match_labels)
         assert [p.status.phase for p in pods] == ["Running"] * deployment.spec.replicas
         # The operator serves: a tunnel in its namespace becomes Ready and relays.
