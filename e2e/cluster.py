@@ -1,18 +1,17 @@
-""" "A cluster" for the end-to-end tests: the sandbox by default, or a real one.
+""" "A cluster" for the end-to-end tests: the real one ``RELAY_E2E_KUBECONFIG`` names.
 
-``RELAY_E2E_KUBECONFIG`` (a path) switches the e2e suite to a real cluster
-(kind, AKS, ``./dev cluster up``): no sandbox starts, every test talks to the
-cluster that kubeconfig names. ``RELAY_E2E_IMAGE`` names the relay image that
-cluster can run (default: the project's ``ghcr.io/kubectl-relay/relay:<version>``);
-the tests pass it to ``kubectl relay --image`` and to the operator's manifests.
+``RELAY_E2E_KUBECONFIG`` (a path) names the cluster of the e2e suite (kind,
+AKS, ``./dev cluster up``): every test talks to the cluster that kubeconfig
+names, and skips when it is unset. ``RELAY_E2E_IMAGE`` names the relay image
+that cluster can run (default: the project's
+``ghcr.io/kubectl-relay/relay:<version>``); the tests pass it to ``kubectl
+relay --image`` and to the operator's manifests.
 
-``Cluster`` is what a test needs, with one code path for both worlds: the
-kubeconfig, the relay image and the test images (``test_image``), a
-kubernetes ``ApiClient``, namespaces, waits done through the API, API faults
-through a fault-injecting proxy in front of the API server (``fault_proxy``),
-and users with client certificates signed through the CSR API
-(``user_kubeconfig``). What only the sandbox can do (kill a pod's process,
-reach the store) is still there, and skips the test on a real cluster.
+``Cluster`` is what a test needs: the kubeconfig, the relay image and the
+test images (``test_image``), a kubernetes ``ApiClient``, namespaces, waits
+done through the API, API faults through a fault-injecting proxy in front of
+the API server (``fault_proxy``), and users with client certificates signed
+through the CSR API (``user_kubeconfig``).
 """
 
 from __future__ import annotations
@@ -77,7 +76,7 @@ def real_kubeconfig() -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-#: Whether this run is against a real cluster (not the sandbox).
+#: Whether this run has a cluster (``RELAY_E2E_KUBECONFIG`` is set).
 REAL_CLUSTER = real_kubeconfig() is not None
 
 
@@ -98,18 +97,11 @@ def poll(what: str, check: Callable[[], T | None], timeout: float = 30.0) -> T:
 
 
 class Cluster:
-    """The cluster under test: the sandbox (``sandbox`` given) or the one a kubeconfig names."""
+    """The cluster under test, the one a kubeconfig names."""
 
-    def __init__(
-        self,
-        *,
-        kubeconfig: Path,
-        relay_image: str = DEFAULT_RELAY_IMAGE,
-        sandbox: Any = None,
-    ) -> None:
+    def __init__(self, *, kubeconfig: Path, relay_image: str = DEFAULT_RELAY_IMAGE) -> None:
         self.kubeconfig = Path(kubeconfig)
         self.relay_image = relay_image
-        self._sandbox = sandbox
 
     @classmethod
     def real(cls) -> Cluster:
@@ -120,11 +112,6 @@ class Cluster:
             pytest.exit(f"{ENV_KUBECONFIG}={kubeconfig}: no such file", returncode=4)
         image = os.environ.get(ENV_IMAGE, "").strip() or DEFAULT_RELAY_IMAGE
         return cls(kubeconfig=kubeconfig, relay_image=image)
-
-    @property
-    def is_sandbox(self) -> bool:
-        """Whether the sandbox runs in this process (its internals are reachable)."""
-        return self._sandbox is not None
 
     @property
     def image_args(self) -> list[str]:
@@ -175,15 +162,10 @@ class Cluster:
                     raise
                 return False
 
-            if self._sandbox is not None:
-                self._sandbox.pods_gone(name, timeout=scaled(timeout))
             poll(f"namespace {name} to be deleted", gone, timeout)
 
     def pods_gone(self, namespace: str, timeout: float = 30.0) -> None:
-        """Wait until no pod of ``namespace`` is left (in the sandbox: no process either)."""
-        if self._sandbox is not None:
-            self._sandbox.pods_gone(namespace, timeout=scaled(timeout))
-            return
+        """Wait until no pod of ``namespace`` is left."""
         from kubernetes import client  # noqa: PLC0415
 
         with self.api_client() as api_client:
@@ -196,9 +178,6 @@ class Cluster:
 
     def wait_pod(self, namespace: str, name: str, timeout: float = 60.0) -> dict[str, Any]:
         """Wait until the pod is Ready; return it (the API's JSON)."""
-        if self._sandbox is not None:
-            pod: dict[str, Any] = self._sandbox.wait_pod(namespace, name, timeout=timeout)
-            return pod
         from kubernetes import client  # noqa: PLC0415
 
         def ready() -> dict[str, Any] | None:
@@ -211,9 +190,6 @@ class Cluster:
 
     def wait_deployment(self, namespace: str, name: str, timeout: float = 60.0) -> None:
         """Wait until the Deployment is rolled out (``kubectl rollout status``)."""
-        if self._sandbox is not None:
-            self._sandbox.wait_deployment(namespace, name, timeout)
-            return
         result = self.kubectl(
             "rollout",
             "status",
@@ -250,15 +226,11 @@ class Cluster:
     ) -> Iterator[tuple[str, int]]:
         """A ``(host, port)`` this process can connect to that reaches ``target:port``.
 
-        ``target`` is ``svc/NAME`` or ``pod/NAME``. In the in-process sandbox
-        cluster IPs and pod IPs are loopback addresses: the address itself. On
-        a real cluster (or a sandbox of another process) they are not
-        reachable from here: a ``kubectl relay tcp|udp`` tunnel, as a user
-        would open, stands in front of them for the block.
+        ``target`` is ``svc/NAME`` or ``pod/NAME``. Cluster IPs and pod IPs
+        are not reachable from here in general (AKS, kind): a ``kubectl relay
+        tcp|udp`` tunnel, as a user would open, stands in front of them for
+        the block.
         """
-        if self._sandbox is not None:
-            yield self._address(namespace, target), port
-            return
         local = free_port(kind=socket.SOCK_DGRAM if protocol == "udp" else socket.SOCK_STREAM)
         home = Path(os.environ.get("TMPDIR", "/tmp")) / f"relay-e2e-home-{os.getpid()}"
         home.mkdir(exist_ok=True)
@@ -299,29 +271,11 @@ class Cluster:
             assert proc.stdout is not None
             proc.stdout.close()
 
-    def _address(self, namespace: str, target: str) -> str:
-        from kubernetes import client  # noqa: PLC0415
-
-        kind, _, name = target.partition("/")
-        with self.api_client() as api_client:
-            core = client.CoreV1Api(api_client)
-            if kind == "svc":
-                return str(core.read_namespaced_service(name, namespace).spec.cluster_ip)
-            assert kind == "pod", target
-            return str(core.read_namespaced_pod(name, namespace).status.pod_ip)
-
     # -- images, faults, users ------------------------------------------------------------------
 
-    def test_image(self, name: str, stand_in: Any = None) -> str:
-        """The test image ``e2e/images/NAME`` (built and loaded by the cluster's owner).
-
-        In the in-process sandbox, which runs no images, ``stand_in`` (an async
-        ``main(argv)``) is registered under that name instead.
-        """
-        image = test_image_name(name)
-        if self._sandbox is not None and stand_in is not None:
-            self._sandbox.register_image(image, stand_in)
-        return image
+    def test_image(self, name: str) -> str:
+        """The test image ``e2e/images/NAME`` (built and loaded by the cluster's owner)."""
+        return test_image_name(name)
 
     @contextlib.contextmanager
     def fault_proxy(self, workdir: Path) -> Iterator[FaultProxyThread]:
@@ -338,49 +292,16 @@ class Cluster:
     ) -> Path:
         """A kubeconfig for a new user ``name`` with ``edit`` rights in ``namespaces`` only.
 
-        In the in-process sandbox the user is added to its API server. On a
-        real cluster the user is real: a client certificate signed through the
-        CSR API (``e2e/users.py``), bound to the ``edit`` ClusterRole by one
+        The user is real: a client certificate signed through the CSR API
+        (``e2e/users.py``), bound to the ``edit`` ClusterRole by one
         RoleBinding per namespace. ``namespace`` is the kubeconfig's namespace.
         """
         path = directory / f"{name}.kubeconfig"
-        if self._sandbox is not None:
-            api = self._sandbox.sandbox.api
-            allowed = set(namespaces)
-            self._sandbox.call(lambda: api.add_user(name, namespaces=allowed))
-            self._sandbox.call(lambda: api.write_kubeconfig(path, namespace=namespace, user=name))
-            return path
         with self.api_client() as api_client:
             return users.user_kubeconfig(
                 api_client, self.kubeconfig, name, path,
                 namespaces=namespaces, namespace=namespace,
             )
-
-    # -- sandbox only ---------------------------------------------------------------------------
-
-    @property
-    def sandbox(self) -> Any:
-        """The in-process ``SandboxThread``; skips the test on a real cluster."""
-        if self._sandbox is None:
-            pytest.skip(f"sandbox only ({ENV_KUBECONFIG} is set): needs the sandbox's internals")
-        return self._sandbox
-
-    def _only(self, what: str) -> Any:
-        if self._sandbox is None:
-            pytest.skip(f"sandbox only ({ENV_KUBECONFIG} is set): {what}")
-        return self._sandbox
-
-    def kill_pod(self, namespace: str, name: str, *args: Any) -> int:
-        """Signal a pod's processes (sandbox only: a real cluster's processes are on its nodes)."""
-        count: int = self._only("kills a pod's processes from the test").kill_pod(
-            namespace, name, *args
-        )
-        return count
-
-    @property
-    def store(self) -> Any:
-        """The sandbox API server's store (sandbox only)."""
-        return self._only("reads the API server's store directly").sandbox.store
 
 
 def _wait_output(proc: subprocess.Popen[bytes], text: str, timeout: float) -> str:

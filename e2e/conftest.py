@@ -1,33 +1,19 @@
 """Fixtures for the end-to-end tests: a cluster per test module, a namespace per test.
 
-The cluster is the sandbox, or the real cluster (kind, AKS...) that
+The cluster is the real cluster (``./dev cluster up``, kind, AKS...) that
 ``RELAY_E2E_KUBECONFIG`` names, with ``RELAY_E2E_IMAGE`` as the relay image
-(see ``e2e/cluster.py`` and ``e2e/README.md``). ``cluster`` (a ``Cluster``) is
-what tests use in both modes; ``faults`` is a fault-injecting proxy in front of
-its API server; ``sandbox`` is the in-process sandbox itself, and skips the
-test on a real cluster.
-
-The sandbox runs on its own event loop in a background thread
-(``SandboxThread``), and tests are plain synchronous functions:
-
-- the kubernetes client and ``kubectl`` block their caller, so they would stall
-  a sandbox sharing the test's loop;
-- an operator run in-process with kopf cancels, when it stops, every task of
-  its loop created after it started: a sandbox on that loop would lose its
-  connection handlers and pod workers.
-
-Async code that must run next to the sandbox goes through ``sandbox.run(coro)``
-(on the sandbox's loop) or ``sandbox.call(function)``.
+(see ``e2e/cluster.py`` and ``e2e/README.md``); without it, every test that
+needs a cluster skips, saying so. ``cluster`` (a ``Cluster``) is what tests
+use; ``faults`` is a fault-injecting proxy in front of its API server.
 
 Each test gets a fresh namespace (``namespace``); deleting it at the end
-deletes everything in it, and the fixture waits until every process of its
-pods has ended, so the leak checks (``no_leaked_children``, imported from
-``tests/conftest.py``) hold after each test although the sandbox lives on.
+deletes everything in it, and the fixture waits (bounded) until it is gone.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -43,8 +29,6 @@ from e2e.cluster import (
     Cluster,
 )
 from e2e.faultproxy import FaultProxyThread
-from e2e.sandbox import SandboxThread
-from e2e.sandbox.cluster.objects import random_suffix
 from tests.conftest import no_leaked_children, no_leaked_threads, scaled
 
 __all__ = [
@@ -57,53 +41,28 @@ __all__ = [
     "no_leaked_children",
     "no_leaked_threads",
     "restricted_namespace",
-    "sandbox",
 ]
 
 
 @pytest.fixture(scope="module")
-def sandbox() -> Iterator[SandboxThread]:
-    """A running sandbox (API server + cluster) shared by the tests of one module.
-
-    On a real cluster (``RELAY_E2E_KUBECONFIG``) the tests using it skip.
-    """
-    if REAL_CLUSTER:
-        pytest.skip(f"sandbox only ({ENV_KUBECONFIG} is set): uses the sandbox itself")
-    with SandboxThread() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def cluster(request: pytest.FixtureRequest) -> Cluster:
-    """The cluster under test: the module's sandbox, or the one of ``RELAY_E2E_KUBECONFIG``."""
-    if REAL_CLUSTER:
-        return Cluster.real()
-    running: SandboxThread = request.getfixturevalue("sandbox")
-    return Cluster(kubeconfig=running.kubeconfig, sandbox=running)
+def cluster() -> Cluster:
+    """The cluster under test, the one of ``RELAY_E2E_KUBECONFIG``; skips when it is unset."""
+    if not REAL_CLUSTER:
+        pytest.skip(f"{ENV_KUBECONFIG} is not set: needs a real cluster "
+                    "(./dev cluster up prints its kubeconfig)")
+    return Cluster.real()
 
 
 def _namespace_name(request: pytest.FixtureRequest) -> str:
     base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")
-    return f"{base[:50].rstrip('-')}-{random_suffix()}"
+    return f"{base[:50].rstrip('-')}-{secrets.token_hex(3)}"
 
 
 @pytest.fixture
 def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace, deleted with everything in it after the test.
-
-    In the sandbox the fixture also waits until every process of its pods has
-    ended; on a real cluster, until the namespace is gone (bounded).
-    """
+    """A fresh namespace, deleted with everything in it after the test (waits, bounded, until
+    it is gone)."""
     name = _namespace_name(request)
-    if cluster.is_sandbox:
-        running = cluster.sandbox
-        store = running.sandbox.store
-        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
-        running.run(store.create("v1", "namespaces", None, body))
-        yield name
-        running.run(store.delete("v1", "namespaces", None, name))
-        running.pods_gone(name, timeout=scaled(15))
-        return
     cluster.create_namespace(name)
     yield name
     cluster.delete_namespace(name, timeout=180)

@@ -2,16 +2,16 @@
 
 The cluster is the one ``--kubeconfig`` or ``RELAY_E2E_KUBECONFIG`` names (a
 real one: ``./dev cluster up``, kind, AKS), with ``RELAY_E2E_IMAGE`` as the
-relay image; without either, the sandbox. A readable script of steps, each
-printing what it does:
+relay image; without either it says so and exits 2. A readable script of
+steps, each printing what it does:
 
-1. connect to the cluster (or start the sandbox);
+1. connect to the cluster;
 2. deploy a target: the relay image answering HTTP with a canned page, behind
    Service ``target``;
 3. deploy the relay image, ``relay -v TCP-LISTEN:8080,fork TCP:target:80``,
    behind Service ``relay``;
-4. send a real HTTP request from this machine to Service ``relay`` (its
-   cluster IP in the sandbox, ``kubectl port-forward`` on a real cluster);
+4. send a real HTTP request from this machine to Service ``relay`` (through
+   ``kubectl port-forward``);
 5. show the relay pod's ``-v`` trace, read through the API (``pods/log``);
 6. install the operator from ``manifests/`` with ``kubectl apply``, apply a
    ``SocatTunnel`` and send traffic through the Service the operator made;
@@ -150,23 +150,17 @@ def http_get(host: str, port: int) -> bytes:
 class DemoCluster:
     """Where the demo runs: a kubeconfig, the relay image, and how to reach a Service."""
 
-    def __init__(self, kubeconfig: Path, relay_image: str, *, sandbox: Any = None) -> None:
+    def __init__(self, kubeconfig: Path, relay_image: str) -> None:
         self.kubeconfig = kubeconfig
         self.relay_image = relay_image
-        self.sandbox = sandbox
 
     @contextlib.contextmanager
     def reach(self, name: str, port: int) -> Iterator[tuple[str, int]]:
         """A ``(host, port)`` of this machine that reaches Service ``name``.
 
-        In the sandbox cluster IPs are loopback addresses; a real cluster's
-        are not reachable from here, so ``kubectl port-forward`` stands in.
+        A cluster's IPs are not reachable from here in general, so ``kubectl
+        port-forward`` stands in.
         """
-        if self.sandbox is not None:
-            with api_client_for(self.kubeconfig) as api:
-                address = client.CoreV1Api(api).read_namespaced_service(name, NAMESPACE)
-            yield address.spec.cluster_ip, port
-            return
         console.print(f"[dim]$ kubectl port-forward -n {NAMESPACE} svc/{name} :{port}[/]")
         forward = subprocess.Popen(
             ["kubectl", "--kubeconfig", str(self.kubeconfig), "port-forward", "-n", NAMESPACE,
@@ -367,8 +361,7 @@ def tour(cluster: DemoCluster) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m e2e.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--kubeconfig", type=Path, default=real_kubeconfig(),
-                        help="a real cluster's kubeconfig (default: $RELAY_E2E_KUBECONFIG; "
-                        "neither: the sandbox)")
+                        help="the cluster's kubeconfig (default: $RELAY_E2E_KUBECONFIG)")
     parser.add_argument("--image", default=os.environ.get(ENV_IMAGE) or DEFAULT_RELAY_IMAGE,
                         help="the relay image that cluster runs (default: $RELAY_E2E_IMAGE, "
                         f"else {DEFAULT_RELAY_IMAGE})")
@@ -377,19 +370,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
+    if options.kubeconfig is None:
+        console.print("[bold red]demo: no cluster:[/] pass --kubeconfig or set "
+                      "RELAY_E2E_KUBECONFIG (./dev cluster up starts one and prints it)")
+        return 2
     started = time.monotonic()
     try:
-        if options.kubeconfig is not None:
-            step("1. The cluster")
-            kubectl(DemoCluster(options.kubeconfig, options.image), "version")
-            tour(DemoCluster(options.kubeconfig, options.image))
-        else:
-            step("1. Start the sandbox cluster")
-            from e2e.sandbox import SandboxThread  # noqa: PLC0415
-
-            with SandboxThread(namespace=NAMESPACE) as sandbox:
-                console.print(f"API server {sandbox.url}, kubeconfig {sandbox.kubeconfig}")
-                tour(DemoCluster(sandbox.kubeconfig, DEFAULT_RELAY_IMAGE, sandbox=sandbox))
+        step("1. The cluster")
+        kubectl(DemoCluster(options.kubeconfig, options.image), "version")
+        tour(DemoCluster(options.kubeconfig, options.image))
     except Exception as exc:  # the demo reports any failure in one line and exits 1
         console.print(f"[bold red]demo failed:[/] {type(exc).__name__}: {exc}")
         return 1

@@ -1,4 +1,4 @@
-"""A kubernetes client for the cluster a kubeconfig names (the sandbox's or a real one)."""
+"""A kubernetes client for the cluster a kubeconfig names."""
 
 from __future__ import annotations
 

@@ -5,9 +5,9 @@ Every test runs ``kubectl relay ...`` as a user does (a subprocess of the real
 TLS traffic through the tunnel to servers running as pods, and checks the
 bytes, the streamed trace, the exit code and that no relay pod or Job is left.
 
-The cluster is the sandbox, or a real one (``RELAY_E2E_KUBECONFIG``, see
-``e2e/README.md``): the servers are the relay image itself (``relay
-TCP-LISTEN:...,fork PIPE`` echoes), so the same tests run on both. Broken
+The cluster is ``RELAY_E2E_KUBECONFIG``'s (see ``e2e/README.md``; the tests
+skip without it): the servers are the relay image itself (``relay
+TCP-LISTEN:...,fork PIPE`` echoes). Broken
 port-forwards and failing API requests come from the fault proxy in front of
 the API server (``Cluster.fault_proxy``), the user without rights is a real
 one (``Cluster.user_kubeconfig``), and the relay that never listens is a test
@@ -16,7 +16,6 @@ image (``e2e/images/mute``).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 import select
@@ -44,12 +43,6 @@ pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl
 
 T = TypeVar("T")
 MANAGED = "app.kubernetes.io/managed-by=kubectl-relay"
-
-
-async def mute(argv: list[str]) -> int:
-    """The in-process sandbox's stand-in for ``e2e/images/mute``: runs, never listens."""
-    await asyncio.sleep(3600)
-    return 0
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -327,8 +320,6 @@ def test_udp_tunnel_keeps_datagram_boundaries(
 ) -> None:
     echo_service(cluster, kube, namespace)
     port = free_port(kind=socket.SOCK_DGRAM)
-    # To the pods directly: the sandbox's Service proxy drops UDP on this event loop
-    # (its _UdpFront asserts asyncio.DatagramTransport, which uvloop's is not).
     plugin = tunnel(plugins, namespace, "udp", "deploy/echo:8080", "--listen", str(port))
     datagrams = [b"one", b"two two", b"\x00" * 1200, b"last"]
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -596,7 +587,7 @@ def test_relay_that_never_becomes_ready(
     cluster: Cluster, namespace: str, kube: Kube, env: dict[str, str]
 ) -> None:
     echo_service(cluster, kube, namespace)
-    mute_image = cluster.test_image("mute", stand_in=mute)
+    mute_image = cluster.test_image("mute")
     result = run_plugin(
         env,
         "tcp",

@@ -15,8 +15,7 @@ against the real API server, kubelet and container runtime of
   under ``manifests/examples/`` admitted by it;
 - the batch Job of the use cases, its ``-v`` trace kept in ``kubectl logs job/...``.
 
-The sandbox has no kubelet streams, no Helm and no admission plugins: there
-these tests skip.
+Without ``RELAY_E2E_KUBECONFIG`` these tests skip.
 """
 
 from __future__ import annotations

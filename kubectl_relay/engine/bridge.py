@@ -129,7 +129,7 @@ def direct_upstream(second: AddressSpec, family: int) -> tuple[str, int, int] | 
     Only ``TCP``/``TCP4``/``TCP6`` to an IP address of the address's family,
     with a numeric port and no options: the loop then connects in C. Names
     go through the general opener, so that every lookup is ``tcp.resolve``'s
-    (``loop.getaddrinfo``, which the sandbox cluster answers for its names).
+    (``loop.getaddrinfo``).
     """
     if not isinstance(second, Address) or second.keyword not in ("TCP", "TCP4", "TCP6"):
         return None

@@ -1,5 +1,5 @@
-"""Fixtures of the operator tests: the import path of ``relay_operator``, helm, and e2e's
-``cluster`` (the sandbox tests use e2e's ``namespace``, which needs it)."""
+"""Fixtures of the operator tests: helm, and e2e's ``cluster`` (the real cluster of
+``RELAY_E2E_KUBECONFIG``, which e2e's ``namespace`` needs; see ``realcluster.py``)."""
 
 from __future__ import annotations
 

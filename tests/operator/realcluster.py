@@ -1,11 +1,13 @@
-"""Helpers for running the operator against the sandbox cluster (``e2e.sandbox``).
+"""Helpers for running the operator in-process against a real cluster.
 
-The operator runs in-process on the test's event loop (``running_operator``),
-started and stopped inside the test, as kopf requires; the sandbox runs on
-its own loop in a thread (the ``sandbox`` fixture of ``e2e/conftest.py``).
-Reads and writes from the test go through the kubernetes client (blocking,
-but quick: the sandbox serves them from its own thread) or, for raw dicts,
-through the operator's own ``Kube`` client.
+The cluster is the one ``RELAY_E2E_KUBECONFIG`` names (``./dev cluster up``
+makes one here; see ``e2e/README.md``), through e2e's ``cluster`` and
+``namespace`` fixtures: each test has a namespace of its own. The operator
+runs on the test's event loop (``running_operator``), started and stopped
+inside the test, as kopf requires. Reads and writes from the test go through
+the operator's own ``Kube`` client (raw dicts, ``Cluster``); the relay pods
+really run on the cluster's node, and the test reaches their Services and
+pods through ``kubectl relay`` tunnels (``reach``), as a user would.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from typing import Any, TypeVar
 
 import yaml
 
-from e2e.sandbox import SandboxThread
+from e2e.cluster import Cluster as E2ECluster
+from e2e.cluster import poll
 from relay_operator import handlers
 from relay_operator.client import Kube, load_configuration, path
 from relay_operator.reconcile import Reconciler
@@ -35,29 +38,42 @@ CRD = ROOT / "manifests" / "crd" / "socattunnels.yaml"
 API_VERSION = "relay.kubectl-relay.io/v1alpha1"
 
 
-def install_crd(sandbox: SandboxThread, crds: Path = CRD) -> None:
-    """Create the CRDs of a file (default: the SocatTunnel CRD of manifests/) in the sandbox,
-    those it lacks."""
-    store = sandbox.sandbox.store
-    bodies = [body for body in yaml.safe_load_all(crds.read_text()) if body]
+def install_crd(cluster: E2ECluster, crds: Path = CRD) -> None:
+    """Create the CRDs of a file (default: the SocatTunnel CRD of manifests/) that the cluster
+    lacks, and wait until they are served.
 
-    async def create() -> None:
+    CRDs are cluster-wide and other test runs may use them at the same time:
+    they are created if missing and never deleted.
+    """
+    from kubernetes import client  # noqa: PLC0415
+    from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+
+    bodies = [body for body in yaml.safe_load_all(crds.read_text()) if body]
+    with cluster.api_client() as api_client:
+        extensions = client.ApiextensionsV1Api(api_client)
         for body in bodies:
             try:
-                await store.get("apiextensions.k8s.io/v1", "customresourcedefinitions", None,
-                                body["metadata"]["name"])
-            except Exception:
-                await store.create(
-                    "apiextensions.k8s.io/v1", "customresourcedefinitions", None, body
-                )
+                extensions.create_custom_resource_definition(body)
+            except ApiException as exc:
+                if exc.status != 409:  # already there
+                    raise
+        for body in bodies:
+            name = body["metadata"]["name"]
 
-    sandbox.run(create())
+            def established(name: str = name) -> bool:
+                crd: Any = extensions.read_custom_resource_definition(name)
+                return any(c.type == "Established" and c.status == "True"
+                           for c in crd.status.conditions or ())
+
+            poll(f"CRD {name} to be established", established, 30)
 
 
-def settings_for(namespace: str, **changes: Any) -> Settings:
-    """Settings for an operator serving ``namespace``, with delays short enough for tests."""
+def settings_for(cluster: E2ECluster, namespace: str, **changes: Any) -> Settings:
+    """Settings for an operator serving ``namespace`` with the cluster's relay image, with
+    delays short enough for tests."""
     fields: dict[str, Any] = {
         "namespaces": (namespace,),
+        "relay_image": cluster.relay_image,
         "retry_delay": 0.2,
         "retry_delay_max": 1.0,
         "secret_recheck": 0.5,
@@ -84,9 +100,10 @@ class Operator:
 
 
 @contextlib.asynccontextmanager
-async def running_operator(sandbox: SandboxThread, settings: Settings) -> AsyncIterator[Operator]:
-    """Run the operator until the block ends; every task and thread of it ends with it."""
-    kube = Kube(load_configuration(str(sandbox.kubeconfig)), timeout=settings.api_timeout)
+async def running_operator(kubeconfig: Path, settings: Settings) -> AsyncIterator[Operator]:
+    """Run the operator with ``kubeconfig``'s credentials until the block ends; every task and
+    thread of it ends with it."""
+    kube = Kube(load_configuration(str(kubeconfig)), timeout=settings.api_timeout)
     reconciler = Reconciler(kube, settings)
     stop, ready = asyncio.Event(), asyncio.Event()
     port = free_port()
@@ -141,7 +158,7 @@ def tunnel(name: str, spec: dict[str, Any], **metadata: Any) -> dict[str, Any]:
 
 
 class Cluster:
-    """Raw-dict access to the sandbox for one namespace, with the operator's client."""
+    """Raw-dict access to the cluster for one namespace, with the operator's client."""
 
     def __init__(self, kube: Kube, namespace: str) -> None:
         self.kube = kube
@@ -177,9 +194,14 @@ class Cluster:
         return await self.get(API_VERSION, "socattunnels", name)
 
     async def events(self, name: str) -> list[tuple[str, str, str]]:
-        """(type, reason, message) of the events about object ``name``, oldest first."""
+        """(type, reason, message) of the events about tunnel ``name``, oldest first.
+
+        Only the tunnel's: the controllers of a real cluster post their own
+        about its Deployment of the same name (scaling, for one).
+        """
         items = await self.list("v1", "events")
-        found = [e for e in items if e.get("involvedObject", {}).get("name") == name]
+        found = [e for e in items if e.get("involvedObject", {}).get("name") == name
+                 and e.get("involvedObject", {}).get("kind") == "SocatTunnel"]
         found.sort(key=lambda e: (e.get("metadata", {}).get("creationTimestamp", ""),
                                   e.get("metadata", {}).get("resourceVersion", "")))
         return [(e.get("type", ""), e.get("reason", ""), e.get("message", "")) for e in found]
@@ -210,15 +232,27 @@ class Cluster:
         return dict(obj)
 
 
+@contextlib.asynccontextmanager
+async def reach(cluster: E2ECluster, namespace: str, target: str,
+                port: int) -> AsyncIterator[tuple[str, int]]:
+    """``Cluster.reach`` (a ``kubectl relay tcp`` tunnel to ``svc/NAME`` or ``pod/NAME``) from
+    async code: opened and closed in a thread, so that the operator on this loop runs on."""
+    stack = contextlib.ExitStack()
+    opened = cluster.reach(namespace, target, port)
+    address = await asyncio.to_thread(stack.enter_context, opened)
+    try:
+        yield address
+    finally:
+        await asyncio.to_thread(stack.close)
+
+
 async def exchange(host: str, port: int, payload: bytes, *,
                    tls: ssl.SSLContext | None = None, server_hostname: str | None = None,
                    timeout: float = 10.0) -> bytes:
     """``exchange_once``, retried for a while when the connection is refused or reset.
 
-    The sandbox has no network namespaces: a relay pod's readiness probe (a
-    LISTEN socket on its port in /proc/net/tcp) sees every socket of the
-    machine, so a pod may be "ready" a moment before its relay listens (an
-    old pod's socket during a rollout, another process on the same port).
+    Through a ``kubectl relay`` tunnel, a Service whose endpoints just
+    changed (a rollout) may refuse a connection or two.
     """
     deadline = time.monotonic() + scaled(15)
     while True:

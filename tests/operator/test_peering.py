@@ -1,4 +1,4 @@
-"""Two replicas of the operator under kopf peering, against the sandbox: one serves at a time.
+"""Two replicas of the operator under kopf peering, on a real cluster: one serves at a time.
 
 Each replica is a ``relay-operator`` process (two kopf operators cannot share
 one event loop: each owns its loop's signal handling and, on stop, cancels
@@ -10,7 +10,8 @@ some namespaces). Priorities are fixed, so the test knows which one serves.
 What the API sees tells who acted: the peering object's status lists the live
 replicas; each replica's log (``--verbose``) has every request it sent, so
 the URLs of a tunnel's reads and writes show who handled it; events are
-posted once per handled change.
+posted once per handled change. The test reads all of it through the
+kubernetes client, as the cluster's admin (``RELAY_E2E_KUBECONFIG``).
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ from typing import Any, TypeVar
 
 import pytest
 
-from e2e.conftest import namespace, sandbox  # noqa: F401 - fixtures
-from e2e.sandbox import SandboxThread
+from e2e.cluster import Cluster
+from e2e.conftest import Kube, kube, namespace  # noqa: F401 - fixtures
 from tests.conftest import scaled
-from tests.operator.sandboxed import API_VERSION, install_crd, tunnel
+from tests.operator.realcluster import API_VERSION, install_crd, tunnel
 
 T = TypeVar("T")
 
@@ -44,9 +45,9 @@ RESUMING = "Resuming operations after the pause"
 
 
 @pytest.fixture(autouse=True)
-def crds(sandbox: SandboxThread) -> None:  # noqa: F811
-    install_crd(sandbox)
-    install_crd(sandbox, PEERING_CRDS)
+def crds(cluster: Cluster) -> None:
+    install_crd(cluster)
+    install_crd(cluster, PEERING_CRDS)
 
 
 def wait_until(what: str, check: Callable[[], T | None], timeout: float = 30.0) -> T:
@@ -63,7 +64,7 @@ def wait_until(what: str, check: Callable[[], T | None], timeout: float = 30.0) 
 class Replica:
     """One ``relay-operator`` process, its log in a file."""
 
-    def __init__(self, sandbox: SandboxThread, namespace: str, identity: str,  # noqa: F811
+    def __init__(self, cluster: Cluster, namespace: str, identity: str,  # noqa: F811
                  priority: int, log: Path) -> None:
         self.identity = identity
         self.log_path = log
@@ -71,9 +72,10 @@ class Replica:
         for name in list(environ):
             if name.startswith("RELAY_OPERATOR_"):
                 del environ[name]
+        environ["RELAY_OPERATOR_RELAY_IMAGE"] = cluster.relay_image
         with log.open("wb") as output:
             self.process = subprocess.Popen(
-                [str(RELAY_OPERATOR), "--kubeconfig", str(sandbox.kubeconfig),
+                [str(RELAY_OPERATOR), "--kubeconfig", str(cluster.kubeconfig),
                  "--namespace", namespace, "--peering", PEERING, "--priority", str(priority),
                  "--health-port", "0", "--metrics-port", "0", "--verbose"],
                 stdout=output, stderr=subprocess.STDOUT, env=environ,
@@ -103,13 +105,13 @@ class Replica:
 
 
 @pytest.fixture
-def replicas(sandbox: SandboxThread, namespace: str,  # noqa: F811
+def replicas(cluster: Cluster, namespace: str,  # noqa: F811
              tmp_path: Path) -> Iterator[Callable[[str, int], Replica]]:
     """Start replicas with ``start(identity, priority)``; all are stopped after the test."""
     started: list[Replica] = []
 
     def start(identity: str, priority: int) -> Replica:
-        replica = Replica(sandbox, namespace, identity, priority, tmp_path / f"{identity}.log")
+        replica = Replica(cluster, namespace, identity, priority, tmp_path / f"{identity}.log")
         started.append(replica)
         return replica
 
@@ -118,86 +120,112 @@ def replicas(sandbox: SandboxThread, namespace: str,  # noqa: F811
         replica.stop()
 
 
-def get(sandbox: SandboxThread, api_version: str, plural: str,  # noqa: F811
-        namespace: str | None, name: str) -> Any:  # noqa: F811
-    async def read() -> Any:
-        try:
-            return await sandbox.sandbox.store.get(api_version, plural, namespace, name)
-        except Exception:  # NotFound
+def custom_object(kube: Kube, api_version: str, plural: str, namespace: str,  # noqa: F811
+                  name: str) -> Any:
+    """A namespaced object of a custom resource, as the API's JSON; None when there is none."""
+    from kubernetes import client  # noqa: PLC0415
+    from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+
+    group, version = api_version.split("/")
+    try:
+        return client.CustomObjectsApi(kube.api_client).get_namespaced_custom_object(
+            group, version, namespace, plural, name)
+    except ApiException as exc:
+        if exc.status == 404:
             return None
+        raise
 
-    return sandbox.run(read())
+
+def create(kube: Kube, api_version: str, plural: str, namespace: str,  # noqa: F811
+           body: dict[str, Any]) -> None:
+    from kubernetes import client  # noqa: PLC0415
+
+    group, version = api_version.split("/")
+    client.CustomObjectsApi(kube.api_client).create_namespaced_custom_object(
+        group, version, namespace, plural, body)
 
 
-def peers(sandbox: SandboxThread, namespace: str) -> set[str]:  # noqa: F811
+def deployment(kube: Kube, namespace: str, name: str) -> Any:  # noqa: F811
+    """The Deployment as the API's JSON; None when there is none."""
+    from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+
+    try:
+        found = kube.apps.read_namespaced_deployment(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return kube.api_client.sanitize_for_serialization(found)
+
+
+def peers(kube: Kube, namespace: str) -> set[str]:  # noqa: F811
     """Identities of the replicas with a live keep-alive in the namespace's KopfPeering."""
-    body = get(sandbox, "kopf.dev/v1", "kopfpeerings", namespace, PEERING) or {}
+    body = custom_object(kube, "kopf.dev/v1", "kopfpeerings", namespace, PEERING) or {}
     return set(body.get("status") or {})
 
 
-def events(sandbox: SandboxThread, namespace: str, name: str) -> list[tuple[str, str]]:  # noqa: F811
-    async def read() -> list[Any]:
-        items, _ = await sandbox.sandbox.store.list("v1", "events", namespace)
-        return list(items)
+def events(kube: Kube, namespace: str, name: str) -> list[tuple[str, str]]:  # noqa: F811
+    """(reason, message) of the events about tunnel ``name`` (not about its Deployment,
+    which the cluster's controllers post about)."""
+    found = [e for e in kube.core.list_namespaced_event(namespace).items
+             if e.involved_object.name == name and e.involved_object.kind == "SocatTunnel"]
+    return [(e.reason or "", e.message or "") for e in found]
 
-    found = [e for e in sandbox.run(read()) if e.get("involvedObject", {}).get("name") == name]
-    return [(e.get("reason", ""), e.get("message", "")) for e in found]
 
-
-def create_tunnel(sandbox: SandboxThread, namespace: str, name: str) -> None:  # noqa: F811
+def create_tunnel(kube: Kube, namespace: str, name: str) -> None:  # noqa: F811
     body = tunnel(name, {"listen": "TCP-LISTEN:8080,fork,reuseaddr", "connect": "TCP:target:80"})
-    sandbox.run(sandbox.sandbox.store.create(API_VERSION, "socattunnels", namespace, body))
+    create(kube, API_VERSION, "socattunnels", namespace, body)
 
 
-def reconciled(sandbox: SandboxThread, namespace: str, name: str) -> bool:  # noqa: F811
+def reconciled(kube: Kube, namespace: str, name: str) -> bool:  # noqa: F811
     """The tunnel's children exist and its status reports on them."""
-    deployment = get(sandbox, "apps/v1", "deployments", namespace, name)
-    body = get(sandbox, API_VERSION, "socattunnels", namespace, name) or {}
-    return deployment is not None and bool((body.get("status") or {}).get("conditions"))
+    body = custom_object(kube, API_VERSION, "socattunnels", namespace, name) or {}
+    return deployment(kube, namespace, name) is not None and bool(
+        (body.get("status") or {}).get("conditions"))
 
 
 def test_one_replica_serves_and_the_other_takes_over(
-    sandbox: SandboxThread, namespace: str,  # noqa: F811
+    kube: Kube, namespace: str,  # noqa: F811
     replicas: Callable[[str, int], Replica],
 ) -> None:
     body = {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering",
             "metadata": {"name": PEERING, "namespace": namespace}}
-    sandbox.run(sandbox.sandbox.store.create("kopf.dev/v1", "kopfpeerings", namespace, body))
+    create(kube, "kopf.dev/v1", "kopfpeerings", namespace, body)
 
     # Peering is mandatory when named: each replica starts paused and resumes
     # only once the peering object shows no replica of a higher priority.
     active = replicas("operator-a", 20)
-    wait_until("operator-a in the peering", lambda: "operator-a" in peers(sandbox, namespace))
+    wait_until("operator-a in the peering", lambda: "operator-a" in peers(kube, namespace))
     wait_until("operator-a to serve", lambda: RESUMING in active.log())
     standby = replicas("operator-b", 10)
-    wait_until("both in the peering", lambda: peers(sandbox, namespace) == {
+    wait_until("both in the peering", lambda: peers(kube, namespace) == {
         "operator-a", "operator-b"})
     wait_until("operator-b's paused watches", lambda: "(paused)" in standby.log())
 
     names = ["first", "second"]
     for name in names:
-        create_tunnel(sandbox, namespace, name)
+        create_tunnel(kube, namespace, name)
     for name in names:
-        wait_until(f"{name} reconciled", functools.partial(reconciled, sandbox, namespace, name))
+        wait_until(f"{name} reconciled", functools.partial(reconciled, kube, namespace, name))
         wait_until(f"operator-a's log of {name}", functools.partial(active.handled, namespace, name))
     # Give a second replica acting by mistake time to show in its log and in events.
     time.sleep(scaled(2))
     for name in names:
         assert not standby.handled(namespace, name), standby.log()
-        posted = events(sandbox, namespace, name)
+        posted = events(kube, namespace, name)
         assert posted
         assert [e for e, n in collections.Counter(posted).items() if n > 1] == []
-        deployment = get(sandbox, "apps/v1", "deployments", namespace, name)
-        assert deployment["metadata"]["generation"] == 1
+        child = deployment(kube, namespace, name)
+        assert child["metadata"]["generation"] == 1
     assert RESUMING not in standby.log()
     assert "Pausing operations" not in active.log()
 
     # A clean stop (SIGTERM: a rolling update, a drain) takes the replica out of the
     # peering at once: the standby resumes without waiting for the keep-alive to expire.
     assert active.stop() == 0
-    assert peers(sandbox, namespace) == {"operator-b"}
+    assert peers(kube, namespace) == {"operator-b"}
     wait_until("operator-b to serve", lambda: RESUMING in standby.log())
-    create_tunnel(sandbox, namespace, "third")
-    wait_until("third reconciled", lambda: reconciled(sandbox, namespace, "third"))
+    create_tunnel(kube, namespace, "third")
+    wait_until("third reconciled", lambda: reconciled(kube, namespace, "third"))
     assert standby.handled(namespace, "third")
     assert not active.handled(namespace, "third")
