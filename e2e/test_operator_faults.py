@@ -116,7 +116,8 @@ def test_the_operator_recovers_from_api_faults(
     log = tmp_path / "operator.log"
     echo_target(cluster, kube, namespace)
     # Writes failing for a while, and a rate limit on the status: retried, not given up.
-    faults.fail("POST", r"/deployments$", status=500, times=2)
+    # Any request on the tunnel's Deployment (reads, writes, whichever the operator makes first).
+    faults.fail("*", r"/deployments(/first)?$", status=500, times=2)
     faults.fail("POST", r"/services$", status=503, times=1, retry_after=1)
     faults.fail("PATCH", r"/socattunnels/first/status$", status=429, times=1, retry_after=1)
     tunnel(cluster, namespace, "first", "TCP:target:80")
