@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 import yaml
 
 from e2e.cluster import Cluster as E2ECluster
@@ -66,6 +67,26 @@ def install_crd(cluster: E2ECluster, crds: Path = CRD) -> None:
                            for c in crd.status.conditions or ())
 
             poll(f"CRD {name} to be established", established, 30)
+
+
+#: The labels of the operator's pods as manifests/ and the chart install them.
+INSTALLED_OPERATOR = "app.kubernetes.io/name=kubectl-relay,app.kubernetes.io/component=operator"
+
+
+def no_installed_operator(cluster: E2ECluster) -> None:
+    """Fail when an installed operator runs on the cluster: it serves every namespace, so it
+    would reconcile the test's tunnels too (children created behind the test's operator,
+    events told twice). The e2e tests that install one delete it after each test."""
+    from kubernetes import client  # noqa: PLC0415
+
+    with cluster.api_client() as api_client:
+        pods = client.CoreV1Api(api_client).list_pod_for_all_namespaces(
+            label_selector=INSTALLED_OPERATOR).items
+    if pods:
+        running = ", ".join(f"{p.metadata.namespace}/{p.metadata.name}" for p in pods)
+        pytest.fail(f"an installed relay-operator runs on this cluster ({running}) and serves "
+                    "every namespace: the in-process operator must be the only one; run these "
+                    "tests when it is gone", pytrace=False)
 
 
 def settings_for(cluster: E2ECluster, namespace: str, **changes: Any) -> Settings:
@@ -249,20 +270,26 @@ async def reach(cluster: E2ECluster, namespace: str, target: str,
 async def exchange(host: str, port: int, payload: bytes, *,
                    tls: ssl.SSLContext | None = None, server_hostname: str | None = None,
                    timeout: float = 10.0) -> bytes:
-    """``exchange_once``, retried for a while when the connection is refused or reset.
+    """``exchange_once``, retried for a while when the connection is refused or reset, or
+    closed with no answer to a payload.
 
-    Through a ``kubectl relay`` tunnel, a Service whose endpoints just
-    changed (a rollout) may refuse a connection or two.
+    A Service's endpoints reach kube-proxy's rules a moment after its pods
+    are Ready (and change during a rollout): the relay pod of the ``kubectl
+    relay`` tunnel is refused, and the tunnel's connection closes empty. The
+    last answer is returned, for the caller to check.
     """
     deadline = time.monotonic() + scaled(15)
     while True:
         try:
-            return await exchange_once(host, port, payload, tls=tls,
-                                       server_hostname=server_hostname, timeout=timeout)
+            answer = await exchange_once(host, port, payload, tls=tls,
+                                         server_hostname=server_hostname, timeout=timeout)
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
             if time.monotonic() > deadline:
                 raise
-            await asyncio.sleep(0.2)
+        else:
+            if answer or not payload or time.monotonic() > deadline:
+                return answer
+        await asyncio.sleep(0.2)
 
 
 async def exchange_once(host: str, port: int, payload: bytes, *,

@@ -32,6 +32,7 @@ from tests.operator.realcluster import (
     exchange,
     http_get,
     install_crd,
+    no_installed_operator,
     reach,
     running_operator,
     settings_for,
@@ -45,6 +46,7 @@ PLURAL = "socattunnels"
 
 @pytest.fixture(autouse=True)
 def crd(cluster: E2ECluster) -> Iterator[None]:
+    no_installed_operator(cluster)
     install_crd(cluster)
     yield
 
@@ -55,9 +57,12 @@ def echo(port: int) -> list[str]:
 
 
 def http_server(port: int, text: str) -> list[str]:
-    """The relay image as an HTTP server on ``port`` answering ``text`` to every request."""
-    answer = f"HTTP/1.0 200 OK\\r\\nContent-Type: text/plain\\r\\n\\r\\n{text}\\n"
-    return ["relay", f"TCP-LISTEN:{port},fork,reuseaddr", f"SYSTEM:printf '{answer}'"]
+    """The relay image as an HTTP server on ``port`` answering ``text`` to every request.
+
+    No quotes or colons in the command: the address parser takes them, as socat's does.
+    """
+    answer = f"echo HTTP/1.0 200 OK; echo; echo {text}"
+    return ["relay", f"TCP-LISTEN:{port},fork,reuseaddr", f"SYSTEM:{answer}"]
 
 
 async def target(cluster: Cluster, name: str, image: str,
@@ -125,7 +130,7 @@ async def test_create_relays_traffic_and_reports_ready(
                              9464) as (host, port):
                 text = (await http_get(host, port, "/metrics")).decode()
             sessions += int(metric(text, "relay_sessions_total"))
-            if metric(text, "relay_sessions_total"):
+            if int(metric(text, "relay_sessions_total")):
                 assert int(metric(text, 'relay_bytes_total{direction="left-to-right"}')) > 0
         assert sessions >= 3
         # And so does the operator.
@@ -208,16 +213,16 @@ async def test_restarted_operator_resumes_without_duplicating(
         }))
         await api.wait_ready("web")
         children = {
-            plural: (await api.get(api, plural, "web"))["metadata"]
-            for api, plural in (("apps/v1", "deployments"), ("v1", "services"))
+            plural: (await api.get(version, plural, "web"))["metadata"]
+            for version, plural in (("apps/v1", "deployments"), ("v1", "services"))
         }
         events = await api.events("web")
     async with running_operator(cluster.kubeconfig, settings) as operator:
         api = Cluster(operator.kube, namespace)
         # The resumed operator reconciled (and changed nothing): same objects, same versions.
         await eventually("the resume", lambda: _reconciled(operator.reconciler))
-        for api, plural in (("apps/v1", "deployments"), ("v1", "services")):
-            (only,) = await api.list(api, plural, "relay.kubectl-relay.io/tunnel=web")
+        for version, plural in (("apps/v1", "deployments"), ("v1", "services")):
+            (only,) = await api.list(version, plural, "relay.kubectl-relay.io/tunnel=web")
             assert only["metadata"]["uid"] == children[plural]["uid"]
             assert only["metadata"]["resourceVersion"] == children[plural]["resourceVersion"]
         assert len(await api.list("apps/v1", "replicasets")) == 1
@@ -254,10 +259,10 @@ async def test_deleted_tunnel_takes_its_children_along(
         assert await api.delete(API_VERSION, PLURAL, "web")
 
         async def gone() -> bool:
-            for api, plural in (("apps/v1", "deployments"), ("v1", "services"),
+            for version, plural in (("apps/v1", "deployments"), ("v1", "services"),
                                 ("networking.k8s.io/v1", "networkpolicies"),
                                 (API_VERSION, PLURAL)):
-                if await api.get(api, plural, "web") is not None:
+                if await api.get(version, plural, "web") is not None:
                     return False
             return not await relay_pods(api, "web")
 
@@ -319,8 +324,8 @@ async def test_invalid_address_reports_the_engines_message_and_creates_nothing(
         ready = {c["type"]: c for c in obj["status"]["conditions"]}["Ready"]
         assert (ready["status"], ready["reason"]) == ("False", "InvalidAddress")
         assert ("Warning", "InvalidAddress", condition["message"]) in await api.events("bad")
-        for api, plural in (("apps/v1", "deployments"), ("v1", "services")):
-            assert await api.get(api, plural, "bad") is None
+        for version, plural in (("apps/v1", "deployments"), ("v1", "services")):
+            assert await api.get(version, plural, "bad") is None
         await api.wait_ready("good")
 
         # Fixed: the tunnel is created and serves.

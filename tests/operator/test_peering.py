@@ -32,7 +32,7 @@ import pytest
 from e2e.cluster import Cluster
 from e2e.conftest import Kube, kube, namespace  # noqa: F401 - fixtures
 from tests.conftest import scaled
-from tests.operator.realcluster import API_VERSION, install_crd, tunnel
+from tests.operator.realcluster import API_VERSION, install_crd, no_installed_operator, tunnel
 
 T = TypeVar("T")
 
@@ -46,6 +46,7 @@ RESUMING = "Resuming operations after the pause"
 
 @pytest.fixture(autouse=True)
 def crds(cluster: Cluster) -> None:
+    no_installed_operator(cluster)
     install_crd(cluster)
     install_crd(cluster, PEERING_CRDS)
 
