@@ -18,7 +18,9 @@ The semantics are those of ``transfer.py``, kept in the same words:
   its buffered data is written; the session ends when both directions are
   done, or ``-t`` seconds after the first EOF without a transfer (re-armed on
   each transfer, socat's select timeout); ``-T`` ends an idle session; a
-  side whose write buffer still holds bytes is not idle (``time_to_idle``);
+  side whose write buffer still holds bytes is not idle (``time_to_idle``),
+  nor one whose socket has input waiting when the timer runs (uvloop runs
+  due timers before it polls: ``input_waiting``);
 - a failed read or write logs one ``E`` line and ends only its session;
 - backpressure: while one side cannot take more, the other is not read, so
   memory stays bounded by the loop's write-buffer limit per direction;
@@ -50,6 +52,7 @@ from .transfer import (
     TransferSettings,
     current_limit,
     failure_text,
+    input_waiting,
     log_at_eof,
     log_cut,
     log_transfer_start,
@@ -316,6 +319,7 @@ class _End(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.peer: _End | None = None  # set when both sides are connected
         self.fd_label = "-1"
+        self.fd: int | None = None  # while the transport owns it (see ``unread_fd``)
         self.size = min(INITIAL_BLOCK_SIZE, session.settings.block_size)
         self.view: memoryview | None = None  # allocated on the first read: idle sides cost nothing
         self.early: list[bytes] = []  # read before the other side was connected
@@ -329,9 +333,22 @@ class _End(asyncio.BufferedProtocol):
         self.transport = stream_transport
         stream_transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
         sock = transport.get_extra_info("socket")
-        self.fd_label = str(sock.fileno()) if sock is not None else "-1"
+        self.fd = sock.fileno() if sock is not None else None
+        self.fd_label = str(self.fd) if self.fd is not None else "-1"
         if self.number == 1:
             self.session.accepted(self, sock)
+
+    def unread_fd(self) -> int | None:
+        """Our socket while the loop reads it: open, not paused, its EOF not yet read.
+
+        Never a closed transport's descriptor: the number may already be
+        another session's. A paused side is left out: the loop will not read
+        it, and its peer holds bytes (backpressure), which ``_holding`` counts.
+        """
+        transport = self.transport
+        if self.lost or self.at_eof or transport is None or transport.is_closing():
+            return None
+        return self.fd if transport.is_reading() else None
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self.view is None:
@@ -588,6 +605,13 @@ class _Session:
             return
         if left > 0:
             self._arm_timer(left)  # data moved or waits to be written: look again later
+            return
+        if input_waiting(side.unread_fd() for side in (self.first, self.second) if side):
+            # It came in time and the loop ran this timer before reading it
+            # (uvloop runs due timers before polling): a transfer, as socat's
+            # select() would report it, not an idle session.
+            self.last_activity = self.loop.time()
+            self._arm_timer()
             return
         if not self.closing:
             logger.log(NOTICE, "inactivity timeout triggered")

@@ -17,6 +17,12 @@ socat's man page, which this module follows:
   only reads as activity would end a session whose reply is still flowing to
   a slow client and drop what the relay holds (``time_to_idle``, the one rule
   both paths apply).
+- Input that arrived before the deadline is a transfer, even when the relay
+  gets to it late: socat's ``select()`` reports a ready descriptor rather
+  than its timeout, but an event loop may run its due timers before it polls
+  (uvloop always does), so a relay that was not scheduled for a moment (a
+  loaded machine) would cut a reply already waiting in its socket. Before a
+  timer ends a session, ``input_waiting`` looks (``poll`` with no wait).
 - ``-u``/``-U``: unidirectional mode, left to right / right to left.
 - ``readbytes=<n>``: "Reads only so many bytes from this address ... acts as
   if EOF" after that; ``ignoreeof``: "When EOF occurs on input data stream,
@@ -39,7 +45,9 @@ import asyncio
 import enum
 import errno
 import mmap
+import select
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -406,6 +414,12 @@ async def _supervise(pumps: list[_Pump], settings: TransferSettings, clock: _Act
         while running:
             holding = any(pump.held for pump in running.values())
             left = time_to_idle(settings, closing, clock.idle_for(), holding)
+            if left is not None and left <= 0 and input_waiting(
+                pump.source.stream.fileno() for pump in running.values()
+                if not pump.source.ignoreeof  # at its EOF, always readable
+            ):
+                clock.touch()  # the pump reads it as soon as this task yields
+                continue
             if left is not None and left <= 0:
                 if not closing:
                     logger.log(NOTICE, "inactivity timeout triggered")
@@ -440,6 +454,21 @@ def time_to_idle(
     if holding:
         return limit
     return limit - idle_for
+
+
+def input_waiting(descriptors: Iterable[int | None]) -> bool:
+    """Whether any of ``descriptors`` (``None`` ones skipped) has input to read right now.
+
+    Readable includes a pending EOF or error: the caller passes only sources
+    whose end has not been read yet, so either is news the session must see.
+    """
+    poller = select.poll()
+    registered = False
+    for fd in descriptors:
+        if fd is not None:
+            poller.register(fd, select.POLLIN)
+            registered = True
+    return registered and bool(poller.poll(0))
 
 
 def current_limit(settings: TransferSettings, closing: bool) -> float | None:
