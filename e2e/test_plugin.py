@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import os
-import select
 import shutil
 import signal
 import socket
@@ -61,60 +60,65 @@ def plugin_argv(env: dict[str, str], args: tuple[str, ...]) -> list[str]:
 
 
 class Plugin:
-    """``kubectl relay ARGS`` running in the background; output read with deadlines."""
+    """``kubectl relay ARGS`` running in the background, its output read as it comes.
+
+    Two threads drain stdout and stderr all the time, as a terminal does: the
+    ``-v`` trace of a few concurrent connections is more than a pipe holds,
+    and a plugin blocked on a full pipe stalls every connection it serves.
+    """
 
     def __init__(self, env: dict[str, str], *args: str) -> None:
         self.proc = subprocess.Popen(
             plugin_argv(env, args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
-        self.out = b""
-        self.err = b""
-        self._eof: list[Any] = []
-
-    def _open_streams(self) -> list[Any]:
-        return [
-            s for s in (self.proc.stdout, self.proc.stderr) if s is not None and s not in self._eof
+        self._output = {"out": b"", "err": b""}
+        self._changed = threading.Condition()
+        self._readers = [
+            threading.Thread(target=self._drain, args=(stream, key), daemon=True)
+            for stream, key in ((self.proc.stdout, "out"), (self.proc.stderr, "err"))
         ]
+        for reader in self._readers:
+            reader.start()
 
-    def _read(self, timeout: float) -> bool:
-        """Read what is there within ``timeout``; whether anything (or EOF) came."""
-        streams = self._open_streams()
-        if not streams:
-            time.sleep(timeout)
-            return False
-        ready, _, _ = select.select(streams, [], [], timeout)
-        for stream in ready:
-            chunk = os.read(stream.fileno(), 65536)
-            if not chunk:
-                self._eof.append(stream)
-            elif stream is self.proc.stdout:
-                self.out += chunk
-            else:
-                self.err += chunk
-        return bool(ready)
+    def _drain(self, stream: Any, key: str) -> None:
+        while chunk := os.read(stream.fileno(), 65536):
+            with self._changed:
+                self._output[key] += chunk
+                self._changed.notify_all()
+        stream.close()
+
+    def _open_streams(self) -> bool:
+        return any(reader.is_alive() for reader in self._readers)
 
     def wait_for(self, text: str, timeout: float = 30.0) -> str:
-        """Read stdout until ``text`` appears; everything so far."""
+        """Wait until ``text`` appears on stdout; everything so far."""
         deadline = time.monotonic() + scaled(timeout)
-        while text.encode() not in self.out:
-            left = deadline - time.monotonic()
-            if left <= 0 or not self._open_streams():
-                pytest.fail(f"no {text!r} in output:\n{self.text}\nstderr:\n{self.error}")
-            self._read(min(left, 0.5))
+        with self._changed:
+            while text.encode() not in self._output["out"]:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._open_streams():
+                    pytest.fail(f"no {text!r} in output:\n{self.text}\nstderr:\n{self.error}")
+                self._changed.wait(min(left, 0.5))
         return self.text
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 30.0) -> int:
-        """Send ``sig``, read the rest of the output, return the exit status."""
+        """Send ``sig``, wait for the rest of the output, return the exit status."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         deadline = time.monotonic() + scaled(timeout)
-        while self.proc.poll() is None or self._open_streams():
-            if time.monotonic() > deadline:
-                self.proc.kill()
-                self.proc.wait()
-                pytest.fail(f"kubectl relay did not stop; output:\n{self.text}")
-            self._read(0.2)
-        return self.proc.returncode
+        for reader in self._readers:
+            reader.join(max(0.0, deadline - time.monotonic()))
+        try:
+            return self.proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            pytest.fail(f"kubectl relay did not stop; output:\n{self.text}")
+
+    @property
+    def out(self) -> bytes:
+        with self._changed:
+            return self._output["out"]
 
     @property
     def text(self) -> str:
@@ -122,7 +126,8 @@ class Plugin:
 
     @property
     def error(self) -> str:
-        return self.err.decode(errors="replace")
+        with self._changed:
+            return self._output["err"].decode(errors="replace")
 
 
 @pytest.fixture
