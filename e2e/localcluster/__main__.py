@@ -6,7 +6,7 @@ up      build if needed, start the cluster in the background, print
         start as it is, to look into; ``down`` removes it)
 down    stop everything and remove what ``up`` made (safe twice, and after a crash)
 status  each component's state
-kubeconfig  the path of the admin kubeconfig (for scripts: ``./dev test`` uses it)
+env     the ``export KUBECONFIG=... PATH=...`` line of ``up``, for ``eval`` in scripts
 """
 
 from __future__ import annotations
@@ -113,14 +113,14 @@ def command_status(settings: ClusterSettings) -> None:
         _say(_export_line(settings))
 
 
-def command_kubeconfig(settings: ClusterSettings) -> None:
-    """``kubeconfig``: the admin kubeconfig's path, alone on its line."""
-    _say(str(settings.admin_kubeconfig))
+def command_env(settings: ClusterSettings) -> None:
+    """``env``: the admin kubeconfig and the release's kubectl, as ``export`` for ``eval``."""
+    _say(_export_line(settings))
 
 
 COMMANDS = {
     "build": command_build,
-    "kubeconfig": command_kubeconfig,
+    "env": command_env,
     "up": command_up,
     "down": command_down,
     "status": command_status,
