@@ -4,13 +4,15 @@ Exit statuses as socat's: 0 after a normal end, 1 after an error, and
 128 + the signal number when a signal (SIGINT, SIGTERM, SIGHUP) ended the run.
 Errors are one socat-style ``E`` line on stderr, never a traceback.
 
-SIGTERM, which Kubernetes sends at every rollout, stops gracefully (a relay
-extension; socat ends at once): listeners close at once, so new connections
-are refused, running sessions get ``--grace-period`` seconds (default 20,
-below Kubernetes' default ``terminationGracePeriodSeconds`` of 30) to end,
-and each session still running then is cut with a log line saying what it
-held. SIGINT and SIGHUP end at once as in socat, and so does any signal
-during a graceful stop.
+SIGTERM, which Kubernetes sends at every rollout, stops a relay whose first
+address listens gracefully (a relay extension; socat ends at once): the
+listener closes at once, so new connections are refused, running sessions
+get ``--grace-period`` seconds (default 20, below Kubernetes' default
+``terminationGracePeriodSeconds`` of 30) to end, and each session still
+running then is cut with a log line saying what it held. A relay that does
+not listen (``PTY``, ``STDIO``, a connecting first address: one session,
+not a service in a pod) ends at once, as socat. SIGINT and SIGHUP end at
+once as in socat, and so does any signal during a graceful stop.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .addresses import AddressSpec, address_kind, parse_address
+from .addresses import Address, AddressSpec, address_kind, parse_address
 from .errors import RelayError, UsageError, shorten
 from .log import (
     NOTICE,
@@ -42,6 +44,7 @@ from .session import DEFAULT_UDP_FORK_IDLE_TIMEOUT, Relay, RunSettings
 from .statistics import log_statistics
 from .trace import TraceSettings
 from .transfer import DEFAULT_BLOCK_SIZE, TransferSettings
+from .transports import LISTENERS
 from .transports.stdio import record_inherited_descriptors
 from .usage import usage_text
 from .version import version_text
@@ -370,10 +373,13 @@ async def _run_until_signal(
     assert task is not None
     received: list[int] = []
     relay = Relay(first, second, settings)
+    listens = isinstance(first, Address) and first.keyword in LISTENERS
 
     def on_signal(signum: int) -> None:
         logger.log(NOTICE, "socat_signal(): handling signal %d", signum)
-        graceful = not received and signum == GRACEFUL_SIGNAL and grace_period > 0
+        graceful = (
+            listens and not received and signum == GRACEFUL_SIGNAL and grace_period > 0
+        )
         received.append(signum)
         if graceful:
             relay.stop(grace_period)

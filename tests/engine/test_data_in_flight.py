@@ -338,6 +338,30 @@ def test_a_session_still_running_at_the_end_of_a_stop_is_cut_with_a_line(
     assert "Traceback" not in relay.stderr_text
 
 
+def test_sigterm_ends_a_relay_that_does_not_listen_at_once(tmp_path: Path) -> None:
+    # One session, not a service: nothing to drain for, so SIGTERM ends it as
+    # socat (the grace period would keep it 3600 s: the wait below is shorter).
+    proc = subprocess.Popen(
+        [*RELAY, "--grace-period", "3600", "-d", "-d", f"PTY,link={tmp_path / 'tty'},rawer",
+         "SYSTEM:cat"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + scaled(20)
+        stderr = b""
+        while b"starting data transfer loop" not in stderr:
+            assert time.monotonic() < deadline and proc.poll() is None, stderr
+            stderr += os.read(proc.stderr.fileno(), 4096) if proc.stderr else b""
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=scaled(20))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert b"cut after" not in stderr + rest
+
+
 # -- a stopped upstream -----------------------------------------------------------------
 
 #: A server process (so that the test can stop it with SIGSTOP): per connection,
