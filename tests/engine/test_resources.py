@@ -69,6 +69,11 @@ async def echo_upstream() -> AsyncIterator[int]:
         yield server.sockets[0].getsockname()[1]
     finally:
         server.close()
+        # Connections accepted just before the close have a handler task that
+        # has not run yet (not in ``handlers``): let them start, so that they
+        # are cancelled here and close their sockets, not left to loop teardown.
+        for _ in range(3):
+            await asyncio.sleep(0)
         # Handlers still blocked on a stalled peer end here, not at loop teardown.
         for task in list(handlers):
             task.cancel()
