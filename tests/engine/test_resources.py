@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import os
 import re
 import resource
@@ -91,10 +92,23 @@ def rss_mib(pid: int) -> float:
 
 
 def gauge(metrics_port: int, name: str) -> int:
-    """One value from the relay's ``--metrics`` endpoint."""
+    """One value from the relay's ``--metrics`` endpoint.
+
+    The endpoint serves 8 connections at once and closes any more at once:
+    right after a test's idle connections close, it may still hold them for
+    a moment, so a closed request is tried again (bounded).
+    """
     url = f"http://127.0.0.1:{metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=scaled(5)) as reply:
-        text = reply.read().decode()
+    deadline = time.monotonic() + scaled(10)
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=scaled(5)) as reply:
+                text = reply.read().decode()
+            break
+        except (ConnectionError, http.client.RemoteDisconnected):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
     match = re.search(rf"^{name} (\d+)$", text, re.MULTILINE)
     assert match is not None, text
     return int(match.group(1))
