@@ -183,6 +183,9 @@ class SuiteRunner:
             OPTS="",
         )
         env["PATH"] = f"{env.get('PATH', '')}:/usr/sbin:/sbin"
+        # test.sh's *_MAXCHILDREN tests start their servers through SHELL:, which reads
+        # $SHELL; a login session sets it, a CI runner may not.
+        env.setdefault("SHELL", "/bin/sh")
         return env
 
     def _run_shard(self, directory: Path, program: Program, names: list[str]) -> None:
