@@ -46,6 +46,8 @@ from e2e.cluster import MANIFESTS, Cluster
 from e2e.cluster import poll as wait_until
 from e2e.conftest import Kube
 from tests.conftest import scaled
+from tests.support import exchange as plain_exchange
+from tests.support import tls_exchange
 
 T = TypeVar("T")
 
@@ -69,9 +71,8 @@ def exchange(host: str, port: int, payload: bytes, *, context: ssl.SSLContext | 
              server_hostname: str | None = None) -> bytes:
     """``exchange_once``, retried while the connection is refused or reset.
 
-    The sandbox has no network namespaces, so a relay pod's readiness probe
-    (a LISTEN socket on its port in /proc/net/tcp) may pass early, on a
-    socket of another pod with the same port: give the relay a moment.
+    A Service's endpoints can lag behind its pod's readiness for a moment
+    (kube-proxy writes its rules after the endpoints change).
     """
     return wait_until(f"an answer from {host}:{port}", lambda: exchange_once(
         host, port, payload, context=context, server_hostname=server_hostname), timeout=15)
@@ -81,23 +82,9 @@ def exchange_once(host: str, port: int, payload: bytes, *,
                   context: ssl.SSLContext | None = None,
                   server_hostname: str | None = None) -> bytes:
     """Send ``payload`` and read it back (plain: until EOF after a half-close)."""
-    with socket.create_connection((host, port), timeout=scaled(10)) as raw:
-        if context is None:
-            raw.sendall(payload)
-            raw.shutdown(socket.SHUT_WR)
-            chunks = []
-            while chunk := raw.recv(65536):
-                chunks.append(chunk)
-            return b"".join(chunks)
-        with context.wrap_socket(raw, server_hostname=server_hostname) as sock:
-            sock.sendall(payload)
-            data = b""
-            while len(data) < len(payload):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            return data
+    if context is None:
+        return plain_exchange(port, payload, host)
+    return tls_exchange(port, payload, context, host, server_hostname)
 
 
 def documents(name: str) -> list[dict[str, Any]]:
