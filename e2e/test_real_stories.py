@@ -192,6 +192,8 @@ def test_the_debug_pod_of_the_use_cases_verbatim(
     assert spec["command"] == ["socat", "-v", "TCP-LISTEN:8080", "fork", "TCP:problem-service:80"]
 
     local = port_forward(background, namespace, "pod/socat-debug", 8080)
+    # A Service's endpoints (and kube-proxy's rules) can lag behind its pod's readiness.
+    wait_until("an echo through the debug pod", lambda: exchange(local, b"up?\n") == b"up?\n")
     for number in range(3):  # fork: one connection after another
         message = b"debugging %d\n" % number
         assert exchange(local, message) == message
@@ -210,7 +212,8 @@ def test_the_debug_pod_of_the_use_cases_verbatim(
         "exec", "-n", namespace, "socat-debug", "--",
         "socat", "-u", "/dev/null", "TCP:localhost:9090", check=False).returncode == 0, 30)
     local = port_forward(background, namespace, "pod/socat-debug", 9090)
-    assert exchange(local, b"through exec\n") == b"through exec\n"
+    wait_until("an echo through the exec'd socat",
+               lambda: exchange(local, b"through exec\n") == b"through exec\n")
 
 
 # -- Pod Security "restricted" -------------------------------------------------------------------

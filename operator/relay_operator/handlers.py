@@ -204,18 +204,23 @@ def build_registry(reconciler: Reconciler) -> kopf.OperatorRegistry:
                 await stopped.wait(min(left or settings.ttl_recheck, settings.ttl_recheck))
                 continue
             try:
-                gone = await reconciler.expire(namespace, name)
+                # The deletion stops this daemon, and kopf cancels it 5 s later: on a
+                # slow API the event would be lost with it, so both happen out of reach.
+                await asyncio.shield(expire_and_announce(namespace, name))
             except TransientApiError as exc:
                 metrics.api_errors += 1
                 logger.warning("could not delete the expired tunnel, retrying: %s", exc)
                 await stopped.wait(settings.retry_delay)
                 continue
-            if gone is not None:
-                ttl = gone.get("spec", {}).get("ttl")  # type: ignore[union-attr]
-                message = f"the ttl of {ttl} is over: the tunnel and its relay pods are deleted"
-                kopf.event(_body(gone), type="Normal", reason="Expired", message=message)
-                metrics.events["Normal"] += 1
             return
+
+    async def expire_and_announce(namespace: str, name: str) -> None:
+        gone = await reconciler.expire(namespace, name)
+        if gone is not None:
+            ttl = gone.get("spec", {}).get("ttl")  # type: ignore[union-attr]
+            message = f"the ttl of {ttl} is over: the tunnel and its relay pods are deleted"
+            kopf.event(_body(gone), type="Normal", reason="Expired", message=message)
+            metrics.events["Normal"] += 1
 
     @kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS, registry=registry)
     @kopf.on.event("", "v1", "services", labels=CHILD_LABELS, registry=registry)
