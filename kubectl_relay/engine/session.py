@@ -46,7 +46,7 @@ from .transfer import (
     log_cut,
     transfer,
 )
-from .transports import LISTENERS, OPENERS, process
+from .transports import LISTENERS, OPENERS, preload, process
 from .transports.base import Direction, Listener, OpenContext, Stream
 from .transports.tcp import TcpListener
 
@@ -130,6 +130,12 @@ def is_listening(spec: AddressSpec) -> bool:
     return isinstance(spec, Address) and spec.keyword in LISTENERS
 
 
+def _keywords(spec: AddressSpec) -> tuple[str, ...]:
+    if isinstance(spec, DualAddress):
+        return (spec.reader.keyword, spec.writer.keyword)
+    return (spec.keyword,)
+
+
 class Relay:
     """One invocation of the engine: ``relay [options] ADDRESS1 ADDRESS2``."""
 
@@ -137,6 +143,9 @@ class Relay:
         self.first = first
         self.second = second
         self.settings = settings
+        # Transports load on first use; load both addresses' now, before
+        # anything listens, so that the first peer waits for no import.
+        preload(*_keywords(first), *_keywords(second))
         #: The transfer settings of each session (see ``udp_fork_idle_timeout``).
         self.transfer_settings = session_transfer_settings(first, settings)
         self.trace_output: TraceOutput | None = None

@@ -63,3 +63,10 @@ def test_a_run_imports_only_the_transports_it_uses() -> None:
     }
     assert "files" in transports
     assert not {"tls", "x509", "pty", "socks", "proxy", "vsock", "generic", "udp"} & transports
+
+
+def test_a_run_imports_its_transports_before_it_listens() -> None:
+    # The first peer must not wait for an import: address 2 is loaded up front.
+    status, modules = imported_by("-u", "UNIX-LISTEN:/nonexistent/dir/socket", "OPENSSL:localhost:1")
+    assert status == 1  # the listener cannot bind; by then both transports are loaded
+    assert {"kubectl_relay.engine.transports.unix", "kubectl_relay.engine.transports.tls"} <= modules

@@ -119,4 +119,14 @@ LISTENERS: TransportTable[ListenerFactory] = TransportTable({
     "VSOCK-LISTEN": "vsock:listen",
 })
 
-__all__ = ["LISTENERS", "OPENERS", "TransportTable"]
+
+
+def preload(*keywords: str) -> None:
+    """Import the transports of ``keywords`` now rather than when they are first opened."""
+    for keyword in keywords:
+        table: Mapping[str, object] = LISTENERS if keyword in LISTENERS else OPENERS
+        if keyword in table:
+            table[keyword]  # looking the function up imports its module
+
+
+__all__ = ["LISTENERS", "OPENERS", "TransportTable", "preload"]
