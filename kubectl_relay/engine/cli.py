@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
 
 from .descriptors import record_inherited_descriptors
 from .errors import RelayError, UsageError, shorten
@@ -35,8 +33,16 @@ from .log import (
 from .trace import TraceSettings
 from .version import version_text
 
+# ``typing`` and ``socket`` each take milliseconds to import and are not
+# needed to answer -V: the type checker reads this name as typing's own.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Literal
+
     from .running import LoopFactory
+
+#: socket.AF_UNSPEC: 0 wherever there are sockets (POSIX and Windows alike).
+_AF_UNSPEC = 0
 
 HELP_HINT = 'use option "-h" for help'
 
@@ -80,7 +86,7 @@ class CommandLine:
     close_timeout: float = 0.5
     idle_timeout: float | None = None  # -T; None: not given, 0: given as "none"
     unidirectional: Literal["both", "left-to-right", "right-to-left"] = "both"
-    family: int = socket.AF_UNSPEC
+    family: int = _AF_UNSPEC
     metrics_address: tuple[str, int] | None = None
     grace_period: float = DEFAULT_GRACE_PERIOD
     statistics: bool = False  # --statistics
@@ -180,15 +186,13 @@ def parse_command_line(argv: Sequence[str], progname: str = "relay") -> CommandL
             line.unidirectional = "right-to-left"
         elif arg == "-s":
             pass  # sloppy: sessions already fail alone; nothing more to relax
-        elif arg == "-4":
-            line.family = socket.AF_INET
-        elif arg == "-6":
-            line.family = socket.AF_INET6
+        elif arg in ("-4", "-6"):
+            line.family = _address_family(arg)
         elif arg == "-0":
             # socat: "Do not prefer a particular IP version; this lets passive
             # addresses (LISTEN, RECV, ...) serve both versions": the same as
             # SOCAT_DEFAULT_LISTEN_IP=0, which the listeners read.
-            line.family = socket.AF_UNSPEC
+            line.family = _AF_UNSPEC
             os.environ["SOCAT_DEFAULT_LISTEN_IP"] = "0"
         else:
             raise UsageError(f'unknown option "{arg}"; {HELP_HINT}')
@@ -242,6 +246,13 @@ def _is_option_list(argument: str) -> bool:
         and ":" not in names[0]
         and all(lookup_option(name) is not None for name in names)
     )
+
+
+def _address_family(option: str) -> int:
+    """``-4``: ``AF_INET``, ``-6``: ``AF_INET6`` (socket imported only when they are given)."""
+    import socket  # noqa: PLC0415 - see TYPE_CHECKING above
+
+    return socket.AF_INET if option == "-4" else socket.AF_INET6
 
 
 def _block_size(text: str) -> int:
