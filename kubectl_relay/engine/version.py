@@ -49,7 +49,7 @@ FEATURES: tuple[tuple[str, str | None], ...] = (
     ("TEXT", None),
     ("SOCKETPAIR", "1"),  # SOCKETPAIR
     ("UNIX", "1"),  # UNIX-CONNECT, UNIX-LISTEN, UNIX-CLIENT
-    ("ABSTRACT_UNIXSOCKET", None),
+    ("ABSTRACT_UNIXSOCKET", "1"),  # ABSTRACT-CONNECT, -LISTEN, -CLIENT, -SENDTO, -RECV(FROM)
     ("IP4", "1"),
     ("IP6", "1"),
     ("RAWIP", None),
