@@ -34,7 +34,7 @@ from . import bridge, framing
 from .addresses import Address, AddressSpec, DualAddress
 from .descriptors import ANY_SESSION, DescriptorBudget
 from .errors import AcceptTimeout, OpenError, RelayError
-from .log import NOTICE, logger
+from .log import NOTICE, logger, shut_up
 from .metrics import METRICS, serve_metrics
 from .trace import TraceOutput, TraceSettings
 from .transfer import (
@@ -272,6 +272,8 @@ class Relay:
         """Whether sessions go through ``bridge.py`` (``RELAY_FAST_PATH=0`` says never)."""
         if os.environ.get(FAST_PATH_VARIABLE, "1") == "0":
             return False
+        if isinstance(self.first, Address) and "children-shutup" in self.first.options:
+            return False  # its sessions are not children logging at a level of their own
         return bridge.eligible(
             self.first, self.second, self.settings.transfer, self.settings.trace.enabled
         )
@@ -335,6 +337,9 @@ class Relay:
         slots: asyncio.Semaphore | None,
         budget: DescriptorBudget | None = None,
     ) -> None:
+        if isinstance(self.first, Address):
+            # What this session (a child process in socat) logs, from here on.
+            shut_up(self.first.options.integer("children-shutup") or 0)
         try:
             await self._session(stream)
         except Exception as exc:  # a fault in one session must never reach another
