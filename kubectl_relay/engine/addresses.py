@@ -43,7 +43,8 @@ _TCP_LISTEN = _G.FD | _G.SOCKET | _G.LISTEN | _G.CHILD | _G.RETRY | _G.RANGE | _
 _UDP_CONNECT = _G.FD | _G.SOCKET | _G.UDP
 _UDP_LISTEN = _G.FD | _G.SOCKET | _G.LISTEN | _G.CHILD | _G.RANGE | _G.UDP
 _UDP_RECVFROM = _G.FD | _G.SOCKET | _G.CHILD | _G.RANGE | _G.UDP
-_PROCESS = _G.FD | _G.FIFO | _G.SOCKET | _G.EXEC | _G.FORK | _G.PTY | _G.PARENT
+# TERMIOS: the terminal of option pty (socat's EXEC and SYSTEM have the group).
+_PROCESS = _G.FD | _G.FIFO | _G.SOCKET | _G.EXEC | _G.FORK | _G.PTY | _G.PARENT | _G.TERMIOS
 _FILE = _G.FD | _G.FIFO | _G.CHR | _G.BLK | _G.REG | _G.NAMED | _G.OPEN
 # socat 1.8 (xio-socks.c, xio-socks5.c, xio-proxy.c): a TCP client with its
 # own option group; the SOCKS and HTTP clients also take fork (CHILD).

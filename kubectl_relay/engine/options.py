@@ -318,6 +318,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("echo", _K.FLAG, _G.TERMIOS),
     OptionSpec("icanon", _K.FLAG, _G.TERMIOS),
     OptionSpec("isig", _K.FLAG, _G.TERMIOS),
+    # socat groups it with TERMIOS; only the process addresses here have a terminal to give.
+    OptionSpec("tiocsctty", _K.FLAG, _G.EXEC, ("ctty",)),
     OptionSpec("openpty", _K.FLAG, _G.PTY),
     OptionSpec("ptmx", _K.FLAG, _G.PTY),
     # TLS.

@@ -106,6 +106,10 @@ FLAGS: Mapping[str, tuple[int, int]] = {
 }
 
 
+#: The options of socat's TERMIOS group that the engine applies (and ``ctty``, for EXEC).
+TERMINAL_OPTIONS = frozenset({*MODES, *FLAGS, "tiocsctty"})
+
+
 def apply_terminal_options(fd: int, options: Options, text: str) -> None:
     """Set the terminal options among ``options`` on ``fd``, in the order written."""
     names = [name for name in options if name in MODES or name in FLAGS]
@@ -131,8 +135,8 @@ def apply_terminal_options(fd: int, options: Options, text: str) -> None:
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _new_master(text: str) -> tuple[int, str]:
-    """A master descriptor from ``/dev/ptmx``, unlocked, and its slave's path."""
+def new_master(text: str) -> tuple[int, str]:
+    """A master descriptor from ``/dev/ptmx``, unlocked, and its slave's path (also for EXEC)."""
 
     def failed(call: str) -> OpenError:
         return OpenError(text, f"{call}: {os.strerror(ctypes.get_errno())}")
@@ -184,7 +188,8 @@ class PtyStream(FdStream):
             os.close(holder)
 
 
-def _open_slave(slave: str, text: str) -> int:
+def open_slave(slave: str, text: str) -> int:
+    """The slave side of a terminal, not as our controlling terminal; close-on-exec."""
     try:
         return os.open(slave, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
@@ -198,7 +203,7 @@ async def _wait_for_slave(master: int, slave: str, interval: float, text: str) -
     hang-up, then poll every ``pty-interval`` (default 1 s) until the hang-up
     is gone, which means that somebody opened the slave.
     """
-    os.close(_open_slave(slave, text))
+    os.close(open_slave(slave, text))
     poller = select.poll()
     poller.register(master, select.POLLHUP)
     while any(events & select.POLLHUP for _, events in poller.poll(0)):
@@ -209,7 +214,7 @@ async def open_pty(address: Address, ctx: OpenContext) -> Stream:
     """Open ``PTY``: make the terminal, set its options, announce it, link it."""
     text = address_text(address)
     options = address.options
-    master, slave = _new_master(text)
+    master, slave = new_master(text)
     owned_link: tuple[str, tuple[int, int]] | None = None
     holder: int | None = None
     try:
@@ -233,7 +238,7 @@ async def open_pty(address: Address, ctx: OpenContext) -> Stream:
                 owned_link = (link, (info.st_dev, info.st_ino))
         if options.flag("pty-wait-slave"):
             await _wait_for_slave(master, slave, options.seconds("pty-interval", 1.0) or 1.0, text)
-        holder = _open_slave(slave, text)
+        holder = open_slave(slave, text)
     except BaseException:
         os.close(master)
         if holder is not None:
