@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import fcntl
 import os
 import signal
@@ -50,7 +49,13 @@ from ..log import NOTICE, logger, variable_prefix
 from ..version import SOCAT_COMPATIBLE_VERSION
 from .base import Direction, OpenContext, Stream
 from .files import FdStream
-from .pty import TERMINAL_OPTIONS, apply_terminal_options, new_master, open_slave
+from .pty import (
+    TERMINAL_OPTIONS,
+    TerminalMaster,
+    apply_terminal_options,
+    new_master,
+    open_slave,
+)
 from .sockets import SocketStream
 from .tcp import address_text, strerror
 
@@ -285,24 +290,16 @@ class ProcessPipeStream(FdStream):
             await self.child.close()
 
 
-class ProcessPtyStream(ProcessPipeStream):
+class ProcessPtyStream(TerminalMaster, ProcessPipeStream):
     """The master side of the child's terminal (option ``pty``).
 
     Writes have no half-close (one descriptor both ways, as socat: the child
     sees the end when the address closes); reads end when the child's side
-    of the terminal is closed, which Linux reports as EIO.
+    of the terminal is closed.
     """
 
     def __init__(self, master: int, child: _Child, slave_path: str) -> None:
         super().__init__(master, master, child, f"child process {child.popen.pid} on {slave_path}")
-
-    async def read_into(self, buffer: memoryview) -> int:
-        try:
-            return await super().read_into(buffer)
-        except OSError as exc:
-            if exc.errno == errno.EIO:
-                return 0
-            raise
 
     async def aclose(self) -> None:
         # A child on a terminal does not see the end as a pipe's EOF: closing

@@ -158,7 +158,19 @@ def new_master(text: str) -> tuple[int, str]:
     return fd, os.fsdecode(name.value)
 
 
-class PtyStream(FdStream):
+class TerminalMaster(FdStream):
+    """The master side of a terminal: EIO once the slave side's last holder closed it is EOF."""
+
+    async def read_into(self, buffer: memoryview) -> int:
+        try:
+            return await super().read_into(buffer)
+        except OSError as exc:
+            if exc.errno == errno.EIO:
+                return 0
+            raise
+
+
+class PtyStream(TerminalMaster):
     """The master side, and the slave descriptor we hold so that the terminal never hangs up."""
 
     def __init__(
@@ -171,15 +183,6 @@ class PtyStream(FdStream):
     ) -> None:
         super().__init__(master, master, label=label, unlink=unlink)
         self._holder: int | None = holder
-
-    async def read_into(self, buffer: memoryview) -> int:
-        try:
-            return await super().read_into(buffer)
-        except OSError as exc:
-            # Only after a hangup, which our own slave descriptor prevents.
-            if exc.errno == errno.EIO:
-                return 0
-            raise
 
     async def aclose(self) -> None:
         await super().aclose()
