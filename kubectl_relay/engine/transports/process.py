@@ -46,16 +46,11 @@ from ..addresses import Address
 from ..errors import OpenError
 from ..grammar import lex
 from ..log import NOTICE, logger, variable_prefix
+from ..options import Group, lookup_option
 from ..version import SOCAT_COMPATIBLE_VERSION
 from .base import Direction, OpenContext, Stream
 from .files import FdStream
-from .pty import (
-    TERMINAL_OPTIONS,
-    TerminalMaster,
-    apply_terminal_options,
-    new_master,
-    open_slave,
-)
+from .pty import TerminalMaster, apply_terminal_options, new_master, open_slave
 from .sockets import SocketStream
 from .tcp import address_text, strerror
 
@@ -421,7 +416,8 @@ def _command(address: Address, ctx: OpenContext) -> _Command:
     options = address.options
     if not uses_pty(address):
         for name in options:
-            if name in TERMINAL_OPTIONS:
+            spec = lookup_option(name)
+            if name == "tiocsctty" or (spec is not None and spec.groups & Group.TERMIOS):
                 raise OpenError(
                     text, f'option "{name}" sets up a terminal: it needs option "pty" here'
                 )

@@ -28,7 +28,6 @@ Options:
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import os
 import select
@@ -106,10 +105,6 @@ FLAGS: Mapping[str, tuple[int, int]] = {
 }
 
 
-#: The options of socat's TERMIOS group that the engine applies (and ``ctty``, for EXEC).
-TERMINAL_OPTIONS = frozenset({*MODES, *FLAGS, "tiocsctty"})
-
-
 def apply_terminal_options(fd: int, options: Options, text: str) -> None:
     """Set the terminal options among ``options`` on ``fd``, in the order written."""
     names = [name for name in options if name in MODES or name in FLAGS]
@@ -132,25 +127,26 @@ def apply_terminal_options(fd: int, options: Options, text: str) -> None:
         raise OpenError(text, f"tcsetattr({fd}, TCSANOW, ...): {exc.args[-1]}") from None
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
 def new_master(text: str) -> tuple[int, str]:
     """A master descriptor from ``/dev/ptmx``, unlocked, and its slave's path (also for EXEC)."""
+    # ctypes only here: every EXEC imports this module, few make a terminal.
+    import ctypes  # noqa: PLC0415
+
+    libc = ctypes.CDLL(None, use_errno=True)
 
     def failed(call: str) -> OpenError:
         return OpenError(text, f"{call}: {os.strerror(ctypes.get_errno())}")
 
-    fd = _libc.posix_openpt(os.O_RDWR | os.O_NOCTTY)
+    fd = libc.posix_openpt(os.O_RDWR | os.O_NOCTTY)
     if fd < 0:
         raise failed('open("/dev/ptmx", O_RDWR|O_NOCTTY)')
     try:
-        if _libc.grantpt(fd) != 0:
+        if libc.grantpt(fd) != 0:
             raise failed(f"grantpt({fd})")
-        if _libc.unlockpt(fd) != 0:
+        if libc.unlockpt(fd) != 0:
             raise failed(f"unlockpt({fd})")
         name = ctypes.create_string_buffer(256)
-        if _libc.ptsname_r(fd, name, len(name)) != 0:
+        if libc.ptsname_r(fd, name, len(name)) != 0:
             raise failed(f"ptsname({fd})")
     except BaseException:
         os.close(fd)
