@@ -41,6 +41,8 @@ class Settings:
     pings: int
     #: Idle relayed connections held in the memory workload.
     idle_connections: int
+    #: Starts of each command in one run of the start-up workload.
+    starts: int
 
     def with_runs(self, runs: int | None) -> Settings:
         """The same settings with every workload doing ``runs`` runs."""
@@ -53,17 +55,17 @@ PROFILES: dict[Mode, Settings] = {
     "full": Settings(
         mode="full", runs_fast=5, runs_bulk=3,
         bulk_bytes=2 * GiB, tls_bytes=1 * GiB, trace_bytes=32 * MiB,
-        rate_seconds=2.0, rate_clients=50, pings=5000, idle_connections=1000,
+        rate_seconds=2.0, rate_clients=50, pings=5000, idle_connections=1000, starts=30,
     ),
     "quick": Settings(
         mode="quick", runs_fast=3, runs_bulk=2,
         bulk_bytes=512 * MiB, tls_bytes=256 * MiB, trace_bytes=4 * MiB,
-        rate_seconds=1.0, rate_clients=50, pings=2000, idle_connections=300,
+        rate_seconds=1.0, rate_clients=50, pings=2000, idle_connections=300, starts=15,
     ),
     "smoke": Settings(
         mode="smoke", runs_fast=1, runs_bulk=1,
         bulk_bytes=8 * MiB, tls_bytes=4 * MiB, trace_bytes=256 * 1024,
-        rate_seconds=0.3, rate_clients=5, pings=100, idle_connections=20,
+        rate_seconds=0.3, rate_clients=5, pings=100, idle_connections=20, starts=3,
     ),
 }
 

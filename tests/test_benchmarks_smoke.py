@@ -22,7 +22,7 @@ from tests.conftest import requires_socat, scaled
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 #: Every workload of the harness, by its ``--only`` name.
-WORKLOADS = {"throughput", "connrate", "latency", "tls", "trace", "memory"}
+WORKLOADS = {"startup", "throughput", "connrate", "latency", "tls", "trace", "memory"}
 
 pytestmark = [pytest.mark.socat, requires_socat]
 

@@ -43,12 +43,16 @@ _TCP_LISTEN = _G.FD | _G.SOCKET | _G.LISTEN | _G.CHILD | _G.RETRY | _G.RANGE | _
 _UDP_CONNECT = _G.FD | _G.SOCKET | _G.UDP
 _UDP_LISTEN = _G.FD | _G.SOCKET | _G.LISTEN | _G.CHILD | _G.RANGE | _G.UDP
 _UDP_RECVFROM = _G.FD | _G.SOCKET | _G.CHILD | _G.RANGE | _G.UDP
-_PROCESS = _G.FD | _G.FIFO | _G.SOCKET | _G.EXEC | _G.FORK | _G.PTY | _G.PARENT
+# TERMIOS: the terminal of option pty (socat's EXEC and SYSTEM have the group).
+_PROCESS = _G.FD | _G.FIFO | _G.SOCKET | _G.EXEC | _G.FORK | _G.PTY | _G.PARENT | _G.TERMIOS
 _FILE = _G.FD | _G.FIFO | _G.CHR | _G.BLK | _G.REG | _G.NAMED | _G.OPEN
 # socat 1.8 (xio-socks.c, xio-socks5.c, xio-proxy.c): a TCP client with its
 # own option group; the SOCKS and HTTP clients also take fork (CHILD).
 _SOCKS = _G.FD | _G.SOCKET | _IP | _G.TCP | _G.SOCKS | _G.CHILD | _G.RETRY
 _UNIX_DGRAM = _G.FD | _G.SOCKET | _G.NAMED | _G.UNIX | _G.RETRY
+# socat.1: "Option groups are the same as with the related UNIX addresses,
+# except that the ABSTRACT addresses are not member of the NAMED group."
+_ABSTRACT = _G.FD | _G.SOCKET | _G.UNIX | _G.RETRY
 _HTTP_PROXY = _G.FD | _G.SOCKET | _IP | _G.TCP | _G.HTTP | _G.CHILD | _G.RETRY
 
 #: Parameters that name a host; their brackets are stripped (``[::1]`` -> ``::1``).
@@ -185,6 +189,14 @@ ADDRESS_KINDS: tuple[AddressKind, ...] = (
     AddressKind("UNIX-SENDTO", ("filename",), _UNIX_DGRAM, ("UNIX-SEND",)),
     AddressKind("UNIX-RECV", ("filename",), _UNIX_DGRAM),
     AddressKind("UNIX-RECVFROM", ("filename",), _UNIX_DGRAM | _G.CHILD, listening=True),
+    AddressKind("ABSTRACT-CONNECT", ("filename",), _ABSTRACT),
+    AddressKind("ABSTRACT-CLIENT", ("filename",), _ABSTRACT),
+    AddressKind(
+        "ABSTRACT-LISTEN", ("filename",), _ABSTRACT | _G.LISTEN | _G.CHILD, listening=True
+    ),
+    AddressKind("ABSTRACT-SENDTO", ("filename",), _ABSTRACT),
+    AddressKind("ABSTRACT-RECV", ("filename",), _ABSTRACT),
+    AddressKind("ABSTRACT-RECVFROM", ("filename",), _ABSTRACT | _G.CHILD, listening=True),
     AddressKind(
         "ACCEPT-FD",
         ("fdnum",),

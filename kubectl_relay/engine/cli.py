@@ -1,63 +1,51 @@
-"""``relay [options] ADDRESS1 ADDRESS2``: socat's command line, exit codes and signals.
+"""``relay [options] ADDRESS1 ADDRESS2``: socat's command line and exit codes.
 
 Exit statuses as socat's: 0 after a normal end, 1 after an error, and
-128 + the signal number when a signal (SIGINT, SIGTERM, SIGHUP) ended the run.
-Errors are one socat-style ``E`` line on stderr, never a traceback.
+128 + the signal number when a signal (SIGINT, SIGTERM, SIGHUP) ended the run
+(``running`` handles the signals, and stops a listening relay gracefully on
+SIGTERM). Errors are one socat-style ``E`` line on stderr, never a traceback.
 
-SIGTERM, which Kubernetes sends at every rollout, stops a relay whose first
-address listens gracefully (a relay extension; socat ends at once): the
-listener closes at once, so new connections are refused, running sessions
-get ``--grace-period`` seconds (default 20, below Kubernetes' default
-``terminationGracePeriodSeconds`` of 30) to end, and each session still
-running then is cut with a log line saying what it held. A relay that does
-not listen (``PTY``, ``STDIO``, a connecting first address: one session,
-not a service in a pod) ends at once, as socat. SIGINT and SIGHUP end at
-once as in socat, and so does any signal during a graceful stop.
+Start-up time counts (socat's own tests sleep a fixed time after starting
+it; ``kubectl exec`` relays are short-lived), so this module imports only
+the light parts of the engine: ``-V``, ``-h`` and usage errors never load
+the event loop, and a run imports the address parser, then ``running``
+(asyncio, the session) and, through the transport tables, only the
+transports its two addresses use.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
-import signal
-import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
-from .addresses import Address, AddressSpec, address_kind, parse_address
+from .descriptors import record_inherited_descriptors
 from .errors import RelayError, UsageError, shorten
 from .log import (
-    NOTICE,
-    WARNING,
     configure,
     default_progname,
     level_from_d_count,
     level_from_d_number,
     logger,
 )
-from .metrics import parse_metrics_address
-from .options import lookup_option
-from .session import DEFAULT_UDP_FORK_IDLE_TIMEOUT, Relay, RunSettings
-from .statistics import log_statistics
 from .trace import TraceSettings
-from .transfer import DEFAULT_BLOCK_SIZE, TransferSettings
-from .transports import LISTENERS
-from .transports.stdio import record_inherited_descriptors
-from .usage import usage_text
 from .version import version_text
 
-LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+# ``typing`` and ``socket`` each take milliseconds to import and are not
+# needed to answer -V: the type checker reads this name as typing's own.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Literal
 
-#: Signals that end a run the way they end socat: cleanly, with 128 + signum.
-HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    from .running import LoopFactory
+
+#: socket.AF_UNSPEC: 0 wherever there are sockets (POSIX and Windows alike).
+_AF_UNSPEC = 0
 
 HELP_HINT = 'use option "-h" for help'
 
-#: The signal that stops gracefully when ``--grace-period`` is not 0.
-GRACEFUL_SIGNAL = signal.SIGTERM
 #: Seconds a graceful stop waits for sessions: below Kubernetes' default
 #: ``terminationGracePeriodSeconds`` (30), after which the kubelet kills.
 DEFAULT_GRACE_PERIOD = 20.0
@@ -94,11 +82,11 @@ class CommandLine:
     log_microseconds: bool = False
     log_hostname: bool = False
     trace: TraceSettings = field(default_factory=TraceSettings)
-    block_size: int = DEFAULT_BLOCK_SIZE
+    block_size: int | None = None  # -b; None: the transfer loop's default
     close_timeout: float = 0.5
     idle_timeout: float | None = None  # -T; None: not given, 0: given as "none"
     unidirectional: Literal["both", "left-to-right", "right-to-left"] = "both"
-    family: int = socket.AF_UNSPEC
+    family: int = _AF_UNSPEC
     metrics_address: tuple[str, int] | None = None
     grace_period: float = DEFAULT_GRACE_PERIOD
     statistics: bool = False  # --statistics
@@ -137,6 +125,8 @@ def parse_command_line(argv: Sequence[str], progname: str = "relay") -> CommandL
                 text = args[index]
                 index += 1
             if name == "--metrics":
+                from .metrics import parse_metrics_address  # noqa: PLC0415 - imports asyncio
+
                 line.metrics_address = parse_metrics_address(text)
             else:
                 line.grace_period = _seconds(text, name)
@@ -196,15 +186,13 @@ def parse_command_line(argv: Sequence[str], progname: str = "relay") -> CommandL
             line.unidirectional = "right-to-left"
         elif arg == "-s":
             pass  # sloppy: sessions already fail alone; nothing more to relax
-        elif arg == "-4":
-            line.family = socket.AF_INET
-        elif arg == "-6":
-            line.family = socket.AF_INET6
+        elif arg in ("-4", "-6"):
+            line.family = _address_family(arg)
         elif arg == "-0":
             # socat: "Do not prefer a particular IP version; this lets passive
             # addresses (LISTEN, RECV, ...) serve both versions": the same as
             # SOCAT_DEFAULT_LISTEN_IP=0, which the listeners read.
-            line.family = socket.AF_UNSPEC
+            line.family = _AF_UNSPEC
             os.environ["SOCAT_DEFAULT_LISTEN_IP"] = "0"
         else:
             raise UsageError(f'unknown option "{arg}"; {HELP_HINT}')
@@ -248,12 +236,23 @@ def rejoin_split_options(arguments: list[str]) -> list[str]:
 
 
 def _is_option_list(argument: str) -> bool:
+    # Only a command line of more than two arguments needs the option tables.
+    from .addresses import address_kind  # noqa: PLC0415 - see the module docstring
+    from .options import lookup_option  # noqa: PLC0415
+
     names = [item.partition("=")[0] for item in argument.split(",")]
     return (
         address_kind(argument.partition(":")[0]) is None
         and ":" not in names[0]
         and all(lookup_option(name) is not None for name in names)
     )
+
+
+def _address_family(option: str) -> int:
+    """``-4``: ``AF_INET``, ``-6``: ``AF_INET6`` (socket imported only when they are given)."""
+    import socket  # noqa: PLC0415 - see TYPE_CHECKING above
+
+    return socket.AF_INET if option == "-4" else socket.AF_INET6
 
 
 def _block_size(text: str) -> int:
@@ -290,34 +289,6 @@ def _seconds(text: str, option: str) -> float:
     return seconds
 
 
-def run_settings(line: CommandLine) -> RunSettings:
-    """What the global options decide for the run."""
-    return RunSettings(
-        transfer=TransferSettings(
-            block_size=line.block_size,
-            close_timeout=line.close_timeout,
-            idle_timeout=line.idle_timeout or None,
-            unidirectional=line.unidirectional,
-        ),
-        trace=line.trace,
-        family=line.family,
-        metrics_address=line.metrics_address,
-        # -T, even -T0, says what the user wants; without it, relay's default.
-        udp_fork_idle_timeout=(
-            DEFAULT_UDP_FORK_IDLE_TIMEOUT if line.idle_timeout is None else None
-        ),
-    )
-
-
-def _default_loop_factory() -> LoopFactory | None:
-    try:
-        import uvloop  # noqa: PLC0415 - optional speed-up, absent on some platforms
-    except ImportError:
-        return None
-    factory: LoopFactory = uvloop.new_event_loop
-    return factory
-
-
 def main(argv: Sequence[str] | None = None, *, loop_factory: LoopFactory | None = None) -> int:
     """Run the engine as the ``relay`` command does; return the exit status."""
     # Before relay opens anything itself (log file, event loop): FD:<n> may
@@ -347,59 +318,17 @@ def main(argv: Sequence[str] | None = None, *, loop_factory: LoopFactory | None 
             sys.stdout.write(version_text(line.progname))
             return 0
         if line.help_level:
+            from .usage import usage_text  # noqa: PLC0415 - -h reads every table
+
             sys.stdout.write(usage_text(line.help_level))
             return 0
+        from .addresses import parse_address  # noqa: PLC0415 - see the module docstring
+
         first = parse_address(line.addresses[0])
         second = parse_address(line.addresses[1])
     except RelayError as exc:
         logger.error("%s", exc)
         return 1
-    settings = run_settings(line)
-    factory = loop_factory or _default_loop_factory()
-    with asyncio.Runner(loop_factory=factory) as runner:
-        status = runner.run(_run_until_signal(first, second, settings, line.grace_period))
-    logger.log(NOTICE, "exiting with status %d", status)
-    if line.statistics:
-        log_statistics(line.unidirectional)
-    return status
+    from .running import run  # noqa: PLC0415 - see the module docstring
 
-
-async def _run_until_signal(
-    first: AddressSpec, second: AddressSpec, settings: RunSettings, grace_period: float
-) -> int:
-    """Run the relay; a handled signal stops it (see the module docstring): 128 + signum."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    received: list[int] = []
-    relay = Relay(first, second, settings)
-    listens = isinstance(first, Address) and first.keyword in LISTENERS
-
-    def on_signal(signum: int) -> None:
-        logger.log(NOTICE, "socat_signal(): handling signal %d", signum)
-        graceful = (
-            listens and not received and signum == GRACEFUL_SIGNAL and grace_period > 0
-        )
-        received.append(signum)
-        if graceful:
-            relay.stop(grace_period)
-        else:
-            task.cancel()
-
-    for signum in HANDLED_SIGNALS:
-        loop.add_signal_handler(signum, on_signal, signum)
-    # socat: SIGUSR1 logs the statistics and the run goes on.
-    loop.add_signal_handler(signal.SIGUSR1, log_statistics, settings.transfer.unidirectional)
-    try:
-        status = await relay.run()
-    except asyncio.CancelledError:
-        if not received:
-            raise
-        status = 128 + received[0]
-    finally:
-        for handled in (*HANDLED_SIGNALS, signal.SIGUSR1):
-            loop.remove_signal_handler(handled)
-    if received:
-        logger.log(WARNING, "exiting on signal %d", received[0])
-        return 128 + received[0]
-    return status
+    return run(line, first, second, loop_factory)

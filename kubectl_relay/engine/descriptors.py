@@ -8,10 +8,14 @@ pending connection once ``accept()`` reports EMFILE (libuv's way out). So
 the listeners here ask first: a new session needs a few descriptors (its
 peer, its upstream), and some are kept for everything else the process
 opens (the metrics endpoint, name lookups, log files).
+
+It also remembers which descriptors the process inherited, so that ``FD:<n>``
+reaches only those (recorded first thing at start-up, before the event loop).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import resource
 
@@ -75,3 +79,38 @@ def open_descriptors() -> int:
         return len(os.listdir("/proc/self/fd")) - 1  # less the listing's own
     except OSError:
         return 3
+
+
+#: The descriptors this process was started with (``record_inherited_descriptors``);
+#: ``None`` until recorded (the engine used as a library: any descriptor goes).
+_inherited_fds: frozenset[int] | None = None
+
+
+def record_inherited_descriptors() -> None:
+    """Remember which descriptors are open now, before relay opens any of its own.
+
+    ``FD:<n>`` and the standard streams then take only those: ``FD:3`` when 3
+    was not inherited would otherwise reach whatever relay opened there (its
+    event loop's epoll descriptor, a log file) and relay its own internals.
+    """
+    global _inherited_fds
+    try:
+        listed = os.listdir("/proc/self/fd")
+    except OSError:
+        listed = [str(fd) for fd in range(3)]
+    # The listing's own directory descriptor is closed again by now: keep only
+    # the descriptors that are still open.
+    _inherited_fds = frozenset(fd for fd in map(int, listed) if _is_open(fd))
+
+
+def was_inherited(fd: int) -> bool:
+    """Whether ``fd`` was open when the process started (True before anything was recorded)."""
+    return _inherited_fds is None or fd in _inherited_fds
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        fcntl.fcntl(fd, fcntl.F_GETFD)
+    except OSError:
+        return False
+    return True

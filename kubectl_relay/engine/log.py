@@ -25,6 +25,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 
 from .errors import UsageError
 
@@ -39,6 +40,41 @@ FATAL = logging.CRITICAL
 logging.addLevelName(NOTICE, "NOTICE")
 
 logger = logging.getLogger("kubectl_relay.engine")
+
+#: socat's levels from the least to the most severe.
+_SEVERITIES = (DEBUG, INFO, NOTICE, WARNING, ERROR, FATAL)
+#: How many levels lower what the current task logs is (``children-shutup``).
+_shut_up_levels: ContextVar[int] = ContextVar("shut_up_levels", default=0)
+
+
+def shut_up(levels: int) -> None:
+    """``children-shutup``: log what the current task (a forked session) logs ``levels`` lower.
+
+    socat.1: "Decreases the severity of log messages produced by child
+    processes. For example, with value 1 notices are logged as info (or
+    dropped depending on option -dX), and errors are logged as warnings but
+    still cause termination of the child process." Sessions are tasks here,
+    so the setting lives in the task's context and reaches what it starts.
+    """
+    _shut_up_levels.set(max(levels, 0))
+
+
+class _ShutUp(logging.Filter):
+    """Lowers records logged under ``shut_up``; drops those that fall below the level."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        levels = _shut_up_levels.get()
+        if not levels:
+            return True
+        rank = sum(1 for severity in _SEVERITIES[1:] if record.levelno >= severity)
+        if rank < levels:
+            return False  # below debug (socat: "level -= shutup", then below every -d)
+        record.levelno = _SEVERITIES[rank - levels]
+        record.levelname = logging.getLevelName(record.levelno)
+        return record.levelno >= logger.getEffectiveLevel()
+
+
+logger.addFilter(_ShutUp())
 
 #: socat builds each line in a 512-byte buffer and cuts what does not fit
 #: (``#define MSGLEN 512`` in error.c); the newline comes after the cut.

@@ -290,6 +290,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("accept-timeout", _K.SECONDS, _G.LISTEN, ("listen-timeout",)),
     OptionSpec("fork", _K.FLAG, _G.CHILD),
     OptionSpec("max-children", _K.INT, _G.CHILD, ("maxchildren",), _COUNT),
+    OptionSpec("children-shutup", _K.INT, _G.CHILD, ("child-shutup",), _COUNT),
     OptionSpec("retry", _K.UINT, _G.RETRY),
     OptionSpec("interval", _K.SECONDS, _G.RETRY, ("intervall",)),
     OptionSpec("forever", _K.FLAG, _G.RETRY),
@@ -317,6 +318,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("echo", _K.FLAG, _G.TERMIOS),
     OptionSpec("icanon", _K.FLAG, _G.TERMIOS),
     OptionSpec("isig", _K.FLAG, _G.TERMIOS),
+    # socat groups it with TERMIOS; only the process addresses here have a terminal to give.
+    OptionSpec("tiocsctty", _K.FLAG, _G.EXEC, ("ctty",)),
     OptionSpec("openpty", _K.FLAG, _G.PTY),
     OptionSpec("ptmx", _K.FLAG, _G.PTY),
     # TLS.

@@ -34,7 +34,7 @@ from . import bridge, framing
 from .addresses import Address, AddressSpec, DualAddress
 from .descriptors import ANY_SESSION, DescriptorBudget
 from .errors import AcceptTimeout, OpenError, RelayError
-from .log import NOTICE, logger
+from .log import NOTICE, logger, shut_up
 from .metrics import METRICS, serve_metrics
 from .trace import TraceOutput, TraceSettings
 from .transfer import (
@@ -46,7 +46,7 @@ from .transfer import (
     log_cut,
     transfer,
 )
-from .transports import LISTENERS, OPENERS, process
+from .transports import LISTENERS, OPENERS, preload, process
 from .transports.base import Direction, Listener, OpenContext, Stream
 from .transports.tcp import TcpListener
 
@@ -130,6 +130,12 @@ def is_listening(spec: AddressSpec) -> bool:
     return isinstance(spec, Address) and spec.keyword in LISTENERS
 
 
+def _keywords(spec: AddressSpec) -> tuple[str, ...]:
+    if isinstance(spec, DualAddress):
+        return (spec.reader.keyword, spec.writer.keyword)
+    return (spec.keyword,)
+
+
 class Relay:
     """One invocation of the engine: ``relay [options] ADDRESS1 ADDRESS2``."""
 
@@ -137,6 +143,9 @@ class Relay:
         self.first = first
         self.second = second
         self.settings = settings
+        # Transports load on first use; load both addresses' now, before
+        # anything listens, so that the first peer waits for no import.
+        preload(*_keywords(first), *_keywords(second))
         #: The transfer settings of each session (see ``udp_fork_idle_timeout``).
         self.transfer_settings = session_transfer_settings(first, settings)
         self.trace_output: TraceOutput | None = None
@@ -263,6 +272,8 @@ class Relay:
         """Whether sessions go through ``bridge.py`` (``RELAY_FAST_PATH=0`` says never)."""
         if os.environ.get(FAST_PATH_VARIABLE, "1") == "0":
             return False
+        if isinstance(self.first, Address) and "children-shutup" in self.first.options:
+            return False  # its sessions are not children logging at a level of their own
         return bridge.eligible(
             self.first, self.second, self.settings.transfer, self.settings.trace.enabled
         )
@@ -326,6 +337,9 @@ class Relay:
         slots: asyncio.Semaphore | None,
         budget: DescriptorBudget | None = None,
     ) -> None:
+        if isinstance(self.first, Address):
+            # What this session (a child process in socat) logs, from here on.
+            shut_up(self.first.options.integer("children-shutup") or 0)
         try:
             await self._session(stream)
         except Exception as exc:  # a fault in one session must never reach another

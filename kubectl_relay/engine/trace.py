@@ -51,12 +51,16 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import repeat
-from typing import Literal
 
 from .errors import OpenError
 from .log import Clock, current_progname, logger, variable_prefix
 
-Direction = Literal[">", "<"]
+# typing is not imported at run time: cli imports this module for -V too.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Literal
+
+    Direction = Literal[">", "<"]
 
 
 @dataclass(frozen=True)

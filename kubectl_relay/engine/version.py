@@ -24,7 +24,7 @@ question. Our own version follows on the same line in the same
 from __future__ import annotations
 
 import os
-import platform
+import sys
 
 from .. import __version__
 
@@ -49,7 +49,7 @@ FEATURES: tuple[tuple[str, str | None], ...] = (
     ("TEXT", None),
     ("SOCKETPAIR", "1"),  # SOCKETPAIR
     ("UNIX", "1"),  # UNIX-CONNECT, UNIX-LISTEN, UNIX-CLIENT
-    ("ABSTRACT_UNIXSOCKET", None),
+    ("ABSTRACT_UNIXSOCKET", "1"),  # ABSTRACT-CONNECT, -LISTEN, -CLIENT, -SENDTO, -RECV(FROM)
     ("IP4", "1"),
     ("IP6", "1"),
     ("RAWIP", None),
@@ -90,6 +90,11 @@ FEATURES: tuple[tuple[str, str | None], ...] = (
 )
 
 
+def python_version() -> str:
+    """``3.11.7``: what ``platform.python_version()`` says, without importing ``platform``."""
+    return sys.version.split()[0]
+
+
 def version_text(progname: str, *, uname: os.uname_result | None = None) -> str:
     """The text ``-V`` prints to stdout, ending in a newline.
 
@@ -99,7 +104,7 @@ def version_text(progname: str, *, uname: os.uname_result | None = None) -> str:
     system = os.uname() if uname is None else uname
     lines = [
         f"{progname} from kubectl-relay - a socat-compatible relay written in Python "
-        f"{platform.python_version()}",
+        f"{python_version()}",
         f"socat version {SOCAT_COMPATIBLE_VERSION} compatible, kubectl-relay version {__version__}",
         f"   running on {system.sysname} version {system.version}, "
         f"release {system.release}, machine {system.machine}",

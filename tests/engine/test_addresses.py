@@ -362,6 +362,14 @@ def test_kinds_match_the_transport_registry() -> None:
     assert {kind.keyword for kind in ADDRESS_KINDS if kind.listening} == listeners
 
 
+def test_every_transport_function_exists() -> None:
+    # The tables name functions as text, imported on first use: check them all here.
+    transports = importlib.import_module("kubectl_relay.engine.transports")
+    for table in (transports.OPENERS, transports.LISTENERS):
+        for keyword in table:
+            assert callable(table[keyword]), keyword
+
+
 def test_names_are_unique() -> None:
     names = [name for kind in ADDRESS_KINDS for name in (kind.keyword, *kind.aliases)]
     assert len(names) == len(set(names))

@@ -22,7 +22,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from kubectl_relay.engine.addresses import parse_address
-from kubectl_relay.engine.cli import parse_command_line, run_settings
+from kubectl_relay.engine.cli import parse_command_line
+from kubectl_relay.engine.running import run_settings
 from kubectl_relay.engine.session import (
     DEFAULT_UDP_FORK_IDLE_TIMEOUT,
     FAST_PATH_VARIABLE,

@@ -11,12 +11,12 @@ import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from kubectl_relay.engine.errors import OpenError
 from kubectl_relay.engine.trace import (
-    Direction,
     TraceOutput,
     TraceSettings,
     expand_dump_name,
@@ -25,6 +25,9 @@ from kubectl_relay.engine.trace import (
     format_text,
 )
 from tests.conftest import SOCAT, requires_socat, scaled
+
+if TYPE_CHECKING:
+    from kubectl_relay.engine.trace import Direction  # a type only (trace avoids typing)
 
 NOON_NS = calendar.timegm((2026, 11, 24, 10, 0, 0)) * 1_000_000_000 + 123_456_789
 STAMP = "2026/11/24 10:00:00.123456"

@@ -76,6 +76,7 @@ DEFINED = [
     "PIPE",
     "SOCKETPAIR",
     "UNIX",
+    "ABSTRACT_UNIXSOCKET",
     "IP4",
     "IP6",
     "GENERICSOCKET",
@@ -117,7 +118,7 @@ def test_golden_text() -> None:
         "  #undef WITH_TEXT\n"
         "  #define WITH_SOCKETPAIR 1\n"
         "  #define WITH_UNIX 1\n"
-        "  #undef WITH_ABSTRACT_UNIXSOCKET\n"
+        "  #define WITH_ABSTRACT_UNIXSOCKET 1\n"
         "  #define WITH_IP4 1\n"
         "  #define WITH_IP6 1\n"
         "  #undef WITH_RAWIP\n"

@@ -19,6 +19,9 @@ socat's man page:
   as read data. The default socket type is datagram, so it keeps packet
   boundaries." (``socktype=1`` makes it a stream.)
 
+``ABSTRACT-SENDTO``, ``ABSTRACT-RECV`` and ``ABSTRACT-RECVFROM`` are the same
+on Linux's abstract socket names (see ``unix``): no file on disk.
+
 The socket files of ``UNIX-RECV`` and ``UNIX-RECVFROM`` (and of a ``bind=``
 path) are removed when the address closes, if they are still ours, as for
 ``UNIX-LISTEN``. Empty datagrams are skipped unless ``null-eof`` (an empty
@@ -36,9 +39,9 @@ from ..addresses import Address
 from ..errors import OpenError
 from ..log import NOTICE, logger
 from .base import Listener, OpenContext, ReadinessWatch, Stream
-from .sockets import format_sockaddr
+from .sockets import format_sockaddr, unix_path_text
 from .tcp import address_text, bind_socket, new_socket, strerror
-from .unix import ANONYMOUS, remove_path, unlink_early
+from .unix import ANONYMOUS, is_abstract, remove_path, socket_name, unlink_early
 
 #: A socket address in Python's form: (host, port...) for IP, a path (str or bytes) for UNIX.
 SockAddr = tuple[object, ...] | str | bytes
@@ -185,30 +188,37 @@ async def socketpair(address: Address, ctx: OpenContext) -> Stream:
 
 
 def _bound_socket(
-    address: Address, path: str | None
+    address: Address, name: str | None
 ) -> tuple[socket.socket, tuple[str, tuple[int, int]] | None]:
-    """A UNIX datagram socket bound to ``path`` (if any), and the file to remove on close."""
+    """A UNIX datagram socket bound to ``name`` (if any), and the file to remove on close."""
     text = address_text(address)
     options = address.options
     sock = new_socket(socket.AF_UNIX, socket.SOCK_DGRAM, 0, text)
     owned = None
     try:
-        if path is not None:
-            unlink_early(path, options, text)
-            bind_socket(sock, path, text)
-            info = os.lstat(path)
+        if name is not None and is_abstract(address):
+            bind_socket(sock, socket_name(address, name), text)
+        elif name is not None:
+            unlink_early(name, options, text)
+            bind_socket(sock, name, text)
+            info = os.lstat(name)
             if options.flag("unlink-close", True):
-                owned = (path, (info.st_dev, info.st_ino))
+                owned = (name, (info.st_dev, info.st_ino))
             mode = options.integer("mode")
             if mode is not None:
-                os.chmod(path, mode)
+                os.chmod(name, mode)
     except OSError as exc:
         sock.close()
-        raise OpenError(text, f'"{path}": {strerror(exc)}') from exc
+        raise OpenError(text, f'"{name}": {strerror(exc)}') from exc
     except BaseException:
         sock.close()
         raise
     return sock, owned
+
+
+def _same_path(sender: object, path: str) -> bool:
+    # recvfrom() names an abstract sender in bytes, a file system one in text.
+    return isinstance(sender, str | bytes) and os.fsencode(sender) == os.fsencode(path)
 
 
 def _path(address: Address) -> str:
@@ -220,14 +230,14 @@ def _path(address: Address) -> str:
 
 async def unix_sendto(address: Address, ctx: OpenContext) -> Stream:
     """Open ``UNIX-SENDTO:<filename>``: send to that datagram socket, hear only from it."""
-    peer = _path(address)
+    peer = socket_name(address, _path(address))
     sock, owned = _bound_socket(address, address.options.text("bind"))
     logger.log(NOTICE, "sending to %s", format_sockaddr(socket.AF_UNIX, peer))
     return DatagramStream(
         sock,
         label=format_sockaddr(socket.AF_UNIX, peer),
         peer=peer,
-        accepts=lambda sender: sender == peer,
+        accepts=lambda sender: _same_path(sender, peer),
         null_eof=address.options.flag("null-eof"),
         owned=owned,
     )
@@ -235,8 +245,8 @@ async def unix_sendto(address: Address, ctx: OpenContext) -> Stream:
 
 async def unix_recv(address: Address, ctx: OpenContext) -> Stream:
     """Open ``UNIX-RECV:<filename>``: read datagrams from anybody, reply to nobody."""
-    path = _path(address)
-    sock, owned = _bound_socket(address, path)
+    path = socket_name(address, _path(address))
+    sock, owned = _bound_socket(address, _path(address))
     label = format_sockaddr(socket.AF_UNIX, path)
     logger.log(NOTICE, "receiving on %s", label)
     return DatagramStream(sock, label=label, null_eof=address.options.flag("null-eof"), owned=owned)
@@ -254,7 +264,10 @@ class _OneDatagram(Stream):
         self.writable = bool(sender)  # an unbound UNIX sender cannot be answered
         self.env = {}
         if family == socket.AF_UNIX:
-            self.env = {"SOCAT_PEERADDR": str(sender or ANONYMOUS), "SOCAT_SOCKADDR": owner.path}
+            peer = ANONYMOUS
+            if isinstance(sender, str | bytes) and sender:
+                peer = unix_path_text(sender)
+            self.env = {"SOCAT_PEERADDR": peer, "SOCAT_SOCKADDR": owner.path}
         self._closed = False
 
     async def read_into(self, buffer: memoryview) -> int:
@@ -308,7 +321,7 @@ class DatagramRecvfromListener(Listener):
         sock.setblocking(False)
         self.address, self.sock = address, sock
         local = sock.getsockname()
-        self.path = local if isinstance(local, str) else ""
+        self.path = unix_path_text(local) if isinstance(local, str | bytes) else ""
         self.label = format_sockaddr(sock.family, local)
         self.replies = _Replies(sock)
         self._owned = owned
@@ -355,8 +368,7 @@ class DatagramRecvfromListener(Listener):
 
 async def unix_recvfrom(address: Address, ctx: OpenContext) -> Listener:
     """Bind ``UNIX-RECVFROM:<filename>``; ``accept()`` yields one session per datagram."""
-    path = _path(address)
-    sock, owned = _bound_socket(address, path)
+    sock, owned = _bound_socket(address, _path(address))
     listener = DatagramRecvfromListener(address, sock, owned)
     logger.log(NOTICE, "receiving on %s", listener.label)
     return listener

@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import signal
 import socket
 import subprocess
+import termios
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -44,9 +46,11 @@ from ..addresses import Address
 from ..errors import OpenError
 from ..grammar import lex
 from ..log import NOTICE, logger, variable_prefix
+from ..options import Group, lookup_option
 from ..version import SOCAT_COMPATIBLE_VERSION
 from .base import Direction, OpenContext, Stream
 from .files import FdStream
+from .pty import TerminalMaster, apply_terminal_options, new_master, open_slave
 from .sockets import SocketStream
 from .tcp import address_text, strerror
 
@@ -55,8 +59,10 @@ CHILD_EXIT_GRACE = 0.5
 #: How long after SIGTERM before SIGKILL.
 CHILD_TERM_GRACE = 2.0
 
-#: EXEC/SYSTEM options whose behaviour we do not have; refused rather than ignored.
-_UNSUPPORTED = ("pty", "openpty", "ptmx")
+#: The options that give the child a pseudo terminal (socat: "pty ... Establishes
+#: communication with the sub process using a pseudo terminal instead of a socket
+#: pair"; openpty and ptmx choose how the terminal is made: one way here).
+_PTY_OPTIONS = ("pty", "openpty", "ptmx")
 
 
 def split_command_line(text: str) -> list[str]:
@@ -180,6 +186,11 @@ class _Child:
         done, _ = await asyncio.wait([self.exited], timeout=seconds)
         return bool(done)
 
+    def terminate(self) -> None:
+        """SIGTERM now unless it exited (or ``end-close`` leaves it running)."""
+        if not self.end_close:
+            self._send(signal.SIGTERM)
+
     def _send(self, sig: int) -> None:
         if self.exited.done():
             return
@@ -274,6 +285,25 @@ class ProcessPipeStream(FdStream):
             await self.child.close()
 
 
+class ProcessPtyStream(TerminalMaster, ProcessPipeStream):
+    """The master side of the child's terminal (option ``pty``).
+
+    Writes have no half-close (one descriptor both ways, as socat: the child
+    sees the end when the address closes); reads end when the child's side
+    of the terminal is closed.
+    """
+
+    def __init__(self, master: int, child: _Child, slave_path: str) -> None:
+        super().__init__(master, master, child, f"child process {child.popen.pid} on {slave_path}")
+
+    async def aclose(self) -> None:
+        # A child on a terminal does not see the end as a pipe's EOF: closing
+        # the master makes its reads fail (cat: "Input/output error", status
+        # 1). socat terminates it first (test.sh EXECPTYKILL), and so do we.
+        self.child.terminate()
+        await super().aclose()
+
+
 def _close_all(fds: Iterable[int]) -> None:
     for fd in fds:
         with contextlib.suppress(OSError):
@@ -314,6 +344,11 @@ class _Command:
     fdout: int | None = None
 
 
+def uses_pty(address: Address) -> bool:
+    """Whether the child of ``address`` gets a pseudo terminal (option ``pty``)."""
+    return any(address.options.flag(name) for name in _PTY_OPTIONS)
+
+
 def runs_in_place(address: Address) -> bool:
     """Whether ``address`` is an EXEC or SYSTEM with ``nofork``."""
     return address.keyword in ("EXEC", "SYSTEM") and address.options.flag("nofork")
@@ -330,6 +365,10 @@ async def run_in_place(
     socat would have given it (``None``: the relay's own stdin or stdout, the
     direction ``-u``/``-U`` leave out) and the relay waits for it to end.
     """
+    if uses_pty(address):
+        raise OpenError(
+            address_text(address), 'options "pty" and "nofork" exclude each other: leave one out'
+        )
     command = _command(address, ctx)
     for fd in {stdin, stdout} - {None}:
         assert fd is not None
@@ -358,6 +397,8 @@ async def spawn(address: Address, ctx: OpenContext) -> Stream:
         raise OpenError(
             command.text, "_xioopen_foxec(): option fdout is useless in write-only mode"
         )
+    if uses_pty(address):
+        return await _spawn_with_pty(command, ctx.direction, address)
     use_pipes = address.options.flag("pipes")
     logger.log(
         NOTICE,
@@ -373,9 +414,13 @@ def _command(address: Address, ctx: OpenContext) -> _Command:
     """What ``address`` starts, or ``OpenError`` for an option it cannot honour."""
     text = address_text(address)
     options = address.options
-    for name in _UNSUPPORTED:
-        if name in options:
-            raise OpenError(text, f'option "{name}" is not supported with {address.keyword}')
+    if not uses_pty(address):
+        for name in options:
+            spec = lookup_option(name)
+            if name == "tiocsctty" or (spec is not None and spec.groups & Group.TERMIOS):
+                raise OpenError(
+                    text, f'option "{name}" sets up a terminal: it needs option "pty" here'
+                )
     line = ":".join(address.params)
     if not line:
         raise OpenError(text, f"{address.keyword}: missing command")
@@ -416,11 +461,19 @@ def _shell_path(option: str | None, text: str) -> str:
     return path
 
 
-def _start(command: _Command, stdin: int | None, stdout: int | None) -> subprocess.Popen[bytes]:
+def _start(
+    command: _Command,
+    stdin: int | None,
+    stdout: int | None,
+    *,
+    controlling_terminal: bool = False,
+) -> subprocess.Popen[bytes]:
     """Fork and exec the child with these descriptors as its stdin and stdout.
 
     ``None`` leaves the child the relay's own stream (the direction not in
     use). With ``fdin``/``fdout`` the descriptors go to those numbers instead.
+    ``controlling_terminal`` (option ``ctty``) makes the terminal on the
+    child's stdin its controlling terminal, in a session of its own.
     """
     moves = [(fd, target) for fd, target in ((stdin, command.fdin), (stdout, command.fdout))
              if fd is not None and target is not None]
@@ -432,6 +485,10 @@ def _start(command: _Command, stdin: int | None, stdout: int | None) -> subproce
     def move_descriptors() -> None:  # runs in the child, between fork and exec
         for fd, target in moves:
             os.dup2(fd, target)
+        if controlling_terminal:
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    prepare = move_descriptors if moves or controlling_terminal else None
 
     try:
         popen = subprocess.Popen(
@@ -443,12 +500,12 @@ def _start(command: _Command, stdin: int | None, stdout: int | None) -> subproce
             # output channel"; else the child shares our stderr.
             stderr=stdout if command.with_stderr else None,
             env=command.env,
-            start_new_session=command.new_session,
+            start_new_session=command.new_session or controlling_terminal,
             # The relay's own descriptors are close-on-exec; closing every other
             # one would close the moved ones too.
             close_fds=not moves,
             # Only os.dup2 runs there: no lock another thread could hold.
-            preexec_fn=move_descriptors if moves else None,  # noqa: PLW1509
+            preexec_fn=prepare,  # noqa: PLW1509
         )
     except OSError as exc:
         reason = f"{_execvp_text(command.program, command.argv)}: {strerror(exc)}"
@@ -473,6 +530,37 @@ async def _spawn_with_socket(command: _Command, direction: Direction) -> Stream:
         raise
     child = _Child(popen, end_close=command.end_close)
     stream = ProcessSocketStream(ours, child, f"child process {popen.pid}")
+    stream.readable = direction != "write"
+    stream.writable = direction != "read"
+    return stream
+
+
+async def _spawn_with_pty(command: _Command, direction: Direction, address: Address) -> Stream:
+    """The child on the slave side of a new terminal; we keep the master.
+
+    Only the child holds the slave, so that its exit (and that of whatever it
+    started on the terminal) ends our input, as socat's exec with pty does.
+    As without pty, ``-u``/``-U`` wire only the direction in use (socat 1.8.0.3
+    too: ``socat -u EXEC:tty,pty -`` prints "not a tty").
+    """
+    master, slave_path = new_master(command.text)
+    try:
+        apply_terminal_options(master, address.options, command.text)
+        logger.log(NOTICE, "forking off child, using pty for reading and writing")
+        slave = open_slave(slave_path, command.text)
+        try:
+            popen = _start(
+                command,
+                None if direction == "read" else slave,
+                None if direction == "write" else slave,
+                controlling_terminal=address.options.flag("tiocsctty"),
+            )
+        finally:
+            os.close(slave)
+    except BaseException:
+        os.close(master)
+        raise
+    stream = ProcessPtyStream(master, _Child(popen, end_close=command.end_close), slave_path)
     stream.readable = direction != "write"
     stream.writable = direction != "read"
     return stream

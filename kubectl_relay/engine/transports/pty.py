@@ -28,7 +28,6 @@ Options:
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import os
 import select
@@ -128,25 +127,26 @@ def apply_terminal_options(fd: int, options: Options, text: str) -> None:
         raise OpenError(text, f"tcsetattr({fd}, TCSANOW, ...): {exc.args[-1]}") from None
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
+def new_master(text: str) -> tuple[int, str]:
+    """A master descriptor from ``/dev/ptmx``, unlocked, and its slave's path (also for EXEC)."""
+    # ctypes only here: every EXEC imports this module, few make a terminal.
+    import ctypes  # noqa: PLC0415
 
-
-def _new_master(text: str) -> tuple[int, str]:
-    """A master descriptor from ``/dev/ptmx``, unlocked, and its slave's path."""
+    libc = ctypes.CDLL(None, use_errno=True)
 
     def failed(call: str) -> OpenError:
         return OpenError(text, f"{call}: {os.strerror(ctypes.get_errno())}")
 
-    fd = _libc.posix_openpt(os.O_RDWR | os.O_NOCTTY)
+    fd = libc.posix_openpt(os.O_RDWR | os.O_NOCTTY)
     if fd < 0:
         raise failed('open("/dev/ptmx", O_RDWR|O_NOCTTY)')
     try:
-        if _libc.grantpt(fd) != 0:
+        if libc.grantpt(fd) != 0:
             raise failed(f"grantpt({fd})")
-        if _libc.unlockpt(fd) != 0:
+        if libc.unlockpt(fd) != 0:
             raise failed(f"unlockpt({fd})")
         name = ctypes.create_string_buffer(256)
-        if _libc.ptsname_r(fd, name, len(name)) != 0:
+        if libc.ptsname_r(fd, name, len(name)) != 0:
             raise failed(f"ptsname({fd})")
     except BaseException:
         os.close(fd)
@@ -154,7 +154,19 @@ def _new_master(text: str) -> tuple[int, str]:
     return fd, os.fsdecode(name.value)
 
 
-class PtyStream(FdStream):
+class TerminalMaster(FdStream):
+    """The master side of a terminal: EIO once the slave side's last holder closed it is EOF."""
+
+    async def read_into(self, buffer: memoryview) -> int:
+        try:
+            return await super().read_into(buffer)
+        except OSError as exc:
+            if exc.errno == errno.EIO:
+                return 0
+            raise
+
+
+class PtyStream(TerminalMaster):
     """The master side, and the slave descriptor we hold so that the terminal never hangs up."""
 
     def __init__(
@@ -168,15 +180,6 @@ class PtyStream(FdStream):
         super().__init__(master, master, label=label, unlink=unlink)
         self._holder: int | None = holder
 
-    async def read_into(self, buffer: memoryview) -> int:
-        try:
-            return await super().read_into(buffer)
-        except OSError as exc:
-            # Only after a hangup, which our own slave descriptor prevents.
-            if exc.errno == errno.EIO:
-                return 0
-            raise
-
     async def aclose(self) -> None:
         await super().aclose()
         if self._holder is not None:
@@ -184,7 +187,8 @@ class PtyStream(FdStream):
             os.close(holder)
 
 
-def _open_slave(slave: str, text: str) -> int:
+def open_slave(slave: str, text: str) -> int:
+    """The slave side of a terminal, not as our controlling terminal; close-on-exec."""
     try:
         return os.open(slave, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
@@ -198,7 +202,7 @@ async def _wait_for_slave(master: int, slave: str, interval: float, text: str) -
     hang-up, then poll every ``pty-interval`` (default 1 s) until the hang-up
     is gone, which means that somebody opened the slave.
     """
-    os.close(_open_slave(slave, text))
+    os.close(open_slave(slave, text))
     poller = select.poll()
     poller.register(master, select.POLLHUP)
     while any(events & select.POLLHUP for _, events in poller.poll(0)):
@@ -209,7 +213,7 @@ async def open_pty(address: Address, ctx: OpenContext) -> Stream:
     """Open ``PTY``: make the terminal, set its options, announce it, link it."""
     text = address_text(address)
     options = address.options
-    master, slave = _new_master(text)
+    master, slave = new_master(text)
     owned_link: tuple[str, tuple[int, int]] | None = None
     holder: int | None = None
     try:
@@ -233,7 +237,7 @@ async def open_pty(address: Address, ctx: OpenContext) -> Stream:
                 owned_link = (link, (info.st_dev, info.st_ino))
         if options.flag("pty-wait-slave"):
             await _wait_for_slave(master, slave, options.seconds("pty-interval", 1.0) or 1.0, text)
-        holder = _open_slave(slave, text)
+        holder = open_slave(slave, text)
     except BaseException:
         os.close(master)
         if holder is not None:

@@ -37,12 +37,17 @@ def format_sockaddr(family: int, address: object) -> str:
     """
     if family in (socket.AF_INET, socket.AF_INET6) and isinstance(address, tuple):
         return f"AF={family} {ip_text(family, str(address[0]))}:{address[1]}"
-    if family == socket.AF_UNIX:
-        path = address.decode(errors="replace") if isinstance(address, bytes) else str(address)
-        return f'AF={family} "{path}"'
+    if family == socket.AF_UNIX and isinstance(address, str | bytes):
+        return f'AF={family} "{unix_path_text(address)}"'
     if family == _AF_VSOCK and isinstance(address, tuple):
         return f"AF={family} cid:{address[0]} port:{address[1]}"
     return f"AF={family} {address}"
+
+
+def unix_path_text(path: str | bytes) -> str:
+    """A UNIX socket path as text; an abstract name's leading NUL shown as ``\\0`` (as socat)."""
+    text = path.decode(errors="replace") if isinstance(path, bytes) else path
+    return "\\0" + text[1:] if text.startswith("\0") else text
 
 
 def abort_on_close(sock: socket.socket) -> None:

@@ -42,6 +42,7 @@ import socket
 import stat
 
 from ..addresses import Address
+from ..descriptors import was_inherited
 from ..errors import OpenError
 from ..log import NOTICE, logger
 from .base import OpenContext, Stream
@@ -203,39 +204,9 @@ class InheritedStream(Stream):
         self._reader = self._writer = None
 
 
-#: The descriptors this process was started with (``record_inherited_descriptors``);
-#: ``None`` until recorded (the engine used as a library: any descriptor goes).
-_inherited_fds: frozenset[int] | None = None
-
-
-def record_inherited_descriptors() -> None:
-    """Remember which descriptors are open now, before relay opens any of its own.
-
-    ``FD:<n>`` and the standard streams then take only those: ``FD:3`` when 3
-    was not inherited would otherwise reach whatever relay opened there (its
-    event loop's epoll descriptor, a log file) and relay its own internals.
-    """
-    global _inherited_fds
-    try:
-        listed = os.listdir("/proc/self/fd")
-    except OSError:
-        listed = [str(fd) for fd in range(3)]
-    # The listing's own directory descriptor is closed again by now: keep only
-    # the descriptors that are still open.
-    _inherited_fds = frozenset(fd for fd in map(int, listed) if _is_open(fd))
-
-
-def _is_open(fd: int) -> bool:
-    try:
-        fcntl.fcntl(fd, fcntl.F_GETFD)
-    except OSError:
-        return False
-    return True
-
-
 def _check_fd(fd: int, text: str) -> int:
     """The descriptor's open flags; socat-style error when it is not open (or not inherited)."""
-    if _inherited_fds is not None and fd not in _inherited_fds:
+    if not was_inherited(fd):
         raise OpenError(
             text, f"fcntl({fd}, F_GETFL): Bad file descriptor (not inherited by relay)"
         )

@@ -1,4 +1,4 @@
-"""UNIX domain stream sockets: ``UNIX-CONNECT``, ``UNIX-CLIENT`` and ``UNIX-LISTEN``.
+"""UNIX domain stream sockets: ``UNIX-CONNECT``, ``-CLIENT``, ``-LISTEN``, and ``ABSTRACT-*``.
 
 socat's rules (socat.1, xio-unix.c) that we follow:
 
@@ -13,6 +13,12 @@ socat's rules (socat.1, xio-unix.c) that we follow:
 - ``UNIX-CLIENT`` tries a stream connection, then ``SOCK_SEQPACKET``, then a
   datagram socket, as socat does for a socket of unknown type.
 - Unnamed peers are shown and exported as ``<anon>``.
+- ``ABSTRACT-CONNECT``, ``-CLIENT`` and ``-LISTEN`` (and ``ABSTRACT-SENDTO``,
+  ``-RECV``, ``-RECVFROM`` in ``datagrams``): socat.1 "do not address file
+  system based sockets but an alternate unixdomain address space. To achieve
+  this the socket address strings are prefixed with "\\0" internally." So
+  nothing is created, checked, chmod'ed or removed on disk, and ``bind=`` on
+  such an address names an abstract socket too (as socat's xio-unix.c).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from ..errors import OpenError
 from ..log import NOTICE, logger
 from ..options import Options
 from .base import Listener, OpenContext, Stream
-from .sockets import SocketStream, format_sockaddr
+from .sockets import SocketStream, format_sockaddr, unix_path_text
 from .tcp import (
     SocketListener,
     address_text,
@@ -41,6 +47,16 @@ from .tcp import (
 
 #: How socat names a socket without a path (an unbound client).
 ANONYMOUS = "<anon>"
+
+
+def is_abstract(address: Address) -> bool:
+    """Whether ``address`` names a socket in Linux's abstract namespace (``ABSTRACT-*``)."""
+    return address.keyword.startswith("ABSTRACT-")
+
+
+def socket_name(address: Address, name: str) -> str:
+    """The socket path of ``name`` for ``address``: an abstract one starts with a NUL byte."""
+    return "\0" + name if is_abstract(address) else name
 
 
 def unlink_early(path: str, options: Options, text: str) -> None:
@@ -111,19 +127,20 @@ def remove_path(path: str, identity: tuple[int, int] | None = None) -> None:
 
 
 async def connect(address: Address, ctx: OpenContext) -> Stream:
-    """Open ``UNIX-CONNECT:<path>`` or ``UNIX-CLIENT:<path>``."""
+    """Open ``UNIX-CONNECT:<path>`` or ``UNIX-CLIENT:<path>`` (or their ``ABSTRACT-`` forms)."""
     text = address_text(address)
-    (path,) = expect_params(address, 1, non_empty=True)
+    (name,) = expect_params(address, 1, non_empty=True)
+    path = socket_name(address, name)
     options = address.options
     shown = format_sockaddr(socket.AF_UNIX, path)
     logger.log(NOTICE, "opening connection to %s", shown)
-    client = address.keyword == "UNIX-CLIENT"
+    client = address.keyword in ("UNIX-CLIENT", "ABSTRACT-CLIENT")
     kinds = (socket.SOCK_STREAM, socket.SOCK_SEQPACKET, socket.SOCK_DGRAM)
     for kind in kinds if client else kinds[:1]:
         sock = new_socket(socket.AF_UNIX, kind, 0, text)
         bound: str | None = None
         try:
-            bound = _bind_client(sock, options, text)
+            bound = _bind_client(sock, address, text)
             await _connect_path(sock, path, options.seconds("connect-timeout"), text)
         except OSError as exc:
             sock.close()
@@ -132,7 +149,7 @@ async def connect(address: Address, ctx: OpenContext) -> Stream:
             if client and exc.errno == errno.EPROTOTYPE and kind != socket.SOCK_DGRAM:
                 continue  # the server socket has another type: try the next one
             if client:
-                raise OpenError(text, f"{address.keyword}: {path}: {strerror(exc)}") from exc
+                raise OpenError(text, f"{address.keyword}: {name}: {strerror(exc)}") from exc
             # socat's own wording for this call leaves the descriptor out
             # (xio-unix.c: Msg3(level, "connect(, %s, %d): %s", ...)).
             length = sockaddr_length(socket.AF_UNIX, path)
@@ -155,13 +172,13 @@ async def connect(address: Address, ctx: OpenContext) -> Stream:
     raise AssertionError("unreachable: the datagram attempt returns or raises")
 
 
-def _bind_client(sock: socket.socket, options: Options, text: str) -> str | None:
-    """``bind=<path>`` on a client socket; returns the path created, if any."""
-    path = options.text("bind")
-    if path is None:
+def _bind_client(sock: socket.socket, address: Address, text: str) -> str | None:
+    """``bind=<path>`` on a client socket; returns the file created, if any."""
+    name = address.options.text("bind")
+    if name is None:
         return None
-    bind_socket(sock, path, text)
-    return path
+    bind_socket(sock, socket_name(address, name), text)
+    return None if is_abstract(address) else name
 
 
 async def _connect_path(sock: socket.socket, path: str, timeout: float | None, text: str) -> None:
@@ -215,7 +232,7 @@ class UnixListener(SocketListener):
             format_sockaddr(socket.AF_UNIX, peer),
             self.label,
         )
-        env = {"SOCAT_PEERADDR": str(peer), "SOCAT_SOCKADDR": self.path}
+        env = {"SOCAT_PEERADDR": unix_path_text(peer), "SOCAT_SOCKADDR": unix_path_text(self.path)}
         return SocketStream(conn, env=env)
 
     async def aclose(self) -> None:
@@ -226,15 +243,25 @@ class UnixListener(SocketListener):
 
 
 async def listen(address: Address, ctx: OpenContext) -> Listener:
-    """Open ``UNIX-LISTEN:<path>``: bind and listen now."""
+    """Open ``UNIX-LISTEN:<path>`` or ``ABSTRACT-LISTEN:<name>``: bind and listen now."""
     text = address_text(address)
-    (path,) = expect_params(address, 1, non_empty=True)
+    (name,) = expect_params(address, 1, non_empty=True)
     options = address.options
     if "bind" in options:
         # The path is the socket's own address; socat refuses a second one.
         raise OpenError(
-            text, f"{address.keyword}:{path}: binds implicitly, bind option not allowed"
+            text, f"{address.keyword}:{name}: binds implicitly, bind option not allowed"
         )
+    if is_abstract(address):
+        sock = new_socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, text)
+        try:
+            bind_socket(sock, socket_name(address, name), text)
+            listen_socket(sock, options, text)
+        except BaseException:
+            sock.close()
+            raise
+        return UnixListener(sock, text, options, socket_name(address, name), None)
+    path = name
     unlink_early(path, options, text)
     if not options.flag("unlink-early") and os.path.lexists(path):
         raise OpenError(text, f'"{path}" exists')

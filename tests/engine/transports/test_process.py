@@ -193,6 +193,6 @@ async def test_setsid_makes_the_child_a_session_leader() -> None:
     assert pid != session
 
 
-async def test_unsupported_options_are_refused() -> None:
-    with pytest.raises(OpenError, match='option "pty" is not supported'):
-        await process.spawn(address("EXEC", "cat", pty=True), CTX)
+async def test_terminal_options_without_a_terminal_are_refused() -> None:
+    with pytest.raises(OpenError, match='option "echo" sets up a terminal: it needs option "pty"'):
+        await process.spawn(address("EXEC", "cat", echo=False), CTX)

@@ -1,0 +1,128 @@
+"""Run a parsed command line: the event loop, the relay, and the signals that stop it.
+
+``cli`` parses the command line and answers ``-V``, ``-h`` and usage errors
+without this module: the event loop (asyncio imports ``ssl``, ``logging``
+and ``concurrent.futures``), the session and the transports are most of a
+Python program's start-up, and ``cli`` imports them only for a real run.
+
+SIGTERM, which Kubernetes sends at every rollout, stops a relay whose first
+address listens gracefully (a relay extension; socat ends at once): the
+listener closes at once, so new connections are refused, running sessions
+get ``--grace-period`` seconds (default 20, below Kubernetes' default
+``terminationGracePeriodSeconds`` of 30) to end, and each session still
+running then is cut with a log line saying what it held. A relay that does
+not listen (``PTY``, ``STDIO``, a connecting first address: one session,
+not a service in a pod) ends at once, as socat. SIGINT and SIGHUP end at
+once as in socat, and so does any signal during a graceful stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .addresses import Address, AddressSpec
+from .log import NOTICE, WARNING, logger
+from .session import DEFAULT_UDP_FORK_IDLE_TIMEOUT, Relay, RunSettings
+from .statistics import log_statistics
+from .transfer import DEFAULT_BLOCK_SIZE, TransferSettings
+from .transports import LISTENERS
+
+if TYPE_CHECKING:
+    from .cli import CommandLine
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+#: Signals that end a run the way they end socat: cleanly, with 128 + signum.
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+#: The signal that stops gracefully when ``--grace-period`` is not 0.
+GRACEFUL_SIGNAL = signal.SIGTERM
+
+
+def run_settings(line: CommandLine) -> RunSettings:
+    """What the global options decide for the run."""
+    return RunSettings(
+        transfer=TransferSettings(
+            block_size=line.block_size or DEFAULT_BLOCK_SIZE,
+            close_timeout=line.close_timeout,
+            idle_timeout=line.idle_timeout or None,
+            unidirectional=line.unidirectional,
+        ),
+        trace=line.trace,
+        family=line.family,
+        metrics_address=line.metrics_address,
+        # -T, even -T0, says what the user wants; without it, relay's default.
+        udp_fork_idle_timeout=(
+            DEFAULT_UDP_FORK_IDLE_TIMEOUT if line.idle_timeout is None else None
+        ),
+    )
+
+
+def run(
+    line: CommandLine,
+    first: AddressSpec,
+    second: AddressSpec,
+    loop_factory: LoopFactory | None = None,
+) -> int:
+    """Relay ``first`` and ``second`` as ``line`` says until the end; the exit status."""
+    settings = run_settings(line)
+    factory = loop_factory or _default_loop_factory()
+    with asyncio.Runner(loop_factory=factory) as runner:
+        status = runner.run(_run_until_signal(first, second, settings, line.grace_period))
+    logger.log(NOTICE, "exiting with status %d", status)
+    if line.statistics:
+        log_statistics(line.unidirectional)
+    return status
+
+
+def _default_loop_factory() -> LoopFactory | None:
+    try:
+        import uvloop  # noqa: PLC0415 - optional speed-up, absent on some platforms
+    except ImportError:
+        return None
+    factory: LoopFactory = uvloop.new_event_loop
+    return factory
+
+
+async def _run_until_signal(
+    first: AddressSpec, second: AddressSpec, settings: RunSettings, grace_period: float
+) -> int:
+    """Run the relay; a handled signal stops it (see the module docstring): 128 + signum."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    received: list[int] = []
+    relay = Relay(first, second, settings)
+    listens = isinstance(first, Address) and first.keyword in LISTENERS
+
+    def on_signal(signum: int) -> None:
+        logger.log(NOTICE, "socat_signal(): handling signal %d", signum)
+        graceful = (
+            listens and not received and signum == GRACEFUL_SIGNAL and grace_period > 0
+        )
+        received.append(signum)
+        if graceful:
+            relay.stop(grace_period)
+        else:
+            task.cancel()
+
+    for signum in HANDLED_SIGNALS:
+        loop.add_signal_handler(signum, on_signal, signum)
+    # socat: SIGUSR1 logs the statistics and the run goes on.
+    loop.add_signal_handler(signal.SIGUSR1, log_statistics, settings.transfer.unidirectional)
+    try:
+        status = await relay.run()
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        status = 128 + received[0]
+    finally:
+        for handled in (*HANDLED_SIGNALS, signal.SIGUSR1):
+            loop.remove_signal_handler(handled)
+    if received:
+        logger.log(WARNING, "exiting on signal %d", received[0])
+        return 128 + received[0]
+    return status

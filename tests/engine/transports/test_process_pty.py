@@ -1,0 +1,67 @@
+"""EXEC/SYSTEM with option ``pty``: the child on a terminal, side by side with socat 1.8.0.3."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+import pytest
+
+from tests.conftest import SOCAT, requires_socat, scaled
+from tests.support import RELAY, log_lines
+
+pytestmark = requires_socat
+
+
+def both(*args: str, stdin: bytes = b"") -> dict[str, subprocess.CompletedProcess[bytes]]:
+    """``relay -t 5 ARGS`` and ``socat -t 5 ARGS`` (1.8.0.3), each run to its end.
+
+    Their children end by themselves, so -t only bounds how long a loaded
+    machine may take to deliver the child's output after stdin's end.
+    """
+    assert SOCAT is not None
+    return {
+        name: subprocess.run([*command, "-t", "5", *args], input=stdin, capture_output=True,
+                             timeout=scaled(30), check=False)
+        for name, command in (("relay", RELAY), ("socat", [SOCAT]))
+    }
+
+
+def test_data_goes_through_the_terminal() -> None:
+    payload = os.urandom(3000).replace(b"\n", b"").replace(b"\r", b"") + b"\n"
+    command = f"EXEC:head -c {len(payload)},pty,raw,echo=0"
+    for name, done in both("-", command, stdin=payload).items():
+        assert (done.returncode, done.stdout) == (0, payload), (name, done.stderr)
+
+
+def test_the_childs_stdin_is_a_terminal() -> None:
+    for name, done in both("-", "EXEC:tty,pty,echo=0").items():
+        assert done.returncode == 0, (name, done.stderr)
+        assert re.fullmatch(rb"/dev/pts/\d+\r?\n", done.stdout), (name, done.stdout)
+    # -u: the relay only reads from the child, whose stdin stays the relay's own.
+    for name, done in both("-u", "EXEC:tty,pty", "-").items():
+        assert done.stdout == b"not a tty\r\n", (name, done.stdout, done.stderr)
+
+
+@pytest.mark.parametrize(("options", "answer"), [(",setsid,ctty", b"has-ctty"), ("", b"")])
+def test_ctty_makes_it_the_controlling_terminal(options: str, answer: bytes) -> None:
+    line = "exec 3</dev/tty 2>/dev/null && echo has-ctty"
+    for name, done in both("-", f"SYSTEM:{line},pty,echo=0{options}").items():
+        assert done.stdout.strip() == answer, (name, done.stdout, done.stderr)
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("EXEC:cat,raw", 'option "raw" sets up a terminal: it needs option "pty" here'),
+        ("EXEC:cat,setsid,ctty", 'option "tiocsctty" sets up a terminal: it needs option "pty"'),
+        ("EXEC:cat,pty,nofork", 'options "pty" and "nofork" exclude each other'),
+    ],
+)
+def test_refused_with_one_clear_line(address: str, message: str) -> None:
+    done = subprocess.run([*RELAY, "-", address], capture_output=True, timeout=scaled(30),
+                          check=False, stdin=subprocess.DEVNULL)
+    assert done.returncode == 1
+    [error] = log_lines(done.stderr.decode(), "E")
+    assert message in error
