@@ -483,7 +483,7 @@ async def _supervise(pumps: list[_Pump], settings: TransferSettings, clock: _Act
                 if not closing:
                     logger.log(NOTICE, "inactivity timeout triggered")
                 limit = current_limit(settings, closing)
-                _drop_held(running.values(), f"nothing written for {limit:g}s", both=True)
+                _drop_held(running.values(), f"nothing written for {limit:g}s")
                 for task in running:
                     task.cancel()
                 break
@@ -493,8 +493,9 @@ async def _supervise(pumps: list[_Pump], settings: TransferSettings, clock: _Act
                 if task.cancelled():
                     continue
                 if pump.failure is not None:
+                    # Its own block is in its failure line ("write(5, 8192): ..."),
+                    # as socat words it: nothing more to say for it.
                     failures.append(pump.failure)
-                    _drop_held([pump], "the transfer failed", both=False)
                     # The other direction delivers the block it holds, if its
                     # sink takes it, and reads no more; a pump waiting for
                     # input holds nothing and ends now.
@@ -557,18 +558,13 @@ class _Drain:
             )
 
 
-def _drop_held(pumps: Iterable[_Pump], why: str, *, both: bool) -> None:
-    """Say what ``pumps`` hold and will not deliver, and reset their sinks (``both``: all peers).
-
-    After a failure only the sink is reset: the source may still be owed
-    bytes by the other direction, which a reset would discard.
-    """
+def _drop_held(pumps: Iterable[_Pump], why: str) -> None:
+    """Say what ``pumps`` hold and will not deliver, and reset their peers."""
     for pump in pumps:
         if pump.held:
             log_undelivered(pump.held, pump.sink.number, pump.sink.fd_label, why)
             pump.sink.stream.reset()
-            if both:
-                pump.source.stream.reset()
+            pump.source.stream.reset()
             pump.held = 0
 
 
