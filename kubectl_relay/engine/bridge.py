@@ -17,11 +17,14 @@ The semantics are those of ``transfer.py``, kept in the same words:
 - half-close: a side's EOF shuts down the write half of the other side once
   its buffered data is written; the session ends when both directions are
   done, or ``-t`` seconds after the first EOF without a transfer (re-armed on
-  each transfer, socat's select timeout); ``-T`` ends an idle session; a
-  side whose write buffer still holds bytes is not idle (``time_to_idle``),
-  nor one whose socket has input waiting when the timer runs (uvloop runs
-  due timers before it polls: ``input_waiting``);
-- a failed read or write logs one ``E`` line and ends only its session;
+  each transfer, socat's select timeout); ``-T`` ends a session without
+  progress (bytes read, or bytes a transport sent); after an EOF a side whose
+  write buffer still holds bytes is not idle (``time_to_idle``), nor one
+  whose socket has input waiting when the timer runs (uvloop runs due timers
+  before it polls: ``input_waiting``); bytes a timer drops are said in an
+  ``E`` line and the peers reset;
+- a failed read or write logs one ``E`` line and ends only its session,
+  once the other side got what was read for it (``_deliver_after_failure``);
 - backpressure: while one side cannot take more, the other is not read, so
   memory stays bounded by the loop's write-buffer limit per direction;
 - ``-b`` bounds the reads, which grow from 8 KiB while they fill the buffer.
@@ -57,6 +60,7 @@ from .transfer import (
     log_cut,
     log_transfer_start,
     log_transferred,
+    log_undelivered,
     new_buffer,
     next_block_size,
     time_to_idle,
@@ -325,6 +329,10 @@ class _End(asyncio.BufferedProtocol):
         self.early: list[bytes] = []  # read before the other side was connected
         self.at_eof = False
         self.lost = False
+        #: Bytes handed to our transport to write: less its write buffer, what went out.
+        self.queued = 0
+        #: Bytes read after the other side failed, which it will never get.
+        self.discarded = 0
         self.counter = METRICS.bytes_total["left-to-right" if number == 1 else "right-to-left"]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -371,8 +379,15 @@ class _End(asyncio.BufferedProtocol):
             self.early.append(bytes(block))
             self.transport.pause_reading()
             return
+        if peer.lost:
+            # The other side failed: read on (input left unread would turn
+            # our close into a reset that discards what is owed to our peer),
+            # and count what is dropped.
+            self.discarded += nbytes
+            return
         sink = peer.transport
         assert sink is not None
+        peer.queued += nbytes
         if sink.get_write_buffer_size():
             # Queued behind unwritten data, the block would pin this whole
             # buffer (up to 4 MiB) until written, and every read meanwhile a
@@ -447,6 +462,7 @@ class _Session:
         self.opening: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.closing = False  # a direction has ended: -t is in force
+        self.written = 0  # bytes the sides' transports had sent at the last look
         self.finished = False
         self.last_activity = loop.time()
         self.log_blocks = logger.isEnabledFor(INFO)
@@ -543,6 +559,7 @@ class _Session:
             assert side.peer is not None and side.peer.transport is not None
             for data in side.early:
                 side.peer.transport.write(data)
+                side.peer.queued += len(data)
                 side.counter[0] += len(data)
                 side.counter[1] += 1
                 if self.log_blocks:
@@ -583,28 +600,45 @@ class _Session:
         if wait is not None and not self.finished:
             self.timer = self.loop.call_later(max(0.0, wait), self._check_idle)
 
+    def _open_sides(self) -> list[tuple[_End, asyncio.Transport]]:
+        """The sides still connected, with their transports."""
+        return [
+            (side, side.transport)
+            for side in (self.first, self.second)
+            if side is not None and side.transport is not None and not side.lost
+        ]
+
     def _holding(self) -> bool:
         """Whether a side still has bytes to write (its reader is slower than its writer)."""
-        return any(
-            side is not None and side.transport is not None and not side.lost
-            and side.transport.get_write_buffer_size() > 0
-            for side in (self.first, self.second)
+        return any(transport.get_write_buffer_size() > 0 for _, transport in self._open_sides())
+
+    def _wrote_since_last_look(self) -> bool:
+        """Whether a side's transport sent bytes since the last look: progress, as a read is."""
+        written = sum(
+            side.queued - transport.get_write_buffer_size()
+            for side, transport in self._open_sides()
         )
+        progressed = written != self.written
+        self.written = written
+        return progressed
 
     def _check_idle(self) -> None:
         self.timer = None
         if self.finished:
             return
-        holding = self._holding()
-        if holding:
-            # Bytes still go out: -t and -T count from when the last of them went.
+        if self._wrote_since_last_look():
+            # Bytes went out: -t and -T count from now (from when we saw it,
+            # never earlier, so no session is cut early).
             self.last_activity = self.loop.time()
+        holding = self._holding()
         idle_for = self.loop.time() - self.last_activity
         left = time_to_idle(self.settings, self.closing, idle_for, holding)
         if left is None:
             return
         if left > 0:
-            self._arm_timer(left)  # data moved or waits to be written: look again later
+            period = current_limit(self.settings, self.closing) or left
+            # Data waits to be written: look at its progress a few times a period.
+            self._arm_timer(min(left, period / 4) if holding else left)
             return
         if input_waiting(side.unread_fd() for side in (self.first, self.second) if side):
             # It came in time and the loop ran this timer before reading it
@@ -615,8 +649,23 @@ class _Session:
             return
         if not self.closing:
             logger.log(NOTICE, "inactivity timeout triggered")
-        # As the general path cancels its pumps; nothing is held (see time_to_idle).
+        limit = current_limit(self.settings, self.closing)
+        self._drop_held(f"nothing written for {limit:g}s", [side for side, _ in self._open_sides()])
         self.finish(abort=True)
+
+    def _drop_held(self, why: str, reset: list[_End]) -> None:
+        """Say what each open side still holds and will not deliver; reset ``reset`` if so."""
+        dropped = False
+        for side, transport in self._open_sides():
+            if held := transport.get_write_buffer_size():
+                log_undelivered(held, side.number, side.fd_label, why)
+                dropped = True
+        if dropped:
+            for side in reset:
+                if side.transport is not None and not side.lost:
+                    side_socket = side.transport.get_extra_info("socket")
+                    if side_socket is not None:
+                        abort_on_close(side_socket)
 
     # -- ending ---------------------------------------------------------------
 
@@ -628,6 +677,10 @@ class _Session:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        for side in (self.first, self.second):
+            if side is not None and side.discarded and side.peer is not None:
+                peer = side.peer
+                log_undelivered(side.discarded, peer.number, peer.fd_label, "the transfer failed")
         if self.opening is not None and self.opening is not asyncio.current_task():
             self.opening.cancel()
         self._close_sides(abort=abort)
@@ -675,11 +728,38 @@ class _Session:
     def side_lost(self, side: _End, exc: Exception | None) -> None:
         if exc is not None and not self.finished:
             logger.error("%s", _transfer_error(side, exc))
-            self._fail()
+            METRICS.session_errors_total += 1
+            self._deliver_after_failure(side)
         elif not self.finished:
             # Closed under us without an error: end the other side too.
             self.finish()
         self._forget_if_gone()
+
+    def _deliver_after_failure(self, failed: _End) -> None:
+        """One side failed: the other still gets what was read for it, then the session ends.
+
+        What the failed side's transport still held is lost with it (said,
+        when the transport still knows how much). The other side writes what
+        it holds and half-closes, under the same timers as after an EOF; what
+        it sends meanwhile is read and dropped (and said at the end). If its
+        peer takes nothing for those timers, the rest is said in an ``E``
+        line and the peer reset (``_check_idle``).
+        """
+        if failed.transport is not None and (held := failed.transport.get_write_buffer_size()):
+            log_undelivered(held, failed.number, failed.fd_label, "the transfer failed")
+        failed.at_eof = True  # the other side's EOF ends the session
+        other = failed.peer
+        if other is None or other.transport is None or other.lost:
+            self.abort()
+            return
+        if other.at_eof or not other.transport.get_write_buffer_size():
+            self.finish()
+            return
+        other.transport.write_eof()  # once its buffered data is written
+        other.transport.resume_reading()  # the failed side no longer resumes it
+        self.closing = True
+        self.last_activity = self.loop.time()
+        self._arm_timer()
 
     def _forget_if_gone(self) -> None:
         """Count the session as ended once no side is open and nothing is connecting."""

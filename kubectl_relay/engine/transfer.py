@@ -10,13 +10,17 @@ socat's man page, which this module follows:
 - ``-T<timeout>``: "Total inactivity timeout: when socat is already in the
   transfer loop and nothing has happened for <timeout> seconds ... then it
   terminates. Useful with protocols like UDP that cannot transfer EOF."
-- Both timers wait for the other side, they never cut data on its way: a
-  direction that still holds bytes for its sink (a write in progress, the
-  fast path's write buffer) is not idle, whatever the timers say. A reader
-  slower than the sender pauses the reading side (backpressure), so counting
-  only reads as activity would end a session whose reply is still flowing to
-  a slow client and drop what the relay holds (``time_to_idle``, the one rule
-  both paths apply).
+- Activity is progress: a read, or bytes a sink took (a write that went
+  out, not a sink merely waiting). After an EOF, ``-t`` waits for the other
+  side and never cuts data on its way: a direction that still holds bytes
+  for its sink (a write in progress, the fast path's write buffer) is not
+  idle. A reader slower than the sender pauses the reading side
+  (backpressure), so counting only reads would end a session whose reply
+  still flows to a slow client. ``-T`` counts from the last progress either
+  way, held bytes or not: a peer that takes nothing for ``-T`` seconds ends
+  its session, as socat's, and what was held is said in an ``E`` line
+  (``log_undelivered``) and the peers are reset, not closed as if all was
+  delivered (``time_to_idle``, the one rule both paths apply).
 - Input that arrived before the deadline is a transfer, even when the relay
   gets to it late: socat's ``select()`` reports a ready descriptor rather
   than its timeout, but an event loop may run its due timers before it polls
@@ -42,12 +46,13 @@ with or without it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import errno
 import mmap
 import select
 import threading
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -79,6 +84,10 @@ MAX_DATAGRAM_READ = 4 * 1024 * 1024
 
 #: Buffers this large or larger are anonymous mappings (see ``new_buffer``).
 MAPPED_BUFFER_SIZE = 128 * 1024
+
+#: Under ``-T``, a block is written in pieces of this size, each a sign of
+#: progress: a slow reader taking a 4 MiB block over seconds is not idle.
+WRITE_PROGRESS_PIECE = 64 * 1024
 
 #: How often an ``ignoreeof`` address is polled for new data after EOF.
 IGNOREEOF_POLL_SECONDS = 0.25
@@ -167,6 +176,13 @@ class _Pump:
         self.transferred = 0
         #: Bytes read from ``source`` and not yet written (see ``time_to_idle``).
         self.held = 0
+        #: Write in pieces that each count as progress (``-T`` is in force).
+        self.piece: int | None = None
+        #: Set when the other direction failed: finish the block held, read no more.
+        self.last_block = False
+        #: How this direction failed (``run_guarded``), if it did, and on which side.
+        self.failure: OpenError | None = None
+        self.broken: Side | None = None
         self.counter = METRICS.bytes_total["left-to-right" if direction == ">" else "right-to-left"]
 
     async def run(self) -> None:
@@ -197,6 +213,8 @@ class _Pump:
             while True:
                 wanted = size if remaining is None else min(size, remaining)
                 reading = True
+                if self.last_block:
+                    return
                 count = await read_into(view[:wanted]) if wanted else 0
                 if count == 0:
                     if source.ignoreeof and remaining != 0:
@@ -220,16 +238,17 @@ class _Pump:
                 if tracer is not None:
                     tracer.record(self.direction, block)
                 reading = False
+                touch()  # a read is progress, whatever its sink does next
                 if count:
-                    self.held = len(block)
-                    await write(memoryview(block))
-                    self.held = 0
+                    await self._write(write, memoryview(block))
                 self.transferred += count
                 counter[0] += count
                 counter[1] += 1
                 touch()
                 if log_blocks:
                     log_transferred(count, source.fd_label, sink.fd_label)
+                if self.last_block:
+                    return
                 if escaped:
                     log_at_eof(source.number, source.fd_label)
                     return
@@ -240,6 +259,7 @@ class _Pump:
                     view = new_buffer(size)
         except OSError as exc:
             side, call = (source, "read") if reading else (sink, "write")
+            self.broken = side
             # socat names the size asked for: the buffer for a read, the
             # block for a write.
             reason = failure_text(call, side.fd_label, size if reading else len(block), exc)
@@ -247,6 +267,31 @@ class _Pump:
                 logger.log(NOTICE, "%s", reason)
                 return
             raise OpenError(side.stream.label, reason) from exc
+
+    async def _write(
+        self, write: Callable[[memoryview], Awaitable[None]], block: memoryview
+    ) -> None:
+        """Write ``block``, keeping ``held`` at what is still to go."""
+        self.held = len(block)
+        if self.piece is None:
+            await write(block)
+        else:
+            for start in range(0, len(block), self.piece):
+                await write(block[start : start + self.piece])
+                self.held = max(0, len(block) - start - self.piece)
+                self.clock.touch()
+        self.held = 0
+
+    async def run_guarded(self) -> None:
+        """``run``, with a failure kept in ``failure`` rather than raised.
+
+        The supervisor then lets the other direction deliver what it holds
+        before the session ends (a task group would cancel it at once).
+        """
+        try:
+            await self.run()
+        except OpenError as exc:
+            self.failure = exc
 
 
 def new_buffer(size: int) -> memoryview:
@@ -361,6 +406,15 @@ def log_cut(label: str, grace_period: float, held: int) -> None:
         )
 
 
+def log_undelivered(held: int, number: int, fd_label: str, why: str) -> None:
+    """Bytes read for socket ``number`` that it will never get: an error, never a quiet end.
+
+    The peer is reset as well (the caller's part), so that it cannot take
+    the end of the session for a complete transfer.
+    """
+    logger.error("%d bytes for socket %d (fd %s) not delivered: %s", held, number, fd_label, why)
+
+
 async def transfer(
     left: Side,
     right: Side,
@@ -387,12 +441,7 @@ async def transfer(
     log_transfer_start(left.fd_label, right.fd_label)
     if not pumps:
         return
-    try:
-        await _supervise(pumps, settings, clock)
-    except* OpenError as failures:
-        # Report the first failure as socat does; the other direction was
-        # cancelled because of it.
-        raise failures.exceptions[0] from None
+    await _supervise(pumps, settings, clock)
 
 
 def log_transfer_start(left_fd: str, right_fd: str) -> None:
@@ -408,34 +457,115 @@ def log_transfer_start(left_fd: str, right_fd: str) -> None:
 
 
 async def _supervise(pumps: list[_Pump], settings: TransferSettings, clock: _ActivityClock) -> None:
+    if settings.idle_timeout is not None:
+        for pump in pumps:
+            # A datagram (or a frame) is one write: never split.
+            if not (pump.source.stream.datagram or pump.sink.stream.datagram):
+                pump.piece = WRITE_PROGRESS_PIECE
+    failures: list[OpenError] = []
+    drained: list[_Drain] = []
     async with asyncio.TaskGroup() as group:
-        running = {group.create_task(pump.run()): pump for pump in pumps}
+        running = {group.create_task(pump.run_guarded()): pump for pump in pumps}
         closing = False
         while running:
             holding = any(pump.held for pump in running.values())
             left = time_to_idle(settings, closing, clock.idle_for(), holding)
             if left is not None and left <= 0 and input_waiting(
+                # Only sources read now: one whose pump is stuck writing has
+                # input waiting because of that (backpressure), and one at
+                # its EOF (ignoreeof) is always readable.
                 pump.source.stream.fileno() for pump in running.values()
-                if not pump.source.ignoreeof  # at its EOF, always readable
+                if not (pump.source.ignoreeof or pump.last_block or pump.held)
             ):
                 clock.touch()  # the pump reads it as soon as this task yields
                 continue
             if left is not None and left <= 0:
                 if not closing:
                     logger.log(NOTICE, "inactivity timeout triggered")
+                limit = current_limit(settings, closing)
+                _drop_held(running.values(), f"nothing written for {limit:g}s")
                 for task in running:
                     task.cancel()
                 break
             done, _ = await asyncio.wait(running, timeout=left, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 pump = running.pop(task)
-                if task.cancelled() or task.exception() is not None:
-                    continue  # the task group re-raises the failure
-                if not pump.sink.end_close:
+                if task.cancelled():
+                    continue
+                if pump.failure is not None:
+                    # Its own block is in its failure line ("write(5, 8192): ..."),
+                    # as socat words it: nothing more to say for it.
+                    failures.append(pump.failure)
+                    # The other direction delivers the block it holds, if its
+                    # sink takes it, and reads no more; a pump waiting for
+                    # input holds nothing and ends now.
+                    for other_task, other in running.items():
+                        other.last_block = True
+                        if not other.held:
+                            other_task.cancel()
+                    if not drained and pump.broken is not None:
+                        drain = _Drain(pump)
+                        drain.task = group.create_task(drain.run())
+                        drained.append(drain)
+                    closing = True
+                    clock.touch()
+                    continue
+                if not pump.sink.end_close and not failures:
                     await pump.sink.stream.shutdown_write()
                 closing = True
                 # socat's -t counts from the EOF, then from each later transfer.
                 clock.touch()
+        for drain in drained:  # the session ends: what still comes is not read
+            if drain.task is not None:
+                drain.task.cancel()
+    for drain in drained:
+        drain.log()
+    if failures:
+        # Report the first failure as socat does; a later one (the other
+        # direction's sink gone too) is its consequence.
+        raise failures[0]
+
+
+class _Drain:
+    """After a failure, read and drop what the surviving side still sends.
+
+    Input left unread when a socket closes turns its close into a reset,
+    and the reset discards what the kernel still had to send that peer:
+    the bytes the other direction was delivering. So the survivor is read
+    until the session ends, and what it sent is said as undelivered.
+    """
+
+    def __init__(self, failed: _Pump) -> None:
+        assert failed.broken is not None
+        broken = failed.broken
+        self.survivor = failed.sink if broken is failed.source else failed.source
+        self.broken = broken
+        self.count = 0
+        self.task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        if not self.survivor.stream.readable:
+            return
+        view = memoryview(bytearray(INITIAL_BLOCK_SIZE))
+        with contextlib.suppress(OSError):
+            while count := await self.survivor.stream.read_into(view):
+                self.count += count
+
+    def log(self) -> None:
+        if self.count:
+            log_undelivered(
+                self.count, self.broken.number, self.broken.fd_label, "the transfer failed"
+            )
+
+
+def _drop_held(pumps: Iterable[_Pump], why: str) -> None:
+    """Say what ``pumps`` hold and will not deliver, and reset their peers."""
+    for pump in pumps:
+        if pump.held:
+            log_undelivered(pump.held, pump.sink.number, pump.sink.fd_label, why)
+            pump.sink.stream.reset()
+            pump.source.stream.reset()
+            pump.held = 0
 
 
 def time_to_idle(
@@ -443,17 +573,19 @@ def time_to_idle(
 ) -> float | None:
     """Seconds before a session ends for inactivity: the rule of both paths.
 
-    ``None``: no limit in force; zero or less: end the session now. A
-    session ``holding`` bytes for a sink that is slow to take them is not
-    idle: the answer is then a whole period, after which the caller asks
-    again (the limit counts from the last transfer once nothing is held).
+    ``idle_for`` is the time since the last progress (a read, or bytes a
+    sink took). ``None``: no limit in force; zero or less: end the session
+    now. ``-T`` counts from the last progress whatever is held: a sink that
+    takes nothing is no activity. ``-t`` (once ``closing``) waits while the
+    session is ``holding`` bytes for a sink: the answer is then a whole
+    period, after which the caller asks again.
     """
-    limit = current_limit(settings, closing)
-    if limit is None:
-        return None
-    if holding:
-        return limit
-    return limit - idle_for
+    limits: list[float] = []
+    if settings.idle_timeout is not None:
+        limits.append(settings.idle_timeout - idle_for)
+    if closing:
+        limits.append(settings.close_timeout if holding else settings.close_timeout - idle_for)
+    return min(limits) if limits else None
 
 
 def input_waiting(descriptors: Iterable[int | None]) -> bool:
