@@ -160,7 +160,13 @@ def complete(capsys: pytest.CaptureFixture[str], *words: str) -> list[str]:
 def test_commands_and_flags(capsys: pytest.CaptureFixture[str]) -> None:
     commands = complete(capsys, "")
     assert [line.split("\t")[0] for line in commands] == [
-        "gc", "ls", "run", "tcp", "tls", "udp", ":4"
+        "gc",
+        "ls",
+        "run",
+        "tcp",
+        "tls",
+        "udp",
+        ":4",
     ]
     assert commands[1].startswith("ls\tList your relay pods")
     flags = complete(capsys, "tcp", "--li")
@@ -170,7 +176,10 @@ def test_commands_and_flags(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_target_kinds_keep_the_word_open(capsys: pytest.CaptureFixture[str]) -> None:
     assert complete(capsys, "tcp", "") == [
-        "svc/\ta Service", "pod/\ta pod", "deploy/\ta Deployment's pods", ":6"
+        "svc/\ta Service",
+        "pod/\ta pod",
+        "deploy/\ta Deployment's pods",
+        ":6",
     ]
     assert complete(capsys, "udp", "d") == ["deploy/\ta Deployment's pods", ":6"]
 
@@ -183,7 +192,9 @@ def test_targets_from_the_cluster(capsys: pytest.CaptureFixture[str], api: ApiSt
         ":4",
     ]
     assert complete(capsys, "tcp", "svc/w") == [
-        "svc/web:http\tport 80/TCP (http)", "svc/web:443\tport 443/TCP", ":4"
+        "svc/web:http\tport 80/TCP (http)",
+        "svc/web:443\tport 443/TCP",
+        ":4",
     ]
     # The kind as the user spelled it; a pod without declared ports leaves the port open.
     assert complete(capsys, "tcp", "--listen", "0", "pods/") == [
@@ -193,7 +204,8 @@ def test_targets_from_the_cluster(capsys: pytest.CaptureFixture[str], api: ApiSt
     ]
     assert complete(capsys, "tcp", "pod/b") == ["pod/bare:\tpod/bare: no ports declared", ":6"]
     assert complete(capsys, "tcp", "deploy/") == [
-        "deploy/web:echo\tcontainer main, port 8080/TCP (echo)", ":4"
+        "deploy/web:echo\tcontainer main, port 8080/TCP (echo)",
+        ":4",
     ]
 
 
@@ -202,7 +214,9 @@ def test_namespaces_and_contexts(capsys: pytest.CaptureFixture[str], api: ApiSta
     assert complete(capsys, "ls", "--namespace", "k") == ["kube-system", ":4"]
     assert complete(capsys, "tcp", "--relay-namespace", "p") == ["prod", ":4"]
     assert complete(capsys, "gc", "--context", "") == [
-        "dev\tcluster k, user u", "other\tcluster k, user u", ":4"
+        "dev\tcluster k, user u",
+        "other\tcluster k, user u",
+        ":4",
     ]
     # Targets are looked up in the namespace given before them.
     assert complete(capsys, "tcp", "-n", "kube-system", "svc/") == [":4"]
@@ -242,7 +256,9 @@ def test_ls_output_formats(api: ApiStandIn) -> None:
     assert (code, err) == (0, "")
     relays = json.loads(out)
     assert [r["pod"] for r in relays] == [
-        "kubectl-relay-ab12-0-1-x", "kubectl-relay-ab12-0-2-y", "kubectl-relay-ab12-0-3-z"
+        "kubectl-relay-ab12-0-1-x",
+        "kubectl-relay-ab12-0-2-y",
+        "kubectl-relay-ab12-0-3-z",
     ]
     assert relays[0] == {
         "namespace": "prod",
@@ -263,7 +279,15 @@ def test_ls_output_formats(api: ApiStandIn) -> None:
     code, out, _ = run("ls", "-o", "wide")
     header, *rows = out.splitlines()
     assert code == 0 and header.split() == [
-        "NAMESPACE", "POD", "TARGET", "CLIENT", "AGE", "STATUS", "JOB", "USER", "SESSION",
+        "NAMESPACE",
+        "POD",
+        "TARGET",
+        "CLIENT",
+        "AGE",
+        "STATUS",
+        "JOB",
+        "USER",
+        "SESSION",
         "DEADLINE",
     ]
     assert rows[0].split()[-4:] == ["kubectl-relay-ab12-0-1", "u", "ab12", "<none>"]
