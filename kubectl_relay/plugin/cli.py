@@ -32,7 +32,6 @@ from rich.text import Text
 
 from .. import __version__
 from ..engine.addresses import parse_address
-from ..engine.cli import parse_command_line
 from ..engine.errors import RelayError
 from . import completion, errors, events, inventory, relaypod, tracing
 from .kube import Cluster, KubeOptions
@@ -488,8 +487,10 @@ class Renderer:
 
 # -- running the library -------------------------------------------------------------------------
 
-#: Signals that end a session (then the relay pods are deleted).
-SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: Signals that end a session (then the relay pods are deleted); Windows has no SIGHUP.
+SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 
 
 class Interrupted(Exception):
@@ -529,7 +530,12 @@ def run_session(coroutine: Coroutine[Any, Any, T]) -> T:
                     loop.remove_signal_handler(signum)
 
     with asyncio.Runner() as runner:
-        return runner.run(until_signal())
+        try:
+            return runner.run(until_signal())
+        except KeyboardInterrupt:
+            # Where the loop cannot handle signals (Windows), the runner turns
+            # Ctrl-C into KeyboardInterrupt after cancelling the session.
+            raise Interrupted(signal.SIGINT) from None
 
 
 async def _with_cluster(
@@ -841,6 +847,23 @@ def tls(
     return _tunnel_command(_terminal(ctx), "tls", targets, listens, params, settings, files)
 
 
+def _relay_parser() -> Callable[[Sequence[str]], Any]:
+    """The engine's command-line parser, for ``run``.
+
+    Imported here, not with the module: the engine's runtime beside it
+    (``termios``, ``resource``) is POSIX-only, and every other command runs
+    on Windows too.
+    """
+    try:
+        from ..engine.cli import parse_command_line  # noqa: PLC0415 - see above
+    except ImportError as exc:
+        raise click.UsageError(
+            f"`kubectl relay run` checks the relay's command line with the engine, which "
+            f"does not load here ({exc}); use tcp, udp or tls, or run it from Linux or macOS"
+        ) from None
+    return parse_command_line
+
+
 @cli.command(
     epilog=EXIT_CODES_HELP,
     context_settings={"ignore_unknown_options": True},
@@ -876,7 +899,7 @@ def run(
     if not args:
         raise click.UsageError("give the relay's command line after --: ADDRESS1 ADDRESS2")
     try:
-        line = parse_command_line(args)
+        line = _relay_parser()(args)
         addresses = [parse_address(text) for text in line.addresses]
     except RelayError as exc:
         raise click.BadParameter(str(exc), param_hint="command") from None

@@ -201,6 +201,10 @@ def _pods_path(namespace: str | None) -> str:
 
 
 def _alive(pid: int) -> bool:
+    if os.name == "nt":
+        # Windows has no signal 0: os.kill would send CTRL_C_EVENT (0) or end the
+        # process. Its relays count as alive; deadlines and idle timeouts end them.
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -29,6 +29,7 @@ from typing import Any, NotRequired, TypedDict, cast
 from urllib.parse import quote
 
 import aiohttp
+import yaml
 
 from .errors import (
     AccessDenied,
@@ -242,9 +243,9 @@ class Cluster:
                 client_configuration=configuration,
                 persist_config=False,
             )
-        except (config.ConfigException, OSError, ValueError, TypeError) as exc:
+        except (config.ConfigException, OSError, ValueError, TypeError, yaml.YAMLError) as exc:
             fix = "check --kubeconfig and --context (kubectl config get-contexts)"
-            reason = str(exc).rstrip(". ")
+            reason = " ".join(str(exc).split()).rstrip(". ")  # YAML errors span lines
             raise ConfigError(f"cannot use the kubeconfig {path}: {reason}", fix) from None
         chosen = current
         if options.context is not None:

@@ -132,6 +132,18 @@ def test_a_missing_kubeconfig_is_a_cluster_error(tmp_path: Path) -> None:
     assert err.endswith("; check --kubeconfig and --context (kubectl config get-contexts)\n")
 
 
+def test_a_kubeconfig_that_is_not_yaml_is_one_line(tmp_path: Path) -> None:
+    broken = tmp_path / "config"
+    broken.write_text("a: b: c\n")
+    status, out, err = run("tcp", "svc/web:80", "--kubeconfig", str(broken))
+    assert (status, out) == (3, "")
+    assert err == (
+        f"error: cannot use the kubeconfig {broken}: mapping values are not allowed here in "
+        f'"{broken}", line 1, column 5; check --kubeconfig and --context '
+        "(kubectl config get-contexts)\n"
+    )
+
+
 def test_a_local_port_in_use_fails_before_the_cluster_is_asked(kubeconfig: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
