@@ -33,11 +33,16 @@ def tool(name: str) -> Path:
 
 
 @pytest.fixture
-def offline(tmp_path: Path) -> dict[str, str]:
-    """A user's environment: a fresh HOME, pip offline on the wheelhouse, kubectl on PATH."""
+def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """A user's environment: a fresh HOME, pip offline on the wheelhouse, kubectl on PATH.
+
+    The wheel this test builds is built offline too (pip reads PIP_* here).
+    """
     wheelhouse = krew_release.wheelhouse_dir()
     if not any(wheelhouse.glob("*.whl")):
         pytest.fail(f"no wheels in {wheelhouse}: run ./dev setup")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(wheelhouse))
     home = tmp_path / "home"
     home.mkdir()
     kubectl = tool("kubectl")
