@@ -1056,7 +1056,7 @@ def show_inventory(
     if wide:
         columns += ["JOB", "USER", "SESSION", "DEADLINE"]
     for column in columns:
-        table.add_column(column, no_wrap=True)
+        table.add_column(column)
     for relay in found.relays:
         status = relay.phase + (f" (orphan: {relay.orphan})" if relay.orphan else "")
         row: list[str | Text] = [
