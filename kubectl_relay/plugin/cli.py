@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import signal
 import sys
@@ -34,7 +33,7 @@ from .. import __version__
 from ..engine.addresses import parse_address
 from ..engine.errors import RelayError
 from . import completion, errors, events, inventory, relaypod, tracing
-from .kube import Cluster, KubeOptions
+from .kube import Cluster, KubeOptions, kubeconfig_path
 from .relaypod import PodSettings, TLSSettings, Toleration, TraceLevel
 from .session import Session, SessionOptions, TunnelSpec
 from .targets import (
@@ -583,7 +582,7 @@ def _complete_from_cluster(
         given.get("namespace"),
         given.get("as_user"),
         tuple(given.get("as_groups") or ()),
-        min(given.get("request_timeout") or COMPLETION_TIMEOUT, 30.0),
+        min(given.get("request_timeout") or COMPLETION_TIMEOUT, COMPLETION_TIMEOUT),
     )
     try:
         return _items(asyncio.run(_with_cluster(kube, ask)))
@@ -606,11 +605,9 @@ def _complete_contexts(
     del param
     from kubernetes import config  # noqa: PLC0415 - slow import, only when needed
 
-    kubeconfig = ctx.params.get("kubeconfig")
-    path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
     try:
         contexts, _ = config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
-            config_file=path or os.path.expanduser("~/.kube/config")
+            config_file=kubeconfig_path(ctx.params.get("kubeconfig"))
         )
     except Exception:  # no kubeconfig, no candidates
         return []

@@ -230,8 +230,7 @@ class Cluster:
         """Read the kubeconfig; raise ``ConfigError`` when it cannot be used."""
         from kubernetes import client, config  # noqa: PLC0415 - slow import, only when needed
 
-        path = options.kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
-        path = path or os.path.expanduser("~/.kube/config")
+        path = kubeconfig_path(options.kubeconfig)
         configuration = client.Configuration()
         try:
             contexts, current = config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
@@ -512,6 +511,13 @@ class Cluster:
 
 
 # -- helpers -------------------------------------------------------------------------------------
+
+
+def kubeconfig_path(explicit: str | None) -> str:
+    """The kubeconfig kubectl would read: ``--kubeconfig``, ``$KUBECONFIG``'s first, or
+    ``~/.kube/config``."""
+    first = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
+    return explicit or first or os.path.expanduser("~/.kube/config")
 
 
 def pod_path(namespace: str, name: str) -> str:
