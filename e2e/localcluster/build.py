@@ -76,10 +76,10 @@ def go_version(go: str) -> str:
     ).stdout.strip()
 
 
-def source_hash() -> str:
-    """SHA-256 of the module's files (go.mod, go.sum, main.go), in name order."""
+def source_hash(module_dir: Path = MODULE_DIR) -> str:
+    """SHA-256 of a Go module's files (go.mod, go.sum, main.go), in name order."""
     digest = hashlib.sha256()
-    for path in sorted(MODULE_DIR.iterdir()):
+    for path in sorted(module_dir.iterdir()):
         if path.is_file():
             digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
@@ -132,7 +132,8 @@ def binaries_current(settings: ClusterSettings, key: str) -> bool:
     )
 
 
-def _go_environment() -> dict[str, str]:
+def go_environment() -> dict[str, str]:
+    """The environment of a ``go build``: the caller's, with the project's ``GOFLAGS``."""
     env = dict(os.environ)
     # -modcacherw: the module cache stays deletable by `rm -rf`; -buildvcs=false:
     # the module is inside this repository, whose state must not change the build.
@@ -169,7 +170,7 @@ def build_binaries(settings: ClusterSettings, report: Report = print) -> None:
     if binaries_current(settings, key):
         report(f"  binaries of {settings.release} are cached in {settings.bin_dir}")
         return
-    env = _go_environment()
+    env = go_environment()
     settings.bin_dir.mkdir(parents=True, exist_ok=True)
     report(f"  go build of Kubernetes {settings.release} into {settings.bin_dir} ...")
     report("    listing the packages (the first build downloads the modules here) ...")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import signal
 import sys
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import yaml
+from click.shell_completion import CompletionItem, ShellComplete
 from rich.console import Console
 from rich.status import Status
 from rich.table import Table
@@ -28,10 +31,9 @@ from rich.text import Text
 
 from .. import __version__
 from ..engine.addresses import parse_address
-from ..engine.cli import parse_command_line
 from ..engine.errors import RelayError
-from . import errors, events, inventory, relaypod, tracing
-from .kube import Cluster, KubeOptions
+from . import completion, errors, events, inventory, relaypod, tracing
+from .kube import Cluster, KubeOptions, kubeconfig_path
 from .relaypod import PodSettings, TLSSettings, Toleration, TraceLevel
 from .session import Session, SessionOptions, TunnelSpec
 from .targets import (
@@ -74,6 +76,17 @@ class TargetType(click.ParamType[Target]):
             return parse_target(str(value))
         except errors.TargetSyntaxError as exc:
             self.fail(str(exc), param, ctx)
+
+    def shell_complete(
+        self, ctx: click.Context, param: click.Parameter, incomplete: str
+    ) -> list[CompletionItem]:
+        """``svc/``, ``pod/``, ``deploy/``, then ``KIND/NAME:PORT`` from the cluster."""
+        if "/" not in incomplete:
+            return _items(completion.kind_candidates(incomplete))
+        return _complete_from_cluster(
+            ctx,
+            lambda cluster: completion.target_candidates(cluster, cluster.namespace, incomplete),
+        )
 
 
 class ListenType(click.ParamType[ListenAddress]):
@@ -172,26 +185,58 @@ TOLERATION = TolerationType()
 # -- common options --------------------------------------------------------------------------
 
 
-def kube_options(function: Callable[..., T]) -> Callable[..., T]:
-    """kubectl's connection flags."""
-    options = [
-        click.option("--kubeconfig", metavar="PATH", help="Path to the kubeconfig file."),
-        click.option("--context", metavar="NAME", help="The kubeconfig context to use."),
-        click.option("-n", "--namespace", metavar="NAME", help="Namespace of the targets."),
-        click.option("--as", "as_user", metavar="USER", help="Impersonate this user."),
-        click.option(
-            "--as-group", "as_groups", metavar="GROUP", multiple=True, help="Impersonate a group."
-        ),
-        click.option(
-            "--request-timeout",
-            type=DURATION,
-            metavar="DURATION",
-            help="Timeout of single API requests (0: none). [default: 30s]",
-        ),
-    ]
-    for option in reversed(options):
-        function = option(function)
-    return function
+def _connection_options(namespace_help: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """kubectl's connection flags, ``-n`` described for the command."""
+
+    def decorate(function: Callable[..., T]) -> Callable[..., T]:
+        options = [
+            click.option(
+                "--kubeconfig",
+                type=click.Path(dir_okay=False),
+                metavar="PATH",
+                help="Path to the kubeconfig file.",
+            ),
+            click.option(
+                "--context",
+                metavar="NAME",
+                shell_complete=_complete_contexts,
+                help="The kubeconfig context to use.",
+            ),
+            click.option(
+                "-n",
+                "--namespace",
+                metavar="NAME",
+                shell_complete=_complete_namespaces,
+                help=namespace_help,
+            ),
+            click.option("--as", "as_user", metavar="USER", help="Impersonate this user."),
+            click.option(
+                "--as-group",
+                "as_groups",
+                metavar="GROUP",
+                multiple=True,
+                help="Impersonate a group.",
+            ),
+            click.option(
+                "--request-timeout",
+                type=DURATION,
+                metavar="DURATION",
+                help="Timeout of single API requests (0: none). [default: 30s]",
+            ),
+        ]
+        for option in reversed(options):
+            function = option(function)
+        return function
+
+    return decorate
+
+
+#: kubectl's connection flags, for the commands that make tunnels.
+kube_options = _connection_options("Namespace of the targets (default: the context's namespace).")
+#: The same for ``ls`` and ``gc``, which look at every namespace unless told.
+listing_kube_options = _connection_options(
+    "Only this namespace (default: every namespace you may list)."
+)
 
 
 def trace_options(function: Callable[..., T]) -> Callable[..., T]:
@@ -227,6 +272,7 @@ def pod_options(function: Callable[..., T]) -> Callable[..., T]:
         click.option(
             "--relay-namespace",
             metavar="NAME",
+            shell_complete=_complete_namespaces,
             help="Run the relay pods here instead of the targets' namespace.",
         ),
         click.option(
@@ -440,8 +486,10 @@ class Renderer:
 
 # -- running the library -------------------------------------------------------------------------
 
-#: Signals that end a session (then the relay pods are deleted).
-SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: Signals that end a session (then the relay pods are deleted); Windows has no SIGHUP.
+SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 
 
 class Interrupted(Exception):
@@ -481,7 +529,12 @@ def run_session(coroutine: Coroutine[Any, Any, T]) -> T:
                     loop.remove_signal_handler(signum)
 
     with asyncio.Runner() as runner:
-        return runner.run(until_signal())
+        try:
+            return runner.run(until_signal())
+        except KeyboardInterrupt:
+            # Where the loop cannot handle signals (Windows), the runner turns
+            # Ctrl-C into KeyboardInterrupt after cancelling the session.
+            raise Interrupted(signal.SIGINT) from None
 
 
 async def _with_cluster(
@@ -505,6 +558,60 @@ def _kube(
     if request_timeout == 0:
         request_timeout = 365 * 24 * 3600.0
     return KubeOptions(kubeconfig, context, namespace, as_user, tuple(as_groups), request_timeout)
+
+
+# -- shell completion -----------------------------------------------------------------------------
+
+#: How long completion waits for the API server: a shell must not hang on TAB.
+COMPLETION_TIMEOUT = 5.0
+
+
+def _items(candidates: Sequence[completion.Candidate]) -> list[CompletionItem]:
+    return [CompletionItem(c.value, help=c.help or None) for c in candidates]
+
+
+def _complete_from_cluster(
+    ctx: click.Context,
+    ask: Callable[[Cluster], Coroutine[Any, Any, list[completion.Candidate]]],
+) -> list[CompletionItem]:
+    """Candidates from the cluster of the flags typed so far; none if it cannot answer."""
+    given = ctx.params
+    kube = _kube(
+        given.get("kubeconfig"),
+        given.get("context"),
+        given.get("namespace"),
+        given.get("as_user"),
+        tuple(given.get("as_groups") or ()),
+        min(given.get("request_timeout") or COMPLETION_TIMEOUT, COMPLETION_TIMEOUT),
+    )
+    try:
+        return _items(asyncio.run(_with_cluster(kube, ask)))
+    except Exception:  # completion stays silent: a TAB is no place for errors
+        return []
+
+
+def _complete_namespaces(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    del param
+    return _complete_from_cluster(
+        ctx, lambda cluster: completion.namespace_candidates(cluster, incomplete)
+    )
+
+
+def _complete_contexts(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    del param
+    from kubernetes import config  # noqa: PLC0415 - slow import, only when needed
+
+    try:
+        contexts, _ = config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig_path(ctx.params.get("kubeconfig"))
+        )
+    except Exception:  # no kubeconfig, no candidates
+        return []
+    return _items(completion.context_candidates(contexts, incomplete))
 
 
 def _trace_level(verbose: bool | None, hexdump: bool, quiet: bool) -> TraceLevel:
@@ -737,6 +844,23 @@ def tls(
     return _tunnel_command(_terminal(ctx), "tls", targets, listens, params, settings, files)
 
 
+def _relay_parser() -> Callable[[Sequence[str]], Any]:
+    """The engine's command-line parser, for ``run``.
+
+    Imported here, not with the module: the engine's runtime beside it
+    (``termios``, ``resource``) is POSIX-only, and every other command runs
+    on Windows too.
+    """
+    try:
+        from ..engine.cli import parse_command_line  # noqa: PLC0415 - see above
+    except ImportError as exc:
+        raise click.UsageError(
+            f"`kubectl relay run` checks the relay's command line with the engine, which "
+            f"does not load here ({exc}); use tcp, udp or tls, or run it from Linux or macOS"
+        ) from None
+    return parse_command_line
+
+
 @cli.command(
     epilog=EXIT_CODES_HELP,
     context_settings={"ignore_unknown_options": True},
@@ -772,7 +896,7 @@ def run(
     if not args:
         raise click.UsageError("give the relay's command line after --: ADDRESS1 ADDRESS2")
     try:
-        line = parse_command_line(args)
+        line = _relay_parser()(args)
         addresses = [parse_address(text) for text in line.addresses]
     except RelayError as exc:
         raise click.BadParameter(str(exc), param_hint="command") from None
@@ -790,43 +914,93 @@ def run(
     return _run(_terminal(ctx), [spec], params)
 
 
-@cli.command(name="ls", epilog=EXIT_CODES_HELP)
-@click.option("--all-users", is_flag=True, help="Every user's relays, not only yours.")
-@click.option(
-    "--current-namespace",
-    is_flag=True,
-    help="Only the current namespace (default: all namespaces you may list).",
-)
-@kube_options
-@click.pass_context
-def list_command(
-    ctx: click.Context, /, all_users: bool, current_namespace: bool, **params: Any
-) -> int:
-    """List your relay pods across namespaces; orphans are marked."""
-    terminal = _terminal(ctx)
-    kube = _kube(*(params[k] for k in _KUBE_KEYS))
+LS_EXIT_CODES_HELP = """\b
+Exit status:
+  0    listed (also when there is no relay pod)
+  2    bad command line
+  3    the cluster refused or lacks something: kubeconfig, the right
+       to list pods
+"""
+
+GC_EXIT_CODES_HELP = """\b
+Exit status:
+  0    every chosen relay pod was deleted (or, with --dry-run, listed)
+  2    bad command line
+  3    the cluster refused or lacks something: kubeconfig, the right
+       to list or delete pods and Jobs (what was deleted before stays deleted)
+"""
+
+#: ``ls -o``: kubectl's spellings; without it, the table.
+OUTPUT_FORMATS = ("wide", "json", "yaml")
+
+
+def _listing(
+    params: dict[str, Any], current_namespace: bool, all_users: bool
+) -> Callable[[Cluster], Coroutine[Any, Any, inventory.Inventory]]:
     all_namespaces = not current_namespace and params["namespace"] is None
 
-    async def use(cluster: Cluster) -> inventory.Inventory:
+    async def list_relays(cluster: Cluster) -> inventory.Inventory:
         return await inventory.list_relays(
             cluster, all_namespaces=all_namespaces, user=None if all_users else cluster.user
         )
 
-    found = run_session(_with_cluster(kube, use))
-    show_inventory(terminal.out, found)
-    return 0
+    return list_relays
 
 
-@cli.command(epilog=EXIT_CODES_HELP)
-@click.option("--all", "everything", is_flag=True, help="Delete all your relays, not only orphans.")
+@cli.command(name="ls", epilog=LS_EXIT_CODES_HELP)
 @click.option("--all-users", is_flag=True, help="Every user's relays, not only yours.")
-@click.option("--dry-run", is_flag=True, help="Only show what would be deleted.")
 @click.option(
     "--current-namespace",
     is_flag=True,
-    help="Only the current namespace (default: all namespaces you may list).",
+    help="Only the context's namespace (default: every namespace you may list).",
 )
-@kube_options
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(OUTPUT_FORMATS),
+    help="wide: a table with the Job, user, session and deadline too; json, yaml: every "
+    "field, for scripts (notes go to stderr then). [default: a table]",
+)
+@listing_kube_options
+@click.pass_context
+def list_command(
+    ctx: click.Context,
+    /,
+    all_users: bool,
+    current_namespace: bool,
+    output: str | None,
+    **params: Any,
+) -> int:
+    """List your relay pods across namespaces; orphans are marked."""
+    terminal = _terminal(ctx)
+    kube = _kube(*(params[k] for k in _KUBE_KEYS))
+    found = run_session(_with_cluster(kube, _listing(params, current_namespace, all_users)))
+    if output in ("json", "yaml"):
+        if found.note:
+            terminal.err.print(Text(found.note, style="yellow"))
+        relays = [relay.as_dict() for relay in found.relays]
+        if output == "json":
+            text = json.dumps(relays, indent=2)
+        else:
+            text = yaml.safe_dump(relays, sort_keys=False).rstrip()
+        terminal.out.print(Text(text), crop=False)
+    else:
+        show_inventory(terminal.out, found, wide=output == "wide")
+    return 0
+
+
+@cli.command(epilog=GC_EXIT_CODES_HELP)
+@click.option("--all", "everything", is_flag=True, help="Delete all your relays, not only orphans.")
+@click.option("--all-users", is_flag=True, help="Every user's relays, not only yours.")
+@click.option(
+    "--dry-run", is_flag=True, help="Only show what would be deleted (the same pods a run deletes)."
+)
+@click.option(
+    "--current-namespace",
+    is_flag=True,
+    help="Only the context's namespace (default: every namespace you may list).",
+)
+@listing_kube_options
 @click.pass_context
 def gc(
     ctx: click.Context,
@@ -840,12 +1014,10 @@ def gc(
     """Delete orphaned relay pods: finished, past their deadline, or whose client is gone."""
     terminal = _terminal(ctx)
     kube = _kube(*(params[k] for k in _KUBE_KEYS))
-    all_namespaces = not current_namespace and params["namespace"] is None
+    listing = _listing(params, current_namespace, all_users)
 
     async def use(cluster: Cluster) -> tuple[inventory.Inventory, list[inventory.RelayInfo]]:
-        found = await inventory.list_relays(
-            cluster, all_namespaces=all_namespaces, user=None if all_users else cluster.user
-        )
+        found = await listing(cluster)
         deleted = await inventory.collect_garbage(
             cluster, found, everything=everything, dry_run=dry_run
         )
@@ -858,15 +1030,17 @@ def gc(
     for relay in deleted:
         why = relay.orphan or "requested with --all"
         terminal.out.print(Text(f"{verb} {relay.namespace}/{relay.pod} ({why})"))
-    left = len(found.relays) - (0 if dry_run else len(deleted))
-    terminal.out.print(Text(f"{len(deleted)} relay pod(s) {verb}, {left} left", style="dim"))
+    # The same count either way: a dry run names exactly what a run deletes.
+    left = len(found.relays) - len(deleted)
+    summary = "would be deleted" if dry_run else "deleted"
+    terminal.out.print(Text(f"{len(deleted)} relay pod(s) {summary}, {left} left", style="dim"))
     return 0
 
 
 def show_inventory(
-    console: Console, found: inventory.Inventory, now: datetime | None = None
+    console: Console, found: inventory.Inventory, now: datetime | None = None, *, wide: bool = False
 ) -> None:
-    """The ``ls`` table."""
+    """The ``ls`` table (``wide``: with the Job, user, session and deadline)."""
     now = now or datetime.now(UTC)
     if found.note:
         console.print(Text(found.note, style="yellow"))
@@ -875,18 +1049,25 @@ def show_inventory(
         console.print(Text(f"No relay pods in {where}.", style="dim"))
         return
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("NAMESPACE", "POD", "TARGET", "CLIENT", "AGE", "STATUS"):
+    columns = ["NAMESPACE", "POD", "TARGET", "CLIENT", "AGE", "STATUS"]
+    if wide:
+        columns += ["JOB", "USER", "SESSION", "DEADLINE"]
+    for column in columns:
         table.add_column(column)
     for relay in found.relays:
         status = relay.phase + (f" (orphan: {relay.orphan})" if relay.orphan else "")
-        table.add_row(
+        row: list[str | Text] = [
             relay.namespace,
             relay.pod,
             relay.target,
             relay.client,
             _age(relay.started, now),
             Text(status, style="yellow" if relay.orphan else ""),
-        )
+        ]
+        if wide:
+            deadline = inventory.format_time(relay.deadline) or "<none>"
+            row += [relay.job or "<none>", relay.user, relay.session, deadline]
+        table.add_row(*row)
     console.print(table)
 
 
@@ -934,4 +1115,30 @@ def _usage_line(exc: click.ClickException) -> str:
     """click's usage error as one line: ``error: <message>; see 'kubectl relay CMD --help'``."""
     ctx = getattr(exc, "ctx", None)
     command = ctx.command_path if ctx is not None else "kubectl relay"
-    return f"error: {exc.format_message()}; see '{command} --help'"
+    # click ends some messages with a full stop; "; see" follows it otherwise.
+    message = exc.format_message().rstrip().removesuffix(".")
+    return f"error: {message}; see '{command} --help'"
+
+
+def complete_main(argv: Sequence[str] | None = None) -> int:
+    """``kubectl_complete-relay``: kubectl's plugin completion (see ``completion``).
+
+    kubectl runs it with the words after ``relay``, the last one being the
+    word under completion; click's completion machinery finds what that word
+    is (a command, a flag, a flag's value, a TARGET) and asks its parameter.
+    """
+    words = list(sys.argv[1:] if argv is None else argv)
+    args, incomplete = words[:-1], words[-1] if words else ""
+    completer = ShellComplete(cli, {}, "kubectl relay", "_KUBECTL_RELAY_COMPLETE")
+    try:
+        items = completer.get_completions(args, incomplete)
+    except Exception:  # a TAB never shows a traceback
+        items = []
+    if any(item.type in ("file", "dir") for item in items):
+        # A path: the shell completes file names itself.
+        sys.stdout.write(completion.protocol_output([], completion.Directive.DEFAULT))
+        return 0
+    candidates = [completion.Candidate(str(item.value), item.help or "") for item in items]
+    directive = completion.directive_for(candidates)
+    sys.stdout.write(completion.protocol_output(candidates, directive))
+    return 0

@@ -45,6 +45,22 @@ class RelayInfo:
     #: Why it is an orphan; empty while its client still uses it.
     orphan: str = ""
 
+    def as_dict(self) -> dict[str, str | None]:
+        """Every field, times in RFC 3339 as the API writes them (``ls -o json|yaml``)."""
+        return {
+            "namespace": self.namespace,
+            "pod": self.pod,
+            "job": self.job,
+            "user": self.user,
+            "session": self.session,
+            "target": self.target,
+            "client": self.client,
+            "phase": self.phase,
+            "started": format_time(self.started),
+            "deadline": format_time(self.deadline),
+            "orphan": self.orphan or None,
+        }
+
 
 @dataclass(frozen=True)
 class Inventory:
@@ -185,6 +201,10 @@ def _pods_path(namespace: str | None) -> str:
 
 
 def _alive(pid: int) -> bool:
+    if os.name == "nt":
+        # Windows has no signal 0: os.kill would send CTRL_C_EVENT (0) or end the
+        # process. Its relays count as alive; deadlines and idle timeouts end them.
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -194,10 +214,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
+#: How the annotations (and the API) write times.
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def format_time(when: datetime | None) -> str | None:
+    """``when`` as the annotations write it (UTC, RFC 3339), or None."""
+    return None if when is None else when.astimezone(UTC).strftime(TIME_FORMAT)
+
+
 def _parse_time(text: str | None) -> datetime | None:
     if not text:
         return None
     try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=UTC)
     except ValueError:
         return None

@@ -29,6 +29,7 @@ from typing import Any, NotRequired, TypedDict, cast
 from urllib.parse import quote
 
 import aiohttp
+import yaml
 
 from .errors import (
     AccessDenied,
@@ -229,8 +230,7 @@ class Cluster:
         """Read the kubeconfig; raise ``ConfigError`` when it cannot be used."""
         from kubernetes import client, config  # noqa: PLC0415 - slow import, only when needed
 
-        path = options.kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
-        path = path or os.path.expanduser("~/.kube/config")
+        path = kubeconfig_path(options.kubeconfig)
         configuration = client.Configuration()
         try:
             contexts, current = config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
@@ -242,9 +242,9 @@ class Cluster:
                 client_configuration=configuration,
                 persist_config=False,
             )
-        except (config.ConfigException, OSError, ValueError, TypeError) as exc:
+        except (config.ConfigException, OSError, ValueError, TypeError, yaml.YAMLError) as exc:
             fix = "check --kubeconfig and --context (kubectl config get-contexts)"
-            reason = str(exc).rstrip(". ")
+            reason = " ".join(str(exc).split()).rstrip(". ")  # YAML errors span lines
             raise ConfigError(f"cannot use the kubeconfig {path}: {reason}", fix) from None
         chosen = current
         if options.context is not None:
@@ -511,6 +511,13 @@ class Cluster:
 
 
 # -- helpers -------------------------------------------------------------------------------------
+
+
+def kubeconfig_path(explicit: str | None) -> str:
+    """The kubeconfig kubectl would read: ``--kubeconfig``, ``$KUBECONFIG``'s first, or
+    ``~/.kube/config``."""
+    first = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
+    return explicit or first or os.path.expanduser("~/.kube/config")
 
 
 def pod_path(namespace: str, name: str) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import time
 from collections.abc import Callable, Coroutine
@@ -29,7 +30,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from ..engine.framing import END_FRAME, FrameDecoder, encode
+from ..engine.frames import END_FRAME, FrameDecoder, encode
 from .errors import ApiError, ClusterError, LocalPortInUse, PluginError, PortForwardError
 from .events import ConnectionClosed, ConnectionOpened, EventSink, ForwardRetry
 from .kube import Cluster, pod_path
@@ -148,7 +149,9 @@ def bind(listen: ListenAddress, kind: socket.SocketKind) -> socket.socket:
         ) from None
     sock = socket.socket(family, kind)
     try:
-        if kind == socket.SOCK_STREAM:
+        # POSIX: rebind at once after a restart. Not on Windows, where
+        # SO_REUSEADDR lets a second socket take a port that is in use.
+        if kind == socket.SOCK_STREAM and os.name != "nt":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
         if kind == socket.SOCK_STREAM:

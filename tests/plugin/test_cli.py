@@ -93,6 +93,13 @@ BAD_INPUT = [
         "error: --insecure turns verification off: drop --cafile/--tls-secret; "
         "see 'kubectl relay tls --help'",
     ),
+    # click's own messages end with a full stop: no "'--port'.;" before the hint.
+    (
+        ["tcp", "svc/web:80", "--port", "8080"],
+        2,
+        "error: No such option '--port'; see 'kubectl relay tcp --help'",
+    ),
+    (["bogus"], 2, "error: No such command 'bogus'; see 'kubectl relay --help'"),
     (
         ["run", "--", "TCP-LISTN:80", "-"],
         2,
@@ -125,6 +132,18 @@ def test_a_missing_kubeconfig_is_a_cluster_error(tmp_path: Path) -> None:
     assert err.endswith("; check --kubeconfig and --context (kubectl config get-contexts)\n")
 
 
+def test_a_kubeconfig_that_is_not_yaml_is_one_line(tmp_path: Path) -> None:
+    broken = tmp_path / "config"
+    broken.write_text("a: b: c\n")
+    status, out, err = run("tcp", "svc/web:80", "--kubeconfig", str(broken))
+    assert (status, out) == (3, "")
+    assert err == (
+        f"error: cannot use the kubeconfig {broken}: mapping values are not allowed here in "
+        f'"{broken}", line 1, column 5; check --kubeconfig and --context '
+        "(kubectl config get-contexts)\n"
+    )
+
+
 def test_a_local_port_in_use_fails_before_the_cluster_is_asked(kubeconfig: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -151,6 +170,20 @@ def test_help_lists_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     assert status == 0
     out = capsys.readouterr().out  # click writes help itself
     assert "Exit status:" in out and "4    the local listen address is in use" in out
+
+
+@pytest.mark.parametrize("command", ["ls", "gc"])
+def test_ls_and_gc_describe_their_own_flags_and_exit_codes(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, _ = run(command, "--help")
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "Only this namespace (default: every namespace you may list)." in " ".join(out.split())
+    assert "Exit status:" in out and "0    " in out
+    assert "tunnel" not in out and "--listen" not in out and "signal" not in out
+    assert ("-o, --output [wide|json|yaml]" in out) == (command == "ls")
+    assert ("--dry-run" in out) == (command == "gc")
 
 
 # -- rendering ---------------------------------------------------------------------------------------
