@@ -434,22 +434,46 @@ def parse_network(text: str) -> Network:
     socat: "For IPv4 addresses, address-range takes the form address/bits,
     e.g. 10.0.0.0/8, or address:mask, e.g. 10.0.0.0:255.0.0.0; for IPv6, it
     is [ip6-address]/bits, e.g. [::1]/128." Host bits are allowed
-    (``127.0.0.1/8``). Raises ``ValueError``.
+    (``127.0.0.1/8``), and so are host names, resolved now as socat does
+    (``localhost:255.255.255.255``, in socat's own test suite). Raises ``ValueError``.
     """
     if text.startswith("["):
         address, bracket, bits = text[1:].partition("]/")
         if not bracket:
             raise ValueError(text)
-        return ipaddress.IPv6Network(f"{address}/{bits}", strict=False)
+        return ipaddress.IPv6Network(f"{_host_address(address, 6)}/{bits}", strict=False)
     if "/" in text:
         address, _, bits = text.partition("/")
         if ":" in address:
             return ipaddress.IPv6Network(f"{address}/{bits}", strict=False)
-        return ipaddress.IPv4Network(f"{address}/{bits}", strict=False)
+        return ipaddress.IPv4Network(f"{_host_address(address, 4)}/{bits}", strict=False)
     address, colon, mask = text.partition(":")
     if not colon:
         raise ValueError(text)
-    return ipaddress.IPv4Network(f"{address}/{mask}", strict=False)
+    return ipaddress.IPv4Network(f"{_host_address(address, 4)}/{mask}", strict=False)
+
+
+def _host_address(text: str, version: int) -> str:
+    """``text`` if it is an address of IP ``version``, else the first address its name
+    resolves to in that version. Raises ``ValueError``."""
+    try:
+        literal = ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    else:
+        if literal.version != version:
+            raise ValueError(text)
+        return text
+    if not text or not re.fullmatch(r"[A-Za-z0-9._-]+", text):
+        raise ValueError(text)
+    import socket  # noqa: PLC0415 - only a range with a name needs the resolver
+
+    family = socket.AF_INET if version == 4 else socket.AF_INET6
+    try:
+        found = socket.getaddrinfo(text, None, family, socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        raise ValueError(text) from None
+    return str(found[0][4][0])
 
 
 def _format_network(network: Network) -> str:

@@ -167,6 +167,12 @@ def test_range(text: str, expected: list[str]) -> None:
     assert networks == tuple(ipaddress.ip_network(n) for n in expected)
 
 
+def test_a_range_may_name_a_host() -> None:
+    # As socat resolves it: its test suite passes range=localhost:255.255.255.255.
+    assert parse_network("localhost:255.255.255.255") == ipaddress.ip_network("127.0.0.1/32")
+    assert parse_network("localhost/8") == ipaddress.ip_network("127.0.0.0/8")
+
+
 def test_ranges_add_up() -> None:
     networks = parse("range=10.0.0.0/8,fork,range=[::1]/128").networks("range")
     assert networks == (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128"))
@@ -182,6 +188,8 @@ def test_ranges_add_up() -> None:
         "[::1]/129",
         "10.0.0.0:255.0.255.0",
         "[10.0.0.1]/8",
+        "no-such-host.invalid:255.0.0.0",
+        "bad;name:255.0.0.0",
         "",
     ],
 )
