@@ -441,7 +441,17 @@ async def transfer(
     log_transfer_start(left.fd_label, right.fd_label)
     if not pumps:
         return
-    await _supervise(pumps, settings, clock)
+    try:
+        await _supervise(pumps, settings, clock)
+    except* OpenError as group:
+        # Python 3.11's task group wraps even its own body's exception (a
+        # shutdown that fails on a reset peer): report it as the one error it is.
+        raise _first_failure(group) from None
+
+
+def _first_failure(group: BaseExceptionGroup[OpenError]) -> OpenError:
+    first = group.exceptions[0]
+    return _first_failure(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def log_transfer_start(left_fd: str, right_fd: str) -> None:

@@ -137,6 +137,9 @@ class _Settings:
         context.verify_mode = ssl.CERT_REQUIRED if self.verify else ssl.CERT_NONE
         # A renegotiation would need the write side to read; refuse it, as TLS 1.3 does.
         context.options |= ssl.OP_NO_RENEGOTIATION
+        # A TCP end without close_notify may be a truncation, and socat says so:
+        # Debian's Python sets this option on every context, which hides it.
+        context.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
         # socat's compress=auto leaves OpenSSL's choice, compress=none turns it off
         # (Python's contexts start with it off; OpenSSL 3 builds rarely have any).
         if (options.text("compress") or "none").lower() == "auto":
@@ -306,11 +309,13 @@ class TLSStream(Stream):
                 continue
             except ssl.SSLZeroReturnError:
                 count = 0
-            except ssl.SSLEOFError:
+            except ssl.SSLError as exc:
+                # Python before 3.11.4 raises a plain SSLError for this one.
+                if not (isinstance(exc, ssl.SSLEOFError)
+                        or exc.reason == "UNEXPECTED_EOF_WHILE_READING"):
+                    raise TLSError(self.label, f"SSL_read(): {_reason(exc)}") from None
                 logger.warning("SSL_read(): unexpected EOF, the peer closed without close_notify")
                 count = 0
-            except ssl.SSLError as exc:
-                raise TLSError(self.label, f"SSL_read(): {_reason(exc)}") from None
             if count == 0:
                 self._eof = True  # close_notify: the peer's EOF
                 return 0
