@@ -427,28 +427,45 @@ def test_tls_tunnel_verifies_the_target(
     no_relay_left(kube, namespace)
 
 
+def relay_pods(kube: Kube, namespace: str) -> list[str]:
+    """The relay pods not being deleted in the namespace."""
+    return [name for name in relay_objects(kube, namespace) if name.startswith("pod/")]
+
+
 def test_a_killed_client_leaves_no_relay_behind(
     cluster: Cluster, namespace: str, kube: Kube, plugins: Callable[..., Plugin]
 ) -> None:
+    """SIGKILL: no cleanup by the client, and the default 10-minute idle timeout."""
     echo_service(cluster, kube, namespace)
     port = free_port()
-    plugin = tunnel(
-        plugins,
-        namespace,
-        "tcp",
-        "svc/echo:80",
-        "--listen",
-        str(port),
-        "--idle-timeout",
-        "2s",
-        "--keep-finished",
-        "1s",
-    )
+    plugin = tunnel(plugins, namespace, "tcp", "svc/echo:80", "--listen", str(port))
     assert exchange(port, b"ping\n") == b"ping\n"
-    plugin.proc.kill()  # SIGKILL: no cleanup by the client
+    plugin.proc.kill()
     plugin.proc.wait()
-    # The relay exits when idle, its Job completes, and the cluster deletes both.
-    wait_until("the relay to go away by itself", lambda: not relay_objects(kube, namespace), 30)
+    # Its lease runs out: the Job controller ends the pod within a minute...
+    wait_until("the relay pod to end", lambda: not relay_pods(kube, namespace), 60)
+    # ...and the TTL controller deletes the finished Job (--keep-finished 30s) soon after.
+    wait_until("the Job to go", lambda: not relay_objects(kube, namespace), 60)
+
+
+def test_a_client_that_sleeps_less_than_its_lease_keeps_its_tunnel(
+    cluster: Cluster, namespace: str, kube: Kube, plugins: Callable[..., Plugin]
+) -> None:
+    """A laptop that sleeps: SIGSTOP, then SIGCONT 20 s later; the same relay pod serves."""
+    echo_service(cluster, kube, namespace)
+    port = free_port()
+    plugin = tunnel(plugins, namespace, "tcp", "svc/echo:80", "--listen", str(port))
+    pods = relay_pods(kube, namespace)
+    plugin.proc.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(20)  # less than the lease (40 s) minus its renewal period (10 s)
+    finally:
+        plugin.proc.send_signal(signal.SIGCONT)
+    assert exchange(port, b"awake\n") == b"awake\n"
+    assert relay_pods(kube, namespace) == pods
+    assert plugin.stop() == 0
+    assert "starting a new relay pod" not in plugin.text
+    no_relay_left(kube, namespace)
 
 
 def test_a_broken_port_forward_and_a_deleted_pod_are_recovered(
@@ -640,4 +657,75 @@ def test_ls_and_gc(
     collected = run_plugin(env, "gc")
     assert collected.returncode == 0, collected.stderr
     assert "deleted" in collected.stdout and "its client" in collected.stdout
+    no_relay_left(kube, namespace)
+
+
+#: What a user needs to run a tunnel, without the right to delete anything.
+RIGHTS_WITHOUT_DELETE = [
+    {"apiGroups": ["batch"], "resources": ["jobs"],
+     "verbs": ["create", "get", "list", "watch", "patch"]},
+    {"apiGroups": [""], "resources": ["pods", "services", "events"],
+     "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["pods/portforward"], "verbs": ["get", "create"]},
+]
+
+
+def test_a_cleanup_without_the_right_to_delete_fails_and_names_the_right(
+    cluster: Cluster,
+    namespace: str,
+    kube: Kube,
+    plugins: Callable[..., Plugin],
+    tmp_path: Path,
+) -> None:
+    from e2e.users import grant_rules  # noqa: PLC0415
+
+    echo_service(cluster, kube, namespace)
+    kubeconfig = cluster.user_kubeconfig("no-delete", tmp_path, namespace=namespace)
+    grant_rules(kube.api_client, "no-delete", namespace, "relay-no-delete", RIGHTS_WITHOUT_DELETE)
+    port = free_port()
+    plugin = tunnel(plugins, namespace, "tcp", "svc/echo:80", "--listen", str(port),
+                    kubeconfig=kubeconfig)
+    assert exchange(port, b"ping\n") == b"ping\n"
+    assert plugin.stop() == 3  # Ctrl-C could not clean up
+    (line,) = [line for line in plugin.error.splitlines() if line.strip()]
+    assert line.startswith("error: could not delete job/kubectl-relay-"), line
+    assert 'user "no-delete" has no right to delete jobs.batch' in line
+    assert "ask for rights to create, patch and delete jobs" in line
+    # The Job is still there, and its lease ends it by itself.
+    assert [name for name in relay_objects(kube, namespace) if name.startswith("job/")]
+    wait_until("the relay pod to end", lambda: not relay_pods(kube, namespace), 60)
+
+
+def test_an_api_server_outage_is_told_once_and_its_end_once(
+    cluster: Cluster,
+    namespace: str,
+    kube: Kube,
+    faults: FaultProxyThread,
+    plugins: Callable[..., Plugin],
+) -> None:
+    echo_service(cluster, kube, namespace)
+    port = free_port()
+    plugin = tunnel(plugins, namespace, "tcp", "svc/echo:80", "--listen", str(port),
+                    kubeconfig=faults.kubeconfig)
+    faults.fail("*", "", status=503, times=None)
+    plugin.wait_for("cannot reach the API server")
+    wait_until("several failed checks", lambda: faults.fired() >= 6, 30)
+    faults.clear()
+    plugin.wait_for("the API server answers again")
+    assert exchange(port, b"still here\n") == b"still here\n"
+    assert plugin.stop() == 0
+    assert plugin.text.count("cannot reach the API server") == 1
+    assert plugin.text.count("the API server answers again") == 1
+    no_relay_left(kube, namespace)
+
+
+def test_an_unresolvable_host_is_refused_before_forwarding(
+    cluster: Cluster, namespace: str, kube: Kube, env: dict[str, str]
+) -> None:
+    target = f"nosuchhost.{namespace}:80"
+    result = run_plugin(env, "tcp", target, "--listen", str(free_port()), "-n", namespace)
+    check_failure(result, 3, f'"{target}" cannot be resolved from relay pod',
+                  "check the host name")
+    assert "Forwarding" not in result.stdout
     no_relay_left(kube, namespace)
