@@ -729,3 +729,93 @@ def test_an_unresolvable_host_is_refused_before_forwarding(
                   "check the host name")
     assert "Forwarding" not in result.stdout
     no_relay_left(kube, namespace)
+
+
+# -- traces a person can follow --------------------------------------------------------------
+
+
+def test_concurrent_connections_each_carry_their_number_in_order(
+    cluster: Cluster, namespace: str, kube: Kube, plugins: Callable[..., Plugin]
+) -> None:
+    echo_service(cluster, kube, namespace)
+    port = free_port()
+    plugin = tunnel(plugins, namespace, "tcp", "svc/echo:80", "--listen", str(port))
+    conns = [socket.create_connection(("127.0.0.1", port), timeout=scaled(20)) for _ in range(3)]
+    try:
+        for round_ in range(3):  # the connections' blocks interleave in the relay's trace
+            for index, conn in enumerate(conns):
+                word = f"conn{index}-round{round_}\n".encode()
+                conn.sendall(word)
+                assert conn.recv(100) == word
+        peers = [conn.getsockname()[1] for conn in conns]
+        for conn in conns:
+            conn.shutdown(socket.SHUT_WR)
+            assert conn.recv(100) == b""
+    finally:
+        for conn in conns:
+            conn.close()
+    for number in (1, 2, 3):
+        plugin.wait_for(f"connection {number} closed")
+    assert plugin.stop() == 0
+    lines = plugin.text.splitlines()
+    numbers = {}
+    for line in lines:
+        if line.startswith("connection ") and " from 127.0.0.1:" in line:
+            numbers[int(line.rsplit(":", 1)[1])] = int(line.split()[1])
+    for index, peer in enumerate(peers):
+        number = numbers[peer]
+        mine = [at for at, line in enumerate(lines) if line.startswith(f"#{number} ")]
+        opened = lines.index(next(x for x in lines if x.startswith(f"connection {number} from")))
+        closed = lines.index(next(x for x in lines if x.startswith(f"connection {number} closed")))
+        assert opened < mine[0] and mine[-1] < closed, plugin.text
+        payload = "\n".join(lines[at] for at in mine)
+        for round_ in range(3):
+            assert f"conn{index}-round{round_}" in payload
+        for other in set(range(3)) - {index}:
+            assert f"conn{other}-" not in payload
+    no_relay_left(kube, namespace)
+
+
+def http_service(cluster: Cluster, kube: Kube, namespace: str, name: str = "web") -> None:
+    """Python's own HTTP server (from the relay image's interpreter) behind a Service on 80."""
+    command = ["/opt/relay/bin/python", "-m", "http.server", "8080", "--directory", "/opt/relay"]
+    kube.apps.create_namespaced_deployment(namespace, {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {
+            "replicas": 1, "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{
+                "name": "main", "image": cluster.relay_image, "command": command,
+                "ports": [{"containerPort": 8080}],
+                "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+            }]}},
+        },
+    })
+    kube.core.create_namespaced_service(namespace, {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+        "spec": {"selector": {"app": name},
+                 "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+    })
+    cluster.wait_deployment(namespace, name)
+
+
+def test_summary_shows_one_line_per_http_request(
+    cluster: Cluster, namespace: str, kube: Kube, plugins: Callable[..., Plugin]
+) -> None:
+    import http.client  # noqa: PLC0415
+
+    http_service(cluster, kube, namespace)
+    port = free_port()
+    plugin = tunnel(plugins, namespace, "tcp", "svc/web:80", "--listen", str(port), "--summary")
+    client = http.client.HTTPConnection("127.0.0.1", port, timeout=scaled(20))
+    try:
+        for path in ("/", "/bin/", "/missing"):
+            client.request("GET", path)  # HTTP/1.1, one connection kept alive
+            client.getresponse().read()
+    finally:
+        client.close()
+    output = plugin.wait_for("GET /missing → 404")
+    assert plugin.stop() == 0
+    assert "#1 GET / → 200 OK  (" in output
+    assert "#1 GET /bin/ → 200 OK  (" in output
+    assert "> " not in output  # no raw trace
+    no_relay_left(kube, namespace)

@@ -157,9 +157,11 @@ def trace_flags(level: TraceLevel) -> list[str]:
     ``-d -d`` always: its notices say when a connection is accepted (the
     client shows them with the trace) and errors always reach the client.
     ``-lu`` gives log lines microseconds like the trace's headers.
+    ``--trace-session-ids`` numbers the sessions in the trace and the log,
+    so that the client can tell which connection a block or error is about.
     """
     data = {"quiet": [], "text": ["-v"], "hex": ["-x"], "rows": ["-v", "-x"]}[level]
-    return ["-d", "-d", "-lu", *data]
+    return ["-d", "-d", "-lu", "--trace-session-ids", *data]
 
 
 def listen_address(idle_timeout: float, *, port: int = POD_PORT) -> str:

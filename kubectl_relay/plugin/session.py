@@ -45,6 +45,7 @@ from datetime import UTC, datetime
 from typing import cast
 
 from . import relaypod
+from .connections import Connections
 from .errors import (
     ApiError,
     CleanupError,
@@ -65,7 +66,6 @@ from .events import (
     PodEvent,
     PodReplaced,
     PodWaiting,
-    Traced,
     TunnelReady,
 )
 from .inventory import delete_finished
@@ -130,6 +130,8 @@ class SessionOptions:
     relay_namespace: str | None = None
     #: ``--pod-timeout``: how long a relay pod may take to start.
     pod_timeout: float = 120.0
+    #: ``--summary``: a line per HTTP exchange or connection instead of the raw trace.
+    summary: bool = False
 
 
 @dataclass
@@ -274,6 +276,14 @@ class Tunnel:
         self.current: RelayPod | None = None
         self._generation = 0
         self._lock = asyncio.Lock()
+        trace = self.options.trace
+        self.connections = Connections(
+            index,
+            self.emit,
+            matching=trace != "quiet" and not self.options.summary,
+            text=trace == "text",
+            summary=self.options.summary,
+        )
         self._group: asyncio.TaskGroup | None = None
 
     # -- setup ----------------------------------------------------------------------------------
@@ -332,7 +342,8 @@ class Tunnel:
         )
 
     def close(self) -> None:
-        """Close the local listener."""
+        """Close the local listener; show the connection lines still held."""
+        self.connections.flush()
         if self.sock is not None:
             self.sock.close()
 
@@ -377,6 +388,7 @@ class Tunnel:
             port=port,
             tunnel=self.index,
             on_event=self.emit,
+            connections=self.connections,
             udp=self.spec.mode == "udp",
             framed=self.spec.mode != "run",
         )
@@ -654,7 +666,7 @@ class Tunnel:
         if isinstance(event, LogLine) and event.message.startswith("listening on "):
             relay.listening.set()
             return
-        self.emit(Traced(self.index, relay.pod, event))  # type: ignore[arg-type]
+        self.connections.traced(relay.pod, event)  # type: ignore[arg-type]
 
     async def _monitor(self) -> None:
         """Check the relay pods (and a Deployment's backend) while the tunnel runs."""

@@ -82,6 +82,12 @@ BAD_INPUT = [
         "error: --quiet cannot be combined with -v or -x; see 'kubectl relay tcp --help'",
     ),
     (
+        ["tcp", "svc/web:80", "--summary", "-x"],
+        2,
+        "error: --summary replaces the data trace: drop -v, -x and -q; "
+        "see 'kubectl relay tcp --help'",
+    ),
+    (
         ["tcp", "svc/web:80", "--idle-timeout", "soon"],
         2,
         "error: Invalid value for '--idle-timeout': \"soon\" is not a duration (accepted: 30, 30s, "

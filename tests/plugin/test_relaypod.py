@@ -80,6 +80,7 @@ def test_the_command_is_a_valid_engine_command_line() -> None:
         "-d",
         "-d",
         "-lu",
+        "--trace-session-ids",
         "-v",
         "--grace-period",
         "3",
@@ -120,9 +121,10 @@ def test_target_addresses_per_mode() -> None:
 
 
 def test_trace_levels() -> None:
-    assert relaypod.trace_flags("quiet") == ["-d", "-d", "-lu"]
-    assert relaypod.trace_flags("hex") == ["-d", "-d", "-lu", "-x"]
-    assert relaypod.trace_flags("rows") == ["-d", "-d", "-lu", "-v", "-x"]
+    numbered = ["-d", "-d", "-lu", "--trace-session-ids"]
+    assert relaypod.trace_flags("quiet") == numbered
+    assert relaypod.trace_flags("hex") == [*numbered, "-x"]
+    assert relaypod.trace_flags("rows") == [*numbered, "-v", "-x"]
 
 
 def test_a_tls_secret_is_mounted_read_only_for_the_relay_group() -> None:
