@@ -491,6 +491,8 @@ class Tunnel:
         self._group.create_task(self._follow(relay))
         if self.spec.mode != "run" or self.spec.run_port is not None:
             await self._wait_listening(relay, deadline)
+        # From now on the lease is short: a client killed at once leaves it soon.
+        await self._renew(relay)
         relay.last_use = time.monotonic()
         return relay
 
@@ -690,22 +692,24 @@ class Tunnel:
         while True:
             await asyncio.sleep(relaypod.LEASE_RENEW_PERIOD)
             for relay in list(self.pods):
-                if relay.deleted or not relay.pod:
-                    continue  # a pod still starting has a lease as long as --pod-timeout
-                elapsed = time.monotonic() - relay.started
-                deadline = relaypod.lease_deadline(
-                    elapsed + relaypod.LEASE_SECONDS, self.options.pod
-                )
-                patch = {"spec": {"activeDeadlineSeconds": deadline}}
-                try:
-                    await self.cluster.merge_patch(job_path(relay.namespace, relay.job), patch)
-                except ApiError as exc:
-                    if exc.status != 404:  # gone: the monitor replaces it
-                        self.session.api.failed(exc)
-                except PluginError as exc:
-                    self.session.api.failed(exc)
-                else:
-                    self.session.api.answered()
+                if not relay.deleted and relay.pod:
+                    # A pod still starting has a lease as long as --pod-timeout.
+                    await self._renew(relay)
+
+    async def _renew(self, relay: RelayPod) -> None:
+        """Push the Job's deadline to ``LEASE_SECONDS`` from now (failures are told once)."""
+        elapsed = time.monotonic() - relay.started
+        deadline = relaypod.lease_deadline(elapsed + relaypod.LEASE_SECONDS, self.options.pod)
+        patch = {"spec": {"activeDeadlineSeconds": deadline}}
+        try:
+            await self.cluster.merge_patch(job_path(relay.namespace, relay.job), patch)
+        except ApiError as exc:
+            if exc.status != 404:  # gone: the monitor replaces it
+                self.session.api.failed(exc)
+        except PluginError as exc:
+            self.session.api.failed(exc)
+        else:
+            self.session.api.answered()
 
     async def _check(self, relay: RelayPod) -> None:
         pod = await self.cluster.get_pod(relay.namespace, relay.pod)
