@@ -710,7 +710,7 @@ def test_an_api_server_outage_is_told_once_and_its_end_once(
                     kubeconfig=faults.kubeconfig)
     faults.fail("*", "", status=503, times=None)
     plugin.wait_for("cannot reach the API server")
-    wait_until("several failed checks", lambda: faults.fired() >= 6, 30)
+    wait_until("several failed checks", lambda: faults.fired >= 6, 30)
     faults.clear()
     plugin.wait_for("the API server answers again")
     assert exchange(port, b"still here\n") == b"still here\n"
