@@ -280,7 +280,8 @@ class Tunnel:
         self.connections = Connections(
             index,
             self.emit,
-            matching=trace != "quiet" and not self.options.summary,
+            # Without a local listener (``run``) there is no connection to match.
+            matching=trace != "quiet" and not self.options.summary and spec.listen is not None,
             text=trace == "text",
             summary=self.options.summary,
         )
