@@ -141,28 +141,35 @@ class Cluster:
         return name
 
     def delete_namespace(self, name: str, timeout: float = 120.0) -> None:
-        """Delete namespace ``name``; wait (bounded) until it and its pods' processes are gone."""
+        """Delete namespace ``name``; wait (bounded) until it is gone."""
+        self.start_namespace_deletion(name)
+        self.wait_namespaces_gone([name], timeout)
+
+    def start_namespace_deletion(self, name: str) -> None:
+        """Ask for namespace ``name`` (and so everything in it) to be deleted."""
         from kubernetes import client  # noqa: PLC0415
         from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
 
         with self.api_client() as api_client:
-            core = client.CoreV1Api(api_client)
             try:
-                core.delete_namespace(name)
+                client.CoreV1Api(api_client).delete_namespace(name)
             except ApiException as exc:
                 if exc.status != 404:
                     raise
 
-            def gone() -> bool:
-                try:
-                    core.read_namespace(name)
-                except ApiException as exc:
-                    if exc.status == 404:
-                        return True
-                    raise
-                return False
+    def wait_namespaces_gone(self, names: list[str], timeout: float = 120.0) -> None:
+        """Wait (bounded) until every namespace of ``names`` is gone."""
+        from kubernetes import client  # noqa: PLC0415
 
-            poll(f"namespace {name} to be deleted", gone, timeout)
+        wanted = set(names)
+        with self.api_client() as api_client:
+            core = client.CoreV1Api(api_client)
+
+            def gone() -> bool:
+                left = {item.metadata.name for item in core.list_namespace().items} & wanted
+                return not left
+
+            poll(f"namespaces {', '.join(sorted(wanted))} to be deleted", gone, timeout)
 
     def pods_gone(self, namespace: str, timeout: float = 30.0) -> None:
         """Wait until no pod of ``namespace`` is left."""

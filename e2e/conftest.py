@@ -7,7 +7,9 @@ needs a cluster skips, saying so. ``cluster`` (a ``Cluster``) is what tests
 use; ``faults`` is a fault-injecting proxy in front of its API server.
 
 Each test gets a fresh namespace (``namespace``); deleting it at the end
-deletes everything in it, and the fixture waits (bounded) until it is gone.
+deletes everything in it. The deletions run in the background, and the end of
+each module waits (bounded) until all of its namespaces are gone: waiting
+after every test cost about ten seconds each (the pods' graceful stop).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from tests.conftest import no_leaked_children, no_leaked_threads, scaled
 
 __all__ = [
     "cluster",
+    "deleted_namespaces",
     "extra_namespaces",
     "faults",
     "installed",
@@ -40,6 +43,7 @@ __all__ = [
     "namespace",
     "no_leaked_children",
     "no_leaked_threads",
+    "operator_from_manifests",
     "restricted_namespace",
 ]
 
@@ -53,36 +57,49 @@ def cluster() -> Cluster:
     return Cluster.real()
 
 
+@pytest.fixture(scope="module")
+def deleted_namespaces(cluster: Cluster) -> Iterator[list[str]]:
+    """Namespaces whose deletion the module's tests started; all gone at its end."""
+    names: list[str] = []
+    yield names
+    cluster.wait_namespaces_gone(names, timeout=scaled(180))
+
+
 def _namespace_name(request: pytest.FixtureRequest) -> str:
     base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")
     return f"{base[:50].rstrip('-')}-{secrets.token_hex(3)}"
 
 
 @pytest.fixture
-def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace, deleted with everything in it after the test (waits, bounded, until
-    it is gone)."""
-    name = _namespace_name(request)
-    cluster.create_namespace(name)
+def namespace(cluster: Cluster, request: pytest.FixtureRequest,
+              deleted_namespaces: list[str]) -> Iterator[str]:
+    """A fresh namespace, deleted with everything in it after the test."""
+    name = cluster.create_namespace(_namespace_name(request))
     yield name
-    cluster.delete_namespace(name, timeout=180)
+    cluster.start_namespace_deletion(name)
+    deleted_namespaces.append(name)
 
 
 @pytest.fixture
-def restricted_namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+def restricted_namespace(cluster: Cluster, request: pytest.FixtureRequest,
+                         deleted_namespaces: list[str]) -> Iterator[str]:
     """A fresh namespace where Pod Security admission enforces "restricted"."""
     name = cluster.create_namespace(_namespace_name(request), labels=RESTRICTED)
     yield name
-    cluster.delete_namespace(name, timeout=180)
+    cluster.start_namespace_deletion(name)
+    deleted_namespaces.append(name)
 
 
 @pytest.fixture
-def installed(cluster: Cluster) -> Iterator[None]:
-    """The CRD, the cluster-wide RBAC and the operator, applied from manifests/.
+def installed(cluster: Cluster, deleted_namespaces: list[str]) -> Iterator[None]:
+    """The CRD, the cluster-wide RBAC and the operator, applied from manifests/, for one test
+    (``operator_from_manifests``; a module may install it once for all its tests)."""
+    yield from operator_from_manifests(cluster, deleted_namespaces)
 
-    Per test: the operator's pod is a process of this test run, and every test
-    must end with no process left.
-    """
+
+def operator_from_manifests(cluster: Cluster, deleted_namespaces: list[str]) -> Iterator[None]:
+    """Install the operator as a user would; at the end, uninstall it once the namespaces
+    being deleted are gone (their tunnels' finalizers need the operator)."""
     cluster.kubectl("apply", "-f", str(MANIFESTS / "crd"),
                     "-f", str(MANIFESTS / "rbac" / "cluster.yaml"))
     # The operator's image and its relays' image: the cluster's relay image (as a
@@ -97,6 +114,7 @@ def installed(cluster: Cluster) -> Iterator[None]:
                         f"--timeout={int(scaled(60))}s", timeout=90)
         yield
     finally:
+        cluster.wait_namespaces_gone(deleted_namespaces, timeout=scaled(180))
         # Wait until relay-system is gone: a real API server refuses new objects in a
         # namespace being deleted, and the next test applies the operator there again.
         cluster.kubectl("delete", "-f", str(MANIFESTS / "operator.yaml"), "--ignore-not-found",

@@ -1,14 +1,13 @@
 """The operator installed from manifests/ as a user would, and every example applied to it.
 
 ``kubectl apply -f manifests/crd/ -f manifests/rbac/cluster.yaml -f manifests/operator.yaml``
-starts the operator's Deployment; the sandbox runs its pod (the project's image
-runs ``relay-operator`` through the pod shim, with the sandbox's kubeconfig).
+starts the operator's Deployment, once for the module (``installed``).
 Then each file of ``manifests/examples/`` is applied with kubectl into a fresh
 namespace, next to stubs for the hosts it names, and checked the way a user
 would: ``kubectl wait --for=condition=Ready``, ``kubectl get socattunnels``,
 and traffic through the tunnel's Service.
 
-Hosts the sandbox cannot stand in for: the Azure endpoints
+Hosts the cluster cannot stand in for: the Azure endpoints
 (``*.windows.net``) are public names that cluster DNS never answers, so the
 Azure examples are checked by status and children only (the relays run and
 listen; a client would reach Azure). ``postgres.payments.internal`` and
@@ -16,11 +15,10 @@ listen; a client would reach Azure). ``postgres.payments.internal`` and
 subdomain (namespaces ``internal`` and ``example``), which a pod's DNS search
 path completes exactly as in a real cluster.
 
-On a real cluster (``RELAY_E2E_KUBECONFIG``, see ``e2e/README.md``) the
-operator's manifests are applied with ``RELAY_E2E_IMAGE`` in place of the
-project's image, and Services are reached from the test through ``kubectl
-relay`` tunnels (``Cluster.reach``). In both worlds every stub server is the
-relay image itself: ``relay TCP-LISTEN:...,fork PIPE`` echoes, ``SYSTEM:cat``
+The operator's manifests are applied with the cluster's relay image
+(``RELAY_E2E_IMAGE``) in place of the project's image, and Services are reached
+from the test through ``kubectl relay`` tunnels (``Cluster.reach``). Every stub
+server is the relay image itself: ``relay TCP-LISTEN:...,fork PIPE`` echoes, ``SYSTEM:cat``
 of a canned HTTP answer, and ``relay -d -d -d OPENSSL-LISTEN:...`` for the partner
 API (its log names the client certificate). Stubs on ports below 1024 run as
 the image's non-root user with the namespaced, "safe" sysctl
@@ -44,8 +42,10 @@ import yaml
 
 from e2e.cluster import MANIFESTS, Cluster
 from e2e.cluster import poll as wait_until
-from e2e.conftest import Kube
+from e2e.conftest import Kube, operator_from_manifests
 from tests.conftest import scaled
+from tests.support import exchange as plain_exchange
+from tests.support import tls_exchange
 
 T = TypeVar("T")
 
@@ -56,6 +56,13 @@ LOW_PORTS = {"sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value"
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def installed(cluster: Cluster, deleted_namespaces: list[str]) -> Iterator[None]:
+    """The operator, installed once for every test of this module (as a cluster admin would:
+    one operator serves every namespace)."""
+    yield from operator_from_manifests(cluster, deleted_namespaces)
 
 
 def kubectl(cluster: Cluster, *args: str, stdin: str | None = None,
@@ -69,9 +76,8 @@ def exchange(host: str, port: int, payload: bytes, *, context: ssl.SSLContext | 
              server_hostname: str | None = None) -> bytes:
     """``exchange_once``, retried while the connection is refused or reset.
 
-    The sandbox has no network namespaces, so a relay pod's readiness probe
-    (a LISTEN socket on its port in /proc/net/tcp) may pass early, on a
-    socket of another pod with the same port: give the relay a moment.
+    A Service's endpoints can lag behind its pod's readiness for a moment
+    (kube-proxy writes its rules after the endpoints change).
     """
     return wait_until(f"an answer from {host}:{port}", lambda: exchange_once(
         host, port, payload, context=context, server_hostname=server_hostname), timeout=15)
@@ -81,23 +87,9 @@ def exchange_once(host: str, port: int, payload: bytes, *,
                   context: ssl.SSLContext | None = None,
                   server_hostname: str | None = None) -> bytes:
     """Send ``payload`` and read it back (plain: until EOF after a half-close)."""
-    with socket.create_connection((host, port), timeout=scaled(10)) as raw:
-        if context is None:
-            raw.sendall(payload)
-            raw.shutdown(socket.SHUT_WR)
-            chunks = []
-            while chunk := raw.recv(65536):
-                chunks.append(chunk)
-            return b"".join(chunks)
-        with context.wrap_socket(raw, server_hostname=server_hostname) as sock:
-            sock.sendall(payload)
-            data = b""
-            while len(data) < len(payload):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            return data
+    if context is None:
+        return plain_exchange(port, payload, host)
+    return tls_exchange(port, payload, context, host, server_hostname)
 
 
 def documents(name: str) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from e2e.cluster import poll as wait_until
 from e2e.conftest import Kube
 from e2e.faultproxy import FaultProxyThread
 from tests.conftest import scaled
+from tests.support import exchange
 
 API = "relay.kubectl-relay.io/v1alpha1"
 
@@ -97,18 +98,6 @@ def echo_target(cluster: Cluster, kube: Kube, namespace: str) -> None:
     cluster.wait_pod(namespace, "target")
 
 
-def exchange(host: str, port: int, payload: bytes) -> bytes:
-    import socket  # noqa: PLC0415
-
-    with socket.create_connection((host, port), timeout=scaled(10)) as conn:
-        conn.sendall(payload)
-        conn.shutdown(socket.SHUT_WR)
-        chunks = []
-        while chunk := conn.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def test_the_operator_recovers_from_api_faults(
     cluster: Cluster, namespace: str, kube: Kube, faults: FaultProxyThread,
     local_operator: subprocess.Popen[bytes], tmp_path: Path,
@@ -133,5 +122,5 @@ def test_the_operator_recovers_from_api_faults(
     ready(cluster, namespace, "second", log)
     with cluster.reach(namespace, "svc/second", 80) as (host, port):
         assert wait_until("an echo through the second tunnel",
-                          lambda: exchange(host, port, b"after the faults")) == b"after the faults"
+                          lambda: exchange(port, b"after the faults", host)) == b"after the faults"
     assert local_operator.poll() is None, "the operator ended"

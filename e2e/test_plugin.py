@@ -36,7 +36,7 @@ from e2e.cluster import poll as wait_until
 from e2e.conftest import Kube
 from e2e.faultproxy import FaultProxyThread
 from tests.conftest import scaled
-from tests.support import free_port
+from tests.support import exchange, free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 
@@ -250,17 +250,6 @@ def echo_service(cluster: Cluster, kube: Kube, namespace: str, name: str = "echo
         },
     )
     cluster.wait_deployment(namespace, name)
-
-
-def exchange(port: int, payload: bytes) -> bytes:
-    """Send, half-close, read until EOF."""
-    with socket.create_connection(("127.0.0.1", port), timeout=scaled(20)) as conn:
-        conn.sendall(payload)
-        conn.shutdown(socket.SHUT_WR)
-        chunks = []
-        while chunk := conn.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def round_trip(port: int, payload: bytes) -> bytes:

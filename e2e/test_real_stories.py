@@ -26,7 +26,6 @@ import os
 import re
 import select
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -46,6 +45,7 @@ from kubectl_relay.podsecurity import (
     restricted_pod_security_context,
 )
 from tests.conftest import scaled
+from tests.support import exchange
 
 pytestmark = [
     pytest.mark.skipif(not REAL_CLUSTER, reason="needs a real cluster (RELAY_E2E_KUBECONFIG): "
@@ -96,17 +96,6 @@ def echo_server(kube: Kube, cluster: Cluster, namespace: str, name: str,
                  "ports": [{"port": service_port, "targetPort": 8080}]},
     })
     cluster.wait_pod(namespace, name)
-
-
-def exchange(port: int, payload: bytes) -> bytes:
-    """Send, half-close, read until EOF."""
-    with socket.create_connection(("127.0.0.1", port), timeout=scaled(20)) as conn:
-        conn.sendall(payload)
-        conn.shutdown(socket.SHUT_WR)
-        chunks = []
-        while chunk := conn.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
 
 
 class Background:

@@ -12,6 +12,7 @@ import re
 import resource
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -230,6 +231,24 @@ def exchange(port: int, payload: bytes, host: str = "127.0.0.1") -> bytes:
         conn.sendall(payload)
         conn.shutdown(socket.SHUT_WR)
         return recv_all(conn)
+
+
+def tls_exchange(port: int, payload: bytes, context: ssl.SSLContext, host: str = "127.0.0.1",
+                 server_hostname: str | None = "localhost") -> bytes:
+    """Send ``payload`` over TLS and read back as many bytes (or until EOF).
+
+    Python's TLS 1.3 cannot half-close portably, so the answer is read by size.
+    """
+    raw = socket.create_connection((host, port), timeout=scaled(10))
+    with raw, context.wrap_socket(raw, server_hostname=server_hostname) as conn:
+        conn.sendall(payload)
+        received = b""
+        while len(received) < len(payload):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+        return received
 
 
 def recv_all(conn: socket.socket) -> bytes:

@@ -30,6 +30,7 @@ from tests.support import (
     free_port,
     recv_all,
     relay_listening,
+    tls_exchange,
     wait_for_port,
 )
 
@@ -65,20 +66,6 @@ def client_context(pki: dict[str, Path], *, with_cert: bool = True) -> ssl.SSLCo
     if with_cert:
         context.load_cert_chain(str(pki["client"]))
     return context
-
-
-def tls_exchange(port: int, payload: bytes, context: ssl.SSLContext) -> bytes:
-    raw = socket.create_connection(("127.0.0.1", port), timeout=scaled(10))
-    with raw, context.wrap_socket(raw, server_hostname="localhost") as conn:
-        conn.sendall(payload)
-        received = b""
-        # TLS 1.3 cannot half-close portably from Python: read the echo by size.
-        while len(received) < len(payload):
-            chunk = conn.recv(65536)
-            if not chunk:
-                break
-            received += chunk
-        return received
 
 
 class TLSEchoServer:

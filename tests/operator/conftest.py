@@ -1,5 +1,6 @@
 """Fixtures of the operator tests: helm, and e2e's ``cluster`` (the real cluster of
-``RELAY_E2E_KUBECONFIG``, which e2e's ``namespace`` needs; see ``realcluster.py``)."""
+``RELAY_E2E_KUBECONFIG``) and ``deleted_namespaces``, which e2e's ``namespace``
+needs; see ``realcluster.py``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e.conftest import cluster  # noqa: F401 - e2e's `namespace` fixture needs it
+from e2e.conftest import cluster, deleted_namespaces  # noqa: F401 - e2e's `namespace` needs them
 from scripts.fetch_helm import HelmUnavailable, helm_path
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -89,12 +89,7 @@ async def test_create_relays_traffic_and_reports_ready(
 ) -> None:
     async with running_operator(cluster.kubeconfig, settings_for(cluster, namespace)) as operator:
         api = Cluster(operator.kube, namespace)
-        await target(api, "target", cluster.relay_image)
-        await api.create(API_VERSION, PLURAL, tunnel("web", {
-            "listen": "TCP-LISTEN:8080,fork,reuseaddr", "connect": "TCP:target:80",
-            "replicas": 2, "service": {"port": 80},
-        }))
-        ready = await api.wait_ready("web")
+        ready = await web_tunnel(api, cluster.relay_image, replicas=2, service={"port": 80})
         status = ready["status"]
         uid = ready["metadata"]["uid"]
         assert status["phase"] == "Ready"
@@ -206,12 +201,7 @@ async def test_restarted_operator_resumes_without_duplicating(
     settings = settings_for(cluster, namespace)
     async with running_operator(cluster.kubeconfig, settings) as operator:
         api = Cluster(operator.kube, namespace)
-        await target(api, "target", cluster.relay_image)
-        await api.create(API_VERSION, PLURAL, tunnel("web", {
-            "listen": "TCP-LISTEN:8080,fork,reuseaddr", "connect": "TCP:target:80",
-            "service": {"port": 80},
-        }))
-        await api.wait_ready("web")
+        await web_tunnel(api, cluster.relay_image, service={"port": 80})
         children = {
             plural: (await api.get(version, plural, "web"))["metadata"]
             for version, plural in (("apps/v1", "deployments"), ("v1", "services"))
@@ -249,12 +239,7 @@ async def test_deleted_tunnel_takes_its_children_along(
 ) -> None:
     async with running_operator(cluster.kubeconfig, settings_for(cluster, namespace)) as operator:
         api = Cluster(operator.kube, namespace)
-        await target(api, "target", cluster.relay_image)
-        await api.create(API_VERSION, PLURAL, tunnel("web", {
-            "listen": "TCP-LISTEN:8080,fork,reuseaddr", "connect": "TCP:target:80",
-            "service": {}, "allowedSources": ["127.0.0.0/8"],
-        }))
-        await api.wait_ready("web")
+        await web_tunnel(api, cluster.relay_image, allowedSources=["127.0.0.0/8"])
         assert await api.get("networking.k8s.io/v1", "networkpolicies", "web")
         assert await api.delete(API_VERSION, PLURAL, "web")
 
@@ -274,12 +259,7 @@ async def test_a_dropped_service_is_deleted_and_a_deleted_deployment_recreated(
 ) -> None:
     async with running_operator(cluster.kubeconfig, settings_for(cluster, namespace)) as operator:
         api = Cluster(operator.kube, namespace)
-        await target(api, "target", cluster.relay_image)
-        await api.create(API_VERSION, PLURAL, tunnel("web", {
-            "listen": "TCP-LISTEN:8080,fork,reuseaddr", "connect": "TCP:target:80",
-            "service": {},
-        }))
-        await api.wait_ready("web")
+        await web_tunnel(api, cluster.relay_image)
         await api.patch(API_VERSION, PLURAL, "web", {"spec": {"service": None}})
         await eventually("the Service to go",
                          lambda: _absent(api, "v1", "services", "web"))
@@ -293,6 +273,17 @@ async def test_a_dropped_service_is_deleted_and_a_deleted_deployment_recreated(
 
         await eventually("the Deployment to come back", recreated)
         await api.wait_ready("web")
+
+
+async def web_tunnel(api: Cluster, image: str, **spec: Any) -> Any:
+    """A target pod and the tunnel ``web`` to it, plain TCP with a Service (``spec`` adds to
+    its spec or overrides it), once it is Ready."""
+    await target(api, "target", image)
+    await api.create(API_VERSION, PLURAL, tunnel("web", {
+        "listen": "TCP-LISTEN:8080,fork,reuseaddr", "connect": "TCP:target:80", "service": {},
+        **spec,
+    }))
+    return await api.wait_ready("web")
 
 
 async def _absent(cluster: Cluster, api: str, plural: str, name: str) -> bool:
@@ -339,12 +330,7 @@ async def test_invalid_change_keeps_the_last_valid_relays_serving(
 ) -> None:
     async with running_operator(cluster.kubeconfig, settings_for(cluster, namespace)) as operator:
         api = Cluster(operator.kube, namespace)
-        await target(api, "target", cluster.relay_image)
-        await api.create(API_VERSION, PLURAL, tunnel("web", {
-            "listen": "TCP-LISTEN:8080,fork,reuseaddr", "connect": "TCP:target:80",
-            "service": {},
-        }))
-        await api.wait_ready("web")
+        await web_tunnel(api, cluster.relay_image)
         deployment = await api.get("apps/v1", "deployments", "web")
         await api.patch(API_VERSION, PLURAL, "web",
                             {"spec": {"listen": "TCP-LISTEN:9464,fork"}})
