@@ -400,9 +400,10 @@ class Renderer:
                 closed = f"{self._prefix(tunnel)}connection {number} closed: {sent} bytes sent, "
                 closed += f"{received} received"
                 self.line(closed + (f" ({error})" if error else ""), "red" if error else "cyan")
-            case events.ForwardRetry(tunnel, reason, delay):
+            case events.ForwardRetry(tunnel, reason, delay, connection):
                 self.line(
-                    f"{self._prefix(tunnel)}port-forward failed ({reason}); retrying in {delay:g}s",
+                    f"{self._prefix(tunnel, connection)}port-forward failed ({reason}); "
+                    f"retrying in {delay:g}s",
                     "yellow",
                 )
             case events.PodReplaced(tunnel, old, reason):

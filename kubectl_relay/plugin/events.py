@@ -94,6 +94,8 @@ class ForwardRetry:
     tunnel: int
     reason: str
     delay: float
+    #: The local connection waiting for it.
+    connection: int | None = None
 
 
 @dataclass(frozen=True)

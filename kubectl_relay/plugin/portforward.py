@@ -203,7 +203,7 @@ class Forwarder:
 
     # -- opening the tunnel connection ---------------------------------------------------------
 
-    async def _open(self) -> PortForwardStream:
+    async def _open(self, number: int) -> PortForwardStream:
         delay = BACKOFF_FIRST
         deadline = time.monotonic() + RETRY_FOR
         while True:
@@ -225,7 +225,7 @@ class Forwarder:
                     f"no port-forward to the relay pod after {RETRY_FOR:g}s: {reason}",
                     "check the API server and the relay pod (kubectl relay ls)",
                 )
-            self.on_event(ForwardRetry(self.tunnel, reason, delay))
+            self.on_event(ForwardRetry(self.tunnel, reason, delay, number))
             await asyncio.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX)
 
@@ -251,7 +251,7 @@ class Forwarder:
             self.connections.data(flow, direction, data)
 
         try:
-            stream = await self._open()
+            stream = await self._open(number)
             self.connections.routed(flow, stream.pod)
             try:
                 if self.framed:
@@ -309,7 +309,7 @@ class Forwarder:
             self.connections.data(flow, direction, data)
 
         try:
-            stream = await self._open()
+            stream = await self._open(number)
             self.connections.routed(flow, stream.pod)
             try:
                 await _udp_pipe(transport, addr, queue, stream, record, self.udp_idle)

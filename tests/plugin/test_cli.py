@@ -237,6 +237,11 @@ def test_several_tunnels_are_numbered() -> None:
     assert text == "[2] connection 3 from 127.0.0.1:1\n"
 
 
+def test_a_retry_names_the_connection_waiting_for_it() -> None:
+    text = render(events.ForwardRetry(1, "503 injected", 0.2, 3), tunnels=2)
+    assert text == "[2] #3 port-forward failed (503 injected); retrying in 0.2s\n"
+
+
 def test_ls_table() -> None:
     now = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
     relay = RelayInfo(
