@@ -418,28 +418,45 @@ def test_tls_tunnel_verifies_the_target(
     no_relay_left(kube, namespace)
 
 
+def relay_pods(kube: Kube, namespace: str) -> list[str]:
+    """The relay pods not being deleted in the namespace."""
+    return [name for name in relay_objects(kube, namespace) if name.startswith("pod/")]
+
+
 def test_a_killed_client_leaves_no_relay_behind(
     cluster: Cluster, namespace: str, kube: Kube, plugins: Callable[..., Plugin]
 ) -> None:
+    """SIGKILL: no cleanup by the client, and the default 10-minute idle timeout."""
     echo_service(cluster, kube, namespace)
     port = free_port()
-    plugin = tunnel(
-        plugins,
-        namespace,
-        "tcp",
-        "svc/echo:80",
-        "--listen",
-        str(port),
-        "--idle-timeout",
-        "2s",
-        "--keep-finished",
-        "1s",
-    )
+    plugin = tunnel(plugins, namespace, "tcp", "svc/echo:80", "--listen", str(port))
     assert exchange(port, b"ping\n") == b"ping\n"
-    plugin.proc.kill()  # SIGKILL: no cleanup by the client
+    plugin.proc.kill()
     plugin.proc.wait()
-    # The relay exits when idle, its Job completes, and the cluster deletes both.
-    wait_until("the relay to go away by itself", lambda: not relay_objects(kube, namespace), 30)
+    # Its lease runs out: the Job controller ends the pod within a minute...
+    wait_until("the relay pod to end", lambda: not relay_pods(kube, namespace), 60)
+    # ...and the TTL controller deletes the finished Job (--keep-finished 30s) soon after.
+    wait_until("the Job to go", lambda: not relay_objects(kube, namespace), 60)
+
+
+def test_a_client_that_sleeps_less_than_its_lease_keeps_its_tunnel(
+    cluster: Cluster, namespace: str, kube: Kube, plugins: Callable[..., Plugin]
+) -> None:
+    """A laptop that sleeps: SIGSTOP, then SIGCONT 20 s later; the same relay pod serves."""
+    echo_service(cluster, kube, namespace)
+    port = free_port()
+    plugin = tunnel(plugins, namespace, "tcp", "svc/echo:80", "--listen", str(port))
+    pods = relay_pods(kube, namespace)
+    plugin.proc.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(20)  # less than the lease (40 s) minus its renewal period (10 s)
+    finally:
+        plugin.proc.send_signal(signal.SIGCONT)
+    assert exchange(port, b"awake\n") == b"awake\n"
+    assert relay_pods(kube, namespace) == pods
+    assert plugin.stop() == 0
+    assert "starting a new relay pod" not in plugin.text
+    no_relay_left(kube, namespace)
 
 
 def test_a_broken_port_forward_and_a_deleted_pod_are_recovered(
@@ -684,3 +701,166 @@ def test_completion_names_what_the_cluster_has(
         f"pod/{pod}:echo",
         f"pod/{pod}:echo-udp",
     ]
+
+
+#: What a user needs to run a tunnel, without the right to delete anything.
+RIGHTS_WITHOUT_DELETE = [
+    {"apiGroups": ["batch"], "resources": ["jobs"],
+     "verbs": ["create", "get", "list", "watch", "patch"]},
+    {"apiGroups": [""], "resources": ["pods", "services", "events"],
+     "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["pods/portforward"], "verbs": ["get", "create"]},
+]
+
+
+def test_a_cleanup_without_the_right_to_delete_fails_and_names_the_right(
+    cluster: Cluster,
+    namespace: str,
+    kube: Kube,
+    plugins: Callable[..., Plugin],
+    tmp_path: Path,
+) -> None:
+    from e2e.users import grant_rules  # noqa: PLC0415
+
+    echo_service(cluster, kube, namespace)
+    kubeconfig = cluster.user_kubeconfig("no-delete", tmp_path, namespace=namespace)
+    grant_rules(kube.api_client, "no-delete", namespace, "relay-no-delete", RIGHTS_WITHOUT_DELETE)
+    port = free_port()
+    plugin = tunnel(plugins, namespace, "tcp", "svc/echo:80", "--listen", str(port),
+                    kubeconfig=kubeconfig)
+    assert exchange(port, b"ping\n") == b"ping\n"
+    assert plugin.stop() == 3  # Ctrl-C could not clean up
+    (line,) = [line for line in plugin.error.splitlines() if line.strip()]
+    assert line.startswith("error: could not delete job/kubectl-relay-"), line
+    assert 'user "no-delete" has no right to delete jobs.batch' in line
+    assert "ask for rights to create, patch and delete jobs" in line
+    # The Job is still there, and its lease ends it by itself.
+    assert [name for name in relay_objects(kube, namespace) if name.startswith("job/")]
+    wait_until("the relay pod to end", lambda: not relay_pods(kube, namespace), 60)
+
+
+def test_an_api_server_outage_is_told_once_and_its_end_once(
+    cluster: Cluster,
+    namespace: str,
+    kube: Kube,
+    faults: FaultProxyThread,
+    plugins: Callable[..., Plugin],
+) -> None:
+    echo_service(cluster, kube, namespace)
+    port = free_port()
+    plugin = tunnel(plugins, namespace, "tcp", "svc/echo:80", "--listen", str(port),
+                    kubeconfig=faults.kubeconfig)
+    faults.fail("*", "", status=503, times=None)
+    plugin.wait_for("cannot reach the API server")
+    wait_until("several failed checks", lambda: faults.fired >= 6, 30)
+    faults.clear()
+    plugin.wait_for("the API server answers again")
+    assert exchange(port, b"still here\n") == b"still here\n"
+    assert plugin.stop() == 0
+    assert plugin.text.count("cannot reach the API server") == 1
+    assert plugin.text.count("the API server answers again") == 1
+    no_relay_left(kube, namespace)
+
+
+def test_an_unresolvable_host_is_refused_before_forwarding(
+    cluster: Cluster, namespace: str, kube: Kube, env: dict[str, str]
+) -> None:
+    target = f"nosuchhost.{namespace}:80"
+    result = run_plugin(env, "tcp", target, "--listen", str(free_port()), "-n", namespace)
+    check_failure(result, 3, f'"{target}" cannot be resolved from relay pod',
+                  "check the host name")
+    assert "Forwarding" not in result.stdout
+    no_relay_left(kube, namespace)
+
+
+# -- traces a person can follow --------------------------------------------------------------
+
+
+def test_concurrent_connections_each_carry_their_number_in_order(
+    cluster: Cluster, namespace: str, kube: Kube, plugins: Callable[..., Plugin]
+) -> None:
+    echo_service(cluster, kube, namespace)
+    port = free_port()
+    plugin = tunnel(plugins, namespace, "tcp", "svc/echo:80", "--listen", str(port))
+    conns = [socket.create_connection(("127.0.0.1", port), timeout=scaled(20)) for _ in range(3)]
+    try:
+        for round_ in range(3):  # the connections' blocks interleave in the relay's trace
+            for index, conn in enumerate(conns):
+                word = f"conn{index}-round{round_}\n".encode()
+                conn.sendall(word)
+                assert conn.recv(100) == word
+        peers = [conn.getsockname()[1] for conn in conns]
+        for conn in conns:
+            conn.shutdown(socket.SHUT_WR)
+            assert conn.recv(100) == b""
+    finally:
+        for conn in conns:
+            conn.close()
+    for number in (1, 2, 3):
+        plugin.wait_for(f"connection {number} closed")
+    assert plugin.stop() == 0
+    lines = plugin.text.splitlines()
+    numbers = {}
+    for line in lines:
+        if line.startswith("connection ") and " from 127.0.0.1:" in line:
+            numbers[int(line.rsplit(":", 1)[1])] = int(line.split()[1])
+    for index, peer in enumerate(peers):
+        number = numbers[peer]
+        mine = [at for at, line in enumerate(lines) if line.startswith(f"#{number} ")]
+        opened = lines.index(next(x for x in lines if x.startswith(f"connection {number} from")))
+        closed = lines.index(next(x for x in lines if x.startswith(f"connection {number} closed")))
+        assert opened < mine[0] and mine[-1] < closed, plugin.text
+        payload = "\n".join(lines[at] for at in mine)
+        for round_ in range(3):
+            assert f"conn{index}-round{round_}" in payload
+        for other in set(range(3)) - {index}:
+            assert f"conn{other}-" not in payload
+    no_relay_left(kube, namespace)
+
+
+def http_service(cluster: Cluster, kube: Kube, namespace: str, name: str = "web") -> None:
+    """Python's own HTTP server (from the relay image's interpreter) behind a Service on 80."""
+    command = ["/opt/relay/bin/python", "-m", "http.server", "8080", "--directory", "/opt/relay"]
+    kube.apps.create_namespaced_deployment(namespace, {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {
+            "replicas": 1, "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{
+                "name": "main", "image": cluster.relay_image, "command": command,
+                "ports": [{"containerPort": 8080}],
+                "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+            }]}},
+        },
+    })
+    kube.core.create_namespaced_service(namespace, {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+        "spec": {"selector": {"app": name},
+                 "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+    })
+    cluster.wait_deployment(namespace, name)
+
+
+def test_summary_shows_one_line_per_http_request(
+    cluster: Cluster, namespace: str, kube: Kube, plugins: Callable[..., Plugin]
+) -> None:
+    import http.client  # noqa: PLC0415
+
+    http_service(cluster, kube, namespace)
+    port = free_port()
+    plugin = tunnel(plugins, namespace, "tcp", "svc/web:80", "--listen", str(port), "--summary")
+    client = http.client.HTTPConnection("127.0.0.1", port, timeout=scaled(20))
+    try:
+        for path in ("/", "/bin/", "/missing"):
+            # The server answers HTTP/1.0 and closes: http.client connects again each time.
+            client.request("GET", path)
+            client.getresponse().read()
+    finally:
+        client.close()
+    output = plugin.wait_for("GET /missing → 404")
+    assert plugin.stop() == 0
+    assert "#1 GET / → 200 OK  (" in output
+    assert "#2 GET /bin/ → 200 OK  (" in output
+    assert "#3 GET /missing → 404 File not found  (" in output
+    assert "length=" not in output  # no raw trace
+    no_relay_left(kube, namespace)

@@ -147,3 +147,27 @@ def user_kubeconfig(
     with os.fdopen(fd, "w") as out:
         yaml.safe_dump(config, out, sort_keys=False)
     return path
+
+
+def grant_rules(
+    api_client: Any, user: str, namespace: str, name: str, rules: list[dict[str, Any]]
+) -> None:
+    """Give ``user`` exactly ``rules`` in ``namespace``: a Role ``name`` and its RoleBinding."""
+    from kubernetes import client  # noqa: PLC0415
+
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    role: Any = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": name},
+        "rules": rules,
+    }
+    rbac.create_namespaced_role(namespace, role)
+    binding: Any = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    }
+    rbac.create_namespaced_role_binding(namespace, binding)

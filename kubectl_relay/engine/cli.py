@@ -98,7 +98,7 @@ class CommandLine:
 def parse_command_line(argv: Sequence[str], progname: str = "relay") -> CommandLine:
     """Parse socat's global options; raise ``UsageError`` with socat's wording."""
     line = CommandLine(progname=progname)
-    verbose = hexdump = False
+    verbose = hexdump = session_ids = False
     raw_left: str | None = None
     raw_right: str | None = None
     args = list(argv)
@@ -144,6 +144,8 @@ def parse_command_line(argv: Sequence[str], progname: str = "relay") -> CommandL
 
         if arg == "--statistics":
             line.statistics = True
+        elif arg == "--trace-session-ids":
+            session_ids = True
         elif arg == "-V":
             line.show_version = True
         elif arg in ("-h", "-?", "-hh", "-hhh", "-??", "-???"):
@@ -198,7 +200,11 @@ def parse_command_line(argv: Sequence[str], progname: str = "relay") -> CommandL
             raise UsageError(f'unknown option "{arg}"; {HELP_HINT}')
     line.addresses = rejoin_split_options(args[index:])
     line.trace = TraceSettings(
-        verbose=verbose, hex=hexdump, raw_left=raw_left, raw_right=raw_right
+        verbose=verbose,
+        hex=hexdump,
+        raw_left=raw_left,
+        raw_right=raw_right,
+        session_ids=session_ids,
     )
     if not (line.show_version or line.help_level) and len(line.addresses) != 2:
         raise UsageError(

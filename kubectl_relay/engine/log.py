@@ -208,6 +208,12 @@ def log_hostname() -> str:
     return os.uname().nodename if name is None else name
 
 
+#: The session a task relays for, with ``--trace-session-ids`` only (``Relay`` sets it
+#: in each session's task): its log lines say ``session N: ...`` and its trace
+#: headers end in `` session=N``. Unset, the output is socat's, byte for byte.
+SESSION_ID: ContextVar[int | None] = ContextVar("relay_session_id", default=None)
+
+
 class SocatFormatter(logging.Formatter):
     """Formats a record as one socat log line (without the trailing newline).
 
@@ -246,9 +252,11 @@ class SocatFormatter(logging.Formatter):
         """The socat line for ``record``, cut at ``MSGLEN`` characters like socat's buffer."""
         host = "" if self.hostname is None else self.hostname + " "
         pid = os.getpid() if record.process is None else record.process
+        session = SESSION_ID.get()
+        tag = "" if session is None else f"session {session}: "
         line = (
             f"{self.timestamp(self.clock())}{host}{self.progname}[{pid}] "
-            f"{level_letter(record.levelno)} {_message(record)}"
+            f"{level_letter(record.levelno)} {tag}{_message(record)}"
         )
         return line[:MSGLEN]
 

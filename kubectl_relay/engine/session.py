@@ -34,7 +34,7 @@ from . import bridge, framing
 from .addresses import Address, AddressSpec, DualAddress
 from .descriptors import ANY_SESSION, DescriptorBudget
 from .errors import AcceptTimeout, OpenError, RelayError
-from .log import NOTICE, logger, shut_up
+from .log import NOTICE, SESSION_ID, logger, shut_up
 from .metrics import METRICS, serve_metrics
 from .trace import TraceOutput, TraceSettings
 from .transfer import (
@@ -155,6 +155,8 @@ class Relay:
         self._running: dict[int, tuple[str, InFlight]] = {}
         #: The fast path serves: it ends once its last session has ended.
         self._fast_serving = False
+        #: Sessions started, with ``--trace-session-ids`` (their numbers).
+        self._session_count = 0
 
     def stop(self, grace_period: float) -> None:
         """Stop gracefully: accept no more peers, let sessions run ``grace_period`` seconds more."""
@@ -368,6 +370,10 @@ class Relay:
 
     async def _session(self, first: Stream) -> int:
         """Open address 2 for an open address 1 and transfer; return the exit status."""
+        if self.settings.trace.session_ids:
+            # Each session runs in a task of its own: the number stays with it.
+            self._session_count += 1
+            SESSION_ID.set(self._session_count)
         METRICS.sessions_total += 1
         METRICS.sessions_active += 1
         in_flight = InFlight()

@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from itertools import repeat
 
 from .errors import OpenError
-from .log import Clock, current_progname, logger, variable_prefix
+from .log import SESSION_ID, Clock, current_progname, logger, variable_prefix
 
 # typing is not imported at run time: cli imports this module for -V too.
 TYPE_CHECKING = False
@@ -71,6 +71,8 @@ class TraceSettings:
     hex: bool = False  # -x
     raw_left: str | None = None  # -r FILE
     raw_right: str | None = None  # -R FILE
+    #: ``--trace-session-ids`` (a relay extension): headers end in `` session=N``.
+    session_ids: bool = False
 
     @property
     def enabled(self) -> bool:
@@ -331,11 +333,12 @@ class TraceOutput:
 
         ``env`` holds the session's ``SOCAT_*`` variables, for dump file names.
         """
+        session = SESSION_ID.get()
         if not self._per_session:
-            return Tracer(self, {})
+            return Tracer(self, {}, session)
         prefix = variable_prefix()
         variables = {prefix + key.removeprefix("SOCAT_"): text for key, text in (env or {}).items()}
-        return Tracer(self, self.open_dump_files(self._per_session, variables))
+        return Tracer(self, self.open_dump_files(self._per_session, variables), session)
 
     def close(self) -> None:
         """Close the dump files; safe to call twice."""
@@ -349,8 +352,12 @@ class TraceOutput:
         offset: int,
         data: bytes | memoryview,
         session_raw: Mapping[str, int] | None = None,
+        session: int | None = None,
     ) -> None:
-        """Dump and trace one block at ``offset`` in its direction's stream."""
+        """Dump and trace one block at ``offset`` in its direction's stream.
+
+        ``session``: the number a ``--trace-session-ids`` header ends with.
+        """
         raw_fd = self._raw.get(direction)
         if session_raw and direction in session_raw:
             raw_fd = session_raw[direction]
@@ -359,7 +366,7 @@ class TraceOutput:
         if not self._dumping:
             return
         block = data if isinstance(data, bytes) else bytes(data)
-        header = self.header(direction, offset, len(block))
+        header = self.header(direction, offset, len(block), session)
         settings = self.settings
         if settings.verbose and settings.hex:
             self._write_trace(header, _rows(block), b"--\n")
@@ -368,15 +375,18 @@ class TraceOutput:
         else:
             self._write_trace(header, format_hex(block))
 
-    def header(self, direction: Direction, offset: int, length: int) -> bytes:
-        """The header line of a block."""
+    def header(
+        self, direction: Direction, offset: int, length: int, session: int | None = None
+    ) -> bytes:
+        """The header line of a block (`` session=N`` at its end for a numbered session)."""
         seconds, rest = divmod(self.clock(), 1_000_000_000)
         if seconds != self._second:
             self._second_text = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(seconds))
             self._second = seconds
+        tag = "" if session is None else f" session={session}"
         return (
             f"{direction} {self._second_text}.{rest // 1000:06d}  "
-            f"length={length} from={offset} to={offset + length - 1}\n"
+            f"length={length} from={offset} to={offset + length - 1}{tag}\n"
         ).encode("ascii")
 
     def _write_raw(self, direction: Direction, fd: int, data: bytes | memoryview) -> None:
@@ -415,13 +425,14 @@ class TraceOutput:
 class Tracer:
     """Traces the blocks of one session and counts each direction's offsets."""
 
-    __slots__ = ("_offsets", "_output", "_raw")
+    __slots__ = ("_offsets", "_output", "_raw", "_session")
 
-    def __init__(self, output: TraceOutput, raw: dict[str, int]) -> None:
+    def __init__(self, output: TraceOutput, raw: dict[str, int], session: int | None) -> None:
         self._output = output
         self._offsets = {">": 0, "<": 0}
         #: This session's own dump files (names with references), if any.
         self._raw = raw
+        self._session = session
 
     def close(self) -> None:
         """Close this session's own dump files; safe to call twice."""
@@ -438,4 +449,4 @@ class Tracer:
             return
         offset = self._offsets[direction]
         self._offsets[direction] = offset + length
-        self._output.emit(direction, offset, data, self._raw)
+        self._output.emit(direction, offset, data, self._raw, self._session)

@@ -71,6 +71,11 @@ GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
         "on SIGTERM stop accepting, let running sessions finish for this long, then cut"
         " them (20; 0: at once, as socat; a relay extension)",
     ),
+    GlobalOption(
+        "--trace-session-ids",
+        "number the sessions: trace headers end in session=N, their log lines say"
+        ' "session N:" (a relay extension)',
+    ),
 )
 
 #: What ``relay`` has that socat has not, as ``-h`` lists it: (name, what it does).

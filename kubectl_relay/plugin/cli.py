@@ -36,6 +36,7 @@ from . import completion, errors, events, inventory, relaypod, tracing
 from .kube import Cluster, KubeOptions, kubeconfig_path
 from .relaypod import PodSettings, TLSSettings, Toleration, TraceLevel
 from .session import Session, SessionOptions, TunnelSpec
+from .summary import Exchange
 from .targets import (
     TARGET_FORMS,
     ListenAddress,
@@ -258,6 +259,12 @@ def trace_options(function: Callable[..., T]) -> Callable[..., T]:
             help="Trace the data in hex (socat -x); with -v, hex and text.",
         ),
         click.option("-q", "--quiet", is_flag=True, help="No data trace; only errors."),
+        click.option(
+            "--summary",
+            is_flag=True,
+            help="Instead of the data trace, one line per HTTP request and response "
+            "(method, path, status, bytes, duration), or per connection.",
+        ),
     ]
     for option in reversed(options):
         function = option(function)
@@ -383,8 +390,10 @@ class Renderer:
     def __call__(self, event: events.SessionEvent) -> None:
         self.show(event)
 
-    def _prefix(self, tunnel: int) -> str:
-        return f"[{tunnel + 1}] " if self.tunnels > 1 else ""
+    def _prefix(self, tunnel: int, connection: int | None = None) -> str:
+        """``[tunnel] `` when there are several, ``#connection `` when the line is about one."""
+        prefix = f"[{tunnel + 1}] " if self.tunnels > 1 else ""
+        return prefix + (f"#{connection} " if connection is not None else "")
 
     def _spin(self, text: str) -> None:
         if self.status is None:
@@ -437,9 +446,10 @@ class Renderer:
                 closed = f"{self._prefix(tunnel)}connection {number} closed: {sent} bytes sent, "
                 closed += f"{received} received"
                 self.line(closed + (f" ({error})" if error else ""), "red" if error else "cyan")
-            case events.ForwardRetry(tunnel, reason, delay):
+            case events.ForwardRetry(tunnel, reason, delay, connection):
                 self.line(
-                    f"{self._prefix(tunnel)}port-forward failed ({reason}); retrying in {delay:g}s",
+                    f"{self._prefix(tunnel, connection)}port-forward failed ({reason}); "
+                    f"retrying in {delay:g}s",
                     "yellow",
                 )
             case events.PodReplaced(tunnel, old, reason):
@@ -449,14 +459,18 @@ class Renderer:
                 )
             case events.PodDeleted(tunnel, pod):
                 self.line(f"{self._prefix(tunnel)}deleted relay pod {pod}", "dim")
-            case events.Traced(tunnel, pod, traced):
-                self.trace(tunnel, traced)
+            case events.Traced(tunnel, pod, traced, connection):
+                self.trace(tunnel, traced, connection)
+            case events.Summarized(tunnel, exchange):
+                self.line(self._prefix(tunnel, exchange.connection) + summary_text(exchange))
             case events.Notice(text, warning):
                 self.line(text, "yellow" if warning else "dim")
 
-    def trace(self, tunnel: int, event: tracing.TraceEvent) -> None:
+    def trace(
+        self, tunnel: int, event: tracing.TraceEvent, connection: int | None = None
+    ) -> None:
         """Render one trace event: blocks with their header and payload as socat prints it."""
-        prefix = self._prefix(tunnel)
+        prefix = self._prefix(tunnel, connection)
         match event:
             case tracing.Block():
                 style = "green" if event.to_target else "magenta"
@@ -482,6 +496,22 @@ class Renderer:
     def close(self) -> None:
         """Stop the spinner."""
         self._stop_spinning()
+
+
+def summary_text(exchange: Exchange) -> str:
+    """A ``--summary`` line (without its prefix)."""
+    took = _duration(exchange.seconds)
+    sizes = f"{exchange.sent} B sent, {exchange.received} B received, {took}"
+    if not exchange.is_http:
+        return f"connection from {exchange.target}: {sizes}"
+    answer = f"{exchange.status} {exchange.reason}".strip() if exchange.status else exchange.reason
+    return f"{exchange.method} {exchange.target} → {answer}  ({sizes})"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.1f} ms"
+    return f"{seconds:.2f} s"
 
 
 # -- running the library -------------------------------------------------------------------------
@@ -677,8 +707,15 @@ def _tunnel_command(
 
 
 def _run(terminal: Terminal, specs: list[TunnelSpec], params: dict[str, Any]) -> int:
+    summary = params["summary"]
+    if summary and (params["verbose"] or params["hexdump"] or params["quiet"]):
+        raise click.UsageError("--summary replaces the data trace: drop -v, -x and -q")
     options = SessionOptions(
-        trace=_trace_level(params["verbose"], params["hexdump"], params["quiet"]),
+        # The summary is made from the local bytes: the relay traces nothing then.
+        trace="quiet" if summary else _trace_level(
+            params["verbose"], params["hexdump"], params["quiet"]
+        ),
+        summary=summary,
         pod=_pod_settings(params),
         relay_namespace=params["relay_namespace"],
         pod_timeout=params["pod_timeout"],

@@ -10,7 +10,8 @@ CLI maps ``exit_code`` to the process status in one place (``cli.main``)::
     │   ├── ApiError                         an API request failed (status, reason)
     │   │   └── AccessDenied                 403: no rights in the namespace
     │   ├── TargetNotFound                   the Service, pod or Deployment does not exist
-    │   └── PortNotFound                     the named or numbered port is not there
+    │   ├── PortNotFound                     the named or numbered port is not there
+    │   └── CleanupError                     what the session created could not be deleted
     ├── LocalPortInUse               exit 4  the local listener cannot be bound
     ├── RelayPodError                exit 5  the relay pod cannot start
     │   ├── ImagePullError                   ErrImagePull / ImagePullBackOff
@@ -87,6 +88,14 @@ class TargetNotFound(ClusterError):
 
 class PortNotFound(ClusterError):
     """The target has no port of that name or number."""
+
+
+class CleanupError(ClusterError):
+    """Deleting what the session created failed (``left``: the objects still there)."""
+
+    def __init__(self, cause: str, fix: str, left: tuple[str, ...]) -> None:
+        super().__init__(cause, fix)
+        self.left = left
 
 
 class LocalPortInUse(PluginError):

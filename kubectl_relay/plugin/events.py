@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .summary import Exchange
 from .tracing import TraceEvent
 
 
@@ -93,6 +94,8 @@ class ForwardRetry:
     tunnel: int
     reason: str
     delay: float
+    #: The local connection waiting for it.
+    connection: int | None = None
 
 
 @dataclass(frozen=True)
@@ -114,11 +117,21 @@ class PodDeleted:
 
 @dataclass(frozen=True)
 class Traced:
-    """A line or block of the relay's trace, from ``pod``."""
+    """A line or block of the relay's trace, from ``pod``; ``connection``: the local
+    connection its session serves (None: not known, or not about one connection)."""
 
     tunnel: int
     pod: str
     event: TraceEvent
+    connection: int | None = None
+
+
+@dataclass(frozen=True)
+class Summarized:
+    """A ``--summary`` line: one HTTP request and its response, or one connection."""
+
+    tunnel: int
+    exchange: Exchange
 
 
 @dataclass(frozen=True)
@@ -141,6 +154,7 @@ SessionEvent = (
     | PodReplaced
     | PodDeleted
     | Traced
+    | Summarized
     | Notice
 )
 

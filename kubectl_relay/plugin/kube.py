@@ -97,6 +97,7 @@ class PodStatus(TypedDict, total=False):
     podIP: str
     conditions: list[Condition]
     containerStatuses: list[ContainerStatus]
+    initContainerStatuses: list[ContainerStatus]
     reason: str
     message: str
 
@@ -310,13 +311,14 @@ class Cluster:
         *,
         params: Mapping[str, str] | None = None,
         body: object = None,
+        content_type: str = "application/json",
     ) -> dict[str, Any]:
         """One API request; the decoded JSON answer, or ``ApiError``/``ClusterError``."""
         session = self._session_now()
         data = None if body is None else json.dumps(body)
         headers = self._header_items()
         if data is not None:
-            headers.append(("Content-Type", "application/json"))
+            headers.append(("Content-Type", content_type))
         try:
             async with asyncio.timeout(self.request_timeout):
                 async with session.request(
@@ -340,11 +342,16 @@ class Cluster:
             raise unreachable(self.server, exc) from None
         return cast(dict[str, Any], json.loads(text)) if text else {}
 
-    async def follow_log(self, namespace: str, pod: str, container: str) -> AsyncIterator[bytes]:
-        """The container's output as it comes (``pods/log?follow=true``), until it ends."""
+    async def follow_log(
+        self, namespace: str, pod: str, container: str, *, follow: bool = True
+    ) -> AsyncIterator[bytes]:
+        """The container's output as it comes (``pods/log?follow=true``), until it ends.
+
+        ``follow=False``: what the container wrote so far (an ended container's whole log).
+        """
         session = self._session_now()
         path = f"/api/v1/namespaces/{namespace}/pods/{quote(pod)}/log"
-        params = {"container": container, "follow": "true"}
+        params = {"container": container, "follow": "true" if follow else "false"}
         try:
             async with session.get(
                 self.url(path), params=params, headers=self._header_items(), proxy=self._proxy
@@ -427,6 +434,12 @@ class Cluster:
                 return False
             raise
         return True
+
+    async def merge_patch(self, path: str, patch: Mapping[str, object]) -> dict[str, Any]:
+        """Change an object with a JSON merge patch; ``ApiError`` (404 too) when refused."""
+        return await self.request(
+            "PATCH", path, body=patch, content_type="application/merge-patch+json"
+        )
 
     async def pod_events(self, namespace: str, name: str) -> list[Event]:
         """The events about a pod, oldest first."""
@@ -541,6 +554,13 @@ def pod_ready(pod: Pod) -> bool:
     )
 
 
+#: What a user of ``kubectl relay`` needs in the relay pods' namespace.
+RIGHTS_NEEDED = (
+    "ask for rights to create, patch and delete jobs, to create "
+    "pods/portforward, to read pods and pods/log and to delete pods"
+)
+
+
 def api_error(status: int, text: str, namespace: str) -> ApiError:
     """The error for a failed request, from its ``Status`` body when there is one."""
     reason, message = "", text.strip()
@@ -556,8 +576,7 @@ def api_error(status: int, text: str, namespace: str) -> ApiError:
             status,
             reason,
             message,
-            f"ask for rights to create jobs and pods/portforward and to read pods and "
-            f'pods/log in namespace "{namespace}", or pick another namespace with -n',
+            f'{RIGHTS_NEEDED} in namespace "{namespace}", or pick another namespace with -n',
         )
     if status == 401:
         return ApiError(

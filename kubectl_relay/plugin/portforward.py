@@ -31,8 +31,9 @@ from typing import Any, Protocol
 import aiohttp
 
 from ..engine.frames import END_FRAME, FrameDecoder, encode
+from .connections import Connections
 from .errors import ApiError, ClusterError, LocalPortInUse, PluginError, PortForwardError
-from .events import ConnectionClosed, ConnectionOpened, EventSink, ForwardRetry
+from .events import EventSink, ForwardRetry
 from .kube import Cluster, pod_path
 from .targets import ListenAddress
 
@@ -47,6 +48,8 @@ BACKOFF_MAX = 5.0
 RETRY_FOR = 30.0
 #: A UDP sender without traffic for this long has its tunnel connection closed.
 UDP_SESSION_IDLE = 60.0
+#: Reports bytes that went through a connection: ``>`` towards the target, ``<`` back.
+Record = Callable[[str, bytes], None]
 
 
 class PortForwardStream:
@@ -184,6 +187,8 @@ class Forwarder:
     port: int
     tunnel: int
     on_event: EventSink
+    #: Where connections, their bytes and their ends are reported (in order, per connection).
+    connections: Connections
     udp: bool = False
     #: Speak frame=len16 with the relay (off for ``kubectl relay run``: the user's command).
     framed: bool = True
@@ -201,7 +206,7 @@ class Forwarder:
 
     # -- opening the tunnel connection ---------------------------------------------------------
 
-    async def _open(self) -> PortForwardStream:
+    async def _open(self, number: int) -> PortForwardStream:
         delay = BACKOFF_FIRST
         deadline = time.monotonic() + RETRY_FOR
         while True:
@@ -223,7 +228,7 @@ class Forwarder:
                     f"no port-forward to the relay pod after {RETRY_FOR:g}s: {reason}",
                     "check the API server and the relay pod (kubectl relay ls)",
                 )
-            self.on_event(ForwardRetry(self.tunnel, reason, delay))
+            self.on_event(ForwardRetry(self.tunnel, reason, delay, number))
             await asyncio.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX)
 
@@ -241,17 +246,21 @@ class Forwarder:
 
     async def _tcp_connection(self, conn: socket.socket, peer: tuple[object, ...]) -> None:
         number = self._next_number()
-        self.on_event(ConnectionOpened(self.tunnel, number, _peer_text(peer)))
-        counts = [0, 0]
+        flow = self.connections.opened(number, _peer_text(peer))
         error = ""
         reader, writer = await asyncio.open_connection(sock=conn)
+
+        def record(direction: str, data: bytes) -> None:
+            self.connections.data(flow, direction, data)
+
         try:
-            stream = await self._open()
+            stream = await self._open(number)
+            self.connections.routed(flow, stream.pod)
             try:
                 if self.framed:
-                    await _pipe(reader, writer, stream, counts)
+                    await _pipe(reader, writer, stream, record)
                 else:
-                    await _plain_pipe(reader, writer, stream, counts)
+                    await _plain_pipe(reader, writer, stream, record)
             except PortForwardError as exc:
                 if exc.refused:
                     self.route.failed(stream.pod, exc.cause)
@@ -266,7 +275,7 @@ class Forwarder:
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
-            self.on_event(ConnectionClosed(self.tunnel, number, counts[0], counts[1], error))
+            self.connections.closed(flow, error)
 
     # -- UDP ----------------------------------------------------------------------------------
 
@@ -296,34 +305,38 @@ class Forwarder:
         queue: asyncio.Queue[bytes | None],
     ) -> None:
         number = self._next_number()
-        self.on_event(ConnectionOpened(self.tunnel, number, _peer_text(addr)))
-        counts = [0, 0]
+        flow = self.connections.opened(number, _peer_text(addr))
         error = ""
+
+        def record(direction: str, data: bytes) -> None:
+            self.connections.data(flow, direction, data)
+
         try:
-            stream = await self._open()
+            stream = await self._open(number)
+            self.connections.routed(flow, stream.pod)
             try:
-                await _udp_pipe(transport, addr, queue, stream, counts, self.udp_idle)
+                await _udp_pipe(transport, addr, queue, stream, record, self.udp_idle)
             finally:
                 await stream.aclose()
         except PluginError as exc:
             error = str(exc)
         finally:
             self._udp_sessions.pop(addr, None)
-            self.on_event(ConnectionClosed(self.tunnel, number, counts[0], counts[1], error))
+            self.connections.closed(flow, error)
 
 
 async def _pipe(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     stream: PortForwardStream,
-    counts: list[int],
+    record: Record,
 ) -> None:
     """Relay one TCP connection in frames, half-closes included, until both directions end."""
 
     async def up() -> None:
         while data := await reader.read(READ_SIZE):
             await stream.write(encode(data))
-            counts[0] += len(data)
+            record(">", data)
         await stream.write(END_FRAME)
 
     async def down() -> None:
@@ -335,7 +348,7 @@ async def _pipe(
                         writer.write_eof()
                     return
                 writer.write(frame)
-                counts[1] += len(frame)
+                record("<", frame)
             await writer.drain()
         raise ConnectionResetError("the relay closed the connection")
 
@@ -347,7 +360,7 @@ async def _udp_pipe(
     addr: tuple[object, ...],
     queue: asyncio.Queue[bytes | None],
     stream: PortForwardStream,
-    counts: list[int],
+    record: Record,
     idle: float,
 ) -> None:
     """Relay one UDP sender's datagrams as frames until it stays quiet for ``idle`` seconds."""
@@ -363,7 +376,7 @@ async def _udp_pipe(
                 await stream.write(END_FRAME)
                 return
             await stream.write(encode(datagram))
-            counts[0] += len(datagram)
+            record(">", datagram)
 
     async def down() -> None:
         decoder = FrameDecoder()
@@ -372,7 +385,7 @@ async def _udp_pipe(
                 if not frame:
                     return
                 transport.sendto(frame, addr)
-                counts[1] += len(frame)
+                record("<", frame)
 
     # The session ends when the sender went quiet (up) or the relay ended it (down).
     tasks = [asyncio.ensure_future(up()), asyncio.ensure_future(down())]
@@ -407,19 +420,19 @@ async def _plain_pipe(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     stream: PortForwardStream,
-    counts: list[int],
+    record: Record,
 ) -> None:
     """Relay one TCP connection as plain bytes (no half-close: the port-forward has none)."""
 
     async def up() -> None:
         while data := await reader.read(READ_SIZE):
             await stream.write(data)
-            counts[0] += len(data)
+            record(">", data)
 
     async def down() -> None:
         while data := await stream.read():
             writer.write(data)
-            counts[1] += len(data)
+            record("<", data)
             await writer.drain()
         raise ConnectionResetError("the relay closed the connection")
 

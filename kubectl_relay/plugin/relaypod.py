@@ -5,7 +5,11 @@ A tunnel's relay runs as a Job of one pod, so that it goes away on its own:
 - the engine stops accepting after ``idle_timeout`` seconds without a new
   connection (``accept-timeout`` on its forking listener), lets its running
   connections finish and exits 0;
-- ``activeDeadlineSeconds`` (on the Job and on the pod) bounds its life;
+- the Job's ``activeDeadlineSeconds`` is a lease that the client renews
+  (see ``LEASE_SECONDS``): a client that was killed or a laptop that sleeps
+  stops renewing it, and the Job controller ends the relay pod at most
+  ``LEASE_SECONDS`` later, whatever the idle timeout;
+- the pod's own ``activeDeadlineSeconds`` bounds its life (``--max-lifetime``);
 - ``ttlSecondsAfterFinished`` makes the cluster delete the finished Job and
   its pod (the TTL-after-finished controller), so a client that was killed or
   a laptop that slept leaves nothing behind; ``kubectl relay gc`` removes what
@@ -27,6 +31,7 @@ started, the target and the deadline.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -49,7 +54,23 @@ TERMINATION_GRACE_SECONDS = 5
 RELAY_GRACE_SECONDS = 3
 #: The port the relay listens on inside its pod (any port works: the pod has its own network).
 POD_PORT = 8000
-#: uid and gid of the relay (the "nonroot" user of distroless images).
+#: The relay pod's lease, renewed by its client every ``LEASE_RENEW_PERIOD`` seconds.
+#:
+#: Why a lease on the Job rather than a heartbeat through the port-forward:
+#: the relay cannot tell an idle client from a gone one (a tunnel with no
+#: connection has no port-forward stream at all, and a laptop that sleeps
+#: leaves its streams open without closing them), and a heartbeat connection
+#: through the relay's listener would open a connection to the target each
+#: time. The Job's ``activeDeadlineSeconds`` may be changed while it runs and
+#: is enforced by the cluster itself (the Job controller deletes the pod when
+#: it passes, even if the relay hangs), so the client only has to push it
+#: forward: ``elapsed + LEASE_SECONDS`` every ``LEASE_RENEW_PERIOD``. A killed
+#: client stops pushing and the pod ends at most ``LEASE_SECONDS`` later (plus
+#: the pod's termination grace), then ``ttlSecondsAfterFinished`` deletes the
+#: Job; a client that comes back within the lease (a short sleep) renews it and
+#: keeps its tunnel. No engine option is needed, and nothing reaches the target.
+LEASE_SECONDS = 40
+LEASE_RENEW_PERIOD = 10.0
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "kubectl-relay"
@@ -136,9 +157,11 @@ def trace_flags(level: TraceLevel) -> list[str]:
     ``-d -d`` always: its notices say when a connection is accepted (the
     client shows them with the trace) and errors always reach the client.
     ``-lu`` gives log lines microseconds like the trace's headers.
+    ``--trace-session-ids`` numbers the sessions in the trace and the log,
+    so that the client can tell which connection a block or error is about.
     """
     data = {"quiet": [], "text": ["-v"], "hex": ["-x"], "rows": ["-v", "-x"]}[level]
-    return ["-d", "-d", "-lu", *data]
+    return ["-d", "-d", "-lu", "--trace-session-ids", *data]
 
 
 def listen_address(idle_timeout: float, *, port: int = POD_PORT) -> str:
@@ -216,8 +239,16 @@ def relay_job(
     settings: PodSettings,
     tls: TLSSettings | None = None,
     port: int | None = POD_PORT,
+    lease: float | None = None,
+    check_host: str | None = None,
 ) -> Body:
-    """The Job running one relay pod (see the module docstring)."""
+    """The Job running one relay pod (see the module docstring).
+
+    ``lease``: the Job's first ``activeDeadlineSeconds`` (long enough for
+    the pod to start; the client renews it, see ``LEASE_SECONDS``), capped
+    by ``--max-lifetime``. ``check_host``: a ``HOST:PORT`` the pod resolves
+    before the relay starts (``resolve_init_container``).
+    """
     deadline = client.started + timedelta(seconds=settings.max_lifetime)
     metadata: Body = {
         "name": name,
@@ -241,11 +272,13 @@ def relay_job(
         "metadata": metadata,
         "spec": {
             "backoffLimit": 0,
-            "activeDeadlineSeconds": settings.max_lifetime,
+            "activeDeadlineSeconds": lease_deadline(lease, settings),
             "ttlSecondsAfterFinished": settings.keep_finished,
             "template": {
                 "metadata": template_metadata,
-                "spec": relay_pod_spec(command, settings, tls=tls, port=port),
+                "spec": relay_pod_spec(
+                    command, settings, tls=tls, port=port, check_host=check_host
+                ),
             },
         },
     }
@@ -257,6 +290,7 @@ def relay_pod_spec(
     *,
     tls: TLSSettings | None = None,
     port: int | None = POD_PORT,
+    check_host: str | None = None,
 ) -> Body:
     """The relay pod's spec: one restricted container running ``command``."""
     container: Body = {
@@ -279,6 +313,8 @@ def relay_pod_spec(
         "securityContext": restricted_pod_security_context(),
         "containers": [container],
     }
+    if check_host is not None:
+        spec["initContainers"] = [resolve_init_container(check_host, settings)]
     if settings.node_selector:
         spec["nodeSelector"] = dict(settings.node_selector)
     if settings.tolerations:
@@ -290,6 +326,38 @@ def relay_pod_spec(
             {"name": TLS_VOLUME, "secret": {"secretName": tls.secret, "defaultMode": 0o440}}
         ]
     return spec
+
+
+def lease_deadline(seconds: float | None, settings: PodSettings) -> int:
+    """The Job's ``activeDeadlineSeconds`` for a lease ending ``seconds`` after the Job started.
+
+    Never past ``--max-lifetime``; no lease at all (None) is the whole lifetime.
+    """
+    if seconds is None:
+        return settings.max_lifetime
+    return max(1, min(math.ceil(seconds), settings.max_lifetime))
+
+
+#: The init container that resolves a ``HOST:PORT`` target from the relay pod.
+RESOLVE_CONTAINER = "resolve"
+
+
+def resolve_init_container(host_port: str, settings: PodSettings) -> Body:
+    """An init container that fails, with the engine's resolver error, if ``host_port`` does not
+    resolve from the pod (the cluster's DNS, the pod's search path).
+
+    It "connects" a UDP socket, which resolves the name and sends nothing:
+    ``-u`` relays only from ``/dev/null`` (at once at its end) and
+    ``shut-none`` keeps the end from becoming an empty datagram. The target
+    sees no packet, and the relay starts only once the name is known good.
+    """
+    return {
+        "name": RESOLVE_CONTAINER,
+        "image": settings.image,
+        "command": ["relay", "-u", "OPEN:/dev/null,rdonly", f"UDP:{host_port},shut-none"],
+        "resources": {"requests": dict(settings.requests), "limits": dict(settings.limits)},
+        "securityContext": restricted_container_security_context(),
+    }
 
 
 def tls_secret(

@@ -10,7 +10,17 @@ The order of side effects is the point of this module:
    listens (reporting why it waits, and the pod's warning events when it is
    stuck), then forward connections and stream the relay's trace;
 5. whatever ends the session (Ctrl-C, a signal, an error), delete every Job,
-   pod and Secret it created, even when cancelled.
+   pod and Secret it created, even when cancelled; when that fails (a user
+   without the right to delete Jobs), ``CleanupError`` says what is left and
+   which right is missing, so that the command does not exit 0.
+
+A ``HOST:PORT`` target is resolved from the relay pod itself (its init
+container) before the tunnel is announced: a name the cluster's DNS does not
+know fails with ``TargetNotFound`` and leaves nothing behind.
+
+While a tunnel runs, its relay pods' leases are renewed (``relaypod.LEASE_SECONDS``):
+a client killed with SIGKILL, or asleep, leaves a relay pod that the cluster
+ends within the lease.
 
 While a tunnel runs it checks its relay pod every ``CHECK_PERIOD`` seconds: a
 pod that disappeared or failed is replaced at once, a pod that exited because
@@ -35,8 +45,10 @@ from datetime import UTC, datetime
 from typing import cast
 
 from . import relaypod
+from .connections import Connections
 from .errors import (
     ApiError,
+    CleanupError,
     ImagePullError,
     PluginError,
     PodNotReady,
@@ -54,11 +66,12 @@ from .events import (
     PodEvent,
     PodReplaced,
     PodWaiting,
-    Traced,
     TunnelReady,
 )
 from .inventory import delete_finished
 from .kube import Cluster, Endpoint, Pod, job_path, pod_path, pod_ready
+from .lifecycle import ApiWatch, cleanup_error
+from .podstatus import container_state, start_error, termination, waiting_reason
 from .portforward import Forwarder, bind, bound_text
 from .relaypod import ClientInfo, Mode, PodSettings, TLSSettings, TraceLevel
 from .targets import Kind, ListenAddress, Target
@@ -117,6 +130,8 @@ class SessionOptions:
     relay_namespace: str | None = None
     #: ``--pod-timeout``: how long a relay pod may take to start.
     pod_timeout: float = 120.0
+    #: ``--summary``: a line per HTTP exchange or connection instead of the raw trace.
+    summary: bool = False
 
 
 @dataclass
@@ -161,50 +176,75 @@ class Session:
         )
         self.tunnels: list[Tunnel] = []
         self._created_secrets: list[str] = []
+        self.api = ApiWatch(on_event)
 
     async def run(self) -> int:
-        """Run until cancelled (tunnels) or until the relay ends (``run``); the exit status."""
-        try:
-            for index, spec in enumerate(self.specs):
-                tunnel = Tunnel(self, index, spec)
-                self.tunnels.append(tunnel)
-                tunnel.bind()
-            for tunnel in self.tunnels:
-                await tunnel.resolve()
-            with contextlib.suppress(PluginError):
-                removed = await delete_finished(self.cluster, self.namespace, self.cluster.user)
-                if removed:
-                    self.on_event(Notice(f"removed {removed} finished relay pod(s) of yours"))
-            for tunnel in self.tunnels:
-                await tunnel.prepare()
-            try:
-                async with asyncio.TaskGroup() as group:
-                    runs = [group.create_task(tunnel.run()) for tunnel in self.tunnels]
-            except BaseExceptionGroup as failures:
-                raise first_error(failures) from None
-            return max((task.result() for task in runs), default=0)
-        finally:
-            await asyncio.shield(self._cleanup())
+        """Run until cancelled (tunnels) or until the relay ends (``run``); the exit status.
 
-    async def _cleanup(self) -> None:
-        """Delete everything created, close the listeners (bounded, errors reported)."""
+        Raises ``CleanupError`` when what it created could not be deleted,
+        unless another error ended it (that one is raised, the cleanup's is
+        shown as a warning).
+        """
+        try:
+            status = await self._run()
+        except asyncio.CancelledError:
+            await self._finish(raise_failure=True)
+            raise
+        except BaseException:
+            await self._finish(raise_failure=False)
+            raise
+        await self._finish(raise_failure=True)
+        return status
+
+    async def _finish(self, *, raise_failure: bool) -> None:
+        failure = await asyncio.shield(self._cleanup())
+        if failure is None:
+            return
+        if raise_failure:
+            raise failure
+        self.on_event(Notice(str(failure), warning=True))
+
+    async def _run(self) -> int:
+        for index, spec in enumerate(self.specs):
+            tunnel = Tunnel(self, index, spec)
+            self.tunnels.append(tunnel)
+            tunnel.bind()
+        for tunnel in self.tunnels:
+            await tunnel.resolve()
+        with contextlib.suppress(PluginError):
+            removed = await delete_finished(self.cluster, self.namespace, self.cluster.user)
+            if removed:
+                self.on_event(Notice(f"removed {removed} finished relay pod(s) of yours"))
+        for tunnel in self.tunnels:
+            await tunnel.prepare()
+        try:
+            async with asyncio.TaskGroup() as group:
+                runs = [group.create_task(tunnel.run()) for tunnel in self.tunnels]
+        except BaseExceptionGroup as failures:
+            raise first_error(failures) from None
+        return max((task.result() for task in runs), default=0)
+
+    async def _cleanup(self) -> CleanupError | None:
+        """Delete everything created, close the listeners (bounded); what could not be deleted."""
+        failures: list[tuple[str, str, BaseException]] = []
         try:
             async with asyncio.timeout(CLEANUP_TIMEOUT):
                 for tunnel in self.tunnels:
-                    await tunnel.delete_all()
+                    failures += await tunnel.delete_all()
                 for name in self._created_secrets:
-                    await self.cluster.delete(f"/api/v1/namespaces/{self.namespace}/secrets/{name}")
-        except (PluginError, TimeoutError) as exc:
-            self.on_event(
-                Notice(
-                    f"could not delete everything this session created ({exc}); "
-                    "run kubectl relay gc",
-                    warning=True,
-                )
-            )
+                    path = f"/api/v1/namespaces/{self.namespace}/secrets/{name}"
+                    try:
+                        await self.cluster.delete(path)
+                    except PluginError as exc:
+                        failures.append((f"secret/{name}", "secrets", exc))
+        except TimeoutError as exc:
+            failures.append(("the rest", "", exc))
         finally:
             for tunnel in self.tunnels:
                 tunnel.close()
+        if not failures:
+            return None
+        return cleanup_error(failures, self.namespace, self.cluster.user)
 
     async def create_secret(self, tunnel: int, files: Mapping[str, bytes]) -> str:
         """A temporary Secret with ``files`` for a TLS tunnel; deleted at the end."""
@@ -236,6 +276,15 @@ class Tunnel:
         self.current: RelayPod | None = None
         self._generation = 0
         self._lock = asyncio.Lock()
+        trace = self.options.trace
+        self.connections = Connections(
+            index,
+            self.emit,
+            # Without a local listener (``run``) there is no connection to match.
+            matching=trace != "quiet" and not self.options.summary and spec.listen is not None,
+            text=trace == "text",
+            summary=self.options.summary,
+        )
         self._group: asyncio.TaskGroup | None = None
 
     # -- setup ----------------------------------------------------------------------------------
@@ -294,7 +343,8 @@ class Tunnel:
         )
 
     def close(self) -> None:
-        """Close the local listener."""
+        """Close the local listener; show the connection lines still held."""
+        self.connections.flush()
         if self.sock is not None:
             self.sock.close()
 
@@ -304,6 +354,7 @@ class Tunnel:
         """Start the first relay pod, then forward and watch until cancelled (or the relay ends)."""
         async with asyncio.TaskGroup() as group:
             self._group = group
+            leases = group.create_task(self._keep_leases())
             self.current = await self._start_pod(self.endpoint)
             listen = bound_text(self.sock) if self.sock is not None else ""
             self.emit(
@@ -322,6 +373,7 @@ class Tunnel:
                     forwarding = group.create_task(self._forwarder(self.spec.run_port).serve())
                     await watcher
                     forwarding.cancel()
+                leases.cancel()
                 return await watcher
             group.create_task(self._forwarder(relaypod.POD_PORT).serve())
             group.create_task(self._monitor())
@@ -337,6 +389,7 @@ class Tunnel:
             port=port,
             tunnel=self.index,
             on_event=self.emit,
+            connections=self.connections,
             udp=self.spec.mode == "udp",
             framed=self.spec.mode != "run",
         )
@@ -415,6 +468,9 @@ class Tunnel:
             settings=self.options.pod,
             tls=self.tls,
             port=relaypod.POD_PORT if self.spec.mode != "run" else self.spec.run_port,
+            # Long enough to start; renewed by _keep_leases once it runs.
+            lease=self.options.pod_timeout + relaypod.LEASE_SECONDS,
+            check_host=self._host_to_check(endpoint),
         )
         relay = RelayPod(name, self.namespace, endpoint)
         self.emit(
@@ -436,8 +492,50 @@ class Tunnel:
         self._group.create_task(self._follow(relay))
         if self.spec.mode != "run" or self.spec.run_port is not None:
             await self._wait_listening(relay, deadline)
+        # From now on the lease is short: a client killed at once leaves it soon.
+        await self._renew(relay)
         relay.last_use = time.monotonic()
         return relay
+
+    def _host_to_check(self, endpoint: Endpoint | None) -> str | None:
+        """``HOST:PORT`` when the target is a name only the cluster's DNS can resolve."""
+        target = self.spec.target
+        if target is None or target.kind is not Kind.HOST or endpoint is None:
+            return None
+        return endpoint.address
+
+    async def _unresolvable(self, relay: RelayPod, pod: Pod) -> TargetNotFound | None:
+        """``TargetNotFound`` when the pod's resolve init container failed, with its error."""
+        for status in (pod.get("status") or {}).get("initContainerStatuses") or []:
+            terminated = (status.get("state") or {}).get("terminated")
+            if status.get("name") != relaypod.RESOLVE_CONTAINER or not terminated:
+                continue
+            if not terminated.get("exitCode"):
+                return None
+            reason = await self._init_error(relay)
+            target = self.spec.target
+            return TargetNotFound(
+                f'"{target}" cannot be resolved from relay pod {relay.pod} in namespace '
+                f'"{relay.namespace}" ({reason})',
+                "check the host name (the cluster's DNS resolves it from that namespace: "
+                "NAME.NAMESPACE for a Service elsewhere) or name the Service as svc/NAME:PORT",
+            )
+        return None
+
+    async def _init_error(self, relay: RelayPod) -> str:
+        """The resolve container's error line, without the engine's timestamp and level."""
+        text = b""
+        with contextlib.suppress(PluginError):
+            async with asyncio.timeout(5):
+                async for chunk in self.cluster.follow_log(
+                    relay.namespace, relay.pod, relaypod.RESOLVE_CONTAINER, follow=False
+                ):
+                    text += chunk
+        parser = TraceParser()
+        for event in [*parser.feed(text), *parser.close()]:
+            if isinstance(event, LogLine) and event.level in "EF":
+                return event.message
+        return "the name did not resolve"
 
     async def _wait_running(self, relay: RelayPod) -> None:
         timeout = self.options.pod_timeout
@@ -452,7 +550,10 @@ class Tunnel:
                 relay.pod = pod["metadata"].get("name", "")
                 status = pod.get("status") or {}
                 phase = status.get("phase", "Pending")
-                state = _container_state(pod)
+                state = container_state(pod)
+                unresolvable = await self._unresolvable(relay, pod)
+                if unresolvable is not None:
+                    raise unresolvable
                 if phase == "Running" and "running" in state:
                     return
                 if phase in ("Succeeded", "Failed") and self.spec.mode == "run":
@@ -461,13 +562,13 @@ class Tunnel:
                     raise PodNotReady(
                         relay.pod,
                         f"relay pod {relay.pod} ended before it was ready ({phase}: "
-                        f"{_termination(pod)})",
+                        f"{termination(pod)})",
                         f"see kubectl logs {relay.pod} -n {relay.namespace}",
                     )
-                reason, message = _waiting_reason(pod)
+                reason, message = waiting_reason(pod)
                 error = FATAL_WAITING.get(reason)
                 if error is not None:
-                    raise _start_error(error, relay, reason, message, self.options.pod.image)
+                    raise start_error(error, relay, reason, message, self.options.pod.image)
             if reason != last_reason:
                 self.emit(PodWaiting(self.index, relay.pod or relay.job, reason, message))
                 last_reason = reason
@@ -508,7 +609,7 @@ class Tunnel:
             raise PodNotReady(
                 relay.pod,
                 f"the relay in pod {relay.pod} exited before it listened "
-                f"({_termination(pod) if pod else 'pod deleted'})",
+                f"({termination(pod) if pod else 'pod deleted'})",
                 f"see its error above, or kubectl logs {relay.pod} -n {relay.namespace}",
             )
         raise PodNotReady(
@@ -568,7 +669,7 @@ class Tunnel:
         if isinstance(event, LogLine) and event.message.startswith("listening on "):
             relay.listening.set()
             return
-        self.emit(Traced(self.index, relay.pod, event))  # type: ignore[arg-type]
+        self.connections.traced(relay.pod, event)  # type: ignore[arg-type]
 
     async def _monitor(self) -> None:
         """Check the relay pods (and a Deployment's backend) while the tunnel runs."""
@@ -583,14 +684,40 @@ class Tunnel:
                     raise  # a replacement that cannot start ends the tunnel
                 except PluginError as exc:
                     # A failed check (the API server restarting) is tried again.
-                    self.emit(Notice(f"checking relay pod {relay.pod}: {exc}", warning=True))
+                    self.session.api.failed(exc)
+                else:
+                    self.session.api.answered()
+
+    async def _keep_leases(self) -> None:
+        """Renew the lease of every relay pod still in use (``relaypod.LEASE_SECONDS``)."""
+        while True:
+            await asyncio.sleep(relaypod.LEASE_RENEW_PERIOD)
+            for relay in list(self.pods):
+                if not relay.deleted and relay.pod:
+                    # A pod still starting has a lease as long as --pod-timeout.
+                    await self._renew(relay)
+
+    async def _renew(self, relay: RelayPod) -> None:
+        """Push the Job's deadline to ``LEASE_SECONDS`` from now (failures are told once)."""
+        elapsed = time.monotonic() - relay.started
+        deadline = relaypod.lease_deadline(elapsed + relaypod.LEASE_SECONDS, self.options.pod)
+        patch = {"spec": {"activeDeadlineSeconds": deadline}}
+        try:
+            await self.cluster.merge_patch(job_path(relay.namespace, relay.job), patch)
+        except ApiError as exc:
+            if exc.status != 404:  # gone: the monitor replaces it
+                self.session.api.failed(exc)
+        except PluginError as exc:
+            self.session.api.failed(exc)
+        else:
+            self.session.api.answered()
 
     async def _check(self, relay: RelayPod) -> None:
         pod = await self.cluster.get_pod(relay.namespace, relay.pod)
         phase = (pod.get("status") or {}).get("phase") if pod else None
         current = relay is self.current
         if pod is None or pod["metadata"].get("deletionTimestamp") or phase == "Failed":
-            why = "was deleted" if phase != "Failed" else f"failed ({_termination(pod)})"  # type: ignore[arg-type]
+            why = "was deleted" if phase != "Failed" else f"failed ({termination(pod)})"  # type: ignore[arg-type]
             relay.gone = relay.gone or f"relay pod {relay.pod} {why}"
             await self._delete(relay)
             if current:
@@ -619,7 +746,7 @@ class Tunnel:
             pod = await self.cluster.get_pod(relay.namespace, relay.pod)
             if pod is None:
                 raise PodNotReady(relay.pod, f"relay pod {relay.pod} was deleted", "run it again")
-            terminated = _container_state(pod).get("terminated")
+            terminated = container_state(pod).get("terminated")
             if isinstance(terminated, dict):
                 return int(terminated.get("exitCode") or 0)
             await asyncio.sleep(START_POLL)
@@ -636,13 +763,21 @@ class Tunnel:
         relay.deleted = True
         await self.cluster.delete(job_path(relay.namespace, relay.job), propagation="Background")
         if relay.pod:
-            await self.cluster.delete(pod_path(relay.namespace, relay.pod))
+            # The Job's deletion takes its pod with it (background propagation);
+            # deleting the pod too only makes it go sooner, so a refusal is no failure.
+            with contextlib.suppress(PluginError):
+                await self.cluster.delete(pod_path(relay.namespace, relay.pod))
         self.emit(PodDeleted(self.index, relay.pod or relay.job))
 
-    async def delete_all(self) -> None:
-        """Delete every relay Job and pod this tunnel created."""
+    async def delete_all(self) -> list[tuple[str, str, BaseException]]:
+        """Delete every relay Job and pod this tunnel created; (object, resource, error) left."""
+        failures: list[tuple[str, str, BaseException]] = []
         for relay in self.pods:
-            await self._delete(relay)
+            try:
+                await self._delete(relay)
+            except PluginError as exc:
+                failures.append((f"job/{relay.job}", "jobs.batch", exc))
+        return failures
 
 
 def first_error(failures: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -658,50 +793,3 @@ def first_error(failures: BaseExceptionGroup[BaseException]) -> BaseException:
 
     walk(failures)
     return next((e for e in flat if isinstance(e, PluginError)), flat[0])
-
-
-def _container_state(pod: Pod) -> dict[str, object]:
-    for status in (pod.get("status") or {}).get("containerStatuses") or []:
-        if status.get("name") == relaypod.CONTAINER:
-            return dict(status.get("state") or {})
-    return {}
-
-
-def _waiting_reason(pod: Pod) -> tuple[str, str]:
-    """Why the pod is not running yet: (reason, message)."""
-    status = pod.get("status") or {}
-    for condition in status.get("conditions") or []:
-        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-            return condition.get("reason") or "Unschedulable", condition.get("message") or ""
-    waiting = _container_state(pod).get("waiting")
-    if isinstance(waiting, dict):
-        return str(waiting.get("reason") or "Waiting"), str(waiting.get("message") or "")
-    return status.get("phase", "Pending"), ""
-
-
-def _termination(pod: Pod) -> str:
-    terminated = _container_state(pod).get("terminated")
-    if isinstance(terminated, dict):
-        code = terminated.get("exitCode")
-        reason = terminated.get("reason") or ""
-        return f"exit code {code}{', ' + str(reason) if reason else ''}"
-    status = pod.get("status") or {}
-    return str(status.get("reason") or status.get("message") or status.get("phase") or "unknown")
-
-
-def _start_error(
-    error: type[RelayPodError], relay: RelayPod, reason: str, message: str, image: str
-) -> RelayPodError:
-    if error is ImagePullError:
-        return ImagePullError(
-            relay.pod,
-            f'relay pod {relay.pod} cannot pull image "{image}" ({reason}'
-            f"{': ' + message if message else ''})",
-            f"check --image (default {relaypod.RELAY_IMAGE}) and the cluster's access to "
-            "its registry",
-        )
-    return error(
-        relay.pod,
-        f"relay pod {relay.pod} cannot start its container ({reason}: {message})",
-        f"check kubectl describe pod {relay.pod} -n {relay.namespace}",
-    )

@@ -13,7 +13,10 @@ to stderr (see ``kubectl_relay.engine.trace`` and ``kubectl_relay.engine.log``):
   direction's stream, starting at 0 for every connection. With ``-v`` the
   data is text with socat's escapes, and nothing ends it: a block without a
   final newline runs into the next line. With ``-x`` it is one line of hex
-  bytes; with ``-v -x`` rows of hex and ASCII, then ``--``;
+  bytes; with ``-v -x`` rows of hex and ASCII, then ``--``. With the
+  engine's ``--trace-session-ids`` the header ends in `` session=N``, the
+  relay's number for the connection, and that session's log lines start
+  with ``session N:``;
 - a log line: ``2026/11/24 10:00:00.123456 relay[1] N accepting connection from ...``;
 - anything else the command printed.
 
@@ -34,8 +37,11 @@ TraceMode = Literal["text", "hex", "rows"]
 Direction = Literal[">", "<"]
 
 _HEADER = re.compile(
-    rb"([<>]) (\d{4}/\d\d/\d\d \d\d:\d\d:\d\d\.\d+)  length=(\d+) from=(\d+) to=(-?\d+)\n"
+    rb"([<>]) (\d{4}/\d\d/\d\d \d\d:\d\d:\d\d\.\d+)  length=(\d+) from=(\d+) to=(-?\d+)"
+    rb"(?: session=(\d+))?\n"
 )
+# A --trace-session-ids log line's message starts with its session.
+_SESSION = re.compile(r"session (\d+): (.*)")
 _LOG = re.compile(
     r"(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d(?:\.\d+)?) (?:\S+ )?([\w.-]+)\[(\d+)\] ([DINWEF]) (.*)"
 )
@@ -70,6 +76,8 @@ class Block:
     end: int
     payload: str
     data: bytes
+    #: The relay's session (``--trace-session-ids``), if numbered.
+    session: int | None = None
 
     @property
     def to_target(self) -> bool:
@@ -91,6 +99,8 @@ class LogLine:
     pid: int
     level: str
     message: str
+    #: The relay's session it is about (``--trace-session-ids``), if numbered.
+    session: int | None = None
 
     @property
     def is_problem(self) -> bool:
@@ -127,6 +137,7 @@ class _Header:
     length: int
     start: int
     end: int
+    session: int | None
 
 
 class TraceParser:
@@ -177,6 +188,7 @@ class TraceParser:
                 length=int(match.group(3)),
                 start=int(match.group(4)),
                 end=int(match.group(5)),
+                session=int(match.group(6)) if match.group(6) else None,
             )
             self._header = header
             del self._buffer[: newline + 1]
@@ -207,6 +219,7 @@ class TraceParser:
             end=header.end,
             payload=payload,
             data=data,
+            session=header.session,
         )
 
 
@@ -218,6 +231,9 @@ def _line_event(line: str) -> TraceEvent:
     accepted = _ACCEPTED.fullmatch(message) if level == "N" else None
     if accepted is not None:
         return Accepted(time, accepted.group(1), accepted.group(2))
+    numbered = _SESSION.fullmatch(message)
+    if numbered is not None:
+        return LogLine(time, program, int(pid), level, numbered.group(2), int(numbered.group(1)))
     return LogLine(time, program, int(pid), level, message)
 
 

@@ -7,6 +7,7 @@ import calendar
 import os
 import random
 import re
+import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from kubectl_relay.engine.errors import OpenError
+from kubectl_relay.engine.log import SESSION_ID
 from kubectl_relay.engine.trace import (
     TraceOutput,
     TraceSettings,
@@ -25,6 +27,7 @@ from kubectl_relay.engine.trace import (
     format_text,
 )
 from tests.conftest import SOCAT, requires_socat, scaled
+from tests.support import RelayProcess, ThreadedServer, free_port, wait_for_port
 
 if TYPE_CHECKING:
     from kubectl_relay.engine.trace import Direction  # a type only (trace avoids typing)
@@ -431,3 +434,71 @@ def test_bodies_match_real_socat(flags: list[str]) -> None:
         assert ours[header_end:] == pieces[index + 3]
         expected += block
     assert bytes(expected) == data
+
+
+# -- --trace-session-ids (a relay extension) ---------------------------------------------------
+
+
+def test_session_ids_end_the_headers_of_a_numbered_session() -> None:
+    settings = TraceSettings(verbose=True, session_ids=True)
+    token = SESSION_ID.set(7)
+    try:
+        tagged = traced(settings, [(">", b"hi\n")])
+    finally:
+        SESSION_ID.reset(token)
+    assert tagged == f"> {STAMP}  length=3 from=0 to=2 session=7\nhi\n".encode()
+    # Without a number (the option off), the header is socat's.
+    assert traced(settings, [(">", b"hi\n")]) == f"> {STAMP}  length=3 from=0 to=2\nhi\n".encode()
+
+
+def test_a_forking_relay_numbers_its_sessions_in_trace_and_log() -> None:
+    """The real engine: each accepted connection's blocks and errors carry its number."""
+
+    def echo(conn: socket.socket) -> None:
+        while data := conn.recv(100):
+            conn.sendall(data)
+
+    with ThreadedServer(echo) as server:
+        port = free_port()
+        listen = f"TCP-LISTEN:{port},fork,reuseaddr"
+        with RelayProcess(
+            ["-d", "-d", "-v", "--trace-session-ids", listen, f"TCP:127.0.0.1:{server.port}"],
+            stdin=None,
+        ) as relay:
+            wait_for_port(port)
+            for word in (b"one\n", b"two\n"):
+                with socket.create_connection(("127.0.0.1", port), timeout=scaled(10)) as conn:
+                    conn.sendall(word)
+                    assert conn.recv(100) == word
+        relay.wait()
+    trace = relay.stderr_text
+    assert re.search(r"> \S+ \S+  length=4 from=0 to=3 session=1\none\n", trace), trace
+    assert re.search(r"< \S+ \S+  length=4 from=0 to=3 session=2\ntwo\n", trace), trace
+
+    refused = free_port()
+    with RelayProcess(
+        ["-d", "-d", "--trace-session-ids", f"TCP-LISTEN:{port},reuseaddr",
+         f"TCP:127.0.0.1:{refused}"],
+        stdin=None,
+    ) as relay:
+        wait_for_port(port)
+        with socket.create_connection(("127.0.0.1", port), timeout=scaled(10)) as conn:
+            assert conn.recv(100) == b""
+        relay.wait()
+    assert re.search(r"relay\[\d+\] E session 1: connect\(.*Connection refused", relay.stderr_text)
+
+
+def test_without_the_option_nothing_is_numbered() -> None:
+    with ThreadedServer(lambda conn: conn.sendall(conn.recv(100))) as server:
+        port = free_port()
+        with RelayProcess(
+            ["-d", "-d", "-v", f"TCP-LISTEN:{port},reuseaddr", f"TCP:127.0.0.1:{server.port}"],
+            stdin=None,
+        ) as relay:
+            wait_for_port(port)
+            with socket.create_connection(("127.0.0.1", port), timeout=scaled(10)) as conn:
+                conn.sendall(b"x\n")
+                assert conn.recv(100) == b"x\n"
+            relay.wait()
+    assert "session" not in relay.stderr_text
+    assert re.search(r"> \S+ \S+  length=2 from=0 to=1\nx\n", relay.stderr_text)

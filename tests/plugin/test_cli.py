@@ -82,6 +82,12 @@ BAD_INPUT = [
         "error: --quiet cannot be combined with -v or -x; see 'kubectl relay tcp --help'",
     ),
     (
+        ["tcp", "svc/web:80", "--summary", "-x"],
+        2,
+        "error: --summary replaces the data trace: drop -v, -x and -q; "
+        "see 'kubectl relay tcp --help'",
+    ),
+    (
         ["tcp", "svc/web:80", "--idle-timeout", "soon"],
         2,
         "error: Invalid value for '--idle-timeout': \"soon\" is not a duration (accepted: 30, 30s, "
@@ -262,6 +268,11 @@ def test_a_traced_tunnel_renders_like_this() -> None:
 def test_several_tunnels_are_numbered() -> None:
     text = render(events.ConnectionOpened(1, 3, "127.0.0.1:1"), tunnels=2)
     assert text == "[2] connection 3 from 127.0.0.1:1\n"
+
+
+def test_a_retry_names_the_connection_waiting_for_it() -> None:
+    text = render(events.ForwardRetry(1, "503 injected", 0.2, 3), tunnels=2)
+    assert text == "[2] #3 port-forward failed (503 injected); retrying in 0.2s\n"
 
 
 def test_ls_table() -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from kubectl_relay import podsecurity
@@ -10,6 +14,7 @@ from kubectl_relay.engine.addresses import parse_address
 from kubectl_relay.engine.cli import parse_command_line
 from kubectl_relay.plugin import relaypod
 from kubectl_relay.plugin.relaypod import ClientInfo, PodSettings, TLSSettings, Toleration
+from tests.conftest import scaled
 from tests.operator.podsecurity import hardening_violations, restricted_violations
 
 CLIENT = ClientInfo(
@@ -75,6 +80,7 @@ def test_the_command_is_a_valid_engine_command_line() -> None:
         "-d",
         "-d",
         "-lu",
+        "--trace-session-ids",
         "-v",
         "--grace-period",
         "3",
@@ -115,9 +121,10 @@ def test_target_addresses_per_mode() -> None:
 
 
 def test_trace_levels() -> None:
-    assert relaypod.trace_flags("quiet") == ["-d", "-d", "-lu"]
-    assert relaypod.trace_flags("hex") == ["-d", "-d", "-lu", "-x"]
-    assert relaypod.trace_flags("rows") == ["-d", "-d", "-lu", "-v", "-x"]
+    numbered = ["-d", "-d", "-lu", "--trace-session-ids"]
+    assert relaypod.trace_flags("quiet") == numbered
+    assert relaypod.trace_flags("hex") == [*numbered, "-x"]
+    assert relaypod.trace_flags("rows") == [*numbered, "-v", "-x"]
 
 
 def test_a_tls_secret_is_mounted_read_only_for_the_relay_group() -> None:
@@ -136,3 +143,64 @@ def test_label_values() -> None:
     assert relaypod.label_value("-x-") == "x"
     assert relaypod.label_value("é") == "unknown"
     assert len(relaypod.label_value("a" * 100)) == 63
+
+
+def test_the_job_deadline_is_a_lease_within_the_lifetime() -> None:
+    body = relaypod.relay_job(
+        name="kubectl-relay-0123abcd-0-1",
+        namespace="prod",
+        command=["relay", "-u", "STDIN", "STDOUT"],
+        client=CLIENT,
+        tunnel=0,
+        target="svc/web:80",
+        settings=PodSettings(max_lifetime=3600),
+        lease=120.2,
+    )
+    assert body["spec"]["activeDeadlineSeconds"] == 121
+    assert body["spec"]["template"]["spec"]["activeDeadlineSeconds"] == 3600
+    settings = PodSettings(max_lifetime=100)
+    assert relaypod.lease_deadline(4000.0, settings) == 100
+    assert relaypod.lease_deadline(None, settings) == 100
+    assert relaypod.lease_deadline(0.2, settings) == 1
+    # A killed client's relay pod ends within a minute, renewed well before.
+    assert relaypod.LEASE_SECONDS + relaypod.TERMINATION_GRACE_SECONDS < 60
+    assert relaypod.LEASE_RENEW_PERIOD * 3 <= relaypod.LEASE_SECONDS
+
+
+def test_a_host_target_is_resolved_by_an_init_container_of_the_relay_pod() -> None:
+    body = relaypod.relay_job(
+        name="kubectl-relay-0123abcd-0-1",
+        namespace="prod",
+        command=relaypod.relay_command(
+            "text", relaypod.listen_address(600), relaypod.target_address("tcp", "db.prod:5432")
+        ),
+        client=CLIENT,
+        tunnel=0,
+        target="db.prod:5432",
+        settings=PodSettings(),
+        check_host="db.prod:5432",
+    )
+    template = body["spec"]["template"]
+    (init,) = template["spec"]["initContainers"]
+    assert init["name"] == relaypod.RESOLVE_CONTAINER
+    assert init["command"] == [
+        "relay", "-u", "OPEN:/dev/null,rdonly", "UDP:db.prod:5432,shut-none"
+    ]
+    assert restricted_violations(template["spec"], template["metadata"]) == []
+    assert "initContainers" not in job()["spec"]["template"]["spec"]
+
+
+def test_the_resolve_command_sends_nothing_to_the_target() -> None:
+    """The real engine runs the init container's command: it exits 0 and no datagram leaves."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as target:
+        target.bind(("127.0.0.1", 0))
+        target.settimeout(scaled(10))
+        port = target.getsockname()[1]
+        init = relaypod.resolve_init_container(f"127.0.0.1:{port}", PodSettings())
+        command = [str(Path(sys.executable).parent / "relay"), *init["command"][1:]]
+        done = subprocess.run(command, capture_output=True, timeout=scaled(20), check=False)
+        assert done.returncode == 0, done.stderr
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as marker:
+            marker.sendto(b"marker", ("127.0.0.1", port))
+        assert target.recvfrom(100)[0] == b"marker"  # the first datagram is ours
+

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from kubectl_relay.engine.log import SESSION_ID
 from kubectl_relay.engine.trace import TraceOutput, TraceSettings
 from kubectl_relay.plugin.tracing import Accepted, Block, LogLine, Output, TraceMode, TraceParser
 
@@ -100,3 +101,41 @@ def test_log_lines_connections_and_other_output() -> None:
 def test_a_block_cut_off_by_the_end_of_the_log_is_output() -> None:
     events = parse("text", b"< 2026/11/24 10:00:00.000001  length=9 from=0 to=8\nabc", 100)
     assert events == [Output("< 2026/11/24 10:00:00.000001  length=9 from=0 to=8"), Output("abc")]
+
+
+def numbered_trace(settings: TraceSettings, blocks: list[tuple[int, str, bytes]]) -> bytes:
+    """What the engine writes with ``--trace-session-ids`` for (session, direction, data)."""
+    read, write = os.pipe()
+    try:
+        numbered = TraceSettings(verbose=settings.verbose, hex=settings.hex, session_ids=True)
+        output = TraceOutput(numbered, fd=write, clock=lambda: CLOCK)
+        tracers = {}
+        for session, direction, data in blocks:
+            if session not in tracers:
+                token = SESSION_ID.set(session)
+                tracers[session] = output.session()
+                SESSION_ID.reset(token)
+            tracers[session].record(direction, data)  # type: ignore[arg-type]
+        output.close()
+    finally:
+        os.close(write)
+    trace = b""
+    while chunk := os.read(read, 65536):
+        trace += chunk
+    os.close(read)
+    return trace
+
+
+@pytest.mark.parametrize("mode", ["text", "hex", "rows"])
+def test_numbered_sessions_are_parsed(mode: TraceMode) -> None:
+    trace = numbered_trace(SETTINGS[mode], [(3, ">", REQUEST), (4, ">", TRICKY)])
+    trace += b"2026/11/24 10:00:01.000000 relay[1] E session 4: connect(5, AF=2 10.0.0.9:80): x\n"
+    parser = TraceParser(mode)
+    events = [event for byte in range(len(trace)) for event in parser.feed(trace[byte:byte + 1])]
+    blocks = [event for event in events if isinstance(event, Block)]
+    assert [(block.session, block.length) for block in blocks] == [
+        (3, len(REQUEST)),
+        (4, len(TRICKY)),
+    ]
+    (error,) = [event for event in events if isinstance(event, LogLine)]
+    assert (error.session, error.level, error.message) == (4, "E", "connect(5, AF=2 10.0.0.9:80): x")
