@@ -9,8 +9,8 @@ unset), in one namespace labelled ``pod-security.kubernetes.io/enforce=restricte
 
 Both run with a "restricted" security context (non-root uid 65532, seccomp
 RuntimeDefault, no capability, no privilege escalation, read-only root).
-NetworkPolicy is checked to deny traffic; where the kernel cannot enforce it
-(see ``e2e/localcluster/netpolicy.py``) that test is an expected failure.
+A NetworkPolicy is checked to deny traffic (kube-router enforces it, see
+``e2e/localcluster/netpolicy.py``; ``test_local_cluster_netpol.py`` has the rest).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import yaml
 
 from e2e.cluster import ENV_KUBECONFIG, REAL_CLUSTER
 from e2e.localcluster.images import RELAY_REFERENCE
-from e2e.localcluster.netpolicy import nft_queue_supported
 from e2e.localcluster.settings import ClusterSettings
 from e2e.test_local_cluster import RESTRICTED, kubeconfig, kubectl, kubectl_path
 from tests.conftest import scaled
@@ -292,12 +291,6 @@ def test_nothing_leaves_the_machine_from_a_pod(pods: Pods) -> None:
     assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "0"
 
 
-@pytest.mark.xfail(
-    not nft_queue_supported(),
-    reason="NetworkPolicy is not enforced: this kernel cannot load nftables `queue` rules "
-    "(see e2e/localcluster/netpolicy.py)",
-    strict=True,
-)
 def test_a_network_policy_that_denies_ingress_denies_it(pods: Pods) -> None:
     policy = {
         "apiVersion": "networking.k8s.io/v1",
