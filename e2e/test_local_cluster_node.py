@@ -20,7 +20,8 @@ import re
 import shlex
 import socket
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,35 @@ def exec_in(
         text=True,
         timeout=scaled(60),
         check=False,
+    )
+
+
+#: What a refused connect says (a reject, or a drop that ends in the connect timeout).
+REFUSALS = ("Connection refused", "timed out", "No route to host")
+
+#: Bounds of the wait for a NetworkPolicy to take effect (the API server stores it at
+#: once; the implementation applies it some time later).
+ENFORCEMENT_TIMEOUT = 60.0
+ENFORCEMENT_ATTEMPTS = 60
+
+
+def refused(result: subprocess.CompletedProcess[str]) -> bool:
+    """Whether a client's exec failed at connect, as an enforced policy makes it."""
+    return result.returncode != 0 and any(word in result.stderr for word in REFUSALS)
+
+
+def until_refused(attempt: Callable[[], subprocess.CompletedProcess[str]], what: str) -> None:
+    """Repeat ``attempt`` (bounded in time and count) until it is ``refused``."""
+    deadline = time.monotonic() + scaled(ENFORCEMENT_TIMEOUT)
+    result = attempt()
+    for _ in range(ENFORCEMENT_ATTEMPTS):
+        if refused(result) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+        result = attempt()
+    assert refused(result), (
+        f"{what} was not refused: exit {result.returncode}, "
+        f"stdout {result.stdout!r}, stderr {result.stderr!r}"
     )
 
 
@@ -300,14 +330,16 @@ def test_a_network_policy_that_denies_ingress_denies_it(pods: Pods) -> None:
     }
     apply(pods.namespace, policy)
     try:
-        result = exec_in(
-            pods.namespace,
-            "relay",
-            "relay",
-            "-",
-            f"TCP:{pods.echo_ip}:{ECHO_PORT},connect-timeout=3",
-            stdin="denied\n",
+        until_refused(
+            lambda: exec_in(
+                pods.namespace,
+                "relay",
+                "relay",
+                "-",
+                f"TCP:{pods.echo_ip}:{ECHO_PORT},connect-timeout=3",
+                stdin="denied\n",
+            ),
+            "the relay pod's connect to the echo pod",
         )
-        assert result.returncode != 0, "the echo pod answered despite the NetworkPolicy"
     finally:
         kubectl("delete", "-n", pods.namespace, "networkpolicy/deny-echo")
