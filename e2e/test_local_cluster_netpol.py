@@ -14,7 +14,6 @@ refusal is waited for (bounded); an allowed connection is checked after it.
 
 from __future__ import annotations
 
-import json
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,13 +22,14 @@ from typing import Any
 import pytest
 
 from e2e.cluster import ENV_KUBECONFIG, REAL_CLUSTER
-from e2e.test_local_cluster import RESTRICTED, kubeconfig, kubectl, kubectl_path
+from e2e.test_local_cluster import kubectl
 from e2e.test_local_cluster_node import (
     ECHO_PORT,
     apply,
     checked,
     exec_in,
     relay_pod,
+    restricted_namespace,
     until_refused,
 )
 from tests.conftest import scaled
@@ -87,20 +87,7 @@ def namespaces() -> Iterator[Callable[[], str]]:
     made: list[str] = []
 
     def make() -> str:
-        document = {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {"generateName": "netpol-", "labels": RESTRICTED},
-        }
-        result = subprocess.run(
-            [kubectl_path(), "--kubeconfig", str(kubeconfig()), "create", "-o", "name", "-f", "-"],
-            input=json.dumps(document),
-            capture_output=True,
-            text=True,
-            timeout=scaled(60),
-            check=False,
-        )
-        made.append(checked(result).strip().removeprefix("namespace/"))
+        made.append(restricted_namespace("netpol-"))
         return made[-1]
 
     yield make

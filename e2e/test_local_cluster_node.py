@@ -160,13 +160,12 @@ class Pods:
     service_ip: str
 
 
-@pytest.fixture(scope="module")
-def pods() -> Iterator[Pods]:
-    """The restricted namespace with the echo and relay pods Ready and the echo Service."""
+def restricted_namespace(prefix: str) -> str:
+    """A new namespace named ``prefix`` and a random suffix, enforcing "restricted"."""
     namespace_object = {
         "apiVersion": "v1",
         "kind": "Namespace",
-        "metadata": {"generateName": "local-node-", "labels": RESTRICTED},
+        "metadata": {"generateName": prefix, "labels": RESTRICTED},
     }
     result = subprocess.run(
         [kubectl_path(), "--kubeconfig", str(kubeconfig()), "create", "-o", "name", "-f", "-"],
@@ -176,7 +175,13 @@ def pods() -> Iterator[Pods]:
         timeout=scaled(60),
         check=False,
     )
-    namespace = checked(result).strip().removeprefix("namespace/")
+    return checked(result).strip().removeprefix("namespace/")
+
+
+@pytest.fixture(scope="module")
+def pods() -> Iterator[Pods]:
+    """The restricted namespace with the echo and relay pods Ready and the echo Service."""
+    namespace = restricted_namespace("local-node-")
     try:
         echo = relay_pod("echo", [f"TCP-LISTEN:{ECHO_PORT},fork,reuseaddr", "PIPE"])
         service = {
