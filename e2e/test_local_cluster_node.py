@@ -9,8 +9,8 @@ unset), in one namespace labelled ``pod-security.kubernetes.io/enforce=restricte
 
 Both run with a "restricted" security context (non-root uid 65532, seccomp
 RuntimeDefault, no capability, no privilege escalation, read-only root).
-NetworkPolicy is checked to deny traffic; where the kernel cannot enforce it
-(see ``e2e/localcluster/netpolicy.py``) that test is an expected failure.
+A NetworkPolicy is checked to deny traffic (kube-router enforces it, see
+``e2e/localcluster/netpolicy.py``; ``test_local_cluster_netpol.py`` has the rest).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import re
 import shlex
 import socket
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,6 @@ import yaml
 
 from e2e.cluster import ENV_KUBECONFIG, REAL_CLUSTER
 from e2e.localcluster.images import RELAY_REFERENCE
-from e2e.localcluster.netpolicy import nft_queue_supported
 from e2e.localcluster.settings import ClusterSettings
 from e2e.test_local_cluster import RESTRICTED, kubeconfig, kubectl, kubectl_path
 from tests.conftest import scaled
@@ -124,6 +124,35 @@ def exec_in(
     )
 
 
+#: What a refused connect says (a reject, or a drop that ends in the connect timeout).
+REFUSALS = ("Connection refused", "timed out", "No route to host")
+
+#: Bounds of the wait for a NetworkPolicy to take effect (the API server stores it at
+#: once; the implementation applies it some time later).
+ENFORCEMENT_TIMEOUT = 60.0
+ENFORCEMENT_ATTEMPTS = 60
+
+
+def refused(result: subprocess.CompletedProcess[str]) -> bool:
+    """Whether a client's exec failed at connect, as an enforced policy makes it."""
+    return result.returncode != 0 and any(word in result.stderr for word in REFUSALS)
+
+
+def until_refused(attempt: Callable[[], subprocess.CompletedProcess[str]], what: str) -> None:
+    """Repeat ``attempt`` (bounded in time and count) until it is ``refused``."""
+    deadline = time.monotonic() + scaled(ENFORCEMENT_TIMEOUT)
+    result = attempt()
+    for _ in range(ENFORCEMENT_ATTEMPTS):
+        if refused(result) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+        result = attempt()
+    assert refused(result), (
+        f"{what} was not refused: exit {result.returncode}, "
+        f"stdout {result.stdout!r}, stderr {result.stderr!r}"
+    )
+
+
 @dataclass(frozen=True)
 class Pods:
     namespace: str
@@ -131,13 +160,12 @@ class Pods:
     service_ip: str
 
 
-@pytest.fixture(scope="module")
-def pods() -> Iterator[Pods]:
-    """The restricted namespace with the echo and relay pods Ready and the echo Service."""
+def restricted_namespace(prefix: str) -> str:
+    """A new namespace named ``prefix`` and a random suffix, enforcing "restricted"."""
     namespace_object = {
         "apiVersion": "v1",
         "kind": "Namespace",
-        "metadata": {"generateName": "local-node-", "labels": RESTRICTED},
+        "metadata": {"generateName": prefix, "labels": RESTRICTED},
     }
     result = subprocess.run(
         [kubectl_path(), "--kubeconfig", str(kubeconfig()), "create", "-o", "name", "-f", "-"],
@@ -147,7 +175,13 @@ def pods() -> Iterator[Pods]:
         timeout=scaled(60),
         check=False,
     )
-    namespace = checked(result).strip().removeprefix("namespace/")
+    return checked(result).strip().removeprefix("namespace/")
+
+
+@pytest.fixture(scope="module")
+def pods() -> Iterator[Pods]:
+    """The restricted namespace with the echo and relay pods Ready and the echo Service."""
+    namespace = restricted_namespace("local-node-")
     try:
         echo = relay_pod("echo", [f"TCP-LISTEN:{ECHO_PORT},fork,reuseaddr", "PIPE"])
         service = {
@@ -292,12 +326,6 @@ def test_nothing_leaves_the_machine_from_a_pod(pods: Pods) -> None:
     assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "0"
 
 
-@pytest.mark.xfail(
-    not nft_queue_supported(),
-    reason="NetworkPolicy is not enforced: this kernel cannot load nftables `queue` rules "
-    "(see e2e/localcluster/netpolicy.py)",
-    strict=True,
-)
 def test_a_network_policy_that_denies_ingress_denies_it(pods: Pods) -> None:
     policy = {
         "apiVersion": "networking.k8s.io/v1",
@@ -307,14 +335,16 @@ def test_a_network_policy_that_denies_ingress_denies_it(pods: Pods) -> None:
     }
     apply(pods.namespace, policy)
     try:
-        result = exec_in(
-            pods.namespace,
-            "relay",
-            "relay",
-            "-",
-            f"TCP:{pods.echo_ip}:{ECHO_PORT},connect-timeout=3",
-            stdin="denied\n",
+        until_refused(
+            lambda: exec_in(
+                pods.namespace,
+                "relay",
+                "relay",
+                "-",
+                f"TCP:{pods.echo_ip}:{ECHO_PORT},connect-timeout=3",
+                stdin="denied\n",
+            ),
+            "the relay pod's connect to the echo pod",
         )
-        assert result.returncode != 0, "the echo pod answered despite the NetworkPolicy"
     finally:
         kubectl("delete", "-n", pods.namespace, "networkpolicy/deny-echo")

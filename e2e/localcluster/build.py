@@ -17,6 +17,11 @@ It runs without ``-trimpath``: that flag changes the build-cache key of every
 package, so a ``-trimpath`` build shares nothing with any other build of the
 same sources on the machine, and the binary is only ever run here.
 
+kube-router (NetworkPolicy, see ``netpolicy.py``) is a second binary,
+``<cache>/bin/kube-router``, built the same way from its own module
+``kuberouterbuild/`` and cached under its own key (its pin, Go's version, the
+module's files): it shares no package versions with Kubernetes' build.
+
 ``BUILD_STEPS`` is the ordered list of what ``build`` does; the images are
 built by steps appended there.
 """
@@ -33,7 +38,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from e2e.localcluster import images
+from e2e.localcluster import images, netpolicy
 from e2e.localcluster.component import ClusterError
 from e2e.localcluster.settings import COMMANDS, ClusterSettings
 
@@ -76,13 +81,18 @@ def go_version(go: str) -> str:
     ).stdout.strip()
 
 
-def source_hash(module_dir: Path = MODULE_DIR) -> str:
-    """SHA-256 of a Go module's files (go.mod, go.sum, main.go), in name order."""
+def module_files_hash(directory: Path) -> str:
+    """SHA-256 of a Go module's files (go.mod, go.sum, main.go...), in name order."""
     digest = hashlib.sha256()
-    for path in sorted(module_dir.iterdir()):
+    for path in sorted(directory.iterdir()):
         if path.is_file():
             digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
+
+
+def source_hash(module_dir: Path = MODULE_DIR) -> str:
+    """``module_files_hash`` of a Go module of ours, ``k8sbuild/`` unless told."""
+    return module_files_hash(module_dir)
 
 
 def build_key(settings: ClusterSettings, go_version_text: str) -> str:
@@ -144,11 +154,13 @@ def go_environment() -> dict[str, str]:
     return env
 
 
-def _count_packages(go: str, env: dict[str, str]) -> int:
+def _count_packages(
+    go: str, env: dict[str, str], module_dir: Path = MODULE_DIR, package: str = "."
+) -> int:
     """How many packages the binary is made of (for the progress lines)."""
     result = subprocess.run(
-        [go, "list", "-deps", "."],
-        cwd=MODULE_DIR,
+        [go, "list", "-deps", package],
+        cwd=module_dir,
         env=env,
         capture_output=True,
         text=True,
@@ -190,14 +202,22 @@ def build_binaries(settings: ClusterSettings, report: Report = print) -> None:
     _stamp_path(settings).write_text(key + "\n")
 
 
-def _run_go_build(command: list[str], env: dict[str, str], total: int, report: Report) -> None:
-    """Run ``go build -v``; every ``PROGRESS_INTERVAL`` s report how many packages compiled."""
+def _run_go_build(
+    command: list[str],
+    env: dict[str, str],
+    total: int,
+    report: Report,
+    module_dir: Path = MODULE_DIR,
+    main_package: str = MODULE_PATH,
+) -> None:
+    """Run ``go build -v`` in ``module_dir``; every ``PROGRESS_INTERVAL`` s report how many
+    packages compiled (``main_package`` is compiled last, then go links)."""
     began = time.monotonic()
     compiled: list[str] = []
     errors: list[str] = []
     with subprocess.Popen(
         command,
-        cwd=MODULE_DIR,
+        cwd=module_dir,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -210,7 +230,7 @@ def _run_go_build(command: list[str], env: dict[str, str], total: int, report: R
             while not done.wait(PROGRESS_INTERVAL):
                 of = f" of {total}" if total else ""
                 # The main package is compiled last: after it, go links.
-                doing = "linking" if compiled and compiled[-1] == MODULE_PATH else "compiling"
+                doing = "linking" if compiled and compiled[-1] == main_package else "compiling"
                 report(
                     f"    {doing}: {len(compiled)}{of} packages compiled, the rest cached "
                     f"({time.monotonic() - began:.0f}s)"
@@ -238,9 +258,66 @@ def _run_go_build(command: list[str], env: dict[str, str], total: int, report: R
     )
 
 
+def kube_router_key(go_version_text: str) -> str:
+    """What the cached kube-router was built from: its pin, Go's version, the module's hash."""
+    module_hash = module_files_hash(netpolicy.MODULE_DIR)
+    return f"{netpolicy.KUBE_ROUTER_VERSION} {go_version_text} {module_hash}"
+
+
+def build_kube_router(settings: ClusterSettings, report: Report = print) -> None:
+    """Build ``bin/kube-router`` from ``kuberouterbuild/`` unless the cache has it.
+
+    ``kuberouterbuild/go.mod`` pins ``github.com/cloudnativelabs/kube-router/v2``
+    (see ``netpolicy.py`` for which release and why) and names its command as a
+    ``tool``, so ``go build <command package>`` there builds exactly the pinned
+    release with the module graph that go.sum holds.
+    """
+    go = go_executable()
+    pinned = re.search(
+        rf"^\s*{re.escape(netpolicy.MODULE)}\s+(v\S+)",
+        (netpolicy.MODULE_DIR / "go.mod").read_text(),
+        re.MULTILINE,
+    )
+    if pinned is None or pinned.group(1) != netpolicy.KUBE_ROUTER_VERSION:
+        raise ClusterError(
+            f"build: kuberouterbuild/go.mod must require {netpolicy.MODULE} "
+            f"{netpolicy.KUBE_ROUTER_VERSION} (netpolicy.KUBE_ROUTER_VERSION)"
+        )
+    key = kube_router_key(go_version(go))
+    target = netpolicy.kube_router_binary(settings)
+    stamp = settings.bin_dir / ".kube-router-key"
+    if stamp.is_file() and stamp.read_text().strip() == key and os.access(target, os.X_OK):
+        report(f"  kube-router {netpolicy.KUBE_ROUTER_VERSION} is cached in {settings.bin_dir}")
+        return
+    env = _go_environment()
+    settings.bin_dir.mkdir(parents=True, exist_ok=True)
+    report(f"  go build of kube-router {netpolicy.KUBE_ROUTER_VERSION} into {settings.bin_dir} ...")
+    total = _count_packages(go, env, netpolicy.MODULE_DIR, netpolicy.COMMAND_PACKAGE)
+    report(f"    {total} packages")
+    partial = target.with_suffix(".partial")
+    stamps = " ".join(
+        f"-X {netpolicy.VERSION_PACKAGE}.{name}={value}"
+        for name, value in (("Version", netpolicy.KUBE_ROUTER_VERSION), ("BuildDate", "-"))
+    )
+    command = [
+        go,
+        "build",
+        "-v",
+        "-o",
+        str(partial),
+        "-ldflags",
+        f"-s -w {stamps}",
+        netpolicy.COMMAND_PACKAGE,
+    ]
+    _run_go_build(command, env, total, report, netpolicy.MODULE_DIR, netpolicy.COMMAND_PACKAGE)
+    partial.replace(target)
+    stamp.write_text(key + "\n")
+
+
 #: What ``build`` does, in order; each takes the settings and the progress report.
 BUILD_STEPS: list[tuple[str, Callable[[ClusterSettings, Report], None]]] = [
     ("binaries", build_binaries),
+    ("kube-router", build_kube_router),
     ("images", images.build_images),
 ]
 

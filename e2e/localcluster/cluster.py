@@ -31,7 +31,7 @@ from e2e.localcluster.etcd import Etcd
 from e2e.localcluster.images import ImageImport
 from e2e.localcluster.kubeconfig import Credentials
 from e2e.localcluster.kubelet import Kubelet
-from e2e.localcluster.netpolicy import NetworkPolicies
+from e2e.localcluster.netpolicy import KubeRouterFirewall
 from e2e.localcluster.network import Network
 from e2e.localcluster.proxy import KubeProxy
 from e2e.localcluster.settings import ClusterSettings
@@ -49,7 +49,7 @@ COMPONENTS: list[ComponentFactory] = [
     Kubelet,
     KubeProxy,
     ClusterDns,
-    NetworkPolicies,
+    KubeRouterFirewall,  # NetworkPolicy: kube-router's firewall alone
 ]
 
 #: Where progress lines go (``print`` by default; tests pass a list's ``append``).

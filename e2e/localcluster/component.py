@@ -15,6 +15,7 @@ Exceptions::
 from __future__ import annotations
 
 import ssl
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -104,6 +105,8 @@ class DaemonComponent(ABC):
     name: str
     ready_timeout: float = 60.0
     stop_timeout: float = 15.0
+    process_name: str = ""
+    """Name of the log and pidfile when ``name`` is a sentence (empty: ``name``)."""
 
     def __init__(self, settings: ClusterSettings) -> None:
         self.settings = settings
@@ -127,11 +130,12 @@ class DaemonComponent(ABC):
     @property
     def daemon(self) -> Daemon:
         """The process, with its log and pidfile in the state directory."""
+        process = self.process_name or self.name
         return Daemon(
-            name=self.name,
+            name=process,
             argv=list(self.argv()),
-            log_path=self.settings.log_file(self.name),
-            pid_path=self.settings.pid_file(self.name),
+            log_path=self.settings.log_file(process),
+            pid_path=self.settings.pid_file(process),
         )
 
     def start(self) -> None:
@@ -149,6 +153,21 @@ class DaemonComponent(ABC):
         """Stop the daemon (if it runs), then ``cleanup()``."""
         self.daemon.stop(self.stop_timeout)
         self.cleanup()
+
+
+def admin_kubectl(
+    settings: ClusterSettings, component: str, *arguments: str, stdin: str | None = None
+) -> str:
+    """Run kubectl as the cluster's admin for ``component``; its stdout, or ``ComponentError``."""
+    command = [str(settings.binary("kubectl")), f"--kubeconfig={settings.admin_kubeconfig}"]
+    result = subprocess.run(
+        [*command, *arguments], input=stdin, capture_output=True, text=True, check=False, timeout=60
+    )
+    if result.returncode != 0:
+        raise ComponentError(
+            component, f"`kubectl {' '.join(arguments)}` failed", result.stderr.strip()
+        )
+    return result.stdout
 
 
 def https_get(

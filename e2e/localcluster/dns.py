@@ -20,11 +20,10 @@ import json
 import secrets
 import socket
 import struct
-import subprocess
 
 import yaml
 
-from e2e.localcluster.component import ComponentError
+from e2e.localcluster.component import admin_kubectl
 from e2e.localcluster.images import COREDNS, NONROOT
 from e2e.localcluster.settings import ClusterSettings
 
@@ -220,19 +219,7 @@ class ClusterDns:
 
     def kubectl(self, *arguments: str, stdin: str | None = None) -> str:
         """Run kubectl as the admin; its stdout, or ``ComponentError``."""
-        command = [
-            str(self.settings.binary("kubectl")),
-            f"--kubeconfig={self.settings.admin_kubeconfig}",
-            *arguments,
-        ]
-        result = subprocess.run(
-            command, input=stdin, capture_output=True, text=True, check=False, timeout=60
-        )
-        if result.returncode != 0:
-            raise ComponentError(
-                self.name, f"`kubectl {' '.join(arguments)}` failed", result.stderr.strip()
-            )
-        return result.stdout
+        return admin_kubectl(self.settings, self.name, *arguments, stdin=stdin)
 
     def start(self) -> None:
         """Apply the objects."""

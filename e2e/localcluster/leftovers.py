@@ -3,9 +3,10 @@
 ``leftovers(settings)`` looks where the cluster's parts leave traces and
 returns one line per trace found: processes of the cluster's binaries or its
 containerd, mounts under the state directory, the bridge and its route,
-iptables rules of the guard or of kube-proxy and the kubelet, the pods'
-cgroups, libcni's cache entries of the cluster's network, and the kubelet's
-links to container logs. An empty list means nothing is left.
+iptables rules of the guard or of kube-proxy, kube-router and the kubelet,
+kube-router's ipsets, the pods' cgroups, libcni's cache entries of the
+cluster's network, and the kubelet's links to container logs. An empty list
+means nothing is left.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from e2e.localcluster import hostcleanup, network
+from e2e.localcluster import hostcleanup, netpolicy, network
 from e2e.localcluster.containerd import SHIM, config_path
 from e2e.localcluster.kubelet import CONTAINER_LOG_LINKS, cgroup_root, pod_logs_dir
 from e2e.localcluster.settings import ClusterSettings
@@ -69,6 +70,7 @@ def leftovers(settings: ClusterSettings) -> list[str]:
     if routes:
         found.append(f"route: {routes}")
     found += _iptables_rules()
+    found += [f"ipset: {name}" for name in netpolicy.owned_ipsets()]
     found += [f"cgroup: {path}" for path in hostcleanup.cgroup_directories(cgroup_root(settings))]
     results = network.LIBCNI_CACHE / "results"
     found += [f"libcni cache: {path}" for path in results.glob(f"{network.CNI_NETWORK}-*")]

@@ -19,10 +19,11 @@ Nothing leaves the machine, by four independent means:
 - **This host's route to the service CIDR** is the bridge, so its own
   connections to ClusterIPs never follow the default route.
 - **Guard rules** in iptables' ``mangle`` table, which runs before the
-  ``filter`` and ``nat`` rules kube-proxy writes, so no ACCEPT of theirs can
-  come first: packets from the bridge or from a pod address are dropped when
-  routed to any other interface, and the API server's and kubelet's ports
-  answer only on loopback and the bridge.
+  ``filter`` and ``nat`` rules kube-proxy and kube-router write, so no ACCEPT
+  of theirs can come first: packets from the bridge or from a pod address are
+  dropped when routed to any other interface, and the API server's, the
+  kubelet's and kube-router's health ports answer only on loopback and the
+  bridge.
 
 ``br_netfilter`` (``net.bridge.bridge-nf-call-iptables=1``) makes bridged
 pod-to-pod packets pass iptables, so replies of Service connections are
@@ -144,7 +145,9 @@ def guard_rules(settings: ClusterSettings) -> list[Rule]:
     bridge = settings.bridge_name
     pods = settings.pod_cidr
     forward, egress, inbound = guard_chains(settings)
-    local_ports = f"{settings.apiserver_port},{settings.kubelet_port}"
+    local_ports = (
+        f"{settings.apiserver_port},{settings.kubelet_port},{settings.kube_router_health_port}"
+    )
     return [
         _drop(
             forward,
@@ -169,7 +172,7 @@ def guard_rules(settings: ClusterSettings) -> list[Rule]:
         _drop(
             inbound,
             ("-p", "tcp", "-m", "multiport", "--dports", local_ports),
-            "API server and kubelet only on loopback and the bridge",
+            "API server, kubelet and kube-router health only on loopback and the bridge",
         ),
     ]
 

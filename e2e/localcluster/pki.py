@@ -108,6 +108,7 @@ def client_identities(settings: ClusterSettings) -> dict[str, tuple[str, tuple[s
         "kube-scheduler": ("system:kube-scheduler", ()),
         "kubelet": (f"system:node:{settings.node_name}", ("system:nodes",)),
         "kube-proxy": ("system:kube-proxy", ()),
+        "kube-router": ("system:kube-router", ()),
     }
 
 

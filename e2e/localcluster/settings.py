@@ -78,6 +78,10 @@ class ClusterSettings:
     kube_proxy_metrics_port: int = 10249
     """kube-proxy's metrics port."""
 
+    kube_router_health_port: int = 20244
+    """kube-router's health port (it listens on every address; the guard drops it but on
+    loopback and the bridge)."""
+
     bridge_name: str = "relaybr0"
     """The Linux bridge the pods' veths join (CNI bridge plugin)."""
 

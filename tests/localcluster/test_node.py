@@ -130,17 +130,6 @@ def test_guard_drops_pod_traffic_towards_any_other_interface(settings: ClusterSe
     assert all("kubectl-relay" in " ".join(r.arguments) for r in rules if "DROP" in r.arguments)
 
 
-@pytest.fixture
-def netns() -> Iterator[str]:
-    """A network namespace of the test's own (its iptables tables are its own too)."""
-    name = f"relay-test-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "delete", name], check=True)
-
-
 @needs_root
 def test_the_kernel_accepts_every_guard_rule(settings: ClusterSettings, netns: str) -> None:
     """The rules as ``Network`` adds them, in a namespace of the test: iptables loads each."""

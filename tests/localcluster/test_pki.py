@@ -76,6 +76,7 @@ def test_apiserver_names(pki: PkiPaths) -> None:
         ("relay-dev", "relay-dev", []),
         ("kubelet", "system:node:relay-node", ["system:nodes"]),
         ("kube-proxy", "system:kube-proxy", []),
+        ("kube-router", "system:kube-router", []),
         ("kube-controller-manager", "system:kube-controller-manager", []),
         ("kube-scheduler", "system:kube-scheduler", []),
     ],
@@ -208,5 +209,6 @@ def test_kubeconfigs_follow_the_pki(tmp_path: Path) -> None:
             "kube-scheduler",
             "kubelet",
             "kube-proxy",
+            "kube-router",
         )
     )
