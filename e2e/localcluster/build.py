@@ -289,7 +289,7 @@ def build_kube_router(settings: ClusterSettings, report: Report = print) -> None
     if stamp.is_file() and stamp.read_text().strip() == key and os.access(target, os.X_OK):
         report(f"  kube-router {netpolicy.KUBE_ROUTER_VERSION} is cached in {settings.bin_dir}")
         return
-    env = _go_environment()
+    env = go_environment()
     settings.bin_dir.mkdir(parents=True, exist_ok=True)
     report(f"  go build of kube-router {netpolicy.KUBE_ROUTER_VERSION} into {settings.bin_dir} ...")
     total = _count_packages(go, env, netpolicy.MODULE_DIR, netpolicy.COMMAND_PACKAGE)
