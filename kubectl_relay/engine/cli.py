@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .addresses import Address, AddressSpec, address_kind, parse_address
+from .destinations import ConnectPolicy, parse_networks
+from .destinations import configure as configure_destinations
 from .errors import RelayError, UsageError, shorten
 from .log import (
     NOTICE,
@@ -63,7 +65,12 @@ GRACEFUL_SIGNAL = signal.SIGTERM
 DEFAULT_GRACE_PERIOD = 20.0
 
 #: Long options (relay extensions; socat's options are all single-dash) and their values.
-LONG_OPTIONS = {"--metrics": "[HOST:]PORT", "--grace-period": "SECONDS"}
+LONG_OPTIONS = {
+    "--metrics": "[HOST:]PORT",
+    "--grace-period": "SECONDS",
+    "--deny-connect": "CIDR[,CIDR...]",
+    "--allow-connect": "CIDR[,CIDR...]",
+}
 
 #: The largest ``-b``: Linux moves at most this much in one read or write
 #: (MAX_RW_COUNT, 2 GiB less a page), so a larger buffer is never filled.
@@ -102,6 +109,7 @@ class CommandLine:
     metrics_address: tuple[str, int] | None = None
     grace_period: float = DEFAULT_GRACE_PERIOD
     statistics: bool = False  # --statistics
+    connect_policy: ConnectPolicy = field(default_factory=ConnectPolicy)
     show_version: bool = False
     help_level: int = 0
     addresses: list[str] = field(default_factory=list)
@@ -136,8 +144,15 @@ def parse_command_line(argv: Sequence[str], progname: str = "relay") -> CommandL
                     )
                 text = args[index]
                 index += 1
+            policy = line.connect_policy
             if name == "--metrics":
                 line.metrics_address = parse_metrics_address(text)
+            elif name == "--deny-connect":
+                denied = policy.denied + parse_networks(text, name)
+                line.connect_policy = ConnectPolicy(denied, policy.allowed)
+            elif name == "--allow-connect":
+                allowed = (policy.allowed or ()) + parse_networks(text, name)
+                line.connect_policy = ConnectPolicy(policy.denied, allowed)
             else:
                 line.grace_period = _seconds(text, name)
             continue
@@ -355,6 +370,7 @@ def main(argv: Sequence[str] | None = None, *, loop_factory: LoopFactory | None 
         logger.error("%s", exc)
         return 1
     settings = run_settings(line)
+    configure_destinations(line.connect_policy)
     factory = loop_factory or _default_loop_factory()
     with asyncio.Runner(loop_factory=factory) as runner:
         status = runner.run(_run_until_signal(first, second, settings, line.grace_period))

@@ -71,6 +71,14 @@ GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
         "on SIGTERM stop accepting, let running sessions finish for this long, then cut"
         " them (20; 0: at once, as socat; a relay extension)",
     ),
+    GlobalOption(
+        "--deny-connect CIDR[,CIDR...]",
+        "refuse to connect to these networks, checked after resolving (a relay extension)",
+    ),
+    GlobalOption(
+        "--allow-connect CIDR[,CIDR...]",
+        "connect only to these networks, checked after resolving (a relay extension)",
+    ),
 )
 
 #: What ``relay`` has that socat has not, as ``-h`` lists it: (name, what it does).
