@@ -29,8 +29,9 @@ The destination policy (``relay_operator.policy``), every field optional::
      "namespaces": {"team-a": {"deny": [...], "allow": [...]}}}
 
 A namespace's ``deny`` adds to the global one, its ``allow`` replaces the
-global ``allow``. With ``denyDefaults`` (the default) the API server's own
-address as the kubelet gives it to the operator's pod
+global ``allow``; an empty ``allow`` is no allow list (the chart's default).
+With ``denyDefaults`` (the default) the API server's own address as the
+kubelet gives it to the operator's pod
 (``KUBERNETES_SERVICE_HOST``: the ``kubernetes`` Service's ClusterIP, or the
 API server's name on AKS) is denied as well.
 
@@ -314,8 +315,8 @@ def _destinations(raw: str, api_server: str) -> DestinationPolicy:
             raise SettingsError(ENV_DESTINATIONS, raw, f"{path}: expected {{deny, allow}}")
         namespaces[namespace] = NamespaceDestinations(
             denied=entries(rules, "deny", f"{path}.deny") or Destinations(),
-            allowed=entries(rules, "allow", f"{path}.allow"),
+            allowed=entries(rules, "allow", f"{path}.allow") or None,
         )
     return DestinationPolicy(
-        denied=denied, allowed=entries(value, "allow", "allow"), namespaces=namespaces
+        denied=denied, allowed=entries(value, "allow", "allow") or None, namespaces=namespaces
     )
