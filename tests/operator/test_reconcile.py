@@ -1,9 +1,11 @@
-"""A restarted operator (kopf's resume handler) writes nothing for tunnels that did not change.
+"""The ``Reconciler`` over an in-memory store: restarts write nothing, failures leave a status.
 
 The store below keeps objects the way the API server does for what the
 ``Reconciler`` uses: a JSON merge patch (RFC 7386) deletes a key given as
 ``null``, so a status written with ``expiresAt: null`` reads back without
-the key. That is what made every resume patch every tunnel's status.
+the key. That is what made every resume (kopf's handler on a restart)
+patch every tunnel's status. The real API server runs the same
+reconciliations in ``test_handlers.py``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, cast
 
 from relay_operator.apply import changes
 from relay_operator.client import Kube
+from relay_operator.errors import ApiError
 from relay_operator.reconcile import Reconciler
 from relay_operator.settings import Settings
 
@@ -41,6 +44,8 @@ class Store:
         self.objects: dict[str, dict[str, Any]] = {}
         self.writes: list[tuple[str, str]] = []
         self._uids = itertools.count(1)
+        #: Collections whose POST the "API server" refuses with 403.
+        self.forbidden: set[str] = set()
 
     async def get(self, url: str) -> dict[str, Any] | None:
         found = self.objects.get(url)
@@ -48,6 +53,8 @@ class Store:
 
     async def create(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
         self.writes.append(("POST", url))
+        if url in self.forbidden:
+            raise ApiError("POST", url, 403, "Forbidden", "deployments.apps is forbidden")
         obj = copy.deepcopy(body)
         obj["metadata"]["uid"] = f"uid-{next(self._uids)}"
         obj["metadata"]["generation"] = 1
@@ -112,3 +119,27 @@ def test_null_in_a_merge_patch_means_absent() -> None:
     assert changes({"phase": "Ready", "expiresAt": "x"}, {"phase": "Ready", "expiresAt": None})
     assert changes({"phase": "Ready"}, {"phase": "Pending"})
     assert not changes({"a": {"b": 1, "c": 2}}, {"a": {"b": 1}})
+
+
+async def test_a_refused_request_is_said_in_the_status() -> None:
+    store = Store()
+    body = tunnel("plain")
+    store.objects[Reconciler.tunnel_url("team", "plain")] = body
+    store.forbidden.add("/apis/apps/v1/namespaces/team/deployments")
+    outcome = await Reconciler(cast(Kube, store), Settings(), clock=lambda: NOW).reconcile(
+        "team", "plain"
+    )
+    assert outcome is not None and outcome.error is not None
+    status = store.objects[Reconciler.tunnel_url("team", "plain")]["status"]
+    valid = {c["type"]: c for c in status["conditions"]}["Valid"]
+    assert (valid["status"], valid["reason"]) == ("False", "ReconcileFailed")
+    assert valid["message"] == (
+        "the API server refused a request of the operator: POST "
+        "/apis/apps/v1/namespaces/team/deployments: 403 Forbidden: deployments.apps is forbidden"
+    )
+
+
+def test_the_ttl_daemon_survives_any_ttl() -> None:
+    reconciler = Reconciler(cast(Kube, Store()), Settings(), clock=lambda: NOW)
+    for ttl, left in (("99999999999d", None), ("3000000d", None), ("2h", 3600.0)):
+        assert reconciler.remaining(tunnel("t", ttl=ttl)) == left
