@@ -44,6 +44,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import destinations
 from .addresses import Address, AddressSpec
 from .descriptors import SOCKET_SESSION, DescriptorBudget
 from .errors import RelayError
@@ -150,6 +151,8 @@ def direct_upstream(second: AddressSpec, family: int) -> tuple[str, int, int] | 
     family = family_of(second, OpenContext(family=family))
     if not port.isdigit() or family not in (socket.AF_UNSPEC, _IP_FAMILIES[version]):
         return None
+    if not destinations.permits(host):
+        return None  # the general opener refuses it, in its words (--deny-connect)
     return host, int(port), family
 
 

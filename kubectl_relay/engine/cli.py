@@ -39,6 +39,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Literal
 
+    from .destinations import ConnectPolicy
     from .running import LoopFactory
 
 #: socket.AF_UNSPEC: 0 wherever there are sockets (POSIX and Windows alike).
@@ -51,7 +52,12 @@ HELP_HINT = 'use option "-h" for help'
 DEFAULT_GRACE_PERIOD = 20.0
 
 #: Long options (relay extensions; socat's options are all single-dash) and their values.
-LONG_OPTIONS = {"--metrics": "[HOST:]PORT", "--grace-period": "SECONDS"}
+LONG_OPTIONS = {
+    "--metrics": "[HOST:]PORT",
+    "--grace-period": "SECONDS",
+    "--deny-connect": "CIDR[,CIDR...]",
+    "--allow-connect": "CIDR[,CIDR...]",
+}
 
 #: The largest ``-b``: Linux moves at most this much in one read or write
 #: (MAX_RW_COUNT, 2 GiB less a page), so a larger buffer is never filled.
@@ -90,9 +96,22 @@ class CommandLine:
     metrics_address: tuple[str, int] | None = None
     grace_period: float = DEFAULT_GRACE_PERIOD
     statistics: bool = False  # --statistics
+    connect_policy: ConnectPolicy | None = None
+    """--deny-connect/--allow-connect (None: connect anywhere)."""
     show_version: bool = False
     help_level: int = 0
     addresses: list[str] = field(default_factory=list)
+
+
+def _add_to_policy(policy: ConnectPolicy | None, option: str, text: str) -> ConnectPolicy:
+    """The policy with ``--deny-connect``'s or ``--allow-connect``'s networks added."""
+    from .destinations import ConnectPolicy, parse_networks  # noqa: PLC0415 - imports socket
+
+    policy = policy or ConnectPolicy()
+    networks = parse_networks(text, option)
+    if option == "--deny-connect":
+        return ConnectPolicy(policy.denied + networks, policy.allowed)
+    return ConnectPolicy(policy.denied, (policy.allowed or ()) + networks)
 
 
 def parse_command_line(argv: Sequence[str], progname: str = "relay") -> CommandLine:
@@ -128,6 +147,8 @@ def parse_command_line(argv: Sequence[str], progname: str = "relay") -> CommandL
                 from .metrics import parse_metrics_address  # noqa: PLC0415 - imports asyncio
 
                 line.metrics_address = parse_metrics_address(text)
+            elif name in ("--deny-connect", "--allow-connect"):
+                line.connect_policy = _add_to_policy(line.connect_policy, name, text)
             else:
                 line.grace_period = _seconds(text, name)
             continue
@@ -335,6 +356,10 @@ def main(argv: Sequence[str] | None = None, *, loop_factory: LoopFactory | None 
     except RelayError as exc:
         logger.error("%s", exc)
         return 1
+    if line.connect_policy is not None:
+        from .destinations import configure as configure_destinations  # noqa: PLC0415
+
+        configure_destinations(line.connect_policy)
     from .running import run  # noqa: PLC0415 - see the module docstring
 
     return run(line, first, second, loop_factory)

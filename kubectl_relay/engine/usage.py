@@ -76,6 +76,14 @@ GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
         "number the sessions: trace headers end in session=N, their log lines say"
         ' "session N:" (a relay extension)',
     ),
+    GlobalOption(
+        "--deny-connect CIDR[,CIDR...]",
+        "refuse to connect to these networks, checked after resolving (a relay extension)",
+    ),
+    GlobalOption(
+        "--allow-connect CIDR[,CIDR...]",
+        "connect only to these networks, checked after resolving (a relay extension)",
+    ),
 )
 
 #: What ``relay`` has that socat has not, as ``-h`` lists it: (name, what it does).

@@ -4,7 +4,9 @@ Layers, each importing only the ones above it:
 
 - ``errors``: the exception tree.
 - ``fields``: reading raw JSON with the field path in every message; Kubernetes syntax.
-- ``spec``: ``parse_spec(body) -> TunnelSpec``, using the engine's address parser.
+- ``policy``: what a tunnel's author may ask for (pod labels and annotations,
+  destinations), as the cluster admin decides it.
+- ``spec``: ``parse_spec(body, policy) -> TunnelSpec``, using the engine's address parser.
 - ``settings``: the operator's own settings (image, watched namespaces, defaults).
 - ``builders``: pure functions from a ``TunnelSpec`` to the desired Deployment,
   Service and NetworkPolicy.

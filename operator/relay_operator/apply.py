@@ -93,6 +93,26 @@ def contains(live: JSONValue | object, desired: JSONValue) -> bool:
     return live == desired
 
 
+def changes(live: JSONValue | object, patch: JSONValue) -> bool:
+    """Whether applying the merge patch ``patch`` to ``live`` would change it.
+
+    Unlike ``contains``, a ``null`` in the patch means "absent": the API
+    server deletes the field, so the next read has no such key, and a
+    status written with ``expiresAt: null`` must not count as changed then.
+    """
+    if not isinstance(patch, dict):
+        return not contains(live, patch)
+    if not isinstance(live, Mapping):
+        return True
+    for key, value in patch.items():
+        if value is None:
+            if live.get(key) is not None:
+                return True
+        elif key not in live or changes(live[key], value):
+            return True
+    return False
+
+
 def merge_patch(previous: JSONValue | None, desired: JSONValue) -> JSONValue:
     """A merge patch that sets ``desired`` and deletes what ``previous`` had beyond it."""
     if not isinstance(desired, dict):

@@ -134,12 +134,15 @@ def relay_command(spec: TunnelSpec) -> list[str]:
     bytes per direction) on ``METRICS_PORT``. ``-d -d`` logs notices: each
     accepted client and each connection to the target, which is what one
     reads in ``kubectl logs`` when a shared tunnel misbehaves. ``-v``/``-x``
-    add the data trace.
+    add the data trace. ``--deny-connect``/``--allow-connect`` carry the
+    destination policy's networks, which the relay checks on the addresses
+    the connect host resolves to.
     """
     return [
         "relay",
         "--metrics",
         str(METRICS_PORT),
+        *spec.connect_rules.arguments(),
         *TRACING_FLAGS[spec.tracing],
         "-d",
         "-d",

@@ -11,10 +11,12 @@ condition and in its events, so ``kubectl describe`` tells the whole story::
     │   └── TransientApiError   ...in a way that retrying may cure (5xx, 429, timeout, network)
     └── TunnelError           a SocatTunnel cannot be reconciled as written
         ├── SpecError         a field of the spec is invalid (path, problem, fix)
-        │   └── AddressError  the engine's parser refused spec.listen or spec.connect
+        │   ├── AddressError  the engine's parser refused spec.listen or spec.connect
+        │   └── DestinationError  the admin's destination policy refuses spec.connect
         ├── SecretError       a Secret the spec refers to is missing or lacks a key
         ├── ConflictError     an object the tunnel needs exists and belongs to someone else
-        └── RejectedError     the API server refused one of the tunnel's objects (422)
+        ├── RejectedError     the API server refused one of the tunnel's objects (422)
+        └── ReconcileError    anything else went wrong: said in the status, never silent
 
 ``TunnelError.condition_reason`` is the ``reason`` of the status condition
 (CamelCase, as Kubernetes conditions use), so handlers need no mapping table.
@@ -96,6 +98,27 @@ class AddressError(SpecError):
         super().__init__(path, str(cause))
         self.text = text
         self.cause = cause
+
+
+class DestinationError(SpecError):
+    """The operator's destination policy refuses the host of ``spec.connect``.
+
+    ``rule`` names the denying entry (``the network 169.254.0.0/16``), or is
+    None when the host is simply not on the allow list.
+    """
+
+    REASON: ClassVar[str] = "DestinationDenied"
+
+    def __init__(self, path: str, host: str, rule: str | None, fix: str) -> None:
+        if rule is None:
+            problem = f"{host} is not among the destinations the operator's policy allows"
+        else:
+            problem = (
+                f"connecting to {host} is denied by the operator's destination policy ({rule})"
+            )
+        super().__init__(path, problem, fix)
+        self.host = host
+        self.rule = rule
 
 
 class SecretError(TunnelError):
@@ -235,3 +258,29 @@ class RejectedError(TunnelError):
         if self.condition_reason == "NodePortConflict":
             hint = "; choose another spec.service.nodePort, or remove it to get a free one"
         return f'the API server refused {self.kind} "{self.name}": {self.cause.message}{hint}'
+
+
+class ReconcileError(TunnelError):
+    """A reconciliation failed in a way no other error describes.
+
+    An API refusal other than 422 (403: the operator lacks a right) or a
+    defect of the operator: either way the tunnel's status says what
+    happened, rather than a log line nobody reads. ``retry`` is True for
+    API refusals (the admin may fix the cluster), False for defects (the
+    same spec would fail the same way until it changes).
+    """
+
+    REASON: ClassVar[str] = "ReconcileFailed"
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(cause)
+        self.cause = cause
+        self.retry = isinstance(cause, ApiError)
+
+    def __str__(self) -> str:
+        if isinstance(self.cause, ApiError):
+            return f"the API server refused a request of the operator: {self.cause}"
+        return (
+            f"the operator failed on this tunnel ({type(self.cause).__name__}: {self.cause}); "
+            "this is a defect of the operator, please report it with the tunnel's spec"
+        )

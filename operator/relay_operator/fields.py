@@ -33,7 +33,14 @@ DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 #: A key of a Secret's data (<= 253).
 SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
-_TTL = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_TTL = re.compile(r"^(?:([0-9]+)d)?(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?$")
+#: The longest ``spec.ttl``. A time to live is for temporary tunnels (a
+#: debugging session, a migration window); a tunnel meant to outlive a month
+#: should be a tunnel without one, reviewed like any other object. The bound
+#: also keeps the expiry a date (3000000d overflows Python's datetime).
+MAX_TTL = timedelta(days=30)
+#: The longest ttl text; the CRD's schema says the same (maxLength).
+MAX_TTL_LENGTH = 32
 # A quantity: a decimal number, then a binary (Ki..Ei) or decimal (n..E)
 # suffix or a decimal exponent. The API server also accepts a sign; a
 # negative request or limit is refused anyway, so "-" is left out here.
@@ -245,11 +252,18 @@ def parse_ttl(text: str, path: str) -> timedelta:
     Go's duration syntax (what Kubernetes users know from other fields), plus
     ``d`` for days, without fractions: a time to live needs no more.
     """
-    match = _TTL.match(text)
+    match = _TTL.match(text) if len(text) <= MAX_TTL_LENGTH else None
     if not text or not match:
         raise SpecError(path, f'"{text}" is not a duration', 'write it like "90s", "30m" or "2h"')
     days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
-    ttl = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
-    if not ttl:
+    # Whole seconds as a Python int first: timedelta(days=99999999999) overflows.
+    total = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+    if not total:
         raise SpecError(path, "must be longer than zero", "remove ttl to keep the tunnel")
-    return ttl
+    if total > MAX_TTL.total_seconds():
+        raise SpecError(
+            path,
+            f'"{text}" is longer than the 30 days a temporary tunnel may live',
+            "remove ttl for a tunnel that stays",
+        )
+    return timedelta(seconds=total)

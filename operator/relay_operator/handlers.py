@@ -40,7 +40,7 @@ import kopf
 
 from .builders import GROUP, TUNNEL_LABEL, VERSION
 from .client import Kube
-from .errors import SecretError, TransientApiError
+from .errors import ReconcileError, SecretError, TransientApiError
 from .metrics import OperatorMetrics, serve_metrics
 from .reconcile import PLURAL, Outcome, Reconciler
 from .settings import Settings
@@ -155,6 +155,9 @@ def build_registry(reconciler: Reconciler) -> kopf.OperatorRegistry:
             # Not the tunnel's fault: creating the Secret fixes it, and the
             # operator may not watch Secrets. Look again later.
             raise kopf.TemporaryError(str(outcome.error), delay=settings.secret_recheck)
+        if isinstance(outcome.error, ReconcileError) and outcome.error.retry:
+            # Refused by the API server (a right missing): the admin may fix it.
+            raise kopf.TemporaryError(str(outcome.error), delay=settings.retry_delay_max)
         raise kopf.PermanentError(str(outcome.error))
 
     if settings.resync_interval is not None:

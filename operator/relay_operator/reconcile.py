@@ -34,7 +34,7 @@ from typing import Literal, cast
 
 from kubectl_relay.jsontypes import JSONObject
 
-from .apply import contains, controller_of, is_controlled_by, patch_for, with_last_applied
+from .apply import changes, contains, controller_of, is_controlled_by, patch_for, with_last_applied
 from .builders import (
     API_VERSION,
     desired_deployment,
@@ -46,6 +46,7 @@ from .client import Kube, path
 from .errors import (
     ApiError,
     ConflictError,
+    ReconcileError,
     RejectedError,
     SecretError,
     TransientApiError,
@@ -142,24 +143,12 @@ class Reconciler:
             error: TunnelError | None = None
             written: dict[Kind, JSONObject | None] = {}
             try:
-                spec = parse_spec(body)
-                secret_versions = await self._check_secrets(spec)
-                owner = owner_from_body(body)
-                desired: dict[Kind, JSONObject | None] = {
-                    "Service": desired_service(spec, owner),
-                    "NetworkPolicy": desired_network_policy(spec, owner),
-                    "Deployment": desired_deployment(
-                        spec, owner, self.settings, secret_versions=secret_versions
-                    ),
-                }
-                live = {kind: await self._read(kind, namespace, name) for kind in CHILDREN}
-                for kind, obj in live.items():
-                    if obj is not None and desired[kind] is not None:
-                        _check_controller(kind, obj, owner["uid"])
-                for kind in CHILDREN:
-                    written[kind], event = await self._apply(kind, live[kind], desired[kind])
-                    if event is not None:
-                        changes.append(event)
+                try:
+                    spec = await self._reconcile_children(body, namespace, name, changes, written)
+                except (TunnelError, TransientApiError):
+                    raise
+                except Exception as exc:  # said in the status: see ReconcileError
+                    raise ReconcileError(exc) from exc
                 validity = valid(generation)
             except TunnelError as exc:
                 error, spec, validity = exc, None, invalid(exc, generation)
@@ -187,6 +176,35 @@ class Reconciler:
                 result = "applied" if changes else "unchanged"
             self.metrics.reconciliations[result] += 1
             return Outcome(tunnel, result, outcome.phase, tuple(events), error)
+
+    async def _reconcile_children(
+        self,
+        body: TunnelBody,
+        namespace: str,
+        name: str,
+        changes: list[Event],
+        written: dict[Kind, JSONObject | None],
+    ) -> TunnelSpec:
+        """Steps 1 to 5: parse, check Secrets, build, check owners, write; the parsed spec."""
+        spec = parse_spec(body, self.settings.tunnel_policy)
+        secret_versions = await self._check_secrets(spec)
+        owner = owner_from_body(body)
+        desired: dict[Kind, JSONObject | None] = {
+            "Service": desired_service(spec, owner),
+            "NetworkPolicy": desired_network_policy(spec, owner),
+            "Deployment": desired_deployment(
+                spec, owner, self.settings, secret_versions=secret_versions
+            ),
+        }
+        live = {kind: await self._read(kind, namespace, name) for kind in CHILDREN}
+        for kind, obj in live.items():
+            if obj is not None and desired[kind] is not None:
+                _check_controller(kind, obj, owner["uid"])
+        for kind in CHILDREN:
+            written[kind], event = await self._apply(kind, live[kind], desired[kind])
+            if event is not None:
+                changes.append(event)
+        return spec
 
     async def _check_secrets(self, spec: TunnelSpec) -> dict[str, str]:
         """Check every Secret the spec mounts; their resourceVersions (they roll the pods)."""
@@ -264,7 +282,7 @@ class Reconciler:
             expires=expires_at(spec, created) if spec is not None else None,
             now=self.clock(),
         )
-        if not contains(previous, result.status):
+        if changes(previous, result.status):
             await self.kube.patch(
                 self.tunnel_url(namespace, name, "status"), {"status": result.status}
             )

@@ -15,7 +15,25 @@ checks that they set no variable this module does not know.
 ``RELAY_OPERATOR_METRICS_PORT``       port of the operator's ``/metrics``; 0: off
 ``RELAY_OPERATOR_PEERING``            name of the kopf peering object shared by
                                       the operator's replicas; unset: standalone
+``RELAY_OPERATOR_DESTINATIONS``       JSON destination policy (below)
+``RELAY_OPERATOR_POD_LABEL_KEYS``     label keys tunnels may set on relay pods
+                                      beyond ``tunnel.kubectl-relay.io/*``,
+                                      comma-separated
 ====================================  ==========================================
+
+The destination policy (``relay_operator.policy``), every field optional::
+
+    {"denyDefaults": true,                  # the built-in denied list, and the API server
+     "deny": ["10.1.0.0/16", "*.corp"],     # added to it
+     "allow": ["10.0.0.0/8", "*.database.windows.net"],  # if given: only these
+     "namespaces": {"team-a": {"deny": [...], "allow": [...]}}}
+
+A namespace's ``deny`` adds to the global one, its ``allow`` replaces the
+global ``allow``; an empty ``allow`` is no allow list (the chart's default).
+With ``denyDefaults`` (the default) the API server's own address as the
+kubelet gives it to the operator's pod
+(``KUBERNETES_SERVICE_HOST``: the ``kubernetes`` Service's ClusterIP, or the
+API server's name on AKS) is denied as well.
 
 The timing fields (retries, rechecks, resync) have no variables: their
 defaults suit clusters, and tests pass shorter ones explicitly.
@@ -39,6 +57,13 @@ from .fields import (
     check_qualified_name,
     parse_resources,
 )
+from .policy import (
+    DEFAULT_DENIED,
+    DestinationPolicy,
+    Destinations,
+    NamespaceDestinations,
+    TunnelPolicy,
+)
 
 PullPolicy = Literal["Always", "IfNotPresent", "Never"]
 
@@ -54,6 +79,10 @@ ENV_RELAY_NODE_SELECTOR = ENV_PREFIX + "RELAY_NODE_SELECTOR"
 ENV_HEALTH_PORT = ENV_PREFIX + "HEALTH_PORT"
 ENV_METRICS_PORT = ENV_PREFIX + "METRICS_PORT"
 ENV_PEERING = ENV_PREFIX + "PEERING"
+ENV_DESTINATIONS = ENV_PREFIX + "DESTINATIONS"
+ENV_POD_LABEL_KEYS = ENV_PREFIX + "POD_LABEL_KEYS"
+#: Set by the kubelet in every pod: where the API server is.
+ENV_API_SERVER_HOST = "KUBERNETES_SERVICE_HOST"
 #: Every variable ``from_environ`` reads.
 ENVIRONMENT = (
     ENV_NAMESPACES,
@@ -64,6 +93,8 @@ ENVIRONMENT = (
     ENV_HEALTH_PORT,
     ENV_METRICS_PORT,
     ENV_PEERING,
+    ENV_DESTINATIONS,
+    ENV_POD_LABEL_KEYS,
 )
 
 
@@ -151,6 +182,10 @@ class Settings:
     api_timeout: float = 30.0
     """Seconds one API request may take before it counts as a transient failure."""
 
+    tunnel_policy: TunnelPolicy = field(default_factory=TunnelPolicy)
+    """What tunnels may ask for: destinations, and pod label keys beyond
+    ``tunnel.kubectl-relay.io/`` (see ``relay_operator.policy``)."""
+
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
         """Settings from ``RELAY_OPERATOR_*`` variables; unset or empty ones keep the defaults."""
@@ -198,6 +233,16 @@ class Settings:
             if len(raw) > 253 or not DNS_SUBDOMAIN.match(raw):
                 raise SettingsError(ENV_PEERING, raw, "not a valid object name")
             peering = raw
+        label_keys = tuple(k.strip() for k in get(ENV_POD_LABEL_KEYS).split(",") if k.strip())
+        for key in label_keys:
+            try:
+                check_qualified_name(key, key)
+            except SpecError as exc:
+                raise SettingsError(ENV_POD_LABEL_KEYS, get(ENV_POD_LABEL_KEYS), str(exc)) from exc
+        policy = TunnelPolicy(
+            destinations=_destinations(get(ENV_DESTINATIONS), get(ENV_API_SERVER_HOST)),
+            pod_label_keys=label_keys,
+        )
         return cls(
             relay_image=get(ENV_RELAY_IMAGE) or default.relay_image,
             relay_pull_policy=pull_policy,
@@ -207,6 +252,7 @@ class Settings:
             health_port=health_port,
             metrics_port=metrics_port,
             peering=peering,
+            tunnel_policy=policy,
         )
 
 
@@ -228,3 +274,49 @@ def _node_selector(raw: str) -> dict[str, str]:
     except SpecError as exc:
         raise SettingsError(ENV_RELAY_NODE_SELECTOR, raw, str(exc)) from exc
     return dict(value)
+
+
+def _destinations(raw: str, api_server: str) -> DestinationPolicy:
+    """The destination policy from ``RELAY_OPERATOR_DESTINATIONS`` (JSON, or empty)."""
+    value = _json(ENV_DESTINATIONS, raw) if raw else {}
+    if not isinstance(value, dict):
+        raise SettingsError(ENV_DESTINATIONS, raw, "expected a JSON object")
+    known = ("denyDefaults", "deny", "allow", "namespaces")
+    for name in value:
+        if name not in known:
+            raise SettingsError(ENV_DESTINATIONS, raw, f'unknown field "{name}"; use {known}')
+    defaults = value.get("denyDefaults", True)
+    if not isinstance(defaults, bool):
+        raise SettingsError(ENV_DESTINATIONS, raw, "denyDefaults: expected true or false")
+
+    def entries(obj: dict[str, object], key: str, path: str) -> Destinations | None:
+        items = obj.get(key)
+        if items is None:
+            return None
+        if not isinstance(items, list):
+            raise SettingsError(ENV_DESTINATIONS, raw, f"{path}: expected a list")
+        try:
+            return Destinations.parse(items, path)
+        except SpecError as exc:
+            raise SettingsError(ENV_DESTINATIONS, raw, str(exc)) from exc
+
+    denied = entries(value, "deny", "deny") or Destinations()
+    if defaults:
+        denied = DEFAULT_DENIED + denied
+        if api_server:
+            denied = denied + Destinations.parse([api_server], ENV_API_SERVER_HOST)
+    namespaces: dict[str, NamespaceDestinations] = {}
+    raw_namespaces = value.get("namespaces") or {}
+    if not isinstance(raw_namespaces, dict):
+        raise SettingsError(ENV_DESTINATIONS, raw, "namespaces: expected an object")
+    for namespace, rules in raw_namespaces.items():
+        path = f"namespaces.{namespace}"
+        if not isinstance(rules, dict) or not set(rules) <= {"deny", "allow"}:
+            raise SettingsError(ENV_DESTINATIONS, raw, f"{path}: expected {{deny, allow}}")
+        namespaces[namespace] = NamespaceDestinations(
+            denied=entries(rules, "deny", f"{path}.deny") or Destinations(),
+            allowed=entries(rules, "allow", f"{path}.allow") or None,
+        )
+    return DestinationPolicy(
+        denied=denied, allowed=entries(value, "allow", "allow") or None, namespaces=namespaces
+    )

@@ -49,6 +49,18 @@ from .fields import (
     string,
     string_map,
 )
+from .policy import (
+    ConnectRules,
+    TunnelPolicy,
+    check_author_label,
+    check_destination,
+    check_pod_annotation,
+    ip_literal,
+    is_host_name,
+    is_internal_host,
+    is_loopback_host,
+    is_service,
+)
 
 # Not "Off": YAML 1.1 (kubectl's and PyYAML's) reads an unquoted Off as false.
 Tracing = Literal["Disabled", "Text", "Hex", "TextAndHex"]
@@ -266,6 +278,8 @@ class TunnelSpec:
     allowed_sources: tuple[Network, ...] = ()
     ttl: timedelta | None = None
     pod: PodSettings = field(default_factory=PodSettings)
+    #: What the relay checks after resolving the connect host (the destination policy).
+    connect_rules: ConnectRules = field(default_factory=ConnectRules)
     #: Things that work but deserve a Warning event (turned-off verification...).
     warnings: tuple[str, ...] = ()
 
@@ -273,22 +287,30 @@ class TunnelSpec:
 # --- Labels, annotations, expiry ------------------------------------------------
 
 
-def _labels(raw: Mapping[str, str], path: str, *, reserved: bool) -> dict[str, str]:
+def _labels(
+    raw: Mapping[str, str], path: str, *, author_keys: Sequence[str] | None = None
+) -> dict[str, str]:
+    """Check label keys and values; ``author_keys``: these are relay-pod labels (see ``policy``)."""
     for key, value in raw.items():
         item = f'{path}["{key}"]'
         check_qualified_name(key, item)
         check_label_value(value, item)
-        if reserved and (key in RESERVED_LABELS or key.startswith(RESERVED_PREFIX)):
+        if author_keys is None:
+            continue
+        if key in RESERVED_LABELS or key.startswith(RESERVED_PREFIX):
             raise SpecError(item, "this label is set by the operator", "choose another key")
+        check_author_label(key, item, author_keys)
     return dict(raw)
 
 
-def _annotations(raw: Mapping[str, str], path: str) -> dict[str, str]:
+def _annotations(raw: Mapping[str, str], path: str, *, pod: bool = False) -> dict[str, str]:
     for key in raw:
         item = f'{path}["{key}"]'
         check_qualified_name(key, item)
         if key.startswith(RESERVED_PREFIX):
             raise SpecError(item, "this annotation is set by the operator", "choose another key")
+        if pod:
+            check_pod_annotation(key, item)
     return dict(raw)
 
 
@@ -301,6 +323,14 @@ def expires_at(spec: TunnelSpec, created: datetime) -> datetime | None:
 
 
 def _parse(text: str, path: str) -> Address:
+    for position, character in enumerate(text):
+        if ord(character) < 32 or ord(character) == 127:
+            shown = "a NUL byte" if character == "\0" else f"the control character {character!r}"
+            raise SpecError(
+                path,
+                f"{shown} at position {position}: no address, name or option holds one",
+                "remove it",
+            )
     try:
         parsed = parse_address(text)
     except RelayError as exc:
@@ -331,18 +361,25 @@ def _refuse_operator_options(address: Address, path: str, side: Side) -> None:
         )
 
 
-def _is_loopback(bind: str) -> bool:
-    """Whether a ``bind=`` value (``host``, ``host:port``, ``[ip6]:port``) is a loopback host."""
+def _bind_host(bind: str) -> str:
+    """The host of a ``bind=`` value (``host``, ``host:port``, ``[ip6]:port``)."""
     if bind.startswith("["):
-        host = bind[1:].partition("]")[0]
-    elif bind.count(":") == 1:
-        host = bind.partition(":")[0]
+        return bind[1:].partition("]")[0]
+    if bind.count(":") == 1:
+        return bind.partition(":")[0]
+    return bind
+
+
+def _check_bind(address: Address, path: str, side: Side) -> None:
+    """A loopback ``bind=`` can never work in a pod: refuse it on either side."""
+    bind = address.options.get("bind")
+    if not isinstance(bind, str) or not is_loopback_host(_bind_host(bind)):
+        return
+    if side == "listen":
+        problem = f'"bind={bind}" listens on the loopback interface, out of reach of other pods'
     else:
-        host = bind
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
+        problem = f'"bind={bind}" connects from the loopback interface, which reaches no other host'
+    raise SpecError(path, problem, "remove the bind option")
 
 
 def _check_listen(address: Address, text: str) -> tuple[Protocol, int]:
@@ -376,18 +413,15 @@ def _check_listen(address: Address, text: str) -> tuple[Protocol, int]:
             "option (without it the relay ends after the first client)",
             f'write "{text},fork"',
         )
-    bind = address.options.get("bind")
-    if isinstance(bind, str) and _is_loopback(bind):
-        raise SpecError(
-            path,
-            f'"bind={bind}" listens on the loopback interface, out of reach of other pods',
-            "remove the bind option",
-        )
+    _check_bind(address, path, "listen")
     _refuse_operator_options(address, path, "listen")
     return protocol, int(port_text)
 
 
-def _check_connect(address: Address) -> None:
+def _check_connect(
+    address: Address, namespace: str, policy: TunnelPolicy
+) -> ConnectRules:
+    """Check the connect address; what the relay must check when it connects."""
     path = "spec.connect"
     if address.keyword not in CONNECT_KEYWORDS:
         raise SpecError(
@@ -395,7 +429,24 @@ def _check_connect(address: Address) -> None:
             f"{address.keyword} addresses are not allowed in a SocatTunnel",
             f"connect with one of {', '.join(CONNECT_KEYWORDS)}",
         )
+    if len(address.params) != 2:  # the engine's parser has said so already
+        raise SpecError(path, f"{address.keyword} needs a host and a port")
+    host, port = address.params
+    if ip_literal(host) is None and not is_host_name(host):
+        raise SpecError(
+            path,
+            f'"{host}" is neither an IP address nor a host name',
+            "a host name has dot-separated labels of letters, digits, '-' and '_'",
+        )
+    if not is_service(port):
+        raise SpecError(
+            path,
+            f'"{port}" is neither a port number from 1 to 65535 nor a service name',
+            'write the port as a number, such as "443"',
+        )
+    _check_bind(address, path, "connect")
     _refuse_operator_options(address, path, "connect")
+    return check_destination(host, policy.destinations, namespace, path)
 
 
 def range_option(network: Network) -> str:
@@ -556,7 +607,7 @@ def _tolerations(pod: Mapping[str, object]) -> tuple[Toleration, ...]:
     return tuple(result)
 
 
-def _pod(spec: Mapping[str, object]) -> PodSettings:
+def _pod(spec: Mapping[str, object], policy: TunnelPolicy) -> PodSettings:
     raw = spec.get("pod")
     if raw is None:
         return PodSettings()
@@ -567,13 +618,17 @@ def _pod(spec: Mapping[str, object]) -> PodSettings:
     if obj.get("resources") is not None:
         resources = parse_resources(obj["resources"], f"{path}.resources")
     node_selector = string_map(obj, "nodeSelector", path)
-    _labels(node_selector, f"{path}.nodeSelector", reserved=False)
+    _labels(node_selector, f"{path}.nodeSelector")
     return PodSettings(
         resources=resources,
         node_selector=node_selector,
         tolerations=_tolerations(obj),
-        labels=_labels(string_map(obj, "labels", path), f"{path}.labels", reserved=True),
-        annotations=_annotations(string_map(obj, "annotations", path), f"{path}.annotations"),
+        labels=_labels(
+            string_map(obj, "labels", path), f"{path}.labels", author_keys=policy.pod_label_keys
+        ),
+        annotations=_annotations(
+            string_map(obj, "annotations", path), f"{path}.annotations", pod=True
+        ),
     )
 
 
@@ -592,10 +647,28 @@ def _metadata(body: Mapping[str, object]) -> tuple[str, str]:
 
 
 def _warnings(
-    listen: Address, connect: Address, tracing: Tracing, listen_mounts: Sequence[SecretMount]
+    listen: Address,
+    connect: Address,
+    tracing: Tracing,
+    listen_mounts: Sequence[SecretMount],
+    service: ServiceSpec | None = None,
+    allowed_sources: Sequence[Network] = (),
 ) -> tuple[str, ...]:
     """What works but weakens the tunnel's security: each becomes a Warning event."""
     warnings: list[str] = []
+    host = connect.params[0] if connect.params else ""
+    if (
+        service is not None
+        and service.type in ("LoadBalancer", "NodePort")
+        and not allowed_sources
+        and is_internal_host(host)
+    ):
+        warnings.append(
+            f"spec.service: a {service.type} Service makes {host}, which is inside the "
+            "cluster, reachable from outside it by anyone who reaches the nodes or the "
+            "load balancer; list the clients' networks in spec.allowedSources, or use "
+            "a ClusterIP Service"
+        )
     tls_involved = listen.keyword == "OPENSSL-LISTEN" or connect.keyword == "OPENSSL"
     if connect.keyword == "OPENSSL" and connect.options.get("verify") is False:
         warnings.append(
@@ -638,8 +711,12 @@ SPEC_FIELDS = (
 )
 
 
-def parse_spec(body: TunnelBody) -> TunnelSpec:
+def parse_spec(body: TunnelBody, policy: TunnelPolicy | None = None) -> TunnelSpec:
     """Check a SocatTunnel and resolve it; raise ``SpecError`` on the first problem.
+
+    ``policy`` is the cluster admin's (``Settings.tunnel_policy``); by default
+    the built-in one: no pod labels but under ``tunnel.kubectl-relay.io/``,
+    the metadata, link-local and loopback ranges and the API server denied.
 
     Checks run in the order of the spec's fields, so that a tunnel with
     several problems reports the first one a reader meets.
@@ -654,7 +731,8 @@ def parse_spec(body: TunnelBody) -> TunnelSpec:
     protocol, port = _check_listen(listen, listen_text)
     connect_text = required_string(spec, "connect", "spec")
     connect = _parse(connect_text, "spec.connect")
-    _check_connect(connect)
+    policy = policy or TunnelPolicy()
+    connect_rules = _check_connect(connect, namespace, policy)
 
     tracing = choice(spec, "tracing", "spec", get_args(Tracing), "Disabled")
     replicas = integer(spec, "replicas", "spec", 0, 2**31 - 1)
@@ -667,7 +745,7 @@ def parse_spec(body: TunnelBody) -> TunnelSpec:
     allowed = _allowed_sources(spec)
     ttl_text = string(spec, "ttl", "spec")
     ttl = None if ttl_text is None else parse_ttl(ttl_text, "spec.ttl")
-    pod = _pod(spec)
+    pod = _pod(spec, policy)
 
     return TunnelSpec(
         name=name,
@@ -685,7 +763,8 @@ def parse_spec(body: TunnelBody) -> TunnelSpec:
         allowed_sources=allowed,
         ttl=ttl,
         pod=pod,
-        warnings=_warnings(listen, connect, tracing, listen_mounts),
+        connect_rules=connect_rules,
+        warnings=_warnings(listen, connect, tracing, listen_mounts, service, allowed),
     )
 
 

@@ -37,6 +37,11 @@ from tests.operator.test_spec import body
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = Settings()
+#: The destination policy's default networks, as the relay pods get them.
+DENIED = (
+    "0.0.0.0/8,127.0.0.0/8,::1/128,::/128,169.254.0.0/16,fe80::/10,fd00:ec2::254/128,"
+    "168.63.129.16/32,100.100.100.200/32"
+)
 OWNER = Owner(
     apiVersion="relay.kubectl-relay.io/v1alpha1", kind="SocatTunnel", name="tunnel", uid="u-1"
 )
@@ -58,7 +63,7 @@ SPECS = {
             "resources": {"limits": {"memory": "32Mi"}},
             "nodeSelector": {"agentpool": "relay"},
             "tolerations": [{"key": "dedicated", "operator": "Exists"}],
-            "labels": {"team": "data"},
+            "labels": {"tunnel.kubectl-relay.io/team": "data"},
             "annotations": {"example.com/owner": "data"},
         },
     },
@@ -136,7 +141,7 @@ def test_labels_selector_and_owner() -> None:
     selector = deployment["spec"]["selector"]["matchLabels"]
     template = deployment["spec"]["template"]["metadata"]
     assert selector.items() <= template["labels"].items()
-    assert template["labels"]["team"] == "data"
+    assert template["labels"]["tunnel.kubectl-relay.io/team"] == "data"
     assert template["annotations"]["example.com/owner"] == "data"
     # The operator's own pods carry component=operator: never selected here.
     assert selector["app.kubernetes.io/component"] == "relay"
@@ -152,8 +157,9 @@ def test_container_runs_the_relay_with_the_wired_addresses() -> None:
     (container,) = pod_spec(desired_deployment(spec, OWNER, SETTINGS))["containers"]
     assert container["image"] == "ghcr.io/kubectl-relay/relay:0.1.0"
     assert container["command"] == [
-        "relay", "--metrics", "9464", "-v", "-d", "-d", spec.listen, spec.connect
-    ]
+        "relay", "--metrics", "9464", "--deny-connect", DENIED, "-v", "-d", "-d",
+        spec.listen, spec.connect,
+    ]  # fmt: skip
     assert container["ports"] == [
         {"name": "relay", "containerPort": 8443, "protocol": "TCP"},
         {"name": "metrics", "containerPort": 9464, "protocol": "TCP"},
@@ -194,7 +200,7 @@ def test_tracing_flags(tracing: str, flags: list[str]) -> None:
     (container,) = pod_spec(desired_deployment(tunnel(tracing=tracing), OWNER, SETTINGS))[
         "containers"
     ]
-    assert container["command"][3:-2] == [*flags, "-d", "-d"]
+    assert container["command"][5:-2] == [*flags, "-d", "-d"]
 
 
 def test_tls_secrets_are_mounted_read_only_where_the_address_points() -> None:
@@ -324,7 +330,7 @@ def test_a_change_the_pods_depend_on_changes_the_hash() -> None:
     assert config_hash(tunnel()) == base  # deterministic
     assert config_hash(tunnel(tracing="Text")) != base
     assert config_hash(tunnel(connect="TCP:db:1434")) != base
-    assert config_hash(tunnel(pod={"labels": {"team": "x"}})) == base  # labels are not the pod spec
+    assert config_hash(tunnel(pod={"labels": {"tunnel.kubectl-relay.io/team": "x"}})) == base  # labels are not the pod spec
     assert config_hash(tunnel(pod={"resources": {"limits": {"cpu": "1"}}})) != base
 
 

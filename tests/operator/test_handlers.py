@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import ipaddress
 import ssl
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -25,11 +27,13 @@ from e2e.faultproxy import FaultProxyThread
 from kubectl_relay.engine.addresses import parse_address
 from kubectl_relay.engine.errors import RelayError
 from relay_operator.errors import ApiError
+from relay_operator.policy import DEFAULT_DENIED, DestinationPolicy, Destinations, TunnelPolicy
 from tests.operator.realcluster import (
     API_VERSION,
     Cluster,
     eventually,
     exchange,
+    exchange_once,
     http_get,
     install_crd,
     no_installed_operator,
@@ -510,3 +514,40 @@ async def test_expired_tunnel_deletes_itself(
         assert expired == ("Normal", "Expired",
                            "the ttl of 5s is over: the tunnel and its relay pods are deleted")
         assert operator.reconciler.metrics.expired == 1
+
+
+async def test_hijacking_labels_are_refused_and_a_name_is_checked_where_it_resolves(
+    cluster: E2ECluster, namespace: str  # noqa: F811
+) -> None:
+    """A tunnel cannot join Service target's endpoints; a name passes the spec check but the
+    relay refuses the denied address it resolves to (here the admin denies target's ClusterIP)."""
+    async with running_operator(cluster.kubeconfig, settings_for(cluster, namespace)) as operator:
+        await target(Cluster(operator.kube, namespace), "target", cluster.relay_image)
+        service = await Cluster(operator.kube, namespace).get("v1", "services", "target")
+    denied = ipaddress.ip_network(f"{service['spec']['clusterIP']}/32")
+    policy = TunnelPolicy(DestinationPolicy(denied=DEFAULT_DENIED + Destinations((denied,))))
+    settings = settings_for(cluster, namespace, tunnel_policy=policy)
+    async with running_operator(cluster.kubeconfig, settings) as operator:
+        api = Cluster(operator.kube, namespace)
+        await api.create(API_VERSION, PLURAL, tunnel("hijack", {
+            "listen": "TCP-LISTEN:8080,fork", "connect": "TCP:target:80",
+            "pod": {"labels": {"app": "target"}},
+        }))
+        await api.create(API_VERSION, PLURAL, tunnel("sneaky", {
+            "listen": "TCP-LISTEN:8080,fork", "connect": "TCP:target:80", "service": {},
+        }))
+        condition = await api.wait_condition("hijack", "Valid", "False")
+        assert condition["reason"] == "InvalidSpec"
+        assert condition["message"].startswith(
+            'spec.pod.labels["app"]: a label on the relay pods could make them receive traffic '
+            "meant for other pods")
+        assert await api.get("apps/v1", "deployments", "hijack") is None
+
+        await api.wait_ready("sneaky")
+        async with reach(cluster, namespace, "svc/sneaky", 8080) as (host, port):
+            with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+                assert await exchange_once(host, port, b"token please") == b""
+        logs = cluster.kubectl(
+            "logs", "-n", namespace, "-l", "relay.kubectl-relay.io/tunnel=sneaky", "--tail=-1"
+        ).stdout
+        assert f"E connecting to {denied.network_address}: denied by --deny-connect" in logs

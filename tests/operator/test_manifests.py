@@ -433,6 +433,23 @@ def test_chart_defaults_are_the_operators_defaults(charts: dict[str, list[dict[s
     assert Settings.from_environ(literal) == dataclasses.replace(Settings(), peering=FULLNAME)
 
 
+def test_destination_policy_and_label_keys_reach_the_operator(helm: Path) -> None:
+    documents = render(
+        helm,
+        [
+            "destinations.allow={10.0.0.0/8,*.database.windows.net}",
+            "destinations.namespaces.ops.deny={db.example.net}",
+            "relay.podLabelKeys={team}",
+        ],
+    )
+    env = {item["name"]: item.get("value") for item in operator_container(documents)["env"]}
+    policy = Settings.from_environ({k: v for k, v in env.items() if v is not None}).tunnel_policy
+    assert policy.pod_label_keys == ("team",)
+    assert policy.destinations.allowed is not None
+    assert policy.destinations.allowed.entries() == ["10.0.0.0/8", "*.database.windows.net"]
+    assert policy.destinations.rules("ops")[0].name_of("db.example.net") == "db.example.net"
+
+
 def test_relay_pods_follow_a_registry_mirror(charts: dict[str, list[dict[str, Any]]]) -> None:
     container = operator_container(charts["mirror"])
     env = {item["name"]: item.get("value") for item in container["env"]}
@@ -461,6 +478,10 @@ def test_operator_deployment(charts: dict[str, list[dict[str, Any]]]) -> None:
     assert health["name"] == "health"
     assert int(env["RELAY_OPERATOR_HEALTH_PORT"]) == health["containerPort"] == Settings().health_port
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": health["name"]}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": health["name"]}
+    # A drain evicts one replica at a time: the standby stays to take over.
+    (budget,) = [d for d in charts["default"] if d["kind"] == "PodDisruptionBudget"]
+    assert budget["spec"] == {"maxUnavailable": 1, "selector": deployment["spec"]["selector"]}
     assert metrics["name"] == "metrics"
     assert int(env["RELAY_OPERATOR_METRICS_PORT"]) == metrics["containerPort"]
     assert metrics["containerPort"] == Settings().metrics_port
@@ -495,6 +516,8 @@ def test_chart_without_peering(helm: Path, values: str, replicas: int) -> None:
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     env = {item["name"] for item in operator_container(documents)["env"]}
     assert "RELAY_OPERATOR_PEERING" not in env
+    # A budget for one replica would block every drain.
+    assert not [d for d in documents if d["kind"] == "PodDisruptionBudget"]
     # The CRDs come with the chart (helm installs crds/ regardless), but no object or right.
     assert not [d for d in documents if d["apiVersion"].startswith("kopf.dev/")]
     (role,) = [d for d in documents if d["kind"] == "ClusterRole"]

@@ -197,7 +197,7 @@ VALID = [
                     {"key": "dedicated", "operator": "Equal", "value": "relay"},
                     {"operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30},
                 ],
-                "labels": {"team": "data"},
+                "labels": {"tunnel.kubectl-relay.io/team": "data"},
                 "annotations": {"example.com/owner": "data-platform"},
             }
         },
@@ -209,7 +209,7 @@ VALID = [
                     Toleration("dedicated", "Equal", "relay"),
                     Toleration(None, "Exists", None, "NoExecute", 30),
                 ),
-                labels={"team": "data"},
+                labels={"tunnel.kubectl-relay.io/team": "data"},
                 annotations={"example.com/owner": "data-platform"},
             )
         },

@@ -30,6 +30,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
+from .. import destinations
 from ..addresses import Address
 from ..errors import AcceptTimeout, OpenError
 from ..log import NOTICE, logger
@@ -471,6 +472,7 @@ async def connect(address: Address, ctx: OpenContext) -> Stream:
     for index, (target_family, target) in enumerate(targets):
         logger.log(NOTICE, "opening connection to %s", format_sockaddr(target_family, target))
         try:
+            destinations.check(target_family, target, text)
             sock = await _connect_one(target_family, target, options, bind_text, sourceport, text)
         except OpenError as exc:
             if index + 1 < len(targets):

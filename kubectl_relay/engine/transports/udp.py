@@ -36,6 +36,7 @@ import socket
 from collections.abc import Mapping
 from ipaddress import ip_address
 
+from .. import destinations
 from ..addresses import Address
 from ..errors import OpenError
 from ..log import NOTICE, logger
@@ -526,6 +527,7 @@ async def _client_socket(address: Address, ctx: OpenContext) -> tuple[socket.soc
     """The socket of ``UDP``/``UDP-SENDTO``, bound by ``bind``/``sourceport`` when given."""
     host, port = address.params
     family, peer = await _resolve(address, host, port, _family(address, ctx))
+    destinations.check(family, peer, address_text(address))
     sock = _new_socket(address, family)
     try:
         local_host, local_port = _bind_host(address)
