@@ -32,7 +32,8 @@ Exit status:
   1    the tunnel failed while it ran
   2    bad command line (usage, TARGET or --listen syntax)
   3    the cluster refused or lacks something: kubeconfig, rights,
-       target not found, wrong port
+       target not found, wrong port; or Ctrl-C could not delete the
+       relay's Job (the message names the missing right)
   4    the local listen address is in use or not bindable
   5    the relay pod did not start: image pull, scheduling, timeout
   128+N  ended by signal N (SIGTERM: 143, SIGHUP: 129)
