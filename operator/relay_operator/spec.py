@@ -69,6 +69,8 @@ Protocol = Literal["TCP", "UDP"]
 Side = Literal["listen", "connect"]
 Effect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
 TolerationOperator = Literal["Exists", "Equal"]
+#: Taints of the control plane's nodes (``node-role.kubernetes.io/control-plane``, ``.../master``).
+CONTROL_PLANE_TAINT_PREFIX = "node-role.kubernetes.io/"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: The relay's global options for each ``spec.tracing`` value (socat's ``-v``
@@ -601,10 +603,36 @@ def _tolerations(pod: Mapping[str, object]) -> tuple[Toleration, ...]:
             raise SpecError(f"{path}.operator", 'must be "Exists" when key is empty')
         if seconds is not None and effect != "NoExecute":
             raise SpecError(f"{path}.tolerationSeconds", 'needs effect "NoExecute"')
+        _check_placement(key, effect, seconds, path)
         result.append(
             Toleration(key=key, operator=operator, value=value, effect=effect, seconds=seconds)
         )
     return tuple(result)
+
+
+def _check_placement(key: str | None, effect: Effect | None, seconds: int | None,
+                     path: str) -> None:
+    """A tunnel's author may not place relay pods where the cluster admin keeps pods out.
+
+    Taints are how an admin sets nodes apart (the control plane, GPU or
+    system pools): a key-less toleration would pass every one of them, and
+    the control plane's own would put relays beside the API server. A
+    key-less toleration stays fine for NoExecute with a bound, the usual
+    "stay a while on a failing node".
+    """
+    if key is None and not (effect == "NoExecute" and seconds is not None):
+        raise SpecError(
+            path,
+            "a toleration without key tolerates every taint, which would place relay pods "
+            "on nodes the cluster admin set apart; name the taint's key (a key-less "
+            'toleration is accepted only for effect "NoExecute" with tolerationSeconds)',
+        )
+    if key is not None and key.startswith(CONTROL_PLANE_TAINT_PREFIX):
+        raise SpecError(
+            f"{path}.key",
+            f'"{key}" is a control-plane taint and relay pods do not run on the control '
+            "plane; tolerate the taint of the nodes set apart for relays instead",
+        )
 
 
 def _pod(spec: Mapping[str, object], policy: TunnelPolicy) -> PodSettings:

@@ -470,6 +470,28 @@ INVALID = [
         id="toleration-seconds",
     ),
     pytest.param(
+        {"pod": {"tolerations": [{"operator": "Exists"}]}},
+        "spec.pod.tolerations[0]: a toleration without key tolerates every taint, which would "
+        "place relay pods on nodes the cluster admin set apart; name the taint's key (a "
+        'key-less toleration is accepted only for effect "NoExecute" with tolerationSeconds)',
+        id="toleration-of-every-taint",
+    ),
+    pytest.param(
+        {"pod": {"tolerations": [{"operator": "Exists", "effect": "NoSchedule"}]}},
+        "spec.pod.tolerations[0]: a toleration without key tolerates every taint, which would "
+        "place relay pods on nodes the cluster admin set apart; name the taint's key (a "
+        'key-less toleration is accepted only for effect "NoExecute" with tolerationSeconds)',
+        id="toleration-of-every-noschedule-taint",
+    ),
+    pytest.param(
+        {"pod": {"tolerations": [{"key": "node-role.kubernetes.io/control-plane",
+                                  "operator": "Exists", "effect": "NoSchedule"}]}},
+        'spec.pod.tolerations[0].key: "node-role.kubernetes.io/control-plane" is a '
+        "control-plane taint and relay pods do not run on the control plane; tolerate the "
+        "taint of the nodes set apart for relays instead",
+        id="toleration-of-the-control-plane",
+    ),
+    pytest.param(
         {"pod": {"nodeSelector": {"agentpool": 3}}},
         'spec.pod.nodeSelector["agentpool"]: expected a string, got the number 3',
         id="node-selector-type",
