@@ -36,6 +36,7 @@ from e2e.localcluster.build import (
 )
 from e2e.localcluster.component import ClusterError
 from e2e.localcluster.settings import ClusterSettings
+from scripts.cachedir import user_cache_dir
 
 #: The Go module that builds kubectl.
 KUBECTL_MODULE_DIR = Path(__file__).resolve().parent / "kubectlbuild"
@@ -51,8 +52,7 @@ class ToolUnavailable(RuntimeError):
 
 def tools_dir() -> Path:
     """``${XDG_CACHE_HOME:-~/.cache}/kubectl-relay/tools``."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "kubectl-relay" / "tools"
+    return user_cache_dir() / "tools"
 
 
 def kubectl_module_release() -> str:

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import string
 import subprocess
 import sys
 import tarfile
 import tempfile
 from pathlib import Path
+
+from scripts.cachedir import user_cache_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCHER = ROOT / "krew" / "kubectl-relay"
@@ -43,8 +44,7 @@ class ReleaseError(RuntimeError):
 
 def wheelhouse_dir() -> Path:
     """Where ``./dev setup`` keeps the dependencies' wheels (for offline installs in tests)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "kubectl-relay" / "wheelhouse"
+    return user_cache_dir() / "wheelhouse"
 
 
 def package_version() -> str:

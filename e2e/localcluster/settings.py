@@ -16,6 +16,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scripts.cachedir import user_cache_dir
+
 #: The pinned Kubernetes release every component (and kubectl) is built from.
 RELEASE = "v1.34.4"
 
@@ -37,8 +39,7 @@ COMMANDS = (
 
 def default_cache_root() -> Path:
     """``${XDG_CACHE_HOME:-$HOME/.cache}/kubectl-relay/cluster``."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "kubectl-relay" / "cluster"
+    return user_cache_dir() / "cluster"
 
 
 @dataclass(frozen=True)
