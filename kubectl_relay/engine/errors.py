@@ -73,6 +73,15 @@ class OpenError(RelayError):
         return self.reason
 
 
+def first_open_error(group: BaseExceptionGroup[OpenError]) -> OpenError:
+    """The first failure in a task group's (possibly nested) group: the one socat reports.
+
+    Python 3.11's task groups wrap what fails, even their own body's exception.
+    """
+    first = group.exceptions[0]
+    return first_open_error(first) if isinstance(first, BaseExceptionGroup) else first
+
+
 class TLSError(OpenError):
     """A TLS handshake, certificate, key or verification failure."""
 

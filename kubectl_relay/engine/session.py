@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 from . import bridge, framing
 from .addresses import Address, AddressSpec, DualAddress
 from .descriptors import ANY_SESSION, DescriptorBudget
-from .errors import AcceptTimeout, OpenError, RelayError
+from .errors import AcceptTimeout, OpenError, RelayError, first_open_error
 from .log import NOTICE, SESSION_ID, logger, shut_up
 from .metrics import METRICS, serve_metrics
 from .trace import TraceOutput, TraceSettings
@@ -290,7 +290,7 @@ class Relay:
             await self._accept_loop(listener, slots)
         except* OpenError as failures:
             # The task group wraps a failed accept: report it as the one error it is.
-            raise failures.exceptions[0] from None
+            raise first_open_error(failures) from None
 
     async def _accept_loop(self, listener: Listener, slots: asyncio.Semaphore | None) -> None:
         budget = DescriptorBudget(ANY_SESSION)

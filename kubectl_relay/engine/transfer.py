@@ -56,7 +56,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from .errors import OpenError
+from .errors import OpenError, first_open_error
 from .log import INFO, NOTICE, logger
 from .metrics import METRICS
 from .trace import Tracer
@@ -444,14 +444,9 @@ async def transfer(
     try:
         await _supervise(pumps, settings, clock)
     except* OpenError as group:
-        # Python 3.11's task group wraps even its own body's exception (a
-        # shutdown that fails on a reset peer): report it as the one error it is.
-        raise _first_failure(group) from None
-
-
-def _first_failure(group: BaseExceptionGroup[OpenError]) -> OpenError:
-    first = group.exceptions[0]
-    return _first_failure(first) if isinstance(first, BaseExceptionGroup) else first
+        # Even a shutdown in the task group's own body that fails on a reset
+        # peer comes wrapped: report it as the one error it is.
+        raise first_open_error(group) from None
 
 
 def log_transfer_start(left_fd: str, right_fd: str) -> None:
