@@ -21,6 +21,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from . import signals
 from .descriptors import record_inherited_descriptors
 from .errors import RelayError, UsageError, shorten
 from .log import (
@@ -71,6 +72,8 @@ _MAX_D_DIGITS = 4
 # Python's str.isdigit() and float() accept other scripts' digits ("²", "٣");
 # socat's strtoul/strtod read ASCII only.
 _ASCII_DIGITS = re.compile(r"[0-9]+")
+#: One past the largest C unsigned long (64 bits on Linux).
+ULONG_LIMIT = 1 << 64
 _C_UNSIGNED = re.compile(r"\s*\+?(?:0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
 _DECIMAL = re.compile(r"\s*\+?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*")
 
@@ -96,6 +99,7 @@ class CommandLine:
     metrics_address: tuple[str, int] | None = None
     grace_period: float = DEFAULT_GRACE_PERIOD
     statistics: bool = False  # --statistics
+    log_signals: int | None = None  # -S<sigmask>; None: socat's default set
     connect_policy: ConnectPolicy | None = None
     """--deny-connect/--allow-connect (None: connect anywhere)."""
     show_version: bool = False
@@ -199,6 +203,8 @@ def parse_command_line(argv: Sequence[str], progname: str = "relay") -> CommandL
             line.log_hostname = True
         elif arg.startswith("-b"):
             line.block_size = _block_size(value(arg[2:]))
+        elif arg.startswith("-S"):
+            line.log_signals = _signal_mask(value(arg[2:]))
         elif arg.startswith("-t"):
             line.close_timeout = _seconds(value(arg[2:]), "-t")
         elif arg.startswith("-T"):
@@ -282,16 +288,24 @@ def _address_family(option: str) -> int:
     return socket.AF_INET if option == "-4" else socket.AF_INET6
 
 
+def _c_unsigned(text: str) -> int | None:
+    """``text`` read whole like C ``strtoul(text, &end, 0)``; None if it is not such a number.
+
+    A number past any C unsigned long comes back as ``ULONG_LIMIT``.
+    """
+    if not _C_UNSIGNED.fullmatch(text):
+        return None
+    digits = text.strip().lstrip("+")
+    base = 16 if digits[:2] in ("0x", "0X") else 8 if digits.startswith("0") else 10
+    try:
+        return min(int(digits, base), ULONG_LIMIT)
+    except ValueError:  # more decimal digits than Python converts: far too big
+        return ULONG_LIMIT
+
+
 def _block_size(text: str) -> int:
     """``-b``: a positive C integer (``4096``, ``0x1000``) no larger than one read can be."""
-    number = 0
-    if _C_UNSIGNED.fullmatch(text):
-        digits = text.strip().lstrip("+")
-        base = 16 if digits[:2] in ("0x", "0X") else 8 if digits.startswith("0") else 10
-        try:
-            number = int(digits, base)
-        except ValueError:  # more decimal digits than Python converts: far too big
-            number = MAX_BLOCK_SIZE + 1
+    number = _c_unsigned(text) or 0
     if number <= 0:
         raise UsageError(f'option "-b": invalid size "{shorten(text)}", expected a positive number')
     if number > MAX_BLOCK_SIZE:
@@ -300,6 +314,17 @@ def _block_size(text: str) -> int:
             f"buffer size option (-b) to big - {shorten(text)} (max is {MAX_BLOCK_SIZE})"
         )
     return number
+
+
+def _signal_mask(text: str) -> int:
+    """``-S``: a C unsigned long (``0x8000``, ``0``) whose bit N stands for signal N."""
+    mask = _c_unsigned(text)
+    if mask is not None and mask < ULONG_LIMIT:
+        return mask
+    raise UsageError(
+        f'option "-S": invalid signal mask "{shorten(text)}", expected a number whose bit N '
+        "stands for signal N (0x8000: SIGTERM only; 0: none)"
+    )
 
 
 def _seconds(text: str, option: str) -> float:
@@ -349,6 +374,7 @@ def main(argv: Sequence[str] | None = None, *, loop_factory: LoopFactory | None 
 
             sys.stdout.write(usage_text(line.help_level))
             return 0
+        signals.catch_early(line.log_signals)
         from .addresses import parse_address  # noqa: PLC0415 - see the module docstring
 
         first = parse_address(line.addresses[0])

@@ -276,6 +276,11 @@ OPTIONS: tuple[OptionSpec, ...] = (
     # IP.
     OptionSpec("tos", _K.INT, _G.IP4 | _G.IP6, ("ip-tos",), _BYTE),
     OptionSpec("ttl", _K.INT, _G.IP4 | _G.IP6, ("ip-ttl",), _BYTE),
+    # getaddrinfo() flags, set or cleared (transports/tcp.py resolver_flags).
+    OptionSpec("ai-addrconfig", _K.FLAG, _G.IP4 | _G.IP6, ("addrconfig",)),
+    OptionSpec("ai-all", _K.FLAG, _G.IP4 | _G.IP6),
+    OptionSpec("ai-v4mapped", _K.FLAG, _G.IP4 | _G.IP6, ("v4mapped",)),
+    OptionSpec("ai-passive", _K.FLAG, _G.IP4 | _G.IP6, ("passive",)),
     OptionSpec("ipv6-v6only", _K.FLAG, _G.IP6, ("ipv6only", "v6only")),
     OptionSpec("sourceport", _K.PORT, _G.TCP | _G.UDP, ("sp",)),
     OptionSpec("lowport", _K.FLAG, _G.TCP | _G.UDP),
@@ -318,6 +323,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("echo", _K.FLAG, _G.TERMIOS),
     OptionSpec("icanon", _K.FLAG, _G.TERMIOS),
     OptionSpec("isig", _K.FLAG, _G.TERMIOS),
+    OptionSpec("ispeed", _K.INT, _G.TERMIOS),
+    OptionSpec("ospeed", _K.INT, _G.TERMIOS),
     # socat groups it with TERMIOS; only the process addresses here have a terminal to give.
     OptionSpec("tiocsctty", _K.FLAG, _G.EXEC, ("ctty",)),
     OptionSpec("openpty", _K.FLAG, _G.PTY),

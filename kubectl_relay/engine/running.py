@@ -14,6 +14,8 @@ running then is cut with a log line saying what it held. A relay that does
 not listen (``PTY``, ``STDIO``, a connecting first address: one session,
 not a service in a pod) ends at once, as socat. SIGINT and SIGHUP end at
 once as in socat, and so does any signal during a graceful stop.
+
+``-S<sigmask>`` chooses the signals caught (see ``signals``).
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from . import signals
 from .addresses import Address, AddressSpec
-from .log import NOTICE, WARNING, logger
+from .log import NOTICE, logger
 from .session import DEFAULT_UDP_FORK_IDLE_TIMEOUT, Relay, RunSettings
 from .statistics import log_statistics
 from .transfer import DEFAULT_BLOCK_SIZE, TransferSettings
@@ -34,9 +37,6 @@ if TYPE_CHECKING:
     from .cli import CommandLine
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
-
-#: Signals that end a run the way they end socat: cleanly, with 128 + signum.
-HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 #: The signal that stops gracefully when ``--grace-period`` is not 0.
 GRACEFUL_SIGNAL = signal.SIGTERM
@@ -71,7 +71,9 @@ def run(
     settings = run_settings(line)
     factory = loop_factory or _default_loop_factory()
     with asyncio.Runner(loop_factory=factory) as runner:
-        status = runner.run(_run_until_signal(first, second, settings, line.grace_period))
+        status = runner.run(
+            _run_until_signal(first, second, settings, line.grace_period, line.log_signals)
+        )
     logger.log(NOTICE, "exiting with status %d", status)
     if line.statistics:
         log_statistics(line.unidirectional)
@@ -88,7 +90,11 @@ def _default_loop_factory() -> LoopFactory | None:
 
 
 async def _run_until_signal(
-    first: AddressSpec, second: AddressSpec, settings: RunSettings, grace_period: float
+    first: AddressSpec,
+    second: AddressSpec,
+    settings: RunSettings,
+    grace_period: float,
+    signal_mask: int | None,
 ) -> int:
     """Run the relay; a handled signal stops it (see the module docstring): 128 + signum."""
     loop = asyncio.get_running_loop()
@@ -100,29 +106,34 @@ async def _run_until_signal(
 
     def on_signal(signum: int) -> None:
         logger.log(NOTICE, "socat_signal(): handling signal %d", signum)
-        graceful = (
-            listens and not received and signum == GRACEFUL_SIGNAL and grace_period > 0
-        )
+        graceful = listens and not received and signum == GRACEFUL_SIGNAL and grace_period > 0
         received.append(signum)
         if graceful:
             relay.stop(grace_period)
         else:
             task.cancel()
 
-    for signum in HANDLED_SIGNALS:
+    caught = signals.caught(signal_mask)
+    for signum in caught:
         loop.add_signal_handler(signum, on_signal, signum)
     # socat: SIGUSR1 logs the statistics and the run goes on.
     loop.add_signal_handler(signal.SIGUSR1, log_statistics, settings.transfer.unidirectional)
+    early = signals.take_early()
+    if early is not None:  # it came while the relay started: it never runs
+        logger.log(NOTICE, "socat_signal(): handling signal %d", early)
+        received.append(early)
+    status = 0
     try:
-        status = await relay.run()
+        if not received:
+            status = await relay.run()
     except asyncio.CancelledError:
         if not received:
             raise
         status = 128 + received[0]
     finally:
-        for handled in (*HANDLED_SIGNALS, signal.SIGUSR1):
+        for handled in (*caught, signal.SIGUSR1):
             loop.remove_signal_handler(handled)
     if received:
-        logger.log(WARNING, "exiting on signal %d", received[0])
+        logger.log(signals.exit_log_level(received[0]), "exiting on signal %d", received[0])
         return 128 + received[0]
     return status

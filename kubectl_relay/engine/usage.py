@@ -53,6 +53,11 @@ GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
         f"on busy connections up to {DEFAULT_BLOCK_SIZE}; socat: a fixed 8192)",
     ),
     GlobalOption("-s", "sloppy: keep going after errors"),
+    GlobalOption(
+        "-S<sigmask>",
+        "catch and log these signals (bit N: signal N), overriding the default"
+        " (HUP INT QUIT ABRT TERM); others end the relay silently",
+    ),
     GlobalOption("-t<timeout>", "seconds the other direction may go on after EOF (0.5)"),
     GlobalOption(
         "-T<timeout>",

@@ -10,15 +10,16 @@ socat 1.8.1 prints::
       #undef WITH_READLINE
       ...
 
-We keep that shape with our own first line. The second line reads
-``socat version 1.8.1.0 compatible, kubectl-relay version 0.1.0``: scripts
-that read socat's version (``awk '{print $3}'`` on the ``socat version``
-line, ``socat version ([0-9.]+)``) use it to decide which socat behaviour
-they may rely on, and the socat release we reproduce is the answer to that
-question. Our own version follows on the same line in the same
-``<name> version <number>`` form, so ``grep version`` shows both. socat's
-``on <build date>`` is left out: we have no build date, and
-"socat version X on <date>" would read as a claim to be a socat build.
+We keep that shape with our own first line, which carries our version:
+``relay from kubectl-relay version 0.1.0 - ...``. The second line reads
+``socat version 1.8.1.0 compatible``: scripts that read socat's version
+(``awk '{print $3}'`` on the ``socat version`` line, ``socat version
+([0-9.]+)``, and socat's own test.sh, whose sed takes the *last* number of the
+second line) use it to decide which socat behaviour they may rely on, and the
+socat release we reproduce is the answer to that question; so no other
+version number may follow it on that line. socat's ``on <build date>`` is left
+out: we have no build date, and "socat version X on <date>" would read as a
+claim to be a socat build.
 """
 
 from __future__ import annotations
@@ -103,9 +104,9 @@ def version_text(progname: str, *, uname: os.uname_result | None = None) -> str:
     """
     system = os.uname() if uname is None else uname
     lines = [
-        f"{progname} from kubectl-relay - a socat-compatible relay written in Python "
-        f"{python_version()}",
-        f"socat version {SOCAT_COMPATIBLE_VERSION} compatible, kubectl-relay version {__version__}",
+        f"{progname} from kubectl-relay version {__version__} - a socat-compatible relay "
+        f"written in Python {python_version()}",
+        f"socat version {SOCAT_COMPATIBLE_VERSION} compatible",
         f"   running on {system.sysname} version {system.version}, "
         f"release {system.release}, machine {system.machine}",
         "features:",

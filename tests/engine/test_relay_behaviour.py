@@ -22,6 +22,7 @@ from tests.support import (
     recv_all,
     relay_listening,
     run_relay,
+    wait_for_output,
     wait_for_port,
 )
 
@@ -129,14 +130,72 @@ def test_connect_failure_exits_1_with_one_error_line() -> None:
 
 
 @pytest.mark.parametrize(
-    ("sig", "status"),
-    [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)],
+    ("sig", "status", "level"),
+    [
+        (signal.SIGTERM, 143, "W"),
+        (signal.SIGINT, 130, "N"),
+        (signal.SIGHUP, 129, "N"),
+        (signal.SIGQUIT, 131, "E"),
+    ],
 )
-def test_signals_give_128_plus_the_signal(sig: int, status: int) -> None:
+def test_signals_give_128_plus_the_signal_logged_at_socats_level(
+    sig: int, status: int, level: str
+) -> None:
     listen = free_port()
-    with relay_listening([f"TCP-LISTEN:{listen},fork", "PIPE"], listen) as relay:
+    with relay_listening(["-dd", f"TCP-LISTEN:{listen},fork", "PIPE"], listen) as relay:
         assert relay.stop(sig) == status
-    assert log_lines(relay.stderr_text, "W") == [f"exiting on signal {int(sig)}"]
+    assert f"exiting on signal {int(sig)}" in log_lines(relay.stderr_text, level)
+    others = {"W", "N", "E"} - {level}
+    assert not [
+        line
+        for other in others
+        for line in log_lines(relay.stderr_text, other)
+        if line.startswith("exiting on signal")
+    ]
+
+
+def test_a_signal_left_out_of_the_s_mask_ends_the_relay_silently() -> None:
+    listen = free_port()
+    with relay_listening(["-S", "0", f"TCP-LISTEN:{listen},fork", "PIPE"], listen) as relay:
+        assert relay.stop(signal.SIGTERM) == -signal.SIGTERM
+    assert "exiting on signal" not in relay.stderr_text
+
+
+@pytest.mark.parametrize("interrupt", [signal.SIGINT, signal.SIGTERM])
+def test_the_s_mask_replaces_the_default_set(interrupt: int) -> None:
+    """``-S 0x80000000`` catches signal 31 only; SIGINT and SIGTERM then end it uncaught."""
+    listen = free_port()
+    args = ["-S0x80000000", f"TCP-LISTEN:{listen},fork", "PIPE"]
+    with relay_listening(args, listen) as relay:
+        assert relay.stop(31) == 128 + 31
+    assert log_lines(relay.stderr_text, "E") == ["exiting on signal 31"]
+    with relay_listening(args, listen) as relay:
+        assert relay.stop(interrupt) == -interrupt
+    assert "Traceback" not in relay.stderr_text
+    assert "exiting on signal" not in relay.stderr_text
+
+
+@pytest.mark.parametrize("mask", ["0x", "-1", "12a", "18446744073709551616", ""])
+def test_a_bad_signal_mask_is_a_usage_error(mask: str) -> None:
+    result = run_relay(["-S", mask, "-", "-"])
+    assert result.returncode == 1
+    assert 'option "-S": invalid signal mask' in result.stderr.decode()
+    assert "bit N stands for signal N" in result.stderr.decode()
+
+
+@pytest.mark.parametrize(
+    ("option", "listening"),
+    [("", "0.0.0.0"), (",ai-passive=0", "127.0.0.1"), (",passive", "0.0.0.0")],
+)
+def test_ai_passive_decides_where_a_listener_without_a_host_listens(
+    option: str, listening: str
+) -> None:
+    """socat 1.8's getaddrinfo flag options: without AI_PASSIVE "no host" means loopback."""
+    listen = free_port()
+    with RelayProcess(["-dd", f"TCP4-LISTEN:{listen}{option}", "PIPE"]) as relay:
+        wait_for_output(relay, lambda _, err: "listening on" in err)
+        relay.stop()
+    assert f"listening on AF=2 {listening}:{listen}" in log_lines(relay.stderr_text, "N")
 
 
 def test_a_large_datagram_after_a_small_one_arrives_whole() -> None:

@@ -17,7 +17,7 @@ def test_usage_line() -> None:
 
 #: The global options the engine supports, and only those.
 SUPPORTED = (
-    "-V -h -hh -hhh -d[ddd] -ly -lf -ls -lp -lu -lh -v -x -r -R -b -s -t -T -u -U -4 -6 -0 "
+    "-V -h -hh -hhh -d[ddd] -ly -lf -ls -lp -lu -lh -v -x -r -R -b -s -S -t -T -u -U -4 -6 -0 "
     "--statistics --metrics --grace-period --trace-session-ids --deny-connect --allow-connect"
 )
 

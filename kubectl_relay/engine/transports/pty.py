@@ -21,7 +21,12 @@ Options:
   ``raw`` ("Sets raw mode, thus passing input and output almost
   unprocessed"), ``rawer`` ("Makes terminal rawer than raw option. This option
   implicitly turns off echo"), ``cfmakeraw``, and the flags ``echo``,
-  ``icanon``, ``isig``. On Linux master and slave share one set of settings,
+  ``icanon``, ``isig``, and the line speeds ``ispeed=`` and ``ospeed=`` (a
+  baud rate such as 19200, which socat hands to ``cfsetispeed()``
+  unconverted; we take the rate and set its ``B19200`` code, so the number
+  means what it says). Linux keeps one line speed (glibc's ``cfsetispeed``
+  and ``cfsetospeed`` both set ``CBAUD``), so either option sets it, and the
+  last one written wins, as in socat. On Linux master and slave share one set of settings,
   so setting them on the master is what the slave sees.
 """
 
@@ -44,7 +49,7 @@ from .files import FdStream
 from .tcp import address_text, strerror
 from .unix import unlink_early
 
-_IFLAG, _OFLAG, _CFLAG, _LFLAG, _CC = 0, 1, 2, 3, 6
+_IFLAG, _OFLAG, _CFLAG, _LFLAG, _ISPEED, _OSPEED, _CC = 0, 1, 2, 3, 4, 5, 6
 # termios' own type for tcgetattr()'s list: flag words, speeds and a list of bytes.
 Attributes = list[Any]
 
@@ -105,9 +110,27 @@ FLAGS: Mapping[str, tuple[int, int]] = {
 }
 
 
+#: Line speed options (one speed on Linux: see the module docstring).
+SPEEDS = frozenset(("ispeed", "ospeed"))
+
+#: The baud rates the terminal driver knows: rate -> its ``B<rate>`` code.
+BAUD_RATES: Mapping[int, int] = {
+    int(name[1:]): getattr(termios, name)
+    for name in dir(termios)
+    if name[0] == "B" and name[1:].isdigit()
+}
+
+
+def _speed_code(name: str, rate: int, text: str) -> int:
+    if rate not in BAUD_RATES:
+        accepted = ", ".join(str(known) for known in sorted(BAUD_RATES))
+        raise OpenError(text, f"{name}={rate}: not a baud rate; accepted: {accepted}")
+    return BAUD_RATES[rate]
+
+
 def apply_terminal_options(fd: int, options: Options, text: str) -> None:
     """Set the terminal options among ``options`` on ``fd``, in the order written."""
-    names = [name for name in options if name in MODES or name in FLAGS]
+    names = [name for name in options if name in MODES or name in FLAGS or name in SPEEDS]
     if not names:
         return
     try:
@@ -117,6 +140,10 @@ def apply_terminal_options(fd: int, options: Options, text: str) -> None:
     for name in names:
         if name in MODES:
             MODES[name](attributes)
+            continue
+        if name in SPEEDS:
+            code = _speed_code(name, options.integer(name) or 0, text)
+            attributes[_ISPEED] = attributes[_OSPEED] = code
             continue
         index, bit = FLAGS[name]
         word = attributes[index]

@@ -414,6 +414,23 @@ def family_of(address: Address, ctx: OpenContext) -> int:
     return _KEYWORD_FAMILIES.get(address.keyword, ctx.family)
 
 
+#: socat's getaddrinfo() flag options (xio-ip.c): option -> flag.
+RESOLVER_FLAG_OPTIONS = {
+    "ai-addrconfig": socket.AI_ADDRCONFIG,
+    "ai-all": socket.AI_ALL,
+    "ai-v4mapped": socket.AI_V4MAPPED,
+    "ai-passive": socket.AI_PASSIVE,
+}
+
+
+def resolver_flags(options: Options, flags: int) -> int:
+    """``flags`` (the address's default) with the ``ai-*`` options set or cleared."""
+    for name, flag in RESOLVER_FLAG_OPTIONS.items():
+        if name in options:
+            flags = flags | flag if options.flag(name) else flags & ~flag
+    return flags
+
+
 async def resolve(
     host: str | None, port: str | None, family: int, flags: int, text: str
 ) -> list[tuple[int, tuple[object, ...]]]:
@@ -466,7 +483,7 @@ async def connect(address: Address, ctx: OpenContext) -> Stream:
     host, port = expect_params(address, 2)
     options = address.options
     family = family_of(address, ctx)
-    targets = await resolve(strip_brackets(host), port, family, 0, text)
+    targets = await resolve(strip_brackets(host), port, family, resolver_flags(options, 0), text)
     bind_text = options.text("bind")
     sourceport = options.integer("sourceport")
     for index, (target_family, target) in enumerate(targets):
@@ -609,7 +626,8 @@ def default_listen_family() -> tuple[int, bool]:
 async def _listen_on(
     host: str | None, port: str, family: int, dual_stack: bool, options: Options, text: str
 ) -> Listener:
-    local_family, local = (await resolve(host, port, family, socket.AI_PASSIVE, text))[0]
+    flags = resolver_flags(options, socket.AI_PASSIVE)
+    local_family, local = (await resolve(host, port, family, flags, text))[0]
     sock = new_socket(local_family, socket.SOCK_STREAM, socket.IPPROTO_TCP, text)
     try:
         # socat 1.8 sets SO_REUSEADDR on TCP listeners unless "reuseaddr="

@@ -115,7 +115,7 @@ async def _resolve(
             port = str(socket.getservbyname(port, "udp"))
         except OSError:
             raise OpenError(address_text(address), f'unknown service "{port}"') from None
-    flags = socket.AI_PASSIVE if host is None else 0
+    flags = tcp.resolver_flags(address.options, socket.AI_PASSIVE if host is None else 0)
     infos = await tcp.resolve(host, port, family, flags, address_text(address))
     return infos[0]
 

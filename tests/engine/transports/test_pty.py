@@ -101,6 +101,40 @@ def test_terminal_flags(
     assert flags == (echo, icanon)
 
 
+@pytest.mark.parametrize("option", ["ispeed=9600", "ospeed=9600", "ospeed=300,ispeed=9600"])
+def test_line_speed_is_a_baud_rate(option: str, tmp_path: Path) -> None:
+    """Linux keeps one speed for both directions: either option sets it, the last one wins."""
+    link = tmp_path / "tty"
+    with pty_relay(RELAY, [f"PTY,link={link},{option}", "SYSTEM:cat"], link):
+        fd = open_slave(link)
+        try:
+            deadline = time.monotonic() + scaled(5)
+            while True:  # the link comes before the settings
+                speeds = termios.tcgetattr(fd)[4:6]
+                if speeds == [termios.B9600, termios.B9600] or time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
+        finally:
+            os.close(fd)
+    assert speeds == [termios.B9600, termios.B9600]
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        # socat 1.8's wording for the first two (its test.sh checks them).
+        ("ispeed=b19200", 'parseopts(): missing numerical value of option "ispeed=b19200"'),
+        ("ospeed=19200B", 'parseopts(): trailing garbage in numerical arg of option "ospeed=19200B"'),
+        ("ispeed=12345", "ispeed=12345: not a baud rate; accepted: 0, 50, 75, 110,"),
+    ],
+)
+def test_a_bad_line_speed_is_one_error(option: str, message: str) -> None:
+    result = run_relay(["-", f"PTY,{option}"])
+    assert result.returncode == 1
+    errors = log_lines(result.stderr.decode(), "E")
+    assert len(errors) == 1 and message in errors[0], result.stderr.decode()
+
+
 def test_announces_the_terminal(tmp_path: Path) -> None:
     link = tmp_path / "tty"
     with RelayProcess(["-d", "-d", f"PTY,link={link}", "SYSTEM:cat"]) as relay:
