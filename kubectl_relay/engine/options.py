@@ -252,6 +252,27 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("rdwr", _K.FLAG, _G.OPEN, ("o-rdwr",)),
     # "Sets the O_NOATIME options, so reads do not change the access timestamp."
     OptionSpec("o-noatime", _K.FLAG, _G.FD | _G.OPEN, ("noatime",)),
+    # "Sets the O_DIRECT flag": reads bypass the page cache (files.py).
+    OptionSpec("o-direct", _K.FLAG, _G.OPEN, ("direct",)),
+    # File attributes of ext2 and its successors (chattr(1)), set after open (files.py);
+    # socat's aliases: ext2-X and ext3-X always, the bare name where it is free.
+    *(
+        OptionSpec(f"fs-{name}", _K.FLAG, _G.REG, (f"ext2-{name}", f"ext3-{name}", *bare))
+        for name, bare in (
+            ("secrm", ("secrm",)),
+            ("unrm", ("unrm",)),
+            ("compr", ("compr",)),
+            ("sync", ("sync",)),
+            ("immutable", ("immutable",)),
+            ("append", ()),
+            ("nodump", ("nodump",)),
+            ("noatime", ()),
+            ("journal-data", ("journal-data", "journal")),
+            ("notail", ()),
+            ("dirsync", ("dirsync",)),
+            ("topdir", ("topdir",)),
+        )
+    ),
     # Sockets.
     OptionSpec("bind", _K.STRING, _G.SOCKET),
     OptionSpec("connect-timeout", _K.SECONDS, _G.SOCKET),

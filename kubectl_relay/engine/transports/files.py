@@ -16,8 +16,11 @@ itself and could not be interrupted any better than the call.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import errno
+import fcntl
+import mmap
 import os
 import select
 import stat
@@ -33,6 +36,18 @@ from .unix import mode_option, remove_path, unlink_early
 
 #: socat's default permissions for files and FIFOs it creates (before umask).
 DEFAULT_MODE = 0o666
+
+#: ``fs-*`` options: the file attribute each sets (linux/fs.h ``FS_*_FL``, as chattr(1) sets them).
+FS_ATTRIBUTES = {
+    "fs-secrm": 0x1, "fs-unrm": 0x2, "fs-compr": 0x4, "fs-sync": 0x8,
+    "fs-immutable": 0x10, "fs-append": 0x20, "fs-nodump": 0x40, "fs-noatime": 0x80,
+    "fs-journal-data": 0x4000, "fs-notail": 0x8000, "fs-dirsync": 0x10000,
+    "fs-topdir": 0x20000,
+}  # fmt: skip
+#: linux/fs.h ``FS_IOC_GETFLAGS``/``FS_IOC_SETFLAGS`` on 64-bit Linux (``_IOR('f', 1, long)``).
+_FS_IOC_GETFLAGS, _FS_IOC_SETFLAGS = 0x80086601, 0x40086602
+#: O_DIRECT wants buffers aligned to the device's block; a page is aligned for every device.
+_DIRECT_ALIGNMENT = mmap.PAGESIZE
 
 #: socat's ``ddirection[]`` words, for "... for reading and writing".
 _DIRECTIONS = {
@@ -86,6 +101,7 @@ class FdStream(Stream):
         label: str,
         unlink: tuple[str, tuple[int, int]] | None = None,
         wait_before_first_read: bool = False,
+        direct: bool = False,
     ) -> None:
         self._read_fd = read_fd
         self._write_fd = write_fd
@@ -99,6 +115,11 @@ class FdStream(Stream):
         self._wait_first = wait_before_first_read
         self._write_closed = False
         self._closed = False
+        # O_DIRECT (o-direct): the transfer's buffers are not aligned, so reads
+        # and writes go through this page-aligned one (mmap memory is).
+        self._aligned: mmap.mmap | None = None
+        self._unread = b""
+        self._direct = direct
         for fd in {read_fd, write_fd} - {None}:
             assert fd is not None
             if is_pollable(fd):
@@ -112,12 +133,35 @@ class FdStream(Stream):
             if not await self._wait_readable(fd):
                 return 0
             self._wait_first = False
+        if self._direct:
+            return self._read_direct(fd, buffer)
         while True:
             try:
                 return os.readv(fd, [buffer])
             except (BlockingIOError, InterruptedError):
                 if not await self._wait_readable(fd):
                     return 0
+
+    def _aligned_buffer(self, size: int) -> memoryview:
+        """A page-aligned buffer of at least ``size`` bytes, rounded up to whole pages."""
+        pages = -(-max(size, 1) // _DIRECT_ALIGNMENT) * _DIRECT_ALIGNMENT
+        if self._aligned is None or len(self._aligned) < pages:
+            if self._aligned is not None:
+                self._aligned.close()
+            self._aligned = mmap.mmap(-1, pages)
+        return memoryview(self._aligned)[:pages]
+
+    def _read_direct(self, fd: int, buffer: memoryview) -> int:
+        # Whole pages only: O_DIRECT needs an aligned length too. What does
+        # not fit the caller's buffer waits in _unread for the next read.
+        # Regular files only (open refuses O_DIRECT elsewhere): no waiting.
+        if not self._unread:
+            aligned = self._aligned_buffer(len(buffer))
+            self._unread = bytes(aligned[: os.readv(fd, [aligned])])
+        count = min(len(self._unread), len(buffer))
+        buffer[:count] = self._unread[:count]
+        self._unread = self._unread[count:]
+        return count
 
     async def _wait_readable(self, fd: int) -> bool:
         """Wait until ``fd`` can be read; False ends the input instead (see process.py)."""
@@ -128,6 +172,11 @@ class FdStream(Stream):
         fd = self._write_fd
         if fd is None or self._write_closed or self._closed:
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        if self._direct:
+            # The length stays the caller's: a length the device refuses is its EINVAL, as in socat.
+            aligned = self._aligned_buffer(len(data))[: len(data)]
+            aligned[:] = data
+            data = aligned
         while data:
             try:
                 written = os.write(fd, data)
@@ -159,6 +208,8 @@ class FdStream(Stream):
             assert self._write_fd is not None
             _close(self._write_fd)
         self._write_closed = True
+        if self._aligned is not None:
+            self._aligned.close()
         if self._unlink is not None:
             path, identity = self._unlink
             self._unlink = None
@@ -197,7 +248,7 @@ def _access(options: Options) -> tuple[int, bool]:
 
 
 def _open_flags(options: Options) -> int:
-    """``creat``, ``excl``, ``append``, ``trunc``, ``o-noatime`` as ``open()`` flags."""
+    """``creat``, ``excl``, ``append``, ``trunc``, ``o-noatime``, ``o-direct``: ``open()`` flags."""
     flags = 0
     for name, flag in (
         ("creat", os.O_CREAT),
@@ -205,10 +256,28 @@ def _open_flags(options: Options) -> int:
         ("append", os.O_APPEND),
         ("trunc", os.O_TRUNC),
         ("o-noatime", os.O_NOATIME),
+        ("o-direct", os.O_DIRECT),
     ):
         if options.flag(name):
             flags |= flag
     return flags
+
+
+def _set_attributes(fd: int, options: Options, text: str) -> None:
+    """Add the ``fs-*`` attributes to the file open on ``fd`` (as ``chattr +X``)."""
+    wanted = [
+        FS_ATTRIBUTES[name] for name in options if name in FS_ATTRIBUTES and options.flag(name)
+    ]
+    if not wanted:
+        return
+    attributes = array.array("l", [0])
+    try:
+        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, attributes, True)
+        attributes[0] |= sum(wanted)
+        fcntl.ioctl(fd, _FS_IOC_SETFLAGS, attributes, True)
+    except OSError as exc:
+        os.close(fd)
+        raise OpenError(text, f"ioctl({fd}, FS_IOC_SETFLAGS, ...): {strerror(exc)}") from exc
 
 
 def _stat_mode(path: str) -> int | None:
@@ -247,7 +316,6 @@ async def _open(path: str, flags: int, mode: int, text: str, umask: int | None =
                 os.umask(previous)
 
 
-
 def _stream_for(
     fd: int,
     flags: int,
@@ -267,6 +335,7 @@ def _stream_for(
             label=label,
             unlink=unlink,
             wait_before_first_read=wait_before_first_read,
+            direct=bool(flags & os.O_DIRECT),
         )
     except BaseException:
         os.close(fd)
@@ -359,6 +428,7 @@ async def open_file(address: Address, ctx: OpenContext) -> Stream:
         flags = os.O_CREAT | os.O_WRONLY | os.O_TRUNC | _open_flags(options)
         logger.log(NOTICE, 'creating regular file "%s" for writing', path)
         fd = await _open(path, flags, mode, text, umask)
+        _set_attributes(fd, options, text)
         return _stream_for(fd, flags, f'file "{path}"')
     if address.keyword == "GOPEN":
         if existing is not None and stat.S_ISSOCK(existing):
@@ -385,6 +455,7 @@ async def open_file(address: Address, ctx: OpenContext) -> Stream:
         # -u): a file we may only read, or only write, still serves that way.
         logger.info("%s", exc.reason)
         fd, flags = await _open_one_way(path, flags, mode, text, exc)
+    _set_attributes(fd, options, text)
     kind = file_type_name(_stat_mode(path))
     fifo_reader = flags & os.O_ACCMODE == os.O_RDONLY and stat.S_ISFIFO(_stat_mode(path) or 0)
     return _stream_for(fd, flags, f'{kind} "{path}"', wait_before_first_read=fifo_reader)

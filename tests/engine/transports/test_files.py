@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import array
 import asyncio
+import fcntl
 import os
 import stat
 from pathlib import Path
@@ -15,6 +17,7 @@ from kubectl_relay.engine.transports import files, unix
 from kubectl_relay.engine.transports.base import OpenContext
 from tests.conftest import scaled
 from tests.engine.transports.streams import address, read_all, read_some
+from tests.support import run_relay
 
 LOGGER = "kubectl_relay.engine"
 CTX = OpenContext()
@@ -229,3 +232,45 @@ async def test_closed_stream_refuses_io(tmp_path: Path) -> None:
     await stream.aclose()  # twice is fine
     with pytest.raises(OSError):
         await stream.write(memoryview(b"x"))
+
+
+def _supports_direct_io(directory: Path) -> bool:
+    probe = directory / "direct-probe"
+    probe.write_bytes(b"")
+    try:
+        os.close(os.open(probe, os.O_RDONLY | os.O_DIRECT))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("block", ["", "-b1000"])
+def test_o_direct_reads_the_whole_file_through_aligned_buffers(block: str, tmp_path: Path) -> None:
+    """O_DIRECT refuses unaligned buffers (EINVAL); a block smaller than a page must lose nothing."""
+    if not _supports_direct_io(tmp_path):
+        pytest.skip("this file system refuses O_DIRECT (tmpfs does)")
+    path = tmp_path / "data"
+    payload = os.urandom(3 * 4096 + 1234)
+    path.write_bytes(payload)
+    args = [*([block] if block else []), "-u", f"OPEN:{path},o-direct", "-"]
+    result = run_relay(args)
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout == payload
+
+
+def test_fs_noatime_sets_the_file_attribute(tmp_path: Path) -> None:
+    path = tmp_path / "created"
+    result = run_relay(["-u", "/dev/null", f"CREATE:{path},fs-noatime"])
+    if b"FS_IOC_SETFLAGS" in result.stderr and b"not supported" in result.stderr:
+        pytest.skip("this file system has no file attributes (tmpfs has none)")
+    assert result.returncode == 0, result.stderr.decode()
+    attributes = array.array("l", [0])
+    with path.open("rb") as created:
+        fcntl.ioctl(created.fileno(), files._FS_IOC_GETFLAGS, attributes, True)
+    assert attributes[0] & files.FS_ATTRIBUTES["fs-noatime"]
+
+
+def test_fs_attributes_are_refused_on_sockets() -> None:
+    result = run_relay(["-u", "/dev/null", "TCP:127.0.0.1:1,fs-noatime"])
+    assert result.returncode == 1
+    assert 'option "fs-noatime" not supported with this address type' in result.stderr.decode()
