@@ -30,7 +30,10 @@ async def spawn(*argv: str) -> AsyncIterator[asyncio.subprocess.Process]:
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        await proc.wait()
+        # Read the pipes to their end too, not only wait(): a pipe still open
+        # when the test's loop closes makes uvloop's close() fail with EBUSY.
+        async with asyncio.timeout(scaled(10)):
+            await proc.communicate()
 
 
 async def wait_for_line(stream: asyncio.StreamReader | None, text: str) -> str:
