@@ -353,6 +353,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
     # TLS.
     OptionSpec("cert", _K.FILENAME, _G.OPENSSL, ("certificate", "openssl-certificate")),
     OptionSpec("key", _K.FILENAME, _G.OPENSSL, ("openssl-key",)),
+    OptionSpec("dhparams", _K.FILENAME, _G.OPENSSL, ("dhparam", "openssl-dhparams")),
     OptionSpec("cafile", _K.FILENAME, _G.OPENSSL, ("openssl-cafile",)),
     OptionSpec("capath", _K.FILENAME, _G.OPENSSL, ("openssl-capath",)),
     OptionSpec("verify", _K.FLAG, _G.OPENSSL, ("openssl-verify",)),

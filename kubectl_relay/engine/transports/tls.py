@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import socket
 import ssl
@@ -46,6 +47,19 @@ from .x509 import ATTRIBUTES, PeerCertificate, name_matches
 
 #: socat's default cipher list (xio-openssl.c).
 DEFAULT_CIPHERS = "HIGH:-NULL:-PSK:-aNULL"
+#: Diffie-Hellman parameters of a server without ``dhparams=`` (socat has built-in
+#: 2048-bit ones too): RFC 7919's ffdhe2048 group, as ``openssl genpkey -genparam
+#: -algorithm DH -pkeyopt group:ffdhe2048`` writes it. TLS 1.2's DHE suites need
+#: them; a DSA certificate can be served with nothing else.
+FFDHE2048_PEM = b"""-----BEGIN DH PARAMETERS-----
+MIIBCAKCAQEA//////////+t+FRYortKmq/cViAnPTzx2LnFg84tNpWp4TZBFGQz
++8yTnc4kmz75fS/jY2MMddj2gbICrsRhetPfHtXV/WVhJDP1H18GbtCFY2VVPe0a
+87VXE15/V8k1mE8McODmi3fipona8+/och3xWKE2rec1MKzKT0g6eXq8CrGCsyT7
+YdEIqUuyyOP7uWrat2DX9GgdT0Kj3jlN9K5W7edjcrsZCwenyO4KbXCeAvzhzffi
+7MA0BM0oNC9hkXL+nOmFg/+OTxIy7vKBg8P+OxtMb61zO7X8vC7CIAXFjvGDfRaD
+ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==
+-----END DH PARAMETERS-----
+"""
 #: Bound of a handshake when ``connect-timeout`` does not give one (socat has none).
 HANDSHAKE_TIMEOUT = 60.0
 #: Most encrypted bytes taken from the socket at once, and plaintext encrypted at once.
@@ -69,6 +83,7 @@ _VERSIONS = {
     "TLS1.2": ssl.TLSVersion.TLSv1_2,
     "TLS1.3": ssl.TLSVersion.TLSv1_3,
 }
+
 
 def _version(address: Address, text: str) -> ssl.TLSVersion:
     """socat's version names, any case, with or without ``v`` (``TLS1.2``, ``TLSv1.2``)."""
@@ -171,6 +186,31 @@ class _Settings:
             _load_identity(text, context, cert, options.text("key"))
         elif server:
             logger.warning('no certificate given; consider option "cert"')
+        if server:
+            _load_dh_params(text, context, options.text("dhparams"), cert)
+
+
+def _load_dh_params(
+    text: str, context: ssl.SSLContext, dhparams: str | None, cert: str | None
+) -> None:
+    """socat's order: ``dhparams=``, else parameters in the certificate's file, else built-in."""
+    if dhparams is None and cert and b"BEGIN DH PARAMETERS" in _read_file(text, "cert", cert):
+        dhparams, option = cert, "cert"
+    else:
+        option = "dhparams"
+    if dhparams is not None:
+        try:
+            context.load_dh_params(dhparams)
+        except OSError as exc:  # ssl.SSLError included
+            raise TLSError(text, f'{option}="{dhparams}": {_reason(exc)}') from None
+        return
+    # load_dh_params() reads only a named file: an anonymous one in memory.
+    builtin = os.memfd_create("relay-ffdhe2048")
+    try:
+        os.write(builtin, FFDHE2048_PEM)
+        context.load_dh_params(f"/proc/self/fd/{builtin}")
+    finally:
+        os.close(builtin)
 
 
 def _reason(exc: OSError) -> str:
@@ -311,8 +351,9 @@ class TLSStream(Stream):
                 count = 0
             except ssl.SSLError as exc:
                 # Python before 3.11.4 raises a plain SSLError for this one.
-                if not (isinstance(exc, ssl.SSLEOFError)
-                        or exc.reason == "UNEXPECTED_EOF_WHILE_READING"):
+                if not (
+                    isinstance(exc, ssl.SSLEOFError) or exc.reason == "UNEXPECTED_EOF_WHILE_READING"
+                ):
                     raise TLSError(self.label, f"SSL_read(): {_reason(exc)}") from None
                 logger.warning("SSL_read(): unexpected EOF, the peer closed without close_notify")
                 count = 0

@@ -217,7 +217,8 @@ async def test_client_verify_0_accepts_self_signed_server(
             assert (await read_some(stream)).strip() == b"cba"
             assert stream.env["SOCAT_OPENSSL_X509_ORGANIZATIONNAME"] == "Someone Else"
     unverified = [
-        r for r in caplog.records
+        r
+        for r in caplog.records
         if r.getMessage() == "option openssl-verify disabled, no check of certificate"
     ]
     assert unverified, caplog.messages
@@ -282,6 +283,56 @@ async def test_listener_against_openssl_s_client_with_half_close(certs: Certs) -
                 assert await wait_for_line(client.stdout, "from relay")
                 client.stdin.close()  # s_client sends close_notify and ends
                 assert await read_all(stream) == b""
+
+
+@pytest.fixture(scope="module")
+def rsa_server_pem(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An RSA server certificate: TLS 1.2's DHE suites sign with RSA or DSA, not ECDSA."""
+    path = tmp_path_factory.mktemp("rsa") / "server.pem"
+    ca = trustme.CA(key_type=trustme.KeyType.RSA)
+    ca.issue_cert(
+        "localhost", key_type=trustme.KeyType.RSA
+    ).private_key_and_cert_chain_pem.write_to_path(str(path))
+    return str(path)
+
+
+@requires_openssl
+@pytest.mark.parametrize(("group", "bits"), [(None, 2048), ("ffdhe3072", 3072)])
+async def test_listener_serves_dhe_suites_with_built_in_or_given_parameters(
+    rsa_server_pem: str, group: str | None, bits: int, tmp_path: Path
+) -> None:
+    """Without DH parameters a DHE-only client gets "no shared cipher" (socat has built-in ones)."""
+    assert OPENSSL is not None
+    options: dict[str, OptionValue] = {"cert": rsa_server_pem, "verify": False, "fork": True}
+    if group is not None:
+        dhparams = tmp_path / f"{group}.pem"
+        made = await asyncio.create_subprocess_exec(
+            OPENSSL, "genpkey", "-genparam", "-algorithm", "DH", "-pkeyopt", f"group:{group}",
+            "-out", str(dhparams),
+        )  # fmt: skip
+        assert await made.wait() == 0
+        options["dhparams"] = str(dhparams)
+    async with tls_listener(**options) as listener:
+        argv = [OPENSSL, "s_client", "-connect", f"127.0.0.1:{port_of(listener)}", "-brief"]
+        dhe_only = ["-tls1_2", "-cipher", "DHE-RSA-AES128-GCM-SHA256"]
+        async with spawn(*argv, *dhe_only) as client:
+            stream = await accept(listener)
+            async with closing(stream):
+                assert client.stderr is not None
+                assert "DHE-RSA-AES128-GCM-SHA256" in await wait_for_line(
+                    client.stderr, "Ciphersuite"
+                )
+                assert f"DH, {bits} bits" in await wait_for_line(client.stderr, "Server Temp Key")
+
+
+def test_bad_dh_parameters_name_the_file(certs: Certs, tmp_path: Path) -> None:
+    garbage = tmp_path / "dh.pem"
+    garbage.write_text("no parameters here\n")
+    with pytest.raises(TLSError, match=r'dhparams=".*dh.pem": '):
+        tls._Settings(
+            address("OPENSSL-LISTEN", "0", cert=certs.server_pem, dhparams=str(garbage)),
+            server=True,
+        )
 
 
 @requires_socat
@@ -531,8 +582,10 @@ async def test_compress_option_is_accepted(certs: Certs, compress: str) -> None:
     async with tls_listener(cert=certs.server_pem, verify=False, compress=compress) as listener:
         accepting = asyncio.ensure_future(accept(listener))
         client = await tls.connect(
-            address("OPENSSL", "127.0.0.1", str(port_of(listener)), verify=False,
-                    compress=compress), CTX,
+            address(
+                "OPENSSL", "127.0.0.1", str(port_of(listener)), verify=False, compress=compress
+            ),
+            CTX,
         )
         server = await accepting
         await client.aclose()
