@@ -213,6 +213,21 @@ _K = ValueKind
 _G = Group
 
 #: Every supported option. Canonical names are the spellings of socat's man page.
+#: socat's boolean terminal flags, by the termios word that holds them (pty.py sets them;
+#: the names are the flags' in lower case, so the bits need no table of their own).
+TERMIOS_FLAGS: Mapping[str, tuple[str, ...]] = {
+    "iflag": (
+        "ignbrk", "brkint", "ignpar", "parmrk", "inpck", "istrip", "inlcr", "igncr", "icrnl",
+        "iuclc", "ixon", "ixany", "ixoff", "imaxbel",
+    ),
+    "oflag": ("opost", "olcuc", "onlcr", "ocrnl", "onocr", "onlret", "ofill", "ofdel"),
+    "cflag": ("cstopb", "cread", "parenb", "parodd", "hupcl", "clocal", "crtscts"),
+    "lflag": (
+        "isig", "icanon", "xcase", "echo", "echoe", "echok", "echonl", "echoctl", "echoprt",
+        "echoke", "flusho", "noflsh", "tostop", "pendin", "iexten",
+    ),
+}  # fmt: skip
+
 OPTIONS: tuple[OptionSpec, ...] = (
     # Data level, accepted by every address.
     OptionSpec("cr", _K.CONST, _G.APPL),
@@ -341,9 +356,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("raw", _K.CONST, _G.TERMIOS),
     OptionSpec("termios-rawer", _K.CONST, _G.TERMIOS, ("rawer",)),
     OptionSpec("termios-cfmakeraw", _K.CONST, _G.TERMIOS, ("cfmakeraw",)),
-    OptionSpec("echo", _K.FLAG, _G.TERMIOS),
-    OptionSpec("icanon", _K.FLAG, _G.TERMIOS),
-    OptionSpec("isig", _K.FLAG, _G.TERMIOS),
+    *(OptionSpec(name, _K.FLAG, _G.TERMIOS) for names in TERMIOS_FLAGS.values() for name in names),
     OptionSpec("ispeed", _K.INT, _G.TERMIOS),
     OptionSpec("ospeed", _K.INT, _G.TERMIOS),
     # socat groups it with TERMIOS; only the process addresses here have a terminal to give.

@@ -20,14 +20,15 @@ Options:
 - Terminal settings (socat's TERMIOS group), applied in the order written:
   ``raw`` ("Sets raw mode, thus passing input and output almost
   unprocessed"), ``rawer`` ("Makes terminal rawer than raw option. This option
-  implicitly turns off echo"), ``cfmakeraw``, and the flags ``echo``,
-  ``icanon``, ``isig``, and the line speeds ``ispeed=`` and ``ospeed=`` (a
-  baud rate such as 19200, which socat hands to ``cfsetispeed()``
-  unconverted; we take the rate and set its ``B19200`` code, so the number
-  means what it says). Linux keeps one line speed (glibc's ``cfsetispeed``
-  and ``cfsetospeed`` both set ``CBAUD``), so either option sets it, and the
-  last one written wins, as in socat. On Linux master and slave share one set of settings,
-  so setting them on the master is what the slave sees.
+  implicitly turns off echo"), ``cfmakeraw``, socat's boolean flags (``echo``,
+  ``icanon``, ``isig``, ``opost``, ``icrnl``... ``options.TERMIOS_FLAGS``),
+  and the line speeds ``ispeed=`` and ``ospeed=`` (a baud rate such as 19200,
+  which socat hands to ``cfsetispeed()`` unconverted; we take the rate and set
+  its ``B19200`` code, so the number means what it says). Linux keeps one line
+  speed (glibc's ``cfsetispeed`` and ``cfsetospeed`` both set ``CBAUD``), so
+  either option sets it, and the last one written wins, as in socat. On Linux
+  master and slave share one set of settings, so setting them on the master is
+  what the slave sees.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from typing import Any
 from ..addresses import Address
 from ..errors import OpenError
 from ..log import NOTICE, logger
-from ..options import Options
+from ..options import TERMIOS_FLAGS, Options
 from .base import OpenContext, Stream
 from .files import FdStream
 from .tcp import address_text, strerror
@@ -103,10 +104,11 @@ MODES: Mapping[str, Callable[[Attributes], None]] = {
 }
 
 #: Boolean terminal flags: option -> (index of the flag word, bit).
+_WORDS = {"iflag": _IFLAG, "oflag": _OFLAG, "cflag": _CFLAG, "lflag": _LFLAG}
 FLAGS: Mapping[str, tuple[int, int]] = {
-    "echo": (_LFLAG, termios.ECHO),
-    "icanon": (_LFLAG, termios.ICANON),
-    "isig": (_LFLAG, termios.ISIG),
+    name: (_WORDS[word], getattr(termios, name.upper()))
+    for word, names in TERMIOS_FLAGS.items()
+    for name in names
 }
 
 

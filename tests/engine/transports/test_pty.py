@@ -79,6 +79,7 @@ def test_rawer_terminal_passes_bytes_unchanged(program: list[str], tmp_path: Pat
         (",echo=0", False, True),
         (",raw,echo=0", False, False),
         (",cfmakeraw", False, False),
+        (",icanon=0,echo=0", False, False),
     ],
 )
 def test_terminal_flags(
@@ -99,6 +100,35 @@ def test_terminal_flags(
         finally:
             os.close(fd)
     assert flags == (echo, icanon)
+
+
+@pytest.mark.parametrize(
+    ("option", "word", "bit", "wanted"),
+    [
+        ("opost=0", 1, termios.OPOST, False),
+        ("onlcr=0", 1, termios.ONLCR, False),
+        ("icrnl=0", 0, termios.ICRNL, False),
+        ("ixoff", 0, termios.IXOFF, True),
+        ("echoctl=0", 3, termios.ECHOCTL, False),
+        ("crtscts", 2, termios.CRTSCTS, True),
+    ],
+)
+def test_socats_terminal_flags_set_their_bit(
+    option: str, word: int, bit: int, wanted: bool, tmp_path: Path
+) -> None:
+    link = tmp_path / "tty"
+    with pty_relay(RELAY, [f"PTY,link={link},{option}", "SYSTEM:cat"], link):
+        fd = open_slave(link)
+        try:
+            deadline = time.monotonic() + scaled(5)
+            while True:  # the link comes before the settings
+                found = bool(termios.tcgetattr(fd)[word] & bit)
+                if found == wanted or time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
+        finally:
+            os.close(fd)
+    assert found == wanted
 
 
 @pytest.mark.parametrize("option", ["ispeed=9600", "ospeed=9600", "ospeed=300,ispeed=9600"])
