@@ -6,14 +6,17 @@ import os
 import subprocess
 import termios
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
 from tests.conftest import RELAY, SOCAT, requires_socat, scaled
 from tests.support import RelayProcess, log_lines, run_relay, wait_for_path
+
+T = TypeVar("T")
 
 PROGRAMS = [pytest.param(RELAY, id="relay")]
 if SOCAT is not None:
@@ -52,6 +55,23 @@ def read_some(fd: int, count: int) -> bytes:
     return data
 
 
+def settled_terminal(link: Path, probe: Callable[[list[Any]], T], wanted: T) -> T:
+    """``probe`` of the slave's tcgetattr(), once it gives ``wanted`` or after a bounded wait.
+
+    The relay (and socat) makes the link before it sets the terminal: allow it a moment.
+    """
+    fd = open_slave(link)
+    try:
+        deadline = time.monotonic() + scaled(5)
+        while True:
+            found = probe(termios.tcgetattr(fd))
+            if found == wanted or time.monotonic() > deadline:
+                return found
+            time.sleep(0.02)
+    finally:
+        os.close(fd)
+
+
 @pytest.mark.parametrize("program", PROGRAMS)
 def test_rawer_terminal_passes_bytes_unchanged(program: list[str], tmp_path: Path) -> None:
     link = tmp_path / "tty"
@@ -87,18 +107,14 @@ def test_terminal_flags(
 ) -> None:
     link = tmp_path / "tty"
     with pty_relay(program, [f"PTY,link={link}{options}", "SYSTEM:cat"], link):
-        fd = open_slave(link)
-        try:
-            # socat makes the link before it sets the terminal: allow it a moment.
-            deadline = time.monotonic() + scaled(5)
-            while True:
-                lflag = termios.tcgetattr(fd)[3]
-                flags = (bool(lflag & termios.ECHO), bool(lflag & termios.ICANON))
-                if flags == (echo, icanon) or time.monotonic() > deadline:
-                    break
-                time.sleep(0.02)
-        finally:
-            os.close(fd)
+        flags = settled_terminal(
+            link,
+            lambda attributes: (
+                bool(attributes[3] & termios.ECHO),
+                bool(attributes[3] & termios.ICANON),
+            ),
+            (echo, icanon),
+        )
     assert flags == (echo, icanon)
 
 
@@ -118,16 +134,7 @@ def test_socats_terminal_flags_set_their_bit(
 ) -> None:
     link = tmp_path / "tty"
     with pty_relay(RELAY, [f"PTY,link={link},{option}", "SYSTEM:cat"], link):
-        fd = open_slave(link)
-        try:
-            deadline = time.monotonic() + scaled(5)
-            while True:  # the link comes before the settings
-                found = bool(termios.tcgetattr(fd)[word] & bit)
-                if found == wanted or time.monotonic() > deadline:
-                    break
-                time.sleep(0.02)
-        finally:
-            os.close(fd)
+        found = settled_terminal(link, lambda attributes: bool(attributes[word] & bit), wanted)
     assert found == wanted
 
 
@@ -136,16 +143,7 @@ def test_line_speed_is_a_baud_rate(option: str, tmp_path: Path) -> None:
     """Linux keeps one speed for both directions: either option sets it, the last one wins."""
     link = tmp_path / "tty"
     with pty_relay(RELAY, [f"PTY,link={link},{option}", "SYSTEM:cat"], link):
-        fd = open_slave(link)
-        try:
-            deadline = time.monotonic() + scaled(5)
-            while True:  # the link comes before the settings
-                speeds = termios.tcgetattr(fd)[4:6]
-                if speeds == [termios.B9600, termios.B9600] or time.monotonic() > deadline:
-                    break
-                time.sleep(0.02)
-        finally:
-            os.close(fd)
+        speeds = settled_terminal(link, lambda attributes: attributes[4:6], [termios.B9600] * 2)
     assert speeds == [termios.B9600, termios.B9600]
 
 
@@ -154,7 +152,10 @@ def test_line_speed_is_a_baud_rate(option: str, tmp_path: Path) -> None:
     [
         # socat 1.8's wording for the first two (its test.sh checks them).
         ("ispeed=b19200", 'parseopts(): missing numerical value of option "ispeed=b19200"'),
-        ("ospeed=19200B", 'parseopts(): trailing garbage in numerical arg of option "ospeed=19200B"'),
+        (
+            "ospeed=19200B",
+            'parseopts(): trailing garbage in numerical arg of option "ospeed=19200B"',
+        ),
         ("ispeed=12345", "ispeed=12345: not a baud rate; accepted: 0, 50, 75, 110,"),
     ],
 )
