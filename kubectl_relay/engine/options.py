@@ -212,7 +212,6 @@ class OptionSpec:
 _K = ValueKind
 _G = Group
 
-#: Every supported option. Canonical names are the spellings of socat's man page.
 #: socat's boolean terminal flags, by the termios word that holds them (pty.py sets them;
 #: the names are the flags' in lower case, so the bits need no table of their own).
 TERMIOS_FLAGS: Mapping[str, tuple[str, ...]] = {
@@ -228,6 +227,7 @@ TERMIOS_FLAGS: Mapping[str, tuple[str, ...]] = {
     ),
 }  # fmt: skip
 
+#: Every supported option. Canonical names are the spellings of socat's man page.
 OPTIONS: tuple[OptionSpec, ...] = (
     # Data level, accepted by every address.
     OptionSpec("cr", _K.CONST, _G.APPL),
