@@ -33,10 +33,8 @@ _G = Group
 _IP = _G.IP4 | _G.IP6
 # An inherited descriptor can be anything, so socat accepts the options of all
 # the kinds it might be.
-# TERMIOS (raw, echo...) is left out where socat has it but the engine does not
-# apply terminal settings yet (only PTY does): such options are refused by
-# name, never accepted and ignored.
-_STDIO_GROUPS = _G.FD | _G.FIFO | _G.CHR | _G.BLK | _G.REG | _G.SOCKET | _G.UNIX
+# TERMIOS (raw, echo...): on a terminal we were given (transports/terminal.py).
+_STDIO_GROUPS = _G.FD | _G.FIFO | _G.CHR | _G.BLK | _G.REG | _G.SOCKET | _G.UNIX | _G.TERMIOS
 _STDIO_GROUPS |= _IP | _G.UDP | _G.TCP
 _TCP_CONNECT = _G.FD | _G.SOCKET | _G.CHILD | _G.RETRY | _G.TCP
 _TCP_LISTEN = _G.FD | _G.SOCKET | _G.LISTEN | _G.CHILD | _G.RETRY | _G.RANGE | _G.TCP
@@ -45,7 +43,7 @@ _UDP_LISTEN = _G.FD | _G.SOCKET | _G.LISTEN | _G.CHILD | _G.RANGE | _G.UDP
 _UDP_RECVFROM = _G.FD | _G.SOCKET | _G.CHILD | _G.RANGE | _G.UDP
 # TERMIOS: the terminal of option pty (socat's EXEC and SYSTEM have the group).
 _PROCESS = _G.FD | _G.FIFO | _G.SOCKET | _G.EXEC | _G.FORK | _G.PTY | _G.PARENT | _G.TERMIOS
-_FILE = _G.FD | _G.FIFO | _G.CHR | _G.BLK | _G.REG | _G.NAMED | _G.OPEN
+_FILE = _G.FD | _G.FIFO | _G.CHR | _G.BLK | _G.REG | _G.NAMED | _G.OPEN | _G.TERMIOS
 # socat 1.8 (xio-socks.c, xio-socks5.c, xio-proxy.c): a TCP client with its
 # own option group; the SOCKS and HTTP clients also take fork (CHILD).
 _SOCKS = _G.FD | _G.SOCKET | _IP | _G.TCP | _G.SOCKS | _G.CHILD | _G.RETRY

@@ -102,7 +102,6 @@ DIFFERENCES: tuple[str, ...] = (
     "fork makes a task per session in one process, not a child process",
     "listen backlog 512 (socat: 5); reads grow from 8192 bytes up to 4 MiB on busy links",
     "SOCKS and PROXY: a refused request is an E line and exit 1 (socat 1.8.0: W, exit 255)",
-    "terminal options (raw, rawer, echo...) only on PTY; refused on STDIO, files, programs",
     "SOCKET-*: socket families 1 (UNIX), 2 (IPv4) and 10 (IPv6) only; no range option",
 )
 

@@ -38,8 +38,8 @@ LEVEL_LINES = [
      True),
     (1, "      TCP:<host>:<port>\t\t\t\tgroups=FD,SOCKET,CHILD,RETRY,IP4,IP6,TCP", True),
     (1, "      PIPE[:<filename>]\t\t\t\tgroups=FD,FIFO,NAMED,OPEN", True),
-    # TERMIOS only where terminal options are applied (PTY), see addresses.py.
-    (1, "      STDIO\t\t\t\t\tgroups=FD,FIFO,CHR,BLK,REG,SOCKET,UNIX,IP4,IP6,UDP,TCP",
+    # TERMIOS where a terminal may be: made (PTY) or given (STDIO), see addresses.py.
+    (1, "      STDIO\t\t\t\t\tgroups=FD,FIFO,CHR,BLK,REG,SOCKET,TERMIOS,UNIX,IP4,IP6,UDP,TCP",
      True),
     (1, "      PTY\t\t\t\t\tgroups=FD,NAMED,TERMIOS,PTY", True),
     (1, "   address-head:", True),

@@ -24,6 +24,7 @@ import mmap
 import os
 import select
 import stat
+from collections.abc import Callable
 
 from ..addresses import Address
 from ..errors import OpenError
@@ -102,6 +103,7 @@ class FdStream(Stream):
         unlink: tuple[str, tuple[int, int]] | None = None,
         wait_before_first_read: bool = False,
         direct: bool = False,
+        restore_terminal: Callable[[], None] | None = None,
     ) -> None:
         self._read_fd = read_fd
         self._write_fd = write_fd
@@ -120,6 +122,8 @@ class FdStream(Stream):
         self._aligned: mmap.mmap | None = None
         self._unread = b""
         self._direct = direct
+        #: Puts back the settings of a terminal we changed (terminal.py).
+        self._restore_terminal = restore_terminal
         for fd in {read_fd, write_fd} - {None}:
             assert fd is not None
             if is_pollable(fd):
@@ -201,6 +205,8 @@ class FdStream(Stream):
         if self._closed:
             return
         self._closed = True
+        if self._restore_terminal is not None:
+            self._restore_terminal()
         if self._read_fd is not None:
             _close(self._read_fd)
         separate = self._write_fd is not None and self._write_fd != self._read_fd
@@ -323,12 +329,22 @@ def _stream_for(
     *,
     unlink: tuple[str, tuple[int, int]] | None = None,
     wait_before_first_read: bool = False,
+    options: Options | None = None,
+    text: str = "",
 ) -> FdStream:
-    """One descriptor as a stream, readable and writable as its access mode allows."""
+    """One descriptor as a stream, readable and writable as its access mode allows.
+
+    ``options``: the address's, for the settings of a terminal (``OPEN:/dev/ttyS0,raw``).
+    """
     access = flags & os.O_ACCMODE
     read_fd = fd if access in (os.O_RDONLY, os.O_RDWR) else None
     write_fd = fd if access in (os.O_WRONLY, os.O_RDWR) else None
     try:
+        restore = None
+        if options:  # the terminal module only when there may be terminal options
+            from .terminal import terminal_restorer  # noqa: PLC0415
+
+            restore = terminal_restorer(fd, options, text)
         return FdStream(
             read_fd,
             write_fd,
@@ -336,6 +352,7 @@ def _stream_for(
             unlink=unlink,
             wait_before_first_read=wait_before_first_read,
             direct=bool(flags & os.O_DIRECT),
+            restore_terminal=restore,
         )
     except BaseException:
         os.close(fd)
@@ -458,7 +475,14 @@ async def open_file(address: Address, ctx: OpenContext) -> Stream:
     _set_attributes(fd, options, text)
     kind = file_type_name(_stat_mode(path))
     fifo_reader = flags & os.O_ACCMODE == os.O_RDONLY and stat.S_ISFIFO(_stat_mode(path) or 0)
-    return _stream_for(fd, flags, f'{kind} "{path}"', wait_before_first_read=fifo_reader)
+    return _stream_for(
+        fd,
+        flags,
+        f'{kind} "{path}"',
+        wait_before_first_read=fifo_reader,
+        options=options,
+        text=text,
+    )
 
 
 async def _open_one_way(

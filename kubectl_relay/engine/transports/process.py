@@ -50,9 +50,10 @@ from ..options import Group, lookup_option
 from ..version import SOCAT_COMPATIBLE_VERSION
 from .base import Direction, OpenContext, Stream
 from .files import FdStream
-from .pty import TerminalMaster, apply_terminal_options, new_master, open_slave
+from .pty import TerminalMaster, new_master, open_slave
 from .sockets import SocketStream
 from .tcp import address_text, strerror
+from .terminal import apply_terminal_options
 
 #: How long a closed child may take to exit on its own before SIGTERM.
 CHILD_EXIT_GRACE = 0.5

@@ -40,11 +40,13 @@ import os
 import select
 import socket
 import stat
+from collections.abc import Callable
 
 from ..addresses import Address
 from ..descriptors import was_inherited
 from ..errors import OpenError
 from ..log import NOTICE, logger
+from ..options import Options
 from .base import OpenContext, Stream
 from .tcp import address_text, strerror
 
@@ -158,8 +160,16 @@ class _Channel:
 class InheritedStream(Stream):
     """A stream over descriptors we inherited: read from one, write to another (or the same)."""
 
-    def __init__(self, read_fd: int | None, write_fd: int | None, label: str) -> None:
+    def __init__(
+        self,
+        read_fd: int | None,
+        write_fd: int | None,
+        label: str,
+        restore_terminal: Callable[[], None] | None = None,
+    ) -> None:
         self.label = label
+        #: Puts back the settings of a terminal we changed (terminal.py).
+        self._restore_terminal = restore_terminal
         self.env = {}
         self.readable = read_fd is not None
         self.writable = write_fd is not None
@@ -198,6 +208,9 @@ class InheritedStream(Stream):
                 self._writer.sock.shutdown(socket.SHUT_WR)
 
     async def aclose(self) -> None:
+        if self._restore_terminal is not None:
+            self._restore_terminal()
+            self._restore_terminal = None
         for channel in (self._reader, self._writer):
             if channel is not None:
                 channel.close()
@@ -207,9 +220,7 @@ class InheritedStream(Stream):
 def _check_fd(fd: int, text: str) -> int:
     """The descriptor's open flags; socat-style error when it is not open (or not inherited)."""
     if not was_inherited(fd):
-        raise OpenError(
-            text, f"fcntl({fd}, F_GETFL): Bad file descriptor (not inherited by relay)"
-        )
+        raise OpenError(text, f"fcntl({fd}, F_GETFL): Bad file descriptor (not inherited by relay)")
     try:
         return fcntl.fcntl(fd, fcntl.F_GETFL)
     except OSError as exc:
@@ -224,10 +235,21 @@ def set_noatime(fd: int, text: str) -> None:
         raise OpenError(text, f"fcntl({fd}, F_SETFL, O_NOATIME): {strerror(exc)}") from exc
 
 
-def _inherited(read_fd: int | None, write_fd: int | None, label: str, text: str) -> Stream:
+def _inherited(
+    read_fd: int | None, write_fd: int | None, label: str, options: Options, text: str
+) -> Stream:
+    restore = None
+    if options:  # the terminal module only when there may be terminal options
+        from .terminal import terminal_restorer  # noqa: PLC0415
+
+        fd = read_fd if read_fd is not None else write_fd
+        assert fd is not None
+        restore = terminal_restorer(fd, options, text)
     try:
-        return InheritedStream(read_fd, write_fd, label)
+        return InheritedStream(read_fd, write_fd, label, restore)
     except OSError as exc:
+        if restore is not None:
+            restore()
         raise OpenError(text, f"{label}: {strerror(exc)}") from exc
 
 
@@ -249,7 +271,7 @@ async def open_stdio(address: Address, ctx: OpenContext) -> Stream:
         logger.log(NOTICE, "reading from and writing to stdio")
     else:
         logger.log(NOTICE, "using %s for %s", name, "reading" if read_fd is not None else "writing")
-    return _inherited(read_fd, write_fd, name, text)
+    return _inherited(read_fd, write_fd, name, address.options, text)
 
 
 async def open_fd(address: Address, ctx: OpenContext) -> Stream:
@@ -276,4 +298,6 @@ async def open_fd(address: Address, ctx: OpenContext) -> Stream:
         (False, True): "writing",
     }.get((readable, writable), "reading and writing")
     logger.log(NOTICE, "using file descriptor %d for %s", fd, direction)
-    return _inherited(fd if readable else None, fd if writable else None, f"FD {fd}", text)
+    return _inherited(
+        fd if readable else None, fd if writable else None, f"FD {fd}", address.options, text
+    )

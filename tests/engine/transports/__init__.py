@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 from collections.abc import AsyncIterator
 
 from kubectl_relay.engine.transports.base import Stream
@@ -59,3 +60,16 @@ async def read_some(stream: Stream) -> bytes:
     """One ``read_into`` of ``stream`` (one datagram on a datagram stream), bounded in time."""
     async with asyncio.timeout(scaled(10)):
         return await streams.read_some(stream)
+
+
+def read_terminal(fd: int, count: int) -> bytes:
+    """Up to ``count`` bytes from a terminal descriptor, waiting a bounded time for them."""
+    os.set_blocking(fd, False)
+    data = b""
+    deadline = time.monotonic() + scaled(10)
+    while len(data) < count and time.monotonic() < deadline:
+        try:
+            data += os.read(fd, count - len(data))
+        except BlockingIOError:
+            time.sleep(0.01)
+    return data

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.conftest import RELAY, SOCAT, requires_socat, scaled
+from tests.engine.transports import read_terminal
 from tests.support import RelayProcess, log_lines, run_relay, wait_for_path
 
 T = TypeVar("T")
@@ -40,19 +41,6 @@ def pty_relay(
 
 def open_slave(link: Path) -> int:
     return os.open(link, os.O_RDWR | os.O_NOCTTY)
-
-
-def read_some(fd: int, count: int) -> bytes:
-    """Up to ``count`` bytes from the terminal, waiting a bounded time for them."""
-    os.set_blocking(fd, False)
-    data = b""
-    deadline = time.monotonic() + scaled(10)
-    while len(data) < count and time.monotonic() < deadline:
-        try:
-            data += os.read(fd, count - len(data))
-        except BlockingIOError:
-            time.sleep(0.01)
-    return data
 
 
 def settled_terminal(link: Path, probe: Callable[[list[Any]], T], wanted: T) -> T:
@@ -82,7 +70,7 @@ def test_rawer_terminal_passes_bytes_unchanged(program: list[str], tmp_path: Pat
             try:
                 payload = bytes(range(256)) + b"\n\r\x03\x04"  # ^C and ^D are data here
                 os.write(fd, payload)
-                assert read_some(fd, len(payload)) == payload, f"turn {turn}"
+                assert read_terminal(fd, len(payload)) == payload, f"turn {turn}"
                 attributes = termios.tcgetattr(fd)
                 assert not attributes[3] & (termios.ECHO | termios.ICANON)  # rawer
             finally:
@@ -202,8 +190,8 @@ def test_link_that_exists(tmp_path: Path) -> None:
     assert error.startswith('symlink("/dev/pts/') and error.endswith(f'", "{link}"): File exists')
 
 
-@pytest.mark.parametrize("text", ["STDIO,raw", "OPEN:/dev/null,rawer"])
-def test_terminal_options_elsewhere_are_refused_not_ignored(text: str) -> None:
+@pytest.mark.parametrize("text", ["TCP:127.0.0.1:1,raw", "UDP:127.0.0.1:1,echo=0"])
+def test_terminal_options_where_no_terminal_can_be_are_refused_not_ignored(text: str) -> None:
     result = run_relay([text, "PTY"])
     assert result.returncode == 1
     [error] = log_lines(result.stderr.decode(), "E")
