@@ -7,7 +7,9 @@ line or terminal." Like socat on Linux we open ``/dev/ptmx`` (POSIX
 in socat (1.7 and 1.8 both go on, and the next process to open the slave
 takes over); we hold a slave descriptor of our own for the same effect (the
 master would otherwise read ``EIO`` after a hangup, and epoll would report
-that hangup over and over).
+that hangup over and over). With ``wait-slave`` socat holds none (its wait
+needs the hangup), so the session ends when the process that opened the
+slave closes it: so does ours.
 
 Options:
 
@@ -77,12 +79,12 @@ class TerminalMaster(FdStream):
 
 
 class PtyStream(TerminalMaster):
-    """The master side, and the slave descriptor we hold so that the terminal never hangs up."""
+    """The master side, and the slave descriptor we hold (none with ``wait-slave``): see above."""
 
     def __init__(
         self,
         master: int,
-        holder: int,
+        holder: int | None,
         *,
         label: str,
         unlink: tuple[str, tuple[int, int]] | None,
@@ -147,7 +149,8 @@ async def open_pty(address: Address, ctx: OpenContext) -> Stream:
                 owned_link = (link, (info.st_dev, info.st_ino))
         if options.flag("pty-wait-slave"):
             await _wait_for_slave(master, slave, options.seconds("pty-interval", 1.0) or 1.0, text)
-        holder = open_slave(slave, text)
+        else:
+            holder = open_slave(slave, text)
     except BaseException:
         os.close(master)
         if holder is not None:

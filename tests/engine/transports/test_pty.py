@@ -204,7 +204,7 @@ def test_wait_slave_opens_the_other_address_only_after_the_slave(
 ) -> None:
     link, marker = tmp_path / "tty", tmp_path / "second-address-opened"
     args = [f"PTY,link={link},wait-slave,pty-interval=0.05", f"SYSTEM:touch {marker}; cat"]
-    with pty_relay(program, args, link):
+    with pty_relay(program, args, link) as proc:
         # The relay waits for a slave: the second address is not opened yet.
         # (Bounded look; the positive check below is the real one.)
         time.sleep(0.3)
@@ -215,5 +215,12 @@ def test_wait_slave_opens_the_other_address_only_after_the_slave(
             while not marker.exists() and time.monotonic() < deadline:
                 time.sleep(0.02)
             assert marker.exists()
+            os.write(fd, b"hello\n")
+            assert read_terminal(fd, 6).startswith(b"hello")  # cat's answer, through the terminal
         finally:
             os.close(fd)
+        # With wait-slave nobody else holds the slave: its closing ends the session (socat too).
+        deadline = time.monotonic() + scaled(10)
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() == 0
