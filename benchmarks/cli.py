@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     names = [w.name for w in all_workloads()]
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="Compare the relay engine with the real socat, side by side "
+        description="Compare the relay engine with socat, HAProxy and nginx, side by side "
         "(medians, ratios, PASS/MISS against the targets).",
     )
     mode = parser.add_mutually_exclusive_group()
@@ -103,6 +103,24 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return dataclasses.replace(settings, **changes)
 
 
+def candidates_from(args: argparse.Namespace) -> tuple[dict[CandidateName, Candidate], list[str]]:
+    """Every candidate that can run here, and why the others cannot."""
+    socat = programs.socat(args.socat)
+    compared: dict[CandidateName, Candidate] = {
+        "relay": programs.relay(args.relay_command),
+        "relay-general": programs.relay_general(args.relay_command),
+        "socat": socat,
+        "socat-b1M": programs.socat_tuned(socat),
+    }
+    skipped = []
+    for found in (programs.haproxy(), programs.nginx()):
+        if isinstance(found, str):
+            skipped.append(found)
+        else:
+            compared[found.name] = found
+    return compared, skipped
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -146,11 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
     raise_fd_limit()
-    compared: dict[CandidateName, Candidate] = {
-        "relay": programs.relay(args.relay_command),
-        "socat": programs.socat(args.socat),
-    }
+    compared, skipped = candidates_from(args)
     info = machine_info(compared)
+    info["skipped"] = skipped
     print_header(info, settings, sys.stdout)
     if profiler is not None:
         print("PROFILING with py-spy: relay's figures are slowed by the sampling.\n")

@@ -9,10 +9,10 @@ decimal MB/s. Starting the processes is not timed.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from ..candidates import Candidate
+from ..candidates import Candidate, Forward
 from ..errors import ProcessFailed
 from ..peers.common import HOST
 from ..processes import Proc
@@ -20,40 +20,36 @@ from ..results import WorkloadResult, number
 from .base import Context, Measured
 
 
-def tcp_listen(port: int) -> str:
-    """``TCP-LISTEN:P,fork,reuseaddr``: socat's usual forwarding listener."""
-    return f"TCP-LISTEN:{port},fork,reuseaddr"
-
-
 def transfer(
     ctx: Context,
     candidate: Candidate | None,
     size: int,
     *,
-    listen: Callable[[int], str] = tcp_listen,
     options: Sequence[str] = (),
-    tls: bool = False,
-    direct_tls_cert: Path | None = None,
+    tls_cert: Path | None = None,
     stderr_path: Path | None = None,
     slowest_rate: float = 20e6,
 ) -> Measured:
     """Send ``size`` bytes through ``candidate`` (or directly) and return MB/s.
 
-    ``tls`` makes the source speak TLS (to the candidate, or to a TLS sink
-    given ``direct_tls_cert`` when there is no candidate). ``slowest_rate``
+    ``tls_cert`` makes the source speak TLS (to the candidate, which
+    terminates it with that certificate, or to a TLS sink when there is no
+    candidate). ``slowest_rate``
     (bytes/s) sets the time limit: a candidate slower than that fails.
     """
     timeout = 60 + size / slowest_rate
     procs = ctx.processes
     started: list[Proc] = []
     try:
-        sink_args = ["--tls", str(direct_tls_cert)] if candidate is None and tls else []
+        tls = tls_cert is not None
+        sink_args = ["--tls", str(tls_cert)] if candidate is None and tls_cert else []
         sink, sink_port = procs.server("sink", *sink_args)
         started.append(sink)
         port = sink_port
         if candidate is not None:
             def argv(listen_port: int) -> list[str]:
-                return candidate.argv(*options, listen(listen_port), f"TCP:{HOST}:{sink_port}")
+                forward = Forward(listen_port, sink_port, tls_cert, tuple(options), HOST)
+                return candidate.forward_argv(forward, ctx.workdir)
 
             relay, port = procs.listener(candidate.name, argv, stderr_path=stderr_path)
             started.append(relay)

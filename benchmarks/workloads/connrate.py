@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..candidates import Candidate
-from ..results import Metric, Target, WorkloadResult, number
+from ..results import Metric, WorkloadResult, number, versus
 from .base import Context, Measured, Workload
 from .relayed import echo_server, forwarding
 
@@ -26,9 +26,14 @@ class ConnectionRate(Workload):
         clients = ctx.settings.rate_clients
         return (
             Metric("serial", "1 client at a time", "conn/s", higher_is_better=True,
-                   targets=(Target("socat", ">=", 2),)),
+                   targets=(versus("haproxy", "nginx", relation=">=", factor=1.1,
+                                   goal="short connections, 1 client: 1.1x the best of "
+                                   "HAProxy and nginx"),)),
             Metric("concurrent", f"{clients} concurrent clients", "conn/s",
-                   higher_is_better=True, targets=(Target("socat", ">=", 8),)),
+                   higher_is_better=True,
+                   targets=(versus("haproxy", "nginx", relation=">=", factor=1.1,
+                                   goal=f"short connections, {clients} clients: 1.1x the best "
+                                   "of HAProxy and nginx"),)),
         )
 
     def measure(self, ctx: Context, candidate: Candidate | None) -> Measured:
