@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import signal
 import sys
 import tempfile
@@ -66,9 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--only", action="append", metavar="NAME",
                         help=f"run only these workloads (repeatable or comma-separated): "
                         f"{', '.join(names)}")
-    parser.add_argument("--runs", type=_positive, metavar="N",
-                        help="runs per candidate for every workload "
-                        "(default: 5 for fast workloads, 3 for bulk ones)")
+    parser.add_argument("--rounds", "--runs", dest="runs", type=_positive, metavar="N",
+                        help="interleaved rounds (one run of every candidate each) for every "
+                        "workload (default: 5 for fast workloads, 3 for bulk ones)")
     parser.add_argument("--bulk-size", type=_size, metavar="SIZE",
                         help="bytes of the throughput workload (default 2G)")
     parser.add_argument("--tls-size", type=_size, metavar="SIZE",
@@ -192,11 +193,14 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     elapsed = time.monotonic() - started
+    info["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
 
     print_descriptions(results, sys.stdout)
     sys.stdout.write(render_table(results))
     if profiler is not None:
         sys.stdout.write("\n" + profiler.summary())
     path = write_json(to_json(results, info, settings, elapsed), args.output, settings.mode)
-    print(f"\n{len(results)} workload(s) in {elapsed:.0f} s; JSON: {path}")
+    print(f"\nload average after the run: {info['load_average_after']} (before: "
+          f"{info['load_average']})")
+    print(f"{len(results)} workload(s) in {elapsed:.0f} s; JSON: {path}")
     return 1 if any(result.failures() for result in results) else 0
