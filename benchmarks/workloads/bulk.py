@@ -15,7 +15,7 @@ from pathlib import Path
 from ..candidates import Candidate, Forward
 from ..errors import ProcessFailed
 from ..peers.common import HOST
-from ..processes import Proc
+from ..processes import Proc, tree_cpu_seconds
 from ..results import WorkloadResult, number
 from .base import Context, Measured
 
@@ -46,6 +46,7 @@ def transfer(
         sink, sink_port = procs.server("sink", *sink_args)
         started.append(sink)
         port = sink_port
+        relay: Proc | None = None
         if candidate is not None:
             def argv(listen_port: int) -> list[str]:
                 forward = Forward(listen_port, sink_port, tls_cert, tuple(options), HOST)
@@ -53,11 +54,13 @@ def transfer(
 
             relay, port = procs.listener(candidate.name, argv, stderr_path=stderr_path)
             started.append(relay)
+        cpu_before = tree_cpu_seconds(relay.pid) if relay else 0.0
         source_args: list[object] = [port, size, "--timeout", timeout]
         source = procs.peer("source", *source_args, *(["--tls"] if tls else []))
         started.append(source)
         sent = source.read_message(timeout, "the end of its transfer")
         received = sink.read_message(timeout, "the end of the data")
+        cpu = tree_cpu_seconds(relay.pid) - cpu_before if relay else None
         source.finish(timeout)
     finally:
         for proc in reversed(started):
@@ -70,6 +73,8 @@ def transfer(
         "source_busy": round(number(sent, "busy"), 3),
         "sink_busy": round(number(received, "busy"), 3),
     }
+    if cpu is not None:
+        details["cpu_seconds_per_gib"] = round(cpu * (1 << 30) / size, 3)
     if tls:
         details.update(tls=sent.get("tls"), cipher=sent.get("cipher"))
     return Measured({"mbps": size / seconds / 1e6}, details)
@@ -86,4 +91,13 @@ def busy_note(result: WorkloadResult) -> str:
         sinks = [number(d, "sink_busy") for d in samples.details if "sink_busy" in d]
         if sources and sinks:
             parts.append(f"{name} {statistics.median(sources):.0%}/{statistics.median(sinks):.0%}")
-    return "CPU use of source/sink while transferring: " + ", ".join(parts) if parts else ""
+    cpu = []
+    for name, samples in result.candidates.items():
+        per_gib = [number(d, "cpu_seconds_per_gib") for d in samples.details
+                   if "cpu_seconds_per_gib" in d]
+        if per_gib:
+            cpu.append(f"{name} {statistics.median(per_gib):.2f}")
+    text = "CPU use of source/sink while transferring: " + ", ".join(parts) if parts else ""
+    if cpu:
+        text += "; CPU seconds per GiB in the candidate (all its processes): " + ", ".join(cpu)
+    return text
