@@ -26,8 +26,8 @@ The semantics are those of ``transfer.py``, kept in the same words:
   ``E`` line and the peers reset;
 - a failed read or write logs one ``E`` line and ends only its session,
   once the other side got what was read for it (``_deliver_after_failure``);
-- backpressure: while one side cannot take more, the other is not read, so
-  memory stays bounded by the loop's write-buffer limit per direction;
+- backpressure: while one side has a block unwritten, the other is not read,
+  so memory stays bounded by one block per direction;
 - ``-b`` bounds the reads, which grow from 8 KiB while they fill the buffer.
 
 ``eligible`` decides which runs take this path; everything else takes the
@@ -96,8 +96,13 @@ _IP_FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
 #: How long to wait before accepting again after accept() failed.
 ACCEPT_RETRY_SECONDS = 0.2
 
-#: Bytes a side may hold unwritten before the other side is no longer read.
-WRITE_BUFFER_HIGH = 1024 * 1024
+#: Bytes a side may hold unwritten before the other side is no longer read:
+#: none. A block the kernel could not take at once stays in its buffer (lent,
+#: not copied) and the other side waits until it is written, as socat does.
+WRITE_BUFFER_HIGH = 0
+
+#: Bytes read at most while our peer still holds some (early data, failures).
+PENDING_READ_LIMIT = 1024 * 1024
 
 #: Opens the second address for a session, given the first's ``SOCAT_*`` variables.
 OpenSecond = Callable[[Mapping[str, str]], Awaitable[Stream]]
@@ -375,8 +380,8 @@ class _End(asyncio.BufferedProtocol):
             self.view = self.pool.take(self.size)
         if pending:
             # The other side is behind: read no more than it may still queue,
-            # so that what waits for it stays near WRITE_BUFFER_HIGH.
-            return self.view[: max(INITIAL_BLOCK_SIZE, WRITE_BUFFER_HIGH - pending)]
+            # so that what waits for it stays near PENDING_READ_LIMIT.
+            return self.view[: max(INITIAL_BLOCK_SIZE, PENDING_READ_LIMIT - pending)]
         return self.view
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -443,13 +448,12 @@ class _End(asyncio.BufferedProtocol):
 
     def pause_writing(self) -> None:
         # We cannot take more: stop reading the side that feeds us, and let
-        # its buffer go while it waits (a stalled session keeps no megabytes;
-        # reads start small again when it resumes).
+        # its read buffer go while it waits (a stalled session keeps only
+        # the block being written).
         source = self.peer
         if source is not None and source.transport is not None:
             source.transport.pause_reading()
             source.give_back()
-            source.size = min(INITIAL_BLOCK_SIZE, source.size)
 
     def resume_writing(self) -> None:
         peer = self.peer
