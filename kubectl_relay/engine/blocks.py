@@ -13,8 +13,9 @@ points at (a partial write) is given back by its side once that transport's
 write buffer is empty, which means the kernel has every byte of it.
 
 The pool keeps a bounded number of buffers of each size (``POOL_BYTES`` a
-size, at least ``MIN_KEPT``), so what it holds after a burst of sessions is
-bounded too; the rest go back to the allocator (mapped ones to the kernel).
+size, at least ``MIN_KEPT``), so what it holds under load is bounded too; the
+rest go back to the allocator (mapped ones to the kernel), and so does all
+of it once the last session has ended (``clear``).
 Each thread has its own pool (an event loop runs on one thread; the tests
 run several engines in one process), and every session of a loop shares it.
 """
@@ -50,6 +51,10 @@ class BufferPool:
         kept = self._free.setdefault(size, [])
         if len(kept) < max(MIN_KEPT, POOL_BYTES // size):
             kept.append(buffer)
+
+    def clear(self) -> None:
+        """Let every kept buffer go: no session is left to read into one."""
+        self._free.clear()
 
     def held(self) -> int:
         """Bytes of the buffers kept (for tests and the memory figures)."""

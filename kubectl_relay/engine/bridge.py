@@ -800,6 +800,8 @@ class _Session:
             self.registry.discard(self)
             METRICS.sessions_active -= 1
             self.acceptor.session_ended()
+            if not self.registry:  # the load is over: its buffers go back to the system
+                self.first.pool.clear()
 
 
 def _transfer_error(side: _End, exc: Exception) -> str:

@@ -27,6 +27,15 @@ def test_the_pool_keeps_a_bounded_number_of_each_size() -> None:
     assert pool.held() == POOL_BYTES + MIN_KEPT * large
 
 
+def test_clear_lets_every_kept_buffer_go() -> None:
+    pool = BufferPool()
+    kept = pool.take(8192)
+    pool.give(kept)
+    pool.clear()
+    assert pool.held() == 0
+    assert pool.take(8192) is not kept
+
+
 def test_every_thread_has_a_pool_of_its_own() -> None:
     pools = []
     thread = threading.Thread(target=lambda: pools.append(thread_pool()))
