@@ -391,6 +391,24 @@ def _status_rss(pid: int) -> int:
     return 0
 
 
+def sockets_in_time_wait() -> int | None:
+    """TCP sockets in TIME_WAIT on the machine (``/proc/net/sockstat``), or None.
+
+    Short connections leave one on the side that closes first for a minute;
+    tens of thousands of them (this run's and other work's) make ``connect``
+    hunt for a free ephemeral port, and every candidate's rate collapses.
+    """
+    try:
+        with open("/proc/net/sockstat") as sockstat:
+            for line in sockstat:
+                if line.startswith("TCP:"):
+                    fields = line.split()
+                    return int(fields[fields.index("tw") + 1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def free_port() -> int:
     """A loopback TCP port that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
