@@ -10,8 +10,8 @@ in C) accepts, reads into our buffer and writes; Python runs one callback per
 block and a handful per connection. Measured with ``./dev bench`` on 2 cores
 (2026-11-24): short connections 2,600 -> 4,700 a second one at a time and
 4,500 -> 11,400 with 50 clients, against the general path; idle memory 29.5
--> 18.8 KiB per connection, and 1.4 since read buffers are lent per read
-(``blocks``); the same bytes relayed.
+-> 18.8 KiB per connection, then 3.6 with read buffers lent per read
+(``blocks``, 2026-12-06); the same bytes relayed.
 
 The semantics are those of ``transfer.py``, kept in the same words:
 
