@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import signal
 import sys
 import tempfile
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     names = [w.name for w in all_workloads()]
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="Compare the relay engine with the real socat, side by side "
+        description="Compare the relay engine with socat, HAProxy and nginx, side by side "
         "(medians, ratios, PASS/MISS against the targets).",
     )
     mode = parser.add_mutually_exclusive_group()
@@ -66,9 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--only", action="append", metavar="NAME",
                         help=f"run only these workloads (repeatable or comma-separated): "
                         f"{', '.join(names)}")
-    parser.add_argument("--runs", type=_positive, metavar="N",
-                        help="runs per candidate for every workload "
-                        "(default: 5 for fast workloads, 3 for bulk ones)")
+    parser.add_argument("--rounds", "--runs", dest="runs", type=_positive, metavar="N",
+                        help="interleaved rounds (one run of every candidate each) for every "
+                        "workload (default: 5 for fast workloads, 3 for bulk ones)")
     parser.add_argument("--bulk-size", type=_size, metavar="SIZE",
                         help="bytes of the throughput workload (default 2G)")
     parser.add_argument("--tls-size", type=_size, metavar="SIZE",
@@ -101,6 +102,24 @@ def settings_from(args: argparse.Namespace) -> Settings:
     }
     changes = {key: value for key, value in overrides.items() if value is not None}
     return dataclasses.replace(settings, **changes)
+
+
+def candidates_from(args: argparse.Namespace) -> tuple[dict[CandidateName, Candidate], list[str]]:
+    """Every candidate that can run here, and why the others cannot."""
+    socat = programs.socat(args.socat)
+    compared: dict[CandidateName, Candidate] = {
+        "relay": programs.relay(args.relay_command),
+        "relay-general": programs.relay_general(args.relay_command),
+        "socat": socat,
+        "socat-b1M": programs.socat_tuned(socat),
+    }
+    skipped = []
+    for found in (programs.haproxy(), programs.nginx()):
+        if isinstance(found, str):
+            skipped.append(found)
+        else:
+            compared[found.name] = found
+    return compared, skipped
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -146,11 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
     raise_fd_limit()
-    compared: dict[CandidateName, Candidate] = {
-        "relay": programs.relay(args.relay_command),
-        "socat": programs.socat(args.socat),
-    }
+    compared, skipped = candidates_from(args)
     info = machine_info(compared)
+    info["skipped"] = skipped
     print_header(info, settings, sys.stdout)
     if profiler is not None:
         print("PROFILING with py-spy: relay's figures are slowed by the sampling.\n")
@@ -176,11 +193,14 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     elapsed = time.monotonic() - started
+    info["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
 
     print_descriptions(results, sys.stdout)
     sys.stdout.write(render_table(results))
     if profiler is not None:
         sys.stdout.write("\n" + profiler.summary())
     path = write_json(to_json(results, info, settings, elapsed), args.output, settings.mode)
-    print(f"\n{len(results)} workload(s) in {elapsed:.0f} s; JSON: {path}")
+    print(f"\nload average after the run: {info['load_average_after']} (before: "
+          f"{info['load_average']})")
+    print(f"{len(results)} workload(s) in {elapsed:.0f} s; JSON: {path}")
     return 1 if any(result.failures() for result in results) else 0

@@ -304,19 +304,37 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
-def descendants(root: int) -> list[int]:
-    """``root`` and every live process below it (from the parent links in /proc)."""
+def descendants(root: int, *, zombies: bool = False) -> list[int]:
+    """``root`` and every live process below it (from the parent links in /proc).
+
+    ``zombies``: also those that exited and wait to be reaped.
+    """
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         fields = _proc_stat(entry)
-        if fields and fields[0] != "Z":
+        if fields and (zombies or fields[0] != "Z"):
             children.setdefault(int(fields[1]), []).append(int(entry))
     found = [root]
     for pid in found:  # grows while iterating: a breadth-first walk
         found.extend(children.get(pid, []))
     return found
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU time (user + system) of ``root`` and its live descendants, with reaped children.
+
+    socat's per-connection children are counted once their parent reaped
+    them (``cutime``/``cstime``); nginx's workers and HAProxy's threads while live.
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in descendants(root, zombies=True):  # an exited child not yet reaped counts
+        fields = _proc_stat(str(pid))
+        if fields:  # utime, stime, cutime, cstime: fields 14-17 of stat
+            total += sum(int(value) for value in fields[11:15])
+    return total / ticks
 
 
 @dataclass(frozen=True)
@@ -371,6 +389,24 @@ def _status_rss(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def sockets_in_time_wait() -> int | None:
+    """TCP sockets in TIME_WAIT on the machine (``/proc/net/sockstat``), or None.
+
+    Short connections leave one on the side that closes first for a minute;
+    tens of thousands of them (this run's and other work's) make ``connect``
+    hunt for a free ephemeral port, and every candidate's rate collapses.
+    """
+    try:
+        with open("/proc/net/sockstat") as sockstat:
+            for line in sockstat:
+                if line.startswith("TCP:"):
+                    fields = line.split()
+                    return int(fields[fields.index("tw") + 1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def free_port() -> int:

@@ -88,7 +88,6 @@ def _commit() -> str:
 
 def print_header(info: Mapping[str, object], settings: Settings, out: TextIO) -> None:
     """The machine and what is compared, before any result."""
-    relay, socat = info.get("relay"), info.get("socat")
     lines = [
         f"kubectl-relay benchmark ({settings.mode} mode), {datetime.now():%Y-%m-%d %H:%M:%S}",
         f"  machine: {info['cores']} cores ({info['usable_cores']} usable), {info['cpu']}, "
@@ -96,17 +95,23 @@ def print_header(info: Mapping[str, object], settings: Settings, out: TextIO) ->
         f"  kernel:  {info['kernel']}",
         f"  python:  {info['python']}, uvloop {info['uvloop']}, {info['openssl']}",
     ]
-    for name, entry in (("relay", relay), ("socat", socat)):
+    for name in COLUMN_ORDER:
+        entry = info.get(name)
         if isinstance(entry, dict):
-            lines.append(f"  {name}:   {entry['version']} [{entry['command']}]")
+            lines.append(f"  {name + ':':<14} {entry['version']} [{entry['command']}]")
+    skipped = info.get("skipped")
+    if isinstance(skipped, list):
+        lines += [f"  SKIPPED: {reason}" for reason in skipped]
     lines += [
         f"  commit:  {info['commit']}",
         f"  load average before the run: {info['load_average']} (1, 5, 15 min; above 0.5 or"
         " so, other work on the machine makes every figure noisier)",
         "",
         CONTENTION_NOTE.format(cores=info["cores"]),
-        "Both candidates run at their default settings (no -b), alternately, run after run;",
-        "figures are medians over the runs.",
+        "relay and socat run at their default settings (socat-b1M: socat -b 1048576; HAProxy "
+        "and nginx in TCP mode, one thread or worker per core), in interleaved rounds; "
+        "figures are medians over the rounds, ratios the median of the ratios within each "
+        "round (steadier than a ratio of medians when the load changes).",
         "",
     ]
     out.write("\n".join(_wrap(line) for line in lines) + "\n")
@@ -144,40 +149,48 @@ def _ratio(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}x"
 
 
-COLUMNS = ("{:<34}", "{:<9}", "{:>10}", "{:>10}", "{:>10}", "{:>12}", "{:>13}", "  {:<16}", "{}")
-HEADINGS = ("workload / metric", "unit", "relay", "socat", "direct", "relay/socat",
-            "relay/direct", "target", "verdict")
+LABEL_WIDTH, UNIT_WIDTH, VALUE_WIDTH = 34, 9, 14
 
 
-def _row(*cells: str) -> str:
-    return "".join(fmt.format(cell) for fmt, cell in zip(COLUMNS, cells, strict=True)).rstrip()
+def _row(label: str, unit: str, cells: Sequence[str]) -> str:
+    line = f"{label:<{LABEL_WIDTH}}{unit:<{UNIT_WIDTH}}"
+    return (line + "".join(f"{cell:>{VALUE_WIDTH}}" for cell in cells)).rstrip()
+
+
+#: The table's columns: relay first, the peers, then what is not a program.
+COLUMN_ORDER: tuple[CandidateName, ...] = (
+    "relay", "relay-general", "socat", "socat-b1M", "haproxy", "nginx", "direct",
+)
+
+
+def columns_of(results: Sequence[WorkloadResult]) -> list[CandidateName]:
+    """Every candidate measured in some workload, in ``COLUMN_ORDER``."""
+    seen = {name for result in results for name in result.candidates}
+    return [name for name in COLUMN_ORDER if name in seen]
 
 
 def render_table(results: Sequence[WorkloadResult]) -> str:
-    """The human table: medians, ratios, targets and PASS/MISS, then notes and failures."""
-    lines = [_row(*HEADINGS), "-" * 118]
+    """Medians per candidate; under each, relay's ratio to that candidate; then the goals."""
+    columns = columns_of(results)
+    width = LABEL_WIDTH + UNIT_WIDTH + VALUE_WIDTH * len(columns)
+    lines = [_row("workload / metric", "unit", columns), "-" * width]
     for result in results:
-        lines.append(f"{result.title} ({result.runs} run{'s' if result.runs != 1 else ''})")
+        lines.append(f"{result.title} ({result.runs} round{'s' if result.runs != 1 else ''})")
         for metric in result.metrics:
-            verdicts: list[Verdict | None] = [*result.verdicts(metric)] or [None]
-            for index, verdict in enumerate(verdicts):
-                cells = ["", "", "", "", "", "", ""]
-                if index == 0:
-                    direct = "direct" in result.candidates
-                    cells = [
-                        f"  {metric.label}", metric.unit,
-                        _cell(result, "relay", metric), _cell(result, "socat", metric),
-                        _cell(result, "direct", metric),
-                        _ratio(result.ratio(metric.key, "socat")),
-                        _ratio(result.ratio(metric.key, "direct")) if direct else "",
-                    ]
-                if verdict is None:
-                    lines.append(_row(*cells, "", ""))
-                    continue
-                word = "PASS" if verdict.passed else "MISS"
-                if verdict.ratio is None:
-                    word += " (no figure)"
-                lines.append(_row(*cells, str(verdict.target), word))
+            lines.append(_row(f"  {metric.label}", metric.unit,
+                              [_cell(result, name, metric) for name in columns]))
+            ratios = [
+                "" if name == "relay" or name not in result.candidates
+                else _ratio(result.ratio(metric.key, name))
+                for name in columns
+            ]
+            if any(ratios):
+                lines.append(_row("    relay / this, per round", "", ratios))
+    lines += ["", "Goals (issue 16), each a median of per-round ratios:"]
+    for result in results:
+        for metric in result.metrics:
+            for verdict in result.verdicts(metric):
+                lines.append(_wrap("  " + verdict_line(result, metric, verdict)))
     lines.append("")
     for result in results:
         for note in result.notes:
@@ -189,6 +202,19 @@ def render_table(results: Sequence[WorkloadResult]) -> str:
     if failures:
         lines += ["", "FAILED measurements (no figure, counted as MISS):", *failures]
     return "\n".join(lines) + "\n"
+
+
+def verdict_line(result: WorkloadResult, metric: Metric, verdict: Verdict) -> str:
+    """``PASS  goal: relay 2.1x best of haproxy, nginx (target >= 1.1x) [what was missing]``."""
+    target = verdict.target
+    word = "PASS" if verdict.passed else "MISS"
+    if verdict.ratio is None:
+        word = "NO FIGURE"
+    goal = target.goal or f"{result.name} {metric.key}"
+    shown = "-" if verdict.ratio is None else f"{verdict.ratio:.2f}x"
+    missing = f" (not measured: {', '.join(verdict.missing)})" if verdict.missing else ""
+    return f"{word:<9} {goal}: {result.name} {metric.label}, relay {shown} " \
+        f"(target {target}){missing}"
 
 
 def print_descriptions(results: Sequence[WorkloadResult], out: TextIO) -> None:
@@ -216,10 +242,13 @@ def to_json(
                 "unit": metric.unit,
                 "higher_is_better": metric.higher_is_better,
                 "medians": {name: result.median(name, metric.key) for name in result.candidates},
-                "ratio_vs_socat": result.ratio(metric.key, "socat"),
-                "ratio_vs_direct": result.ratio(metric.key, "direct"),
+                "ratios_per_round": {
+                    name: result.ratio(metric.key, name)
+                    for name in result.candidates if name != "relay"
+                },
                 "verdicts": [
-                    {"target": str(v.target), "ratio": v.ratio, "passed": v.passed}
+                    {"target": str(v.target), "goal": v.target.goal, "ratio": v.ratio,
+                     "passed": v.passed, "missing": list(v.missing)}
                     for v in result.verdicts(metric)
                 ],
             })

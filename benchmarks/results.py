@@ -23,11 +23,17 @@ def number(message: Mapping[str, object], key: str) -> float:
 
 @dataclass(frozen=True)
 class Target:
-    """``relay <relation> factor x <versus>``, e.g. relay >= 2.5x socat."""
+    """``relay <relation> factor x <versus>``, e.g. relay >= 1.1x the best of HAProxy and nginx.
 
-    versus: Literal["socat", "direct"]
+    With several names in ``versus``, each round compares relay with the best
+    of them in that round (the fastest, or the smallest where lower is better).
+    """
+
+    versus: tuple[CandidateName, ...]
     relation: Relation
     factor: float
+    #: The goal this target checks, in words (the verdict lines under the table).
+    goal: str = ""
 
     def holds(self, ratio: float) -> bool:
         """Whether the ratio relay/versus meets the target."""
@@ -38,7 +44,14 @@ class Target:
         return ratio < self.factor
 
     def __str__(self) -> str:
-        return f"{self.relation} {self.factor:g}x {self.versus}"
+        against = self.versus[0] if len(self.versus) == 1 else (
+            "best of " + ", ".join(self.versus))
+        return f"{self.relation} {self.factor:g}x {against}"
+
+
+def versus(*names: CandidateName, relation: Relation, factor: float, goal: str = "") -> Target:
+    """A target against one candidate or the best of several."""
+    return Target(tuple(names), relation, factor, goal)
 
 
 @dataclass(frozen=True)
@@ -74,6 +87,8 @@ class Verdict:
 
     target: Target
     ratio: float | None
+    #: The peers the target names that were not measured (not installed, or failed).
+    missing: tuple[CandidateName, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -98,16 +113,50 @@ class WorkloadResult:
         samples = self.candidates.get(candidate)
         return samples.median(key) if samples else None
 
-    def ratio(self, key: str, versus: CandidateName) -> float | None:
-        """relay's median over ``versus``'s median."""
-        mine, theirs = self.median("relay", key), self.median(versus, key)
-        if mine is None or not theirs:
-            return None
-        return mine / theirs
+    def ratio(
+        self, key: str, versus: CandidateName, relay: CandidateName = "relay"
+    ) -> float | None:
+        """The median over rounds of relay's value over ``versus``'s in the same round.
+
+        Rounds are interleaved (see ``runner``), so a ratio within a round
+        compares runs made under the same load; its median is steadier on a
+        busy machine than the ratio of two medians.
+        """
+        return self.ratio_to_best(key, (versus,), True, relay)
+
+    def ratio_to_best(
+        self,
+        key: str,
+        names: tuple[CandidateName, ...],
+        higher_is_better: bool,
+        relay: CandidateName = "relay",
+    ) -> float | None:
+        """Median over rounds of relay's value over the best of ``names`` in that round."""
+        mine = self.candidates.get(relay)
+        values = mine.values.get(key, []) if mine else []
+        theirs = [
+            s.values.get(key, []) for name in names if (s := self.candidates.get(name))
+        ]
+        ratios = []
+        for index, value in enumerate(values):
+            round_values = [series[index] for series in theirs if index < len(series)]
+            if not round_values:
+                continue
+            best = max(round_values) if higher_is_better else min(round_values)
+            if best:
+                ratios.append(value / best)
+        return statistics.median(ratios) if ratios else None
 
     def verdicts(self, metric: Metric) -> list[Verdict]:
         """Every target of ``metric``, checked."""
-        return [Verdict(target, self.ratio(metric.key, target.versus)) for target in metric.targets]
+        verdicts = []
+        for target in metric.targets:
+            ratio = self.ratio_to_best(metric.key, target.versus, metric.higher_is_better)
+            missing = tuple(
+                name for name in target.versus if self.median(name, metric.key) is None
+            )
+            verdicts.append(Verdict(target, ratio, missing))
+        return verdicts
 
     def failures(self) -> dict[CandidateName, str]:
         """Candidates whose runs failed, with the reason."""

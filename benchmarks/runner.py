@@ -1,9 +1,10 @@
 """The common runner: every workload, every candidate, run after run, alternately.
 
-Run ``i`` visits the candidates in ``ORDER`` rotated by ``i`` (socat, relay,
-direct; then relay, direct, socat; ...), so that neither candidate always
-runs first, or always right after the other, while the machine warms up or
-something else on it gets busy. A candidate whose run fails is not run again
+Round ``i`` visits the candidates in ``ORDER`` rotated by ``i`` (socat,
+relay, haproxy, ...; then relay, haproxy, ..., socat; ...), so that no
+candidate always runs first, or always right after the same other, while
+the machine warms up or something else on it gets busy; ratios are taken
+within each round (see ``results``). A candidate whose run fails is not run again
 in that workload; the others go on.
 """
 
@@ -34,7 +35,11 @@ def run_workload(
     progress: TextIO = sys.stderr,
 ) -> WorkloadResult:
     """Run ``workload`` ``runs`` times for each candidate (and directly, if it applies)."""
-    names = tuple(n for n in ORDER if n in candidates or (n == "direct" and workload.with_direct))
+    names = tuple(
+        n for n in ORDER
+        if (n in candidates and n in workload.candidates)
+        or (n == "direct" and workload.with_direct)
+    )
     metrics = workload.metrics(ctx)
     result = WorkloadResult(
         name=workload.name,

@@ -6,7 +6,7 @@ import abc
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..candidates import Candidate
+from ..candidates import PEERS, Candidate, CandidateName
 from ..processes import Processes
 from ..results import Metric, WorkloadResult
 from ..settings import Settings
@@ -48,6 +48,9 @@ class Workload(abc.ABC):
     bulk: bool = False
     #: Whether ``measure(ctx, None)`` (no relay at all) is meaningful.
     with_direct: bool = False
+    #: The candidates it measures, when they are there (HAProxy and nginx only
+    #: forward; ``relay-general`` is for the bulk comparison of the two paths).
+    candidates: frozenset[CandidateName] = frozenset({"relay", *PEERS})
 
     @abc.abstractmethod
     def metrics(self, ctx: Context) -> tuple[Metric, ...]:

@@ -9,20 +9,15 @@ decimal MB/s. Starting the processes is not timed.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from ..candidates import Candidate
+from ..candidates import Candidate, Forward
 from ..errors import ProcessFailed
 from ..peers.common import HOST
-from ..processes import Proc
+from ..processes import Proc, tree_cpu_seconds
 from ..results import WorkloadResult, number
 from .base import Context, Measured
-
-
-def tcp_listen(port: int) -> str:
-    """``TCP-LISTEN:P,fork,reuseaddr``: socat's usual forwarding listener."""
-    return f"TCP-LISTEN:{port},fork,reuseaddr"
 
 
 def transfer(
@@ -30,38 +25,42 @@ def transfer(
     candidate: Candidate | None,
     size: int,
     *,
-    listen: Callable[[int], str] = tcp_listen,
     options: Sequence[str] = (),
-    tls: bool = False,
-    direct_tls_cert: Path | None = None,
+    tls_cert: Path | None = None,
     stderr_path: Path | None = None,
     slowest_rate: float = 20e6,
 ) -> Measured:
     """Send ``size`` bytes through ``candidate`` (or directly) and return MB/s.
 
-    ``tls`` makes the source speak TLS (to the candidate, or to a TLS sink
-    given ``direct_tls_cert`` when there is no candidate). ``slowest_rate``
+    ``tls_cert`` makes the source speak TLS (to the candidate, which
+    terminates it with that certificate, or to a TLS sink when there is no
+    candidate). ``slowest_rate``
     (bytes/s) sets the time limit: a candidate slower than that fails.
     """
     timeout = 60 + size / slowest_rate
     procs = ctx.processes
     started: list[Proc] = []
     try:
-        sink_args = ["--tls", str(direct_tls_cert)] if candidate is None and tls else []
+        tls = tls_cert is not None
+        sink_args = ["--tls", str(tls_cert)] if candidate is None and tls_cert else []
         sink, sink_port = procs.server("sink", *sink_args)
         started.append(sink)
         port = sink_port
+        relay: Proc | None = None
         if candidate is not None:
             def argv(listen_port: int) -> list[str]:
-                return candidate.argv(*options, listen(listen_port), f"TCP:{HOST}:{sink_port}")
+                forward = Forward(listen_port, sink_port, tls_cert, tuple(options), HOST)
+                return candidate.forward_argv(forward, ctx.workdir)
 
             relay, port = procs.listener(candidate.name, argv, stderr_path=stderr_path)
             started.append(relay)
+        cpu_before = tree_cpu_seconds(relay.pid) if relay else 0.0
         source_args: list[object] = [port, size, "--timeout", timeout]
         source = procs.peer("source", *source_args, *(["--tls"] if tls else []))
         started.append(source)
         sent = source.read_message(timeout, "the end of its transfer")
         received = sink.read_message(timeout, "the end of the data")
+        cpu = tree_cpu_seconds(relay.pid) - cpu_before if relay else None
         source.finish(timeout)
     finally:
         for proc in reversed(started):
@@ -74,6 +73,8 @@ def transfer(
         "source_busy": round(number(sent, "busy"), 3),
         "sink_busy": round(number(received, "busy"), 3),
     }
+    if cpu is not None:
+        details["cpu_seconds_per_gib"] = round(cpu * (1 << 30) / size, 3)
     if tls:
         details.update(tls=sent.get("tls"), cipher=sent.get("cipher"))
     return Measured({"mbps": size / seconds / 1e6}, details)
@@ -90,4 +91,13 @@ def busy_note(result: WorkloadResult) -> str:
         sinks = [number(d, "sink_busy") for d in samples.details if "sink_busy" in d]
         if sources and sinks:
             parts.append(f"{name} {statistics.median(sources):.0%}/{statistics.median(sinks):.0%}")
-    return "CPU use of source/sink while transferring: " + ", ".join(parts) if parts else ""
+    cpu = []
+    for name, samples in result.candidates.items():
+        per_gib = [number(d, "cpu_seconds_per_gib") for d in samples.details
+                   if "cpu_seconds_per_gib" in d]
+        if per_gib:
+            cpu.append(f"{name} {statistics.median(per_gib):.2f}")
+    text = "CPU use of source/sink while transferring: " + ", ".join(parts) if parts else ""
+    if cpu:
+        text += "; CPU seconds per GiB in the candidate (all its processes): " + ", ".join(cpu)
+    return text

@@ -5,18 +5,19 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from ..candidates import Candidate
+from ..candidates import Candidate, Forward
 from ..peers.common import HOST
 from ..processes import Proc
 from .base import Context
-from .bulk import tcp_listen
 
 
 @contextlib.contextmanager
 def forwarding(
     ctx: Context, candidate: Candidate | None, upstream: int
 ) -> Iterator[tuple[Proc | None, int]]:
-    """``candidate TCP-LISTEN:P,fork,reuseaddr TCP:127.0.0.1:UPSTREAM`` while the block runs.
+    """``candidate`` forwarding a port to ``upstream`` while the block runs.
+
+    (For socat and relay: ``TCP-LISTEN:P,fork,reuseaddr TCP:127.0.0.1:UPSTREAM``.)
 
     Yields the candidate's process and the port to connect to; without a
     candidate (direct), no process and ``upstream`` itself.
@@ -26,7 +27,7 @@ def forwarding(
         return
 
     def argv(port: int) -> list[str]:
-        return candidate.argv(tcp_listen(port), f"TCP:{HOST}:{upstream}")
+        return candidate.forward_argv(Forward(port, upstream, host=HOST), ctx.workdir)
 
     proc, port = ctx.processes.listener(candidate.name, argv)
     try:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..candidates import Candidate
-from ..results import Metric, Target, WorkloadResult
+from ..candidates import PEERS, Candidate
+from ..results import Metric, WorkloadResult, versus
 from ..settings import format_size
 from .base import Context, Measured, Workload
 from .bulk import busy_note, transfer
@@ -16,6 +16,7 @@ class Throughput(Workload):
     title = "bulk TCP throughput"
     bulk = True
     with_direct = True
+    candidates = frozenset({"relay", "relay-general", *PEERS})
 
     def __init__(self) -> None:
         self.description = (
@@ -26,7 +27,13 @@ class Throughput(Workload):
 
     def metrics(self, ctx: Context) -> tuple[Metric, ...]:
         label = f"{format_size(ctx.settings.bulk_bytes)}, 1 connection"
-        targets = (Target("socat", ">=", 2.5), Target("direct", ">=", 0.8))
+        targets = (
+            versus("direct", relation=">=", factor=0.8, goal="bulk at least 0.8x direct"),
+            versus("socat-b1M", relation=">=", factor=1,
+                   goal="bulk ahead of socat with -b 1M"),
+            versus("relay-general", relation=">=", factor=1,
+                   goal="bulk: the fast path at least as fast as the general path"),
+        )
         return (Metric("mbps", label, "MB/s", higher_is_better=True, targets=targets),)
 
     def measure(self, ctx: Context, candidate: Candidate | None) -> Measured:

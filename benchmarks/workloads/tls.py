@@ -11,9 +11,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from ..candidates import Candidate
+from ..candidates import PEERS, Candidate
 from ..errors import BenchmarkError
-from ..results import Metric, Target, WorkloadResult
+from ..results import Metric, WorkloadResult, versus
 from ..settings import format_size
 from .base import Context, Measured, Workload
 from .bulk import busy_note, transfer
@@ -54,22 +54,15 @@ class TlsTermination(Workload):
     def metrics(self, ctx: Context) -> tuple[Metric, ...]:
         label = f"{format_size(ctx.settings.tls_bytes)} over TLS"
         return (Metric("mbps", label, "MB/s", higher_is_better=True,
-                       targets=(Target("socat", ">=", 1.2),)),)
+                       targets=(versus(*PEERS, relation=">=", factor=1.2,
+                                       goal="TLS at least 1.2x every peer"),)),)
 
     def prepare(self, ctx: Context) -> None:
         self.cert = make_certificate(ctx.workdir)
 
     def measure(self, ctx: Context, candidate: Candidate | None) -> Measured:
         assert self.cert is not None, "prepare() makes the certificate"
-        cert = self.cert
-
-        def listen(port: int) -> str:
-            return f"OPENSSL-LISTEN:{port},cert={cert},verify=0,fork,reuseaddr"
-
-        return transfer(
-            ctx, candidate, ctx.settings.tls_bytes,
-            listen=listen, tls=True, direct_tls_cert=cert,
-        )
+        return transfer(ctx, candidate, ctx.settings.tls_bytes, tls_cert=self.cert)
 
     def notes(self, result: WorkloadResult) -> list[str]:
         """The TLS version and cipher each candidate negotiated (they should be the same)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..candidates import Candidate
 from ..errors import ProcessFailed
-from ..results import Metric, Target, WorkloadResult
+from ..results import Metric, WorkloadResult, versus
 from ..settings import format_size
 from .base import Context, Measured, Workload
 from .bulk import transfer
@@ -16,6 +16,8 @@ class Trace(Workload):
     name = "trace"
     title = "throughput with -v trace to a file"
     bulk = True
+    #: socat's ``-v``: only the socat-style candidates have it.
+    candidates = frozenset({"relay", "socat"})
 
     def __init__(self) -> None:
         self.size = 1
@@ -27,7 +29,7 @@ class Trace(Workload):
     def metrics(self, ctx: Context) -> tuple[Metric, ...]:
         label = f"{format_size(ctx.settings.trace_bytes)}, -v 2>file"
         return (Metric("mbps", label, "MB/s", higher_is_better=True,
-                       targets=(Target("socat", ">=", 50),)),)
+                       targets=(versus("socat", relation=">=", factor=50),)),)
 
     def measure(self, ctx: Context, candidate: Candidate | None) -> Measured:
         assert candidate is not None, "tracing needs a relay"

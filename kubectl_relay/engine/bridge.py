@@ -10,7 +10,8 @@ in C) accepts, reads into our buffer and writes; Python runs one callback per
 block and a handful per connection. Measured with ``./dev bench`` on 2 cores
 (2026-11-24): short connections 2,600 -> 4,700 a second one at a time and
 4,500 -> 11,400 with 50 clients, against the general path; idle memory 29.5
--> 18.8 KiB per connection; the same bytes relayed.
+-> 18.8 KiB per connection, then 3.6 with read buffers lent per read
+(``blocks``, 2026-12-06); the same bytes relayed.
 
 The semantics are those of ``transfer.py``, kept in the same words:
 
@@ -25,8 +26,8 @@ The semantics are those of ``transfer.py``, kept in the same words:
   ``E`` line and the peers reset;
 - a failed read or write logs one ``E`` line and ends only its session,
   once the other side got what was read for it (``_deliver_after_failure``);
-- backpressure: while one side cannot take more, the other is not read, so
-  memory stays bounded by the loop's write-buffer limit per direction;
+- backpressure: while one side has a block unwritten, the other is not read,
+  so memory stays bounded by one block per direction;
 - ``-b`` bounds the reads, which grow from 8 KiB while they fill the buffer.
 
 ``eligible`` decides which runs take this path; everything else takes the
@@ -46,6 +47,7 @@ from typing import Any
 
 from . import destinations
 from .addresses import Address, AddressSpec
+from .blocks import thread_pool
 from .descriptors import SOCKET_SESSION, DescriptorBudget
 from .errors import RelayError
 from .log import INFO, NOTICE, logger
@@ -62,7 +64,6 @@ from .transfer import (
     log_transfer_start,
     log_transferred,
     log_undelivered,
-    new_buffer,
     next_block_size,
     time_to_idle,
 )
@@ -95,8 +96,13 @@ _IP_FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
 #: How long to wait before accepting again after accept() failed.
 ACCEPT_RETRY_SECONDS = 0.2
 
-#: Bytes a side may hold unwritten before the other side is no longer read.
-WRITE_BUFFER_HIGH = 1024 * 1024
+#: Bytes a side may hold unwritten before the other side is no longer read:
+#: none. A block the kernel could not take at once stays in its buffer (lent,
+#: not copied) and the other side waits until it is written, as socat does.
+WRITE_BUFFER_HIGH = 0
+
+#: Bytes read at most while our peer still holds some (early data, failures).
+PENDING_READ_LIMIT = 1024 * 1024
 
 #: Opens the second address for a session, given the first's ``SOCAT_*`` variables.
 OpenSecond = Callable[[Mapping[str, str]], Awaitable[Stream]]
@@ -328,7 +334,10 @@ class _End(asyncio.BufferedProtocol):
         self.fd_label = "-1"
         self.fd: int | None = None  # while the transport owns it (see ``unread_fd``)
         self.size = min(INITIAL_BLOCK_SIZE, session.settings.block_size)
-        self.view: memoryview | None = None  # allocated on the first read: idle sides cost nothing
+        self.pool = thread_pool()  # buffers for one read each: idle sides hold none
+        self.view: memoryview | None = None  # borrowed for the read under way
+        #: A buffer our peer's transport still writes from, until it is empty.
+        self.lent: memoryview | None = None
         self.early: list[bytes] = []  # read before the other side was connected
         self.at_eof = False
         self.lost = False
@@ -362,14 +371,17 @@ class _End(asyncio.BufferedProtocol):
         return self.fd if transport.is_reading() else None
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        if self.view is None:
-            self.view = new_buffer(self.size)
         peer = self.peer
         pending = peer.transport.get_write_buffer_size() if peer and peer.transport else 0
+        if self.lent is not None and not pending:  # the kernel holds all it had: free
+            self.pool.give(self.lent)
+            self.lent = None
+        if self.view is None:
+            self.view = self.pool.take(self.size)
         if pending:
             # The other side is behind: read no more than it may still queue,
-            # so that what waits for it stays near WRITE_BUFFER_HIGH.
-            return self.view[: max(INITIAL_BLOCK_SIZE, WRITE_BUFFER_HIGH - pending)]
+            # so that what waits for it stays near PENDING_READ_LIMIT.
+            return self.view[: max(INITIAL_BLOCK_SIZE, PENDING_READ_LIMIT - pending)]
         return self.view
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -380,6 +392,7 @@ class _End(asyncio.BufferedProtocol):
             # uvloop starts reading right after connection_made, whatever it
             # asked: keep the bytes until the other side exists.
             self.early.append(bytes(block))
+            self.give_back()
             self.transport.pause_reading()
             return
         if peer.lost:
@@ -387,21 +400,29 @@ class _End(asyncio.BufferedProtocol):
             # our close into a reset that discards what is owed to our peer),
             # and count what is dropped.
             self.discarded += nbytes
+            self.give_back()
             return
         sink = peer.transport
         assert sink is not None
         peer.queued += nbytes
+        # Ours no more before the write: one filling the sink calls pause_writing.
+        view, self.view = self.view, None
         if sink.get_write_buffer_size():
             # Queued behind unwritten data, the block would pin this whole
-            # buffer (up to 4 MiB) until written, and every read meanwhile a
-            # new one: a copy of the block's size leaves the buffer free.
+            # buffer (up to 4 MiB) until written, and every read meanwhile
+            # another one: a copy of the block's size leaves the buffer free.
             sink.write(bytes(block))
+            self.pool.give(view)
         else:
             sink.write(block)
             if sink.get_write_buffer_size():
                 # uvloop keeps a view of what it could not write at once: the
-                # next block is read into a new buffer, this one is freed once written.
-                self.view = None
+                # buffer is lent until that is written (see ``get_buffer``).
+                if self.lent is not None:
+                    self.pool.give(self.lent)  # the sink was empty: written out
+                self.lent = view
+            else:
+                self.pool.give(view)
         self.counter[0] += nbytes
         self.counter[1] += 1
         session = self.session
@@ -412,6 +433,11 @@ class _End(asyncio.BufferedProtocol):
             self.size
         ):
             self.size = resized
+
+    def give_back(self) -> None:
+        """Return the read buffer (nothing points at it) to the pool."""
+        if self.view is not None:
+            self.pool.give(self.view)
             self.view = None
 
     def eof_received(self) -> bool:
@@ -422,13 +448,12 @@ class _End(asyncio.BufferedProtocol):
 
     def pause_writing(self) -> None:
         # We cannot take more: stop reading the side that feeds us, and let
-        # its buffer go while it waits (a stalled session keeps no megabytes;
-        # reads start small again when it resumes).
+        # its read buffer go while it waits (a stalled session keeps only
+        # the block being written).
         source = self.peer
         if source is not None and source.transport is not None:
             source.transport.pause_reading()
-            source.view = None
-            source.size = min(INITIAL_BLOCK_SIZE, source.size)
+            source.give_back()
 
     def resume_writing(self) -> None:
         peer = self.peer
@@ -440,7 +465,9 @@ class _End(asyncio.BufferedProtocol):
         # The session, its ends and their transports refer to each other: a
         # cycle that only Python's cycle collector frees, whenever it runs.
         # Let the buffer go now, or bursts of sessions leave gigabytes behind.
-        self.view = None
+        # A lent one may still be in the other side's transport: not reused.
+        self.give_back()
+        self.lent = None
         self.early.clear()
         self.session.side_lost(self, exc)
 
@@ -773,6 +800,8 @@ class _Session:
             self.registry.discard(self)
             METRICS.sessions_active -= 1
             self.acceptor.session_ended()
+            if not self.registry:  # the load is over: its buffers go back to the system
+                self.first.pool.clear()
 
 
 def _transfer_error(side: _End, exc: Exception) -> str:
