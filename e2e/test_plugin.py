@@ -417,6 +417,12 @@ def test_tls_tunnel_verifies_the_target(
     no_relay_left(kube, namespace)
 
 
+#: ``kubectl relay --lease``: the tests that wait for a lease to run out ask for
+#: the shortest (``relaypod.MIN_LEASE_SECONDS``, renewed every 3 s) rather than
+#: wait for the default 40 s; the mechanism is the same.
+SHORT_LEASE = ("--lease", "12s")
+
+
 def relay_pods(kube: Kube, namespace: str) -> list[str]:
     """The relay pods not being deleted in the namespace."""
     return [name for name in relay_objects(kube, namespace) if name.startswith("pod/")]
@@ -428,27 +434,30 @@ def test_a_killed_client_leaves_no_relay_behind(
     """SIGKILL: no cleanup by the client, and the default 10-minute idle timeout."""
     echo_service(cluster, kube, namespace)
     port = free_port()
-    plugin = tunnel(plugins, namespace, "tcp", "svc/echo:80", "--listen", str(port))
+    plugin = tunnel(plugins, namespace, "tcp", "svc/echo:80", "--listen", str(port),
+                    *SHORT_LEASE, "--keep-finished", "5s")
     assert exchange(port, b"ping\n") == b"ping\n"
     plugin.proc.kill()
     plugin.proc.wait()
     # Its lease runs out: the Job controller ends the pod within a minute...
     wait_until("the relay pod to end", lambda: not relay_pods(kube, namespace), 60)
-    # ...and the TTL controller deletes the finished Job (--keep-finished 30s) soon after.
+    # ...and the TTL controller deletes the finished Job (--keep-finished) soon after.
     wait_until("the Job to go", lambda: not relay_objects(kube, namespace), 60)
 
 
 def test_a_client_that_sleeps_less_than_its_lease_keeps_its_tunnel(
     cluster: Cluster, namespace: str, kube: Kube, plugins: Callable[..., Plugin]
 ) -> None:
-    """A laptop that sleeps: SIGSTOP, then SIGCONT 20 s later; the same relay pod serves."""
+    """A laptop that sleeps: SIGSTOP, then SIGCONT 10 s later; the same relay pod serves."""
     echo_service(cluster, kube, namespace)
     port = free_port()
-    plugin = tunnel(plugins, namespace, "tcp", "svc/echo:80", "--listen", str(port))
+    # The default lease's proportions, halved: 20 s renewed every 5 s.
+    plugin = tunnel(plugins, namespace, "tcp", "svc/echo:80", "--listen", str(port),
+                    "--lease", "20s")
     pods = relay_pods(kube, namespace)
     plugin.proc.send_signal(signal.SIGSTOP)
     try:
-        time.sleep(20)  # less than the lease (40 s) minus its renewal period (10 s)
+        time.sleep(10)  # less than the lease (20 s) minus its renewal period (5 s)
     finally:
         plugin.proc.send_signal(signal.SIGCONT)
     assert exchange(port, b"awake\n") == b"awake\n"
@@ -642,7 +651,7 @@ def test_a_cleanup_without_the_right_to_delete_fails_and_names_the_right(
     grant_rules(kube.api_client, "no-delete", namespace, "relay-no-delete", RIGHTS_WITHOUT_DELETE)
     port = free_port()
     plugin = tunnel(plugins, namespace, "tcp", "svc/echo:80", "--listen", str(port),
-                    kubeconfig=kubeconfig)
+                    *SHORT_LEASE, kubeconfig=kubeconfig)
     assert exchange(port, b"ping\n") == b"ping\n"
     assert plugin.stop() == 3  # Ctrl-C could not clean up
     (line,) = [line for line in plugin.error.splitlines() if line.strip()]
@@ -740,11 +749,17 @@ def http_service(cluster: Cluster, kube: Kube, namespace: str, name: str = "web"
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
         "spec": {
             "replicas": 1, "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{
-                "name": "main", "image": cluster.relay_image, "command": command,
-                "ports": [{"containerPort": 8080}],
-                "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
-            }]}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {
+                # http.server is the container's pid 1 and sets no SIGTERM handler, so
+                # the kernel drops the signal: without this, deleting the namespace
+                # waits the default 30 s of grace before the kubelet's SIGKILL.
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{
+                    "name": "main", "image": cluster.relay_image, "command": command,
+                    "ports": [{"containerPort": 8080}],
+                    "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+                }],
+            }},
         },
     })
     kube.core.create_namespaced_service(namespace, {

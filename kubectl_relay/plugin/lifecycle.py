@@ -47,9 +47,11 @@ class ApiWatch:
 
 
 def cleanup_error(
-    failures: list[tuple[str, str, BaseException]], namespace: str, user: str
+    failures: list[tuple[str, str, BaseException]], namespace: str, user: str,
+    lease: float = relaypod.LEASE_SECONDS,
 ) -> CleanupError:
-    """The error for objects a session could not delete, naming the missing rights."""
+    """The error for objects a session could not delete, naming the missing rights (the
+    relay pods end by themselves ``lease`` seconds later)."""
     denied = sorted({resource for _, resource, exc in failures if isinstance(exc, AccessDenied)})
     left = tuple(name for name, _, _ in failures)
     if denied:
@@ -60,13 +62,13 @@ def cleanup_error(
         )
         fix = (
             f"{RIGHTS_NEEDED} (missing: {rights}), then run kubectl relay gc; the relay pods "
-            f"end by themselves within {relaypod.LEASE_SECONDS}s"
+            f"end by themselves within {lease:g}s"
         )
     else:
         reasons = "; ".join(f"{name}: {exc}" for name, _, exc in failures)
         cause = f'could not delete {", ".join(left)} in namespace "{namespace}" ({reasons})'
         fix = (
             "run kubectl relay gc once the cluster answers; the relay pods end by themselves "
-            f"within {relaypod.LEASE_SECONDS}s"
+            f"within {lease:g}s"
         )
     return CleanupError(cause, fix, left)

@@ -244,7 +244,8 @@ class Session:
                 tunnel.close()
         if not failures:
             return None
-        return cleanup_error(failures, self.namespace, self.cluster.user)
+        return cleanup_error(failures, self.namespace, self.cluster.user,
+                             self.options.pod.lease)
 
     async def create_secret(self, tunnel: int, files: Mapping[str, bytes]) -> str:
         """A temporary Secret with ``files`` for a TLS tunnel; deleted at the end."""
@@ -469,7 +470,7 @@ class Tunnel:
             tls=self.tls,
             port=relaypod.POD_PORT if self.spec.mode != "run" else self.spec.run_port,
             # Long enough to start; renewed by _keep_leases once it runs.
-            lease=self.options.pod_timeout + relaypod.LEASE_SECONDS,
+            lease=self.options.pod_timeout + self.options.pod.lease,
             check_host=self._host_to_check(endpoint),
         )
         relay = RelayPod(name, self.namespace, endpoint)
@@ -691,16 +692,16 @@ class Tunnel:
     async def _keep_leases(self) -> None:
         """Renew the lease of every relay pod still in use (``relaypod.LEASE_SECONDS``)."""
         while True:
-            await asyncio.sleep(relaypod.LEASE_RENEW_PERIOD)
+            await asyncio.sleep(relaypod.renew_period(self.options.pod.lease))
             for relay in list(self.pods):
                 if not relay.deleted and relay.pod:
                     # A pod still starting has a lease as long as --pod-timeout.
                     await self._renew(relay)
 
     async def _renew(self, relay: RelayPod) -> None:
-        """Push the Job's deadline to ``LEASE_SECONDS`` from now (failures are told once)."""
+        """Push the Job's deadline to the lease from now (failures are told once)."""
         elapsed = time.monotonic() - relay.started
-        deadline = relaypod.lease_deadline(elapsed + relaypod.LEASE_SECONDS, self.options.pod)
+        deadline = relaypod.lease_deadline(elapsed + self.options.pod.lease, self.options.pod)
         patch = {"spec": {"activeDeadlineSeconds": deadline}}
         try:
             await self.cluster.merge_patch(job_path(relay.namespace, relay.job), patch)

@@ -382,13 +382,13 @@ def test_unopenable_raw_dump_is_an_open_error(tmp_path: Path) -> None:
     [
         ("plain.bin", "plain.bin"),
         ("/tmp/$PROGNAME.bin", "/tmp/relay.bin"),
-        ("dump-$$", f"dump-{os.getpid()}"),
+        ("dump-$$", "dump-{pid}"),
         ("$TIMESTAMP", "20261124T100000"),
         ("t$MICROS", "t123456"),
         ("$HOME/x", "/home/test/x"),
         ("${HOME}x", "/home/testx"),
         ("$UNSET_VARIABLE_FOR_TEST/x", "/x"),
-        ("a$$b$PROGNAME", f"a{os.getpid()}brelay"),
+        ("a$$b$PROGNAME", "a{pid}brelay"),
     ],
 )
 def test_expand_dump_name(
@@ -396,6 +396,9 @@ def test_expand_dump_name(
 ) -> None:
     monkeypatch.setenv("HOME", "/home/test")
     monkeypatch.delenv("UNSET_VARIABLE_FOR_TEST", raising=False)
+    # The pid is filled in here, not in the test's id: pytest-xdist workers must
+    # collect the same ids, and each has its own pid.
+    expected = expected.format(pid=os.getpid())
     assert expand_dump_name(template, progname="relay", nanoseconds=NOON_NS) == expected
 
 

@@ -107,6 +107,12 @@ BAD_INPUT = [
     ),
     (["bogus"], 2, "error: No such command 'bogus'; see 'kubectl relay --help'"),
     (
+        ["tcp", "svc/web:80", "--lease", "5s"],
+        2,
+        "error: Invalid value for '--lease': 5s is shorter than a relay pod's lease may be "
+        "(accepted: 12s or more); see 'kubectl relay tcp --help'",
+    ),
+    (
         ["run", "--", "TCP-LISTN:80", "-"],
         2,
         'error: Invalid value for command: unknown device/address "TCP-LISTN"; '

@@ -49,6 +49,8 @@ def test_a_refused_delete_names_the_verb_and_the_resource() -> None:
         "pods/portforward, to read pods and pods/log and to delete pods (missing: delete "
         "jobs.batch), then run kubectl relay gc; the relay pods end by themselves within 40s"
     )
+    shorter = cleanup_error([("job/j", "jobs.batch", refused)], "dev", "bob", lease=12)
+    assert str(shorter).endswith("the relay pods end by themselves within 12s")
 
 
 def test_another_cleanup_failure_says_what_is_left() -> None:

@@ -167,6 +167,14 @@ def test_the_job_deadline_is_a_lease_within_the_lifetime() -> None:
     assert relaypod.LEASE_RENEW_PERIOD * 3 <= relaypod.LEASE_SECONDS
 
 
+def test_the_lease_is_40s_unless_told_and_renewed_well_before_it_ends() -> None:
+    assert PodSettings().lease == relaypod.LEASE_SECONDS == 40
+    assert relaypod.renew_period(relaypod.LEASE_SECONDS) == relaypod.LEASE_RENEW_PERIOD == 10
+    # The tests' short lease (--lease, never under MIN_LEASE_SECONDS): a quarter of it.
+    assert relaypod.renew_period(relaypod.MIN_LEASE_SECONDS) == 3
+    assert relaypod.renew_period(3600) == relaypod.LEASE_RENEW_PERIOD
+
+
 def test_a_host_target_is_resolved_by_an_init_container_of_the_relay_pod() -> None:
     body = relaypod.relay_job(
         name="kubectl-relay-0123abcd-0-1",

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 from click.shell_completion import CompletionItem
 
-from .. import completion, errors
+from .. import completion, errors, relaypod
 from ..relaypod import PodSettings, Toleration
 from ..targets import ListenAddress, Target, parse_listen, parse_target
 from .completing import (
@@ -251,6 +251,14 @@ def trace_options(function: Callable[..., T]) -> Callable[..., T]:
     return function
 
 
+def _check_lease(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if value < relaypod.MIN_LEASE_SECONDS:
+        raise click.BadParameter(
+            f"{value:g}s is shorter than a relay pod's lease may be "
+            f"(accepted: {relaypod.MIN_LEASE_SECONDS}s or more)", ctx, param)
+    return value
+
+
 def pod_options(function: Callable[..., T]) -> Callable[..., T]:
     """How relay pods are made."""
     default = PodSettings()
@@ -316,6 +324,14 @@ def pod_options(function: Callable[..., T]) -> Callable[..., T]:
             default="2m",
             show_default=True,
             help="How long a relay pod may take to start.",
+        ),
+        click.option(
+            "--lease",
+            type=DURATION,
+            default=f"{relaypod.LEASE_SECONDS}s",
+            callback=_check_lease,
+            hidden=True,  # for tests that wait for a lease to run out
+            help="How long a relay pod outlives its client's last renewal.",
         ),
     ]
     for option in reversed(options):

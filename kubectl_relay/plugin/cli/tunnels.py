@@ -57,6 +57,7 @@ def _pod_settings(params: dict[str, Any]) -> PodSettings:
         idle_timeout=params["idle_timeout"],
         max_lifetime=max(1, int(params["max_lifetime"])),
         keep_finished=int(params["keep_finished"]),
+        lease=params["lease"],
     )
 
 
