@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
+import re
 import socket
 import struct
 from dataclasses import dataclass
@@ -71,6 +72,10 @@ from .socks import (
 HANDSHAKE_SECONDS = 30.0
 #: The longest HTTP request head (request line and headers) read.
 MAX_HTTP_HEAD = 16 * 1024
+#: The empty line that ends an HTTP head (RFC 9112 2.2: a bare LF may end a line too).
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+#: The end of SOCKS4's user id and SOCKS4a's host name.
+_NUL = re.compile(b"\0")
 #: SOCKS4's "request rejected or failed" (the one refusal a SOCKS4 server sends).
 SOCKS4_REJECTED = 91
 #: SOCKS5 reply codes this server sends, by meaning.
@@ -129,12 +134,12 @@ class PeerReader:
         del self.buffer[:count]
         return data
 
-    async def until(self, end: bytes, limit: int, what: str, text: str) -> bytes:
-        """The bytes up to and with ``end``, at most ``limit`` of them."""
+    async def until(self, end: re.Pattern[bytes], limit: int, what: str, text: str) -> bytes:
+        """The bytes up to and with the first match of ``end``, at most ``limit`` of them."""
         while True:
-            found = self.buffer.find(end)
-            if found >= 0:
-                return await self.exactly(found + len(end), what, text)
+            found = end.search(self.buffer)
+            if found is not None:
+                return await self.exactly(found.end(), what, text)
             if len(self.buffer) >= limit:
                 raise OpenError(text, f"proxy request: {what} longer than {limit} bytes")
             if not await self._more():
@@ -250,14 +255,14 @@ def _socks5_reply(code: int, bound: tuple[str, int] = ("0.0.0.0", 0)) -> bytes:
 
 async def _socks4_request(reader: PeerReader, text: str) -> Request:
     command, port, ip = struct.unpack("!BH4s", await reader.exactly(7, "the SOCKS4 request", text))
-    await reader.until(b"\0", 256, "the SOCKS4 user id", text)
+    await reader.until(_NUL, 256, "the SOCKS4 user id", text)
     host = socket.inet_ntoa(ip)
     protocol = "SOCKS4"
     if ip[:3] == b"\0\0\0" and ip[3]:
         # SOCKS4a: "0.0.0.x" with x nonzero, then the name after the user id.
         protocol = "SOCKS4a"
         host = _name(
-            (await reader.until(b"\0", 256, "the SOCKS4a host name", text))[:-1], text, protocol
+            (await reader.until(_NUL, 256, "the SOCKS4a host name", text))[:-1], text, protocol
         )
     if command != SOCKS4_CONNECT:
         raise _Refusal(
@@ -277,7 +282,7 @@ def _socks4_reply(code: int) -> bytes:
 
 
 async def _http_request(reader: PeerReader, first: bytes, text: str) -> Request:
-    head = first + await reader.until(b"\n\r\n", MAX_HTTP_HEAD, "the HTTP request head", text)
+    head = first + await reader.until(_HEAD_END, MAX_HTTP_HEAD, "the HTTP request head", text)
     lines = head.decode("latin-1").split("\n")
     request_line = lines[0].rstrip("\r")
     parts = request_line.split(" ")

@@ -269,6 +269,20 @@ def test_bad_handshake_is_one_error_line(
     assert "Traceback" not in stderr
 
 
+@pytest.mark.parametrize("end", [b"\r\n", b"\n"])
+def test_http_connect_by_hand(
+    proxy: tuple[int, RelayProcess], echo_server: ThreadedServer, end: bytes
+) -> None:
+    """Lines ending in CRLF or a bare LF (RFC 9112 allows it), and data sent before the answer."""
+    port, _ = proxy
+    with socket.create_connection(("127.0.0.1", port), timeout=scaled(10)) as conn:
+        head = b"CONNECT localhost:%d HTTP/1.0" % echo_server.port + end + b"X-A: b" + end + end
+        conn.sendall(head + b"early")
+        conn.shutdown(socket.SHUT_WR)
+        answer = recv_all(conn)
+    assert answer == b"HTTP/1.1 200 Connection established\r\n\r\nearly"
+
+
 def test_client_that_leaves_mid_request(proxy: tuple[int, RelayProcess]) -> None:
     port, relay = proxy
     with socket.create_connection(("127.0.0.1", port), timeout=scaled(10)) as conn:
