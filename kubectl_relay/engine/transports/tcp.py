@@ -465,8 +465,8 @@ async def connect(address: Address, ctx: OpenContext) -> Stream:
     text = address_text(address)
     host, port = expect_params(address, 2)
     options = address.options
-    family = family_of(address, ctx)
     destinations.check_name(strip_brackets(host), text)  # a denied name is not even looked up
+    family = family_of(address, ctx)
     targets = await resolve(strip_brackets(host), port, family, 0, text)
     bind_text = options.text("bind")
     sourceport = options.integer("sourceport")
