@@ -236,6 +236,10 @@ OPTIONS: tuple[OptionSpec, ...] = (
     # socat: "readbytes=<bytes> ... Must be greater than 0."
     OptionSpec("readbytes", _K.SIZE, _G.APPL, ("bytes",), (1, 2**63 - 1)),
     OptionSpec("setsid", _K.FLAG, _G.PROCESS, ("sid",)),
+    # Signals an EXEC/SYSTEM/SHELL child gets instead of the relay ending (process.py).
+    OptionSpec("sighup", _K.CONST, _G.PARENT),
+    OptionSpec("sigint", _K.CONST, _G.PARENT),
+    OptionSpec("sigquit", _K.CONST, _G.PARENT),
     # socat: "escape=<int> Specifies the numeric code of a character that
     # triggers EOF on the input stream."
     OptionSpec("escape", _K.INT, _G.APPL, (), _BYTE),

@@ -106,6 +106,8 @@ async def _run_until_signal(
 
     def on_signal(signum: int) -> None:
         logger.log(NOTICE, "socat_signal(): handling signal %d", signum)
+        if signals.forward(signum):  # sigint & co.: the child's business
+            return
         graceful = listens and not received and signum == GRACEFUL_SIGNAL and grace_period > 0
         received.append(signum)
         if graceful:

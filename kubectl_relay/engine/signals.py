@@ -12,6 +12,10 @@ socat does), SIGUSR1 (the statistics), and the faults SIGILL, SIGBUS, SIGFPE
 and SIGSEGV: a Python handler only notes a signal and returns, so a real
 fault would recur forever.
 
+A signal that an ``EXEC``/``SYSTEM``/``SHELL`` address was told to pass on
+(``sighup``, ``sigint``, ``sigquit``) goes to its child instead, and the relay
+goes on (``pass_on``, ``forward``); the child's end then ends the session.
+
 ``catch_early`` installs plain handlers as soon as the command line is
 parsed, before the engine's imports and the event loop (tens of
 milliseconds on a busy machine): a signal in that time is noted and ends the
@@ -22,6 +26,8 @@ them) signal a relay a fraction of a second after starting it.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 from types import FrameType
 
@@ -53,6 +59,9 @@ _EXIT_LOG_LEVELS: dict[int, int] = {
 
 #: Signals received before the event loop took over, in order.
 _early: list[int] = []
+
+#: Children to pass a signal on to, by signal.
+_passed_on: dict[int, set[int]] = {}
 
 
 def caught(mask: int | None) -> list[signal.Signals]:
@@ -89,3 +98,24 @@ def take_early() -> int | None:
 
 def _note(signum: int, _frame: FrameType | None) -> None:
     _early.append(signum)
+
+
+def pass_on(pid: int, signums: tuple[int, ...]) -> None:
+    """From now on, ``signums`` go to the child ``pid`` instead of ending the relay."""
+    for signum in signums:
+        _passed_on.setdefault(signum, set()).add(pid)
+
+
+def stop_passing_on(pid: int) -> None:
+    """The child ``pid`` has exited: nothing more goes to it."""
+    for pids in _passed_on.values():
+        pids.discard(pid)
+
+
+def forward(signum: int) -> bool:
+    """Send ``signum`` to the children that take it; False when none does."""
+    pids = sorted(_passed_on.get(signum, ()))
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+    return bool(pids)

@@ -42,6 +42,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from .. import signals
 from ..addresses import Address
 from ..errors import OpenError
 from ..grammar import lex
@@ -98,12 +99,29 @@ def _execvp_text(program: str, argv: list[str]) -> str:
     return f"execvp({shown}{', ...' if len(argv) > 3 else ''})"
 
 
+#: Options that pass a signal on to the child (socat: "Has socat pass signals of
+#: this type to the sub process. If no address has this option, socat
+#: terminates on these signals").
+_FORWARDED_SIGNALS = (
+    ("sighup", signal.SIGHUP),
+    ("sigint", signal.SIGINT),
+    ("sigquit", signal.SIGQUIT),
+)
+
+
 class _Child:
     """A spawned program: notices its exit, logs it as socat does, and ends it on close."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], *, end_close: bool = False) -> None:
+    def __init__(
+        self,
+        popen: subprocess.Popen[bytes],
+        *,
+        end_close: bool = False,
+        forwarded: tuple[int, ...] = (),
+    ) -> None:
         self.popen = popen
         self.pid = popen.pid
+        signals.pass_on(self.pid, forwarded)
         #: ``end-close``: closing the address leaves the child running; it is
         #: still reaped when it exits while the relay runs.
         self.end_close = end_close
@@ -130,6 +148,7 @@ class _Child:
         code = self.popen.poll()  # reaps the child once it has exited
         if code is None or self.exited.done():
             return
+        signals.stop_passing_on(self.pid)
         self._stop_watching()
         self._log_exit(code)
         self.exited.set_result(code)
@@ -176,6 +195,7 @@ class _Child:
             if not self.exited.done():
                 self._send(signal.SIGKILL)
                 code = self.popen.wait()
+                signals.stop_passing_on(self.pid)
                 self._stop_watching()
                 self._log_exit(code)
                 self.exited.set_result(code)
@@ -343,6 +363,8 @@ class _Command:
     #: descriptors instead of its stdin/stdout, which stay the relay's.
     fdin: int | None = None
     fdout: int | None = None
+    #: socat's ``sighup``, ``sigint``, ``sigquit``: signals passed on to the child.
+    forwarded: tuple[int, ...] = ()
 
 
 def uses_pty(address: Address) -> bool:
@@ -374,7 +396,7 @@ async def run_in_place(
     for fd in {stdin, stdout} - {None}:
         assert fd is not None
         os.set_blocking(fd, True)  # the program expects ordinary blocking I/O
-    child = _Child(_start(command, stdin, stdout))
+    child = _Child(_start(command, stdin, stdout), forwarded=command.forwarded)
     try:
         return await asyncio.shield(child.exited)
     except BaseException:
@@ -449,6 +471,7 @@ def _command(address: Address, ctx: OpenContext) -> _Command:
         options.flag("end-close"),
         options.integer("fdin"),
         options.integer("fdout"),
+        tuple(signum for name, signum in _FORWARDED_SIGNALS if options.flag(name)),
     )
 
 
@@ -529,7 +552,7 @@ async def _spawn_with_socket(command: _Command, direction: Direction) -> Stream:
     except BaseException:
         ours.close()
         raise
-    child = _Child(popen, end_close=command.end_close)
+    child = _Child(popen, end_close=command.end_close, forwarded=command.forwarded)
     stream = ProcessSocketStream(ours, child, f"child process {popen.pid}")
     stream.readable = direction != "write"
     stream.writable = direction != "read"
@@ -561,7 +584,8 @@ async def _spawn_with_pty(command: _Command, direction: Direction, address: Addr
     except BaseException:
         os.close(master)
         raise
-    stream = ProcessPtyStream(master, _Child(popen, end_close=command.end_close), slave_path)
+    child = _Child(popen, end_close=command.end_close, forwarded=command.forwarded)
+    stream = ProcessPtyStream(master, child, slave_path)
     stream.readable = direction != "write"
     stream.writable = direction != "read"
     return stream
@@ -587,7 +611,7 @@ async def _spawn_with_pipes(command: _Command, direction: Direction) -> Stream:
         raise
     finally:
         _close_all(fd for fd in (child_in, child_out) if fd is not None)
-    child = _Child(popen, end_close=command.end_close)
+    child = _Child(popen, end_close=command.end_close, forwarded=command.forwarded)
     try:
         return ProcessPipeStream(our_in, our_out, child, f"child process {popen.pid}")
     except BaseException:

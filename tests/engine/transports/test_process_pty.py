@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
+import time
 
 import pytest
 
@@ -65,3 +67,31 @@ def test_refused_with_one_clear_line(address: str, message: str) -> None:
     assert done.returncode == 1
     [error] = log_lines(done.stderr.decode(), "E")
     assert message in error
+
+
+@pytest.mark.parametrize("program", [pytest.param(RELAY, id="relay"),
+                                     pytest.param([SOCAT or "socat"], id="socat")])
+@pytest.mark.parametrize("address", ["EXEC:cat,pty,setsid,sigint", "EXEC:cat,pipes,sighup"])
+def test_sigint_and_sighup_go_to_the_child_which_ends_the_session(
+    program: list[str], address: str
+) -> None:
+    """socat: "Has socat pass signals of this type to the sub process"; its end ends the session."""
+    if program[0] == "socat" and SOCAT is None:
+        pytest.skip("socat 1.8.0.3 is not built")
+    if program != RELAY and "pipes" in address:
+        # socat passes SIGHUP on too, but with pipes it then waits for -T to end.
+        pytest.skip("socat 1.8.0.3 runs on until -T after its piped child ended")
+    signum = signal.SIGHUP if "sighup" in address else signal.SIGINT
+    proc = subprocess.Popen([*program, "-lprelay", "-T", "20", "SOCKETPAIR", address],
+                            stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        time.sleep(scaled(1))  # started, with its child
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=scaled(10))
+    finally:
+        proc.kill()
+    text = stderr.decode()
+    warnings = log_lines(text, "W")
+    assert any(re.fullmatch(rf"waitpid\(\): child \d+ exited on signal {int(signum)}", line)
+               for line in warnings), text
+    assert "exiting on signal" not in text  # the relay itself went on until the child ended
