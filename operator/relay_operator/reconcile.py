@@ -283,9 +283,16 @@ class Reconciler:
             now=self.clock(),
         )
         if changes(previous, result.status):
-            await self.kube.patch(
-                self.tunnel_url(namespace, name, "status"), {"status": result.status}
-            )
+            try:
+                await self.kube.patch(
+                    self.tunnel_url(namespace, name, "status"), {"status": result.status}
+                )
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+                # Deleted since it was read (its children's deletion brings
+                # their events here): nothing left to report on.
+                return _Reported(result.phase, ())
         self.metrics.phases[f"{namespace}/{name}"] = result.phase
         return _Reported(result.phase, result.events)
 
