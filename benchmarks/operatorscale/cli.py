@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ from relay_operator.client import Kube, load_configuration, path
 from relay_operator.errors import ApiError
 from scripts.gotools import ToolUnavailable, kwok_path, kwok_stages
 
-from ..processes import REPO_ROOT
+from ..processes import REPO_ROOT, free_port
 from ..report import RESULTS_DIR, machine_info
 from . import apimetrics, kwok
 from .conditions import conditions
@@ -136,13 +135,6 @@ def scrape_requests(api: Any) -> Counter[apimetrics.Key]:
                                      auth_settings=["BearerToken"])
     response = api.call_api(*serialized[:4], _request_timeout=60)
     return apimetrics.parse(response.read().decode())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 async def wait_operator(port: int, process: Any, timeout: float = 60) -> None:

@@ -15,12 +15,12 @@ import asyncio
 import contextlib
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from relay_operator.client import Kube, path
 
 from .conditions import conditions
+from .operatorproc import background
 
 NODE_NAME = "relay-bench-kwok"
 MANAGED_LABEL = "relay.kubectl-relay.io/bench-node"
@@ -60,10 +60,9 @@ def tunnel_placement() -> dict[str, object]:
     }
 
 
-@contextlib.contextmanager
 def kwok_process(binary: Path, stages: list[Path], kubeconfig: Path,
-                 log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """kwok managing the nodes labelled ``MANAGED_LABEL``; stopped (and waited for) after."""
+                 log: Path) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+    """kwok managing the nodes labelled ``MANAGED_LABEL``."""
     command = [
         str(binary),
         f"--kubeconfig={kubeconfig}",
@@ -73,17 +72,7 @@ def kwok_process(binary: Path, stages: list[Path], kubeconfig: Path,
     ]
     for stage in stages:
         command += ["--config", str(stage)]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    return background(command, log, stop_timeout=15)
 
 
 async def create_node(kube: Kube) -> None:

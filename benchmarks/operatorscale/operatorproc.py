@@ -59,10 +59,27 @@ def usage(pid: int) -> Usage:
 
 
 @contextlib.contextmanager
+def background(command: list[str], log: Path, *, stop_timeout: float,
+               env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """``command`` running, its output in ``log``; stopped with SIGTERM (as Kubernetes stops
+    a pod), killed after ``stop_timeout`` seconds, and waited for."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=stop_timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def operator_process(kubeconfig: Path, namespace: str, log: Path, health_port: int,
-                     extra_environment: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    """``relay-operator`` serving ``namespace``, its liveness endpoint on ``health_port``;
-    stopped with SIGTERM (as Kubernetes does)."""
+                     extra_environment: dict[str, str]
+                     ) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+    """``relay-operator`` serving ``namespace``, its liveness endpoint on ``health_port``."""
     environment = {
         **os.environ,
         **manifest_environment(),
@@ -77,15 +94,4 @@ def operator_process(kubeconfig: Path, namespace: str, log: Path, health_port: i
         "--health-port", str(health_port),
         "--metrics-port", "0",
     ]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                   env=environment)
-    try:
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    return background(command, log, stop_timeout=30, env=environment)
