@@ -34,9 +34,11 @@ import os
 import random
 import socket
 from collections.abc import Awaitable, Mapping
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 import kopf
+
+from kubectl_relay.jsontypes import JSONObject
 
 from .builders import GROUP, TUNNEL_LABEL, VERSION
 from .client import Kube
@@ -46,6 +48,7 @@ from .reconcile import PLURAL, Outcome, Reconciler
 from .settings import Settings
 
 T = TypeVar("T")
+ChildKind = Literal["Deployment", "Service"]
 
 #: Labels of the children the operator watches (it created them with these).
 CHILD_LABELS: dict[str, Any] = {
@@ -73,6 +76,11 @@ def operator_settings(settings: Settings, *, priority: int | None = None) -> kop
     config.posting.reporting_component = "relay-operator"
     config.posting.reporting_instance = socket.gethostname()
     config.posting.event_name_prefix = "relay-operator-"
+    # kopf would post an event for each of its own log lines too ("Handler
+    # 'reconcile' succeeded", "Creation is processed"): two requests per
+    # tunnel that say nothing the operator's own events do not. Its warnings
+    # and errors (a handler failing) are still posted.
+    config.posting.level = logging.WARNING
     config.peering.standalone = settings.peering is None
     if settings.peering is not None:
         config.peering.name = settings.peering
@@ -228,7 +236,13 @@ def build_registry(reconciler: Reconciler) -> kopf.OperatorRegistry:
     @kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS, registry=registry)
     @kopf.on.event("", "v1", "services", labels=CHILD_LABELS, registry=registry)
     async def child_changed(
-        type: str, namespace: str | None, labels: kopf.Labels, logger: kopf.Logger, **_: Any
+        type: str,
+        namespace: str | None,
+        labels: kopf.Labels,
+        body: kopf.Body,
+        resource: kopf.Resource,
+        logger: kopf.Logger,
+        **_: Any,
     ) -> None:
         assert namespace is not None
         tunnel = labels[TUNNEL_LABEL]
@@ -237,7 +251,10 @@ def build_registry(reconciler: Reconciler) -> kopf.OperatorRegistry:
                 # Deleted by hand (the garbage collector removes the tunnel first).
                 outcome = await reconciler.reconcile(namespace, tunnel)
             else:
-                outcome = await reconciler.refresh(namespace, tunnel)
+                # The event carries the child as it is now: no need to read it again.
+                kind: ChildKind = "Deployment" if resource.plural == "deployments" else "Service"
+                changed = (kind, cast(JSONObject, dict(body)))
+                outcome = await reconciler.refresh(namespace, tunnel, changed=changed)
         except TransientApiError as exc:
             metrics.api_errors += 1
             logger.warning("status of tunnel %s not refreshed: %s", tunnel, exc)

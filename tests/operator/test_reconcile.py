@@ -172,3 +172,32 @@ def test_the_ttl_daemon_survives_any_ttl() -> None:
     reconciler = Reconciler(cast(Kube, Store()), Settings(), clock=lambda: NOW)
     for ttl, left in (("99999999999d", None), ("3000000d", None), ("2h", 3600.0)):
         assert reconciler.remaining(tunnel("t", ttl=ttl)) == left
+
+
+class CountingReads(Store):
+    """A store that also records what was read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[str] = []
+
+    async def get(self, url: str) -> dict[str, Any] | None:
+        self.reads.append(url)
+        return await super().get(url)
+
+
+async def test_a_refresh_does_not_read_again_the_child_its_event_delivered() -> None:
+    store = CountingReads()
+    url = Reconciler.tunnel_url("team", "exposed")
+    store.objects[url] = tunnel("exposed", service={"type": "ClusterIP"})
+    reconciler = Reconciler(cast(Kube, store), Settings(), clock=lambda: NOW)
+    await reconciler.reconcile("team", "exposed")
+    deployment_url = Reconciler.child_url("Deployment", "team", "exposed")
+    deployment = copy.deepcopy(store.objects[deployment_url])
+    deployment["status"] = {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1,
+                            "availableReplicas": 1, "observedGeneration": 1}
+    store.reads.clear()
+    outcome = await reconciler.refresh("team", "exposed", changed=("Deployment", deployment))
+    assert store.reads == [url, Reconciler.child_url("Service", "team", "exposed")]
+    assert outcome is not None
+    assert outcome.phase == "Ready"  # from the delivered Deployment, not the stored one
