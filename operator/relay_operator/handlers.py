@@ -76,11 +76,6 @@ def operator_settings(settings: Settings, *, priority: int | None = None) -> kop
     config.posting.reporting_component = "relay-operator"
     config.posting.reporting_instance = socket.gethostname()
     config.posting.event_name_prefix = "relay-operator-"
-    # kopf would post an event for each of its own log lines too ("Handler
-    # 'reconcile' succeeded", "Creation is processed"): two requests per
-    # tunnel that say nothing the operator's own events do not. Its warnings
-    # and errors (a handler failing) are still posted.
-    config.posting.level = logging.WARNING
     config.peering.standalone = settings.peering is None
     if settings.peering is not None:
         config.peering.name = settings.peering

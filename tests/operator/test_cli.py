@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
 import pytest
 
 from relay_operator import cli
-from relay_operator.handlers import operator_settings
 from relay_operator.settings import Settings
 
 
@@ -60,7 +58,3 @@ def test_unreadable_kubeconfig_exits_1(
 def test_parser_is_argparse() -> None:
     assert isinstance(cli._parser(), argparse.ArgumentParser)
 
-
-def test_kopf_posts_events_only_for_its_warnings_and_errors() -> None:
-    """Its info lines ("Handler succeeded") as events cost two requests per tunnel."""
-    assert operator_settings(Settings()).posting.level == logging.WARNING
