@@ -2,6 +2,7 @@
 
     python -m scripts.gotools kubectl   # prints the path of kubectl, building it once
     python -m scripts.gotools krew      # the same for krew (the krew tests use it)
+    python -m scripts.gotools kwok      # kwok, for the operator's scale benchmark
 
 **kubectl** is the release the local cluster pins (``e2e/localcluster/settings.py``).
 When the cluster's own build is in the cache, its kubectl is used as it is;
@@ -44,6 +45,24 @@ KUBECTL_MODULE_DIR = Path(__file__).resolve().parent / "kubectlbuild"
 #: The krew release (the newest the module proxy serves).
 KREW_VERSION = "v0.4.3"
 KREW_PACKAGE = "sigs.k8s.io/krew/cmd/krew"
+
+#: kwok (fake nodes and pods against a real API server), for the operator's
+#: scale benchmark: the newest release the module proxy serves.
+KWOK_VERSION = "v0.8.0"
+KWOK_MODULE = "sigs.k8s.io/kwok"
+#: kwok's own stages, in its module: nodes become Ready and keep a heartbeat
+#: (else the node controller evicts their pods); pods are created, become
+#: Ready and are deleted.
+KWOK_STAGES = (
+    "node/fast/node-initialize.yaml",
+    "node/heartbeat/node-heartbeat.yaml",
+    "pod/general/pod-create.yaml",
+    "pod/general/pod-init-container-running.yaml",
+    "pod/general/pod-init-container-completed.yaml",
+    "pod/general/pod-ready.yaml",
+    "pod/general/pod-complete.yaml",
+    "pod/general/pod-delete.yaml",
+)
 
 
 class ToolUnavailable(RuntimeError):
@@ -119,19 +138,62 @@ def krew_path() -> Path:
     """krew: ``RELAY_KREW``, or ``go install`` of ``KREW_VERSION`` into the cache."""
     if explicit := os.environ.get("RELAY_KREW"):
         return Path(explicit)
-    go = _go_or_fail("krew")
-    key = f"{KREW_PACKAGE}@{KREW_VERSION} {go_version(go)}"
+    return _go_install("krew", KREW_PACKAGE, KREW_VERSION)
+
+
+def kwok_path() -> Path:
+    """kwok: ``RELAY_KWOK``, or ``go install`` of ``KWOK_VERSION`` into the cache.
+
+    kwok refuses to start without stages (what it does to fake nodes and
+    pods); its own stage files come with its module source, so the build
+    copies them beside the binary, into ``stages/`` (see ``kwok_stages``).
+    """
+    if explicit := os.environ.get("RELAY_KWOK"):
+        return Path(explicit)
+
+    def copy_stages(go: str, env: dict[str, str], folder: Path) -> None:
+        module = subprocess.run(
+            [go, "list", "-m", "-f", "{{.Dir}}", f"{KWOK_MODULE}@{KWOK_VERSION}"],
+            cwd=folder, env=env, capture_output=True, text=True, check=False,
+        )
+        source = Path(module.stdout.strip()) / "kustomize" / "stage"
+        if module.returncode != 0 or not source.is_dir():
+            raise ToolUnavailable(f"kwok's stage files are not in its module: {module.stderr}")
+        target = folder / "stages"
+        target.mkdir(exist_ok=True)
+        for stage in KWOK_STAGES:
+            (target / Path(stage).name).write_bytes((source / stage).read_bytes())
+
+    return _go_install("kwok", f"{KWOK_MODULE}/cmd/kwok", KWOK_VERSION, copy_stages)
+
+
+def kwok_stages(binary: Path) -> list[Path]:
+    """The stage files beside a kwok binary that ``kwok_path`` built."""
+    return [binary.parent / "stages" / Path(stage).name for stage in KWOK_STAGES]
+
+
+def _go_install(
+    name: str,
+    package: str,
+    version: str,
+    after: Callable[[str, dict[str, str], Path], None] | None = None,
+) -> Path:
+    """``go install package@version`` into ``<tools>/<name>-<version>/<name>``, once."""
+    go = _go_or_fail(name)
+    key = f"{package}@{version} {go_version(go)}"
 
     def build(partial: Path, env: dict[str, str]) -> None:
         # `go install pkg@version` builds outside any module; GOBIN is a scratch
         # folder beside the binary so that the rename stays atomic.
         scratch = partial.with_name("gobin")
         env = dict(env, GOBIN=str(scratch))
-        _go([go, "install", f"{KREW_PACKAGE}@{KREW_VERSION}"], partial.parent, env, "krew")
-        (scratch / "krew").replace(partial)
+        _go([go, "install", f"{package}@{version}"], partial.parent, env, name)
+        if after is not None:
+            after(go, env, partial.parent)
+        (scratch / name).replace(partial)
         scratch.rmdir()
 
-    return _cached_build("krew", KREW_VERSION, key, build)
+    return _cached_build(name, version, key, build)
 
 
 def _go_or_fail(what: str) -> str:
@@ -142,7 +204,11 @@ def _go_or_fail(what: str) -> str:
         raise ToolUnavailable(f"{exc}; or set {variable} to a {what} binary") from None
 
 
-TOOLS: dict[str, Callable[[], Path]] = {"kubectl": kubectl_path, "krew": krew_path}
+TOOLS: dict[str, Callable[[], Path]] = {
+    "kubectl": kubectl_path,
+    "krew": krew_path,
+    "kwok": kwok_path,
+}
 
 
 def main(argv: list[str]) -> int:

@@ -20,8 +20,10 @@ def test_a_binary_named_in_the_environment_is_used_as_it_is(
 ) -> None:
     monkeypatch.setenv("RELAY_KUBECTL", str(tmp_path / "my-kubectl"))
     monkeypatch.setenv("RELAY_KREW", str(tmp_path / "my-krew"))
+    monkeypatch.setenv("RELAY_KWOK", str(tmp_path / "my-kwok"))
     assert gotools.kubectl_path() == tmp_path / "my-kubectl"
     assert gotools.krew_path() == tmp_path / "my-krew"
+    assert gotools.kwok_path() == tmp_path / "my-kwok"
 
 
 def test_without_go_the_message_names_the_way_out(
@@ -35,4 +37,4 @@ def test_without_go_the_message_names_the_way_out(
     assert err.startswith("gotools: build: no `go` command on PATH")
     assert err.endswith("; or set RELAY_KREW to a krew binary\n")
     assert gotools.main(["helm"]) == 2
-    assert capsys.readouterr().err == "usage: python -m scripts.gotools {kubectl,krew}\n"
+    assert capsys.readouterr().err == "usage: python -m scripts.gotools {kubectl,krew,kwok}\n"

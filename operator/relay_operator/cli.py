@@ -108,7 +108,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))  # exits with status 2
     configure_logging(verbose=args.verbose, quiet=args.quiet)
     try:
-        kube = Kube(load_configuration(args.kubeconfig, args.context), timeout=settings.api_timeout)
+        kube = Kube(
+            load_configuration(args.kubeconfig, args.context),
+            timeout=settings.api_timeout,
+            workers=settings.api_concurrency,
+        )
     except Exception as exc:  # the client's config errors have no common base
         sys.stderr.write(f"relay-operator: cannot load the cluster configuration: {exc}\n")
         return 1

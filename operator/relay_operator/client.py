@@ -97,6 +97,11 @@ class Kube:
 
     def __init__(self, configuration: Any, *, timeout: float = 30.0, workers: int = 4) -> None:
         self._configuration = configuration
+        # One kept connection per thread: with fewer, urllib3 opens a new
+        # connection (a TLS handshake) for each request beyond them, then drops it.
+        configuration.connection_pool_maxsize = max(
+            workers, configuration.connection_pool_maxsize or 0
+        )
         self._client = kubernetes.client.ApiClient(configuration)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="relay-api")
         self._timeout = timeout

@@ -34,9 +34,11 @@ import os
 import random
 import socket
 from collections.abc import Awaitable, Mapping
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 import kopf
+
+from kubectl_relay.jsontypes import JSONObject
 
 from .builders import GROUP, TUNNEL_LABEL, VERSION
 from .client import Kube
@@ -46,6 +48,7 @@ from .reconcile import PLURAL, Outcome, Reconciler
 from .settings import Settings
 
 T = TypeVar("T")
+ChildKind = Literal["Deployment", "Service"]
 
 #: Labels of the children the operator watches (it created them with these).
 CHILD_LABELS: dict[str, Any] = {
@@ -228,7 +231,13 @@ def build_registry(reconciler: Reconciler) -> kopf.OperatorRegistry:
     @kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS, registry=registry)
     @kopf.on.event("", "v1", "services", labels=CHILD_LABELS, registry=registry)
     async def child_changed(
-        type: str, namespace: str | None, labels: kopf.Labels, logger: kopf.Logger, **_: Any
+        type: str,
+        namespace: str | None,
+        labels: kopf.Labels,
+        body: kopf.Body,
+        resource: kopf.Resource,
+        logger: kopf.Logger,
+        **_: Any,
     ) -> None:
         assert namespace is not None
         tunnel = labels[TUNNEL_LABEL]
@@ -237,7 +246,10 @@ def build_registry(reconciler: Reconciler) -> kopf.OperatorRegistry:
                 # Deleted by hand (the garbage collector removes the tunnel first).
                 outcome = await reconciler.reconcile(namespace, tunnel)
             else:
-                outcome = await reconciler.refresh(namespace, tunnel)
+                # The event carries the child as it is now: no need to read it again.
+                kind: ChildKind = "Deployment" if resource.plural == "deployments" else "Service"
+                changed = (kind, cast(JSONObject, dict(body)))
+                outcome = await reconciler.refresh(namespace, tunnel, changed=changed)
         except TransientApiError as exc:
             metrics.api_errors += 1
             logger.warning("status of tunnel %s not refreshed: %s", tunnel, exc)

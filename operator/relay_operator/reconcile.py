@@ -283,17 +283,32 @@ class Reconciler:
             now=self.clock(),
         )
         if changes(previous, result.status):
-            await self.kube.patch(
-                self.tunnel_url(namespace, name, "status"), {"status": result.status}
-            )
+            try:
+                await self.kube.patch(
+                    self.tunnel_url(namespace, name, "status"), {"status": result.status}
+                )
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+                # Deleted since it was read (its children's deletion brings
+                # their events here): nothing left to report on.
+                return _Reported(result.phase, ())
         self.metrics.phases[f"{namespace}/{name}"] = result.phase
         return _Reported(result.phase, result.events)
 
-    async def refresh(self, namespace: str, name: str) -> Outcome | None:
+    async def refresh(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        changed: tuple[Literal["Deployment", "Service"], JSONObject] | None = None,
+    ) -> Outcome | None:
         """Recompute the status after a child changed (pods became ready, a rollout ended).
 
-        The Valid condition and observedGeneration stay as the last
-        reconciliation wrote them; None until there was one.
+        ``changed`` is the child whose change is the reason, as the watch
+        delivered it: it is not read again. The Valid condition and
+        observedGeneration stay as the last reconciliation wrote them; None
+        until there was one.
         """
         async with self._lock(namespace, name):
             tunnel = await self.kube.get(self.tunnel_url(namespace, name))
@@ -312,7 +327,10 @@ class Reconciler:
             uid = str((tunnel.get("metadata") or {}).get("uid", ""))  # type: ignore[union-attr]
             children: dict[str, JSONObject | None] = {}
             for kind in ("Deployment", "Service"):
-                obj = await self._read(kind, namespace, name)
+                if changed is not None and changed[0] == kind:
+                    obj: JSONObject | None = changed[1]
+                else:
+                    obj = await self._read(kind, namespace, name)
                 children[kind] = obj if obj is not None and is_controlled_by(obj, uid) else None
             outcome = await self._report(
                 tunnel, validity, None, children["Deployment"], children["Service"]

@@ -19,6 +19,9 @@ checks that they set no variable this module does not know.
 ``RELAY_OPERATOR_POD_LABEL_KEYS``     label keys tunnels may set on relay pods
                                       beyond ``tunnel.kubectl-relay.io/*``,
                                       comma-separated
+``RELAY_OPERATOR_API_CONCURRENCY``    the operator's own API requests in flight
+                                      at once (1 to 256; its reads and writes
+                                      of children and status, not kopf's)
 ====================================  ==========================================
 
 The destination policy (``relay_operator.policy``), every field optional::
@@ -81,6 +84,7 @@ ENV_METRICS_PORT = ENV_PREFIX + "METRICS_PORT"
 ENV_PEERING = ENV_PREFIX + "PEERING"
 ENV_DESTINATIONS = ENV_PREFIX + "DESTINATIONS"
 ENV_POD_LABEL_KEYS = ENV_PREFIX + "POD_LABEL_KEYS"
+ENV_API_CONCURRENCY = ENV_PREFIX + "API_CONCURRENCY"
 #: Set by the kubelet in every pod: where the API server is.
 ENV_API_SERVER_HOST = "KUBERNETES_SERVICE_HOST"
 #: Every variable ``from_environ`` reads.
@@ -95,6 +99,7 @@ ENVIRONMENT = (
     ENV_PEERING,
     ENV_DESTINATIONS,
     ENV_POD_LABEL_KEYS,
+    ENV_API_CONCURRENCY,
 )
 
 
@@ -182,6 +187,11 @@ class Settings:
     api_timeout: float = 30.0
     """Seconds one API request may take before it counts as a transient failure."""
 
+    api_concurrency: int = 16
+    """The operator's own API requests in flight at once (threads of its
+    client, and kept connections). With 4, a wave of 1,000 new tunnels
+    queued behind the client: see ``benchmarks/README.md``."""
+
     tunnel_policy: TunnelPolicy = field(default_factory=TunnelPolicy)
     """What tunnels may ask for: destinations, and pod label keys beyond
     ``tunnel.kubectl-relay.io/`` (see ``relay_operator.policy``)."""
@@ -239,6 +249,11 @@ class Settings:
                 check_qualified_name(key, key)
             except SpecError as exc:
                 raise SettingsError(ENV_POD_LABEL_KEYS, get(ENV_POD_LABEL_KEYS), str(exc)) from exc
+        concurrency = default.api_concurrency
+        if raw := get(ENV_API_CONCURRENCY):
+            if not raw.isdigit() or not 1 <= int(raw) <= 256:
+                raise SettingsError(ENV_API_CONCURRENCY, raw, "expected a number from 1 to 256")
+            concurrency = int(raw)
         policy = TunnelPolicy(
             destinations=_destinations(get(ENV_DESTINATIONS), get(ENV_API_SERVER_HOST)),
             pod_label_keys=label_keys,
@@ -252,6 +267,7 @@ class Settings:
             health_port=health_port,
             metrics_port=metrics_port,
             peering=peering,
+            api_concurrency=concurrency,
             tunnel_policy=policy,
         )
 

@@ -57,3 +57,4 @@ def test_unreadable_kubeconfig_exits_1(
 
 def test_parser_is_argparse() -> None:
     assert isinstance(cli._parser(), argparse.ArgumentParser)
+

@@ -139,7 +139,65 @@ async def test_a_refused_request_is_said_in_the_status() -> None:
     )
 
 
+class DeletedAfterRead(Store):
+    """A store whose tunnels are deleted right after each read, as during a wave of deletes."""
+
+    async def get(self, url: str) -> dict[str, Any] | None:
+        found = await super().get(url)
+        if "/socattunnels/" in url:
+            self.objects.pop(url, None)
+        return found
+
+    async def patch(self, url: str, patch: dict[str, Any]) -> dict[str, Any]:
+        if url.removesuffix("/status") not in self.objects:
+            self.writes.append(("PATCH", url))
+            raise ApiError("PATCH", url, 404, "NotFound", "socattunnels not found")
+        return await super().patch(url, patch)
+
+
+async def test_a_tunnel_deleted_before_its_status_is_written_is_left_alone() -> None:
+    store = DeletedAfterRead()
+    url = Reconciler.tunnel_url("team", "plain")
+    body = tunnel("plain")
+    body["status"] = {"conditions": [{"type": "Valid", "status": "True", "reason": "SpecValid",
+                                      "message": "the spec is valid", "observedGeneration": 1}]}
+    store.objects[url] = body
+    outcome = await Reconciler(cast(Kube, store), Settings(), clock=lambda: NOW).refresh(
+        "team", "plain")
+    assert store.writes == [("PATCH", f"{url}/status")]  # tried, refused with 404
+    assert outcome is not None and outcome.events == ()
+
+
 def test_the_ttl_daemon_survives_any_ttl() -> None:
     reconciler = Reconciler(cast(Kube, Store()), Settings(), clock=lambda: NOW)
     for ttl, left in (("99999999999d", None), ("3000000d", None), ("2h", 3600.0)):
         assert reconciler.remaining(tunnel("t", ttl=ttl)) == left
+
+
+class CountingReads(Store):
+    """A store that also records what was read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[str] = []
+
+    async def get(self, url: str) -> dict[str, Any] | None:
+        self.reads.append(url)
+        return await super().get(url)
+
+
+async def test_a_refresh_does_not_read_again_the_child_its_event_delivered() -> None:
+    store = CountingReads()
+    url = Reconciler.tunnel_url("team", "exposed")
+    store.objects[url] = tunnel("exposed", service={"type": "ClusterIP"})
+    reconciler = Reconciler(cast(Kube, store), Settings(), clock=lambda: NOW)
+    await reconciler.reconcile("team", "exposed")
+    deployment_url = Reconciler.child_url("Deployment", "team", "exposed")
+    deployment = copy.deepcopy(store.objects[deployment_url])
+    deployment["status"] = {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1,
+                            "availableReplicas": 1, "observedGeneration": 1}
+    store.reads.clear()
+    outcome = await reconciler.refresh("team", "exposed", changed=("Deployment", deployment))
+    assert store.reads == [url, Reconciler.child_url("Service", "team", "exposed")]
+    assert outcome is not None
+    assert outcome.phase == "Ready"  # from the delivered Deployment, not the stored one

@@ -33,6 +33,7 @@ def test_every_variable() -> None:
             "RELAY_OPERATOR_HEALTH_PORT": "9000",
             "RELAY_OPERATOR_METRICS_PORT": "0",
             "RELAY_OPERATOR_PEERING": "relay-operator",
+            "RELAY_OPERATOR_API_CONCURRENCY": "32",
         }
     )
     assert settings == Settings(
@@ -44,6 +45,7 @@ def test_every_variable() -> None:
         health_port=9000,
         metrics_port=0,
         peering="relay-operator",
+        api_concurrency=32,
     )
 
 
@@ -88,6 +90,11 @@ def test_every_variable() -> None:
             "RELAY_OPERATOR_METRICS_PORT",
             "70000",
             "RELAY_OPERATOR_METRICS_PORT='70000': expected a port from 0 to 65535",
+        ),
+        (
+            "RELAY_OPERATOR_API_CONCURRENCY",
+            "0",
+            "RELAY_OPERATOR_API_CONCURRENCY='0': expected a number from 1 to 256",
         ),
         (
             "RELAY_OPERATOR_PEERING",
