@@ -39,16 +39,15 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
-import os
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from . import destinations
+from .acceptor import Acceptor
 from .addresses import Address, AddressSpec
 from .blocks import thread_pool
-from .descriptors import SOCKET_SESSION, DescriptorBudget
 from .errors import RelayError
 from .log import INFO, NOTICE, logger
 from .metrics import METRICS
@@ -92,9 +91,6 @@ GENERAL_PATH_OPTIONS = frozenset(
 QUICK_FAILURE_SECONDS = 1.0
 
 _IP_FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
-
-#: How long to wait before accepting again after accept() failed.
-ACCEPT_RETRY_SECONDS = 0.2
 
 #: Bytes a side may hold unwritten before the other side is no longer read:
 #: none. A block the kernel could not take at once stays in its buffer (lent,
@@ -193,7 +189,7 @@ async def serve(listener: TcpListener, second: AddressSpec, open_second: OpenSec
         acceptor.session_started()
         return _Session(loop, run, sessions, acceptor).first
 
-    acceptor = _Acceptor(loop, listener, new_session)
+    acceptor = Acceptor(loop, listener, new_session)
 
     logger.log(NOTICE, "listening on %s", listener.label)
     # Errors the loop meets on its own (accept failing with EMFILE, say) are
@@ -217,100 +213,6 @@ async def serve(listener: TcpListener, second: AddressSpec, open_second: OpenSec
             else:
                 session.abort()
         loop.set_exception_handler(previous_handler)
-
-
-class _Acceptor:
-    """Accepting peers: in C by the loop while descriptors abound, one by one near the limit.
-
-    The loop's server accepts every pending peer at each wake-up (uvloop:
-    libuv accepts until the backlog is empty), and out of descriptors libuv
-    accepts and resets them all. So once fewer descriptors are left than a
-    full backlog's sessions need, the loop's server is closed and peers are
-    accepted one at a time, each only when its descriptors fit: the others
-    wait in the listen backlog, as with socat, until sessions end. Far from
-    the limit again, the loop's server takes over. It runs on a duplicate
-    of the listening socket, so closing it keeps the socket and its backlog.
-    """
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        listener: TcpListener,
-        factory: Callable[[], _End],
-    ) -> None:
-        self.loop, self.listener, self.factory = loop, listener, factory
-        self.budget = DescriptorBudget(SOCKET_SESSION)
-        #: Descriptors a whole backlog of peers takes at once (the loop's batch).
-        self.batch = (listener.backlog or 128) * SOCKET_SESSION
-        self.server: asyncio.AbstractServer | None = None  # the loop's, while it accepts
-        self.task: asyncio.Task[None] | None = None
-        self.ended = asyncio.Event()  # a session ended: descriptors came back
-
-    def start(self) -> None:
-        """Start accepting (the loop's server, or one by one if already short)."""
-        self.task = self.loop.create_task(self._accept())
-
-    def session_started(self) -> None:
-        """A peer was accepted: near the limit, hand over to accepting one by one."""
-        self.budget.session_started()
-        if self.server is not None and not self.budget.has_room(self.batch):
-            # Not from here (uvloop is inside its accept loop): just after.
-            self.loop.call_soon(self._close_server)
-
-    def session_ended(self) -> None:
-        """A session gave its descriptors back."""
-        self.budget.session_ended()
-        self.ended.set()
-
-    def _close_server(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            self.server = None
-            self.ended.set()  # wake the accept task: it accepts one by one now
-
-    async def _accept(self) -> None:
-        while True:
-            try:
-                if self.budget.has_room(self.batch):
-                    await self._serve_in_loop()
-                else:
-                    await self._accept_one()
-            except OSError as exc:  # out of descriptors after all, say: try again soon
-                logger.error("accept(%s): %s", self.listener.sock.fileno(), strerror(exc))
-                await asyncio.sleep(ACCEPT_RETRY_SECONDS)
-
-    async def _serve_in_loop(self) -> None:
-        """Let the loop's server accept until ``session_started`` closes it."""
-        sock = socket.socket(fileno=os.dup(self.listener.sock.fileno()))
-        try:
-            # listen() again on the same socket keeps the listener's backlog.
-            self.server = await self.loop.create_server(
-                self.factory, sock=sock, backlog=self.listener.backlog
-            )
-        except BaseException:
-            sock.close()
-            raise
-        while self.server is not None:
-            self.ended.clear()
-            await self.ended.wait()
-
-    async def _accept_one(self) -> None:
-        """Accept one peer once its descriptors fit."""
-        while not self.budget.has_room():
-            self.ended.clear()
-            await self.ended.wait()
-        peer, _ = await self.loop.sock_accept(self.listener.sock)
-        try:
-            await self.loop.connect_accepted_socket(self.factory, peer)
-        except BaseException:
-            peer.close()
-            raise
-
-    def close(self) -> None:
-        """Stop accepting for good."""
-        if self.task is not None:
-            self.task.cancel()
-        self._close_server()
 
 
 def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -480,7 +382,7 @@ class _Session:
         loop: asyncio.AbstractEventLoop,
         run: Run,
         registry: set[_Session],
-        acceptor: _Acceptor,
+        acceptor: Acceptor,
     ) -> None:
         self.loop = loop
         self.run = run
