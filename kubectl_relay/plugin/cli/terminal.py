@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import click
@@ -39,14 +40,19 @@ class Renderer:
     console: Console
     tunnels: int = 1
     status: Status | None = None
+    #: The tunnels' names (a tunnel file's), shown instead of their numbers.
+    names: Sequence[str] = ()
     _ready: set[int] = field(default_factory=set)
 
     def __call__(self, event: events.SessionEvent) -> None:
         self.show(event)
 
     def _prefix(self, tunnel: int, connection: int | None = None) -> str:
-        """``[tunnel] `` when there are several, ``#connection `` when the line is about one."""
-        prefix = f"[{tunnel + 1}] " if self.tunnels > 1 else ""
+        """``[tunnel] `` (its name, or its number when there are several), ``#connection ``."""
+        if self.names:
+            prefix = f"[{self.names[tunnel]}] "
+        else:
+            prefix = f"[{tunnel + 1}] " if self.tunnels > 1 else ""
         return prefix + (f"#{connection} " if connection is not None else "")
 
     def _spin(self, text: str) -> None:
