@@ -26,7 +26,7 @@ The file is YAML::
                                  # tls-secret, server-name as the flags of `tls`
       - name: raw
         kind: run
-        command: [TCP-LISTEN:9000,fork, TCP:10.0.0.7:80]
+        command: TCP-LISTEN:9000,fork TCP:10.0.0.7:80   # or a list of words
         listen: 9000
         pod: {idle-timeout: 1h}  # merged key by key over the default pod settings
 
@@ -42,22 +42,22 @@ and ``SessionOptions``) per target. A tunnel with several targets makes
 
 from __future__ import annotations
 
-import difflib
 import re
 import shlex
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .errors import Mistake, TargetSyntaxError, TunnelFileError
+from .errors import Mistake, TunnelFileError
 from .relaypod import PodSettings, TLSSettings, Toleration, TraceLevel
 from .runcommand import RunCommandError, run_spec
 from .session import SessionOptions, TunnelSpec
 from .targets import LISTEN_FORMS, TARGET_FORMS, ListenAddress, Target, parse_listen, parse_target
 from .values import DURATION_FORMS, TOLERATION_FORMS, parse_duration, parse_toleration
+from .yamlcheck import NodeReader, compose, describe, did_you_mean, key_path, line_of
 
 #: The kinds of tunnel a file may hold, and the keys each takes besides ``COMMON_KEYS``.
 KIND_KEYS: Mapping[str, tuple[str, ...]] = {
@@ -87,14 +87,6 @@ NAME_FORMS = "lower-case letters, digits and inner '-', at most 63 characters"
 _ALL_TUNNEL_KEYS = tuple(dict.fromkeys(COMMON_KEYS + sum(KIND_KEYS.values(), ())))
 _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _WILDCARDS = ("0.0.0.0", "::")
-_TYPE_NAMES = {
-    "tag:yaml.org,2002:str": "a string",
-    "tag:yaml.org,2002:int": "a number",
-    "tag:yaml.org,2002:float": "a number",
-    "tag:yaml.org,2002:bool": "true/false",
-    "tag:yaml.org,2002:null": "nothing",
-    "tag:yaml.org,2002:timestamp": "a date",
-}
 
 
 @dataclass(frozen=True)
@@ -132,20 +124,6 @@ class _Port:
     line: int
 
 
-def _key(path: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    return f"{path}.{key}" if path else key
-
-
-def _describe(node: yaml.Node) -> str:
-    if isinstance(node, yaml.MappingNode):
-        return "a mapping"
-    if isinstance(node, yaml.SequenceNode):
-        return "a list"
-    return _TYPE_NAMES.get(node.tag, "a value")
-
-
 def _keys_of_kind(node: yaml.Node) -> tuple[str, ...]:
     """The keys a tunnel's kind takes, read ahead from its node (all when it has no valid kind)."""
     if isinstance(node, yaml.MappingNode):
@@ -159,125 +137,14 @@ def _keys_of_kind(node: yaml.Node) -> tuple[str, ...]:
     return _ALL_TUNNEL_KEYS
 
 
-def _line(node: yaml.Node) -> int:
-    return int(node.start_mark.line) + 1
-
-
-class _Reader:
+class _Reader(NodeReader):
     """Walks the composed YAML, builds the values and collects the mistakes."""
 
     def __init__(self, source: str, base: Path) -> None:
-        self.source = source
+        super().__init__(source)
         self.base = base
-        self.mistakes: list[Mistake] = []
-        self._constructor = yaml.SafeLoader("")
         self._names: dict[str, int] = {}
         self._ports: list[_Port] = []
-
-    def mistake(self, node: yaml.Node, path: str, problem: str, accepted: str = "") -> None:
-        mark = node.start_mark
-        self.mistakes.append(
-            Mistake(self.source, mark.line + 1, mark.column + 1, path, problem, accepted)
-        )
-
-    # -- shapes -----------------------------------------------------------------------------------
-
-    def mapping(
-        self,
-        node: yaml.Node,
-        path: str,
-        keys: Sequence[str],
-        what: str,
-        accepted: Sequence[str] = (),
-    ) -> dict[str, yaml.Node] | None:
-        """The mapping's values by key; unknown and repeated keys are mistakes.
-
-        ``accepted``: the keys to suggest and list, when fewer than ``keys``
-        fit here (a tunnel's kind takes only some of them).
-        """
-        accepted = accepted or keys
-        if not isinstance(node, yaml.MappingNode):
-            self.mistake(
-                node, path, f"{what} must be a mapping, not {_describe(node)}", ", ".join(keys)
-            )
-            return None
-        found: dict[str, yaml.Node] = {}
-        lines: dict[str, int] = {}
-        for key_node, value in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
-            if not isinstance(key, str) or key_node.tag != "tag:yaml.org,2002:str":
-                if key == "<<":
-                    self.mistake(
-                        key_node,
-                        path,
-                        "merge keys (<<) are not supported",
-                        "the top-level namespace, trace and pod as defaults",
-                    )
-                else:
-                    self.mistake(
-                        key_node,
-                        path,
-                        f"a key must be a name, not {_describe(key_node)}",
-                        ", ".join(keys),
-                    )
-            elif key in found:
-                self.mistake(key_node, _key(path, key), f"given twice (first on line {lines[key]})")
-            elif key not in keys:
-                close = difflib.get_close_matches(key, accepted, n=1)
-                hint = f'; did you mean "{close[0]}"?' if close else ""
-                self.mistake(key_node, path, f'unknown key "{key}"{hint}', ", ".join(accepted))
-            else:
-                found[key] = value
-                lines[key] = _line(key_node)
-        return found
-
-    def scalar(
-        self, node: yaml.Node, path: str, accepted: str, *, numbers: bool = False
-    ) -> str | None:
-        """A string (or, with ``numbers``, a number as written: ``8080``)."""
-        tags = {"tag:yaml.org,2002:str"}
-        if numbers:
-            tags |= {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
-        if isinstance(node, yaml.ScalarNode) and node.tag in tags:
-            return str(node.value)
-        expected = "a string or a number" if numbers else "a string"
-        self.mistake(node, path, f"must be {expected}, not {_describe(node)}", accepted)
-        return None
-
-    def boolean(self, node: yaml.Node, path: str) -> bool | None:
-        if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:bool":
-            return bool(self._constructor.construct_object(node))
-        self.mistake(node, path, f"must be true or false, not {_describe(node)}", "true, false")
-        return None
-
-    def one_or_more(self, node: yaml.Node, path: str) -> list[tuple[yaml.Node, str]]:
-        """A scalar or a non-empty list of them: (node, path) of each."""
-        if isinstance(node, yaml.SequenceNode):
-            if not node.value:
-                self.mistake(node, path, "the list is empty")
-            return [(item, _key(path, index)) for index, item in enumerate(node.value)]
-        return [(node, path)]
-
-    def parsed(
-        self,
-        node: yaml.Node,
-        path: str,
-        parse: Callable[[str], Any],
-        accepted: str,
-        *,
-        numbers: bool = False,
-    ) -> Any:
-        """``parse(text)``; its ``ValueError`` becomes a mistake at ``node``."""
-        text = self.scalar(node, path, accepted, numbers=numbers)
-        if text is None:
-            return None
-        try:
-            return parse(text)
-        except TargetSyntaxError as exc:
-            self.mistake(node, path, exc.cause, exc.accepted)
-        except ValueError as exc:
-            self.mistake(node, path, str(exc), accepted if "accepted" not in str(exc) else "")
-        return None
 
     # -- the file ---------------------------------------------------------------------------------
 
@@ -295,7 +162,7 @@ class _Reader:
             return []
         node = top["tunnels"]
         if not isinstance(node, yaml.SequenceNode) or not node.value:
-            what = "an empty list" if isinstance(node, yaml.SequenceNode) else _describe(node)
+            what = "an empty list" if isinstance(node, yaml.SequenceNode) else describe(node)
             self.mistake(
                 node,
                 "tunnels",
@@ -305,7 +172,7 @@ class _Reader:
             return []
         tunnels: list[FileTunnel] = []
         for index, item in enumerate(node.value):
-            tunnels += self.tunnel(item, _key("tunnels", index), defaults)
+            tunnels += self.tunnel(item, key_path("tunnels", index), defaults)
         return tunnels
 
     def namespace(self, node: yaml.Node, path: str) -> str | None:
@@ -322,8 +189,7 @@ class _Reader:
             if word is None:
                 continue
             if word not in TRACE_WORDS:
-                close = difflib.get_close_matches(word, TRACE_WORDS, n=1)
-                hint = f'; did you mean "{close[0]}"?' if close else ""
+                hint = did_you_mean(word, TRACE_WORDS)
                 self.mistake(item, item_path, f'unknown trace "{word}"{hint}', TRACE_FORMS)
             words[word] = item
         if "summary" in words and len(words) > 1:
@@ -352,7 +218,7 @@ class _Reader:
             return {}
         settings: dict[str, Any] = {}
         for key, value in found.items():
-            where = _key(path, key)
+            where = key_path(path, key)
             if key == "image":
                 settings[key] = self.scalar(value, where, "an image reference")
             elif key in ("node-selector", "requests", "limits"):
@@ -368,18 +234,6 @@ class _Reader:
                     self.mistake(value, where, "a duration cannot be negative", DURATION_FORMS)
                 settings[key] = seconds
         return settings
-
-    def string_map(self, node: yaml.Node, path: str) -> dict[str, str] | None:
-        if not isinstance(node, yaml.MappingNode):
-            self.mistake(node, path, f"must be a mapping, not {_describe(node)}", "KEY: VALUE")
-            return None
-        result: dict[str, str] = {}
-        for key_node, value in node.value:
-            key = self.scalar(key_node, path, "KEY: VALUE")
-            text = self.scalar(value, _key(path, str(key)), "KEY: VALUE", numbers=True)
-            if key is not None and text is not None:
-                result[key] = text
-        return result
 
     def options(
         self, defaults: _Defaults, trace: _Trace | None, pod: Mapping[str, Any]
@@ -421,15 +275,15 @@ class _Reader:
             if key not in COMMON_KEYS and key not in KIND_KEYS[kind]:
                 self.mistake(
                     value,
-                    _key(path, key),
+                    key_path(path, key),
                     f'"{key}" does not apply to a {kind} tunnel',
                     ", ".join(COMMON_KEYS + KIND_KEYS[kind]),
                 )
         namespace = defaults.namespace
         if "namespace" in found:
-            namespace = self.namespace(found["namespace"], _key(path, "namespace"))
-        trace = self.trace(found["trace"], _key(path, "trace")) if "trace" in found else None
-        pod = self.pod(found["pod"], _key(path, "pod")) if "pod" in found else {}
+            namespace = self.namespace(found["namespace"], key_path(path, "namespace"))
+        trace = self.trace(found["trace"], key_path(path, "trace")) if "trace" in found else None
+        pod = self.pod(found["pod"], key_path(path, "pod")) if "pod" in found else {}
         options = self.options(defaults, trace, pod)
         specs = (
             self.run_specs(node, found, path)
@@ -444,18 +298,9 @@ class _Reader:
             for each, spec in zip(names, specs, strict=True)
         ]
 
-    def required(
-        self, node: yaml.Node, found: dict[str, yaml.Node], path: str, key: str, accepted: str
-    ) -> str | None:
-        """The string at ``key`` of the tunnel at ``node``; a mistake when missing."""
-        if key not in found:
-            self.mistake(node, path, f'"{key}" is missing', accepted)
-            return None
-        return self.scalar(found[key], _key(path, key), accepted)
-
     def name(self, node: yaml.Node, found: dict[str, yaml.Node], path: str) -> str | None:
         name = self.required(node, found, path, "name", NAME_FORMS)
-        where = _key(path, "name")
+        where = key_path(path, "name")
         if name is None:
             return None
         if not _LABEL.fullmatch(name):
@@ -469,7 +314,7 @@ class _Reader:
                 "a name of its own for each tunnel",
             )
             return None
-        self._names[name] = _line(found["name"])
+        self._names[name] = line_of(found["name"])
         return name
 
     @staticmethod
@@ -481,7 +326,7 @@ class _Reader:
     def kind(self, node: yaml.Node, found: dict[str, yaml.Node], path: str) -> str | None:
         accepted = ", ".join(KIND_KEYS)
         kind = self.required(node, found, path, "kind", accepted)
-        where = _key(path, "kind")
+        where = key_path(path, "kind")
         if kind in NOT_YET:
             self.mistake(
                 found["kind"],
@@ -491,8 +336,7 @@ class _Reader:
             )
             return None
         if kind is not None and kind not in KIND_KEYS:
-            close = difflib.get_close_matches(kind, [*KIND_KEYS, *NOT_YET], n=1)
-            hint = f'; did you mean "{close[0]}"?' if close else ""
+            hint = did_you_mean(kind, [*KIND_KEYS, *NOT_YET])
             self.mistake(found["kind"], where, f'unknown kind "{kind}"{hint}', accepted)
             return None
         return kind
@@ -506,11 +350,11 @@ class _Reader:
             return []
         targets: list[tuple[yaml.Node, str, Target | None]] = [
             (item, item_path, self.parsed(item, item_path, parse_target, TARGET_FORMS))
-            for item, item_path in self.one_or_more(found["target"], _key(path, "target"))
+            for item, item_path in self.one_or_more(found["target"], key_path(path, "target"))
         ]
         listens: list[tuple[yaml.Node, str, ListenAddress | None]] = []
         if "listen" in found:
-            where = _key(path, "listen")
+            where = key_path(path, "listen")
             listens = [
                 (
                     item,
@@ -575,7 +419,7 @@ class _Reader:
                     "a local port of its own for each tunnel, or 0 for any free port",
                 )
                 return
-        self._ports.append(_Port(protocol, listen, tunnel, _line(node)))
+        self._ports.append(_Port(protocol, listen, tunnel, line_of(node)))
 
     def tls(
         self, found: dict[str, yaml.Node], path: str
@@ -584,24 +428,26 @@ class _Reader:
         files: dict[str, bytes] = {}
         for key, secret_key in (("cafile", "ca.crt"), ("cert", "tls.crt"), ("key", "tls.key")):
             if key in found:
-                content = self.local_file(found[key], _key(path, key))
+                content = self.local_file(found[key], key_path(path, key))
                 if content is not None:
                     files[secret_key] = content
         insecure = (
-            self.boolean(found["insecure"], _key(path, "insecure"))
+            self.boolean(found["insecure"], key_path(path, "insecure"))
             if "insecure" in found
             else False
         )
         secret = server_name = None
         if "tls-secret" in found:
-            secret = self.scalar(found["tls-secret"], _key(path, "tls-secret"), "a Secret's name")
+            secret = self.scalar(
+                found["tls-secret"], key_path(path, "tls-secret"), "a Secret's name"
+            )
         if "server-name" in found:
-            server_name = self.scalar(found["server-name"], _key(path, "server-name"), "a name")
+            server_name = self.scalar(found["server-name"], key_path(path, "server-name"), "a name")
         given = [key for key in ("cafile", "cert", "key") if key in found]
         if "tls-secret" in found and given:
             self.mistake(
                 found["tls-secret"],
-                _key(path, "tls-secret"),
+                key_path(path, "tls-secret"),
                 f"cannot be combined with {', '.join(given)}",
                 "tls-secret or files",
             )
@@ -609,14 +455,14 @@ class _Reader:
             missing, given_key = ("key", "cert") if "cert" in found else ("cert", "key")
             self.mistake(
                 found[given_key],
-                _key(path, given_key),
+                key_path(path, given_key),
                 f'goes with "{missing}"',
                 "cert and key together",
             )
         if insecure and ("cafile" in found or "tls-secret" in found):
             self.mistake(
                 found["insecure"],
-                _key(path, "insecure"),
+                key_path(path, "insecure"),
                 "turns verification off: drop cafile and tls-secret",
                 "insecure, or cafile/tls-secret",
             )
@@ -653,7 +499,7 @@ class _Reader:
         if "command" not in found:
             self.mistake(node, path, '"command" is missing', "[ADDRESS1, ADDRESS2]")
             return []
-        where = _key(path, "command")
+        where = key_path(path, "command")
         command = found["command"]
         words: list[str] = []
         if isinstance(command, yaml.ScalarNode) and command.tag == "tag:yaml.org,2002:str":
@@ -668,6 +514,8 @@ class _Reader:
                 )
                 return []
         elif isinstance(command, yaml.SequenceNode):
+            if self.split_at_commas(command, where):
+                return []
             for item, item_path in self.one_or_more(command, where):
                 word = self.scalar(item, item_path, "relay's options and addresses", numbers=True)
                 if word is None:
@@ -677,14 +525,14 @@ class _Reader:
             self.mistake(
                 command,
                 where,
-                f"must be a list of words, not {_describe(command)}",
+                f"must be a list of words, not {describe(command)}",
                 "[OPTIONS..., ADDRESS1, ADDRESS2]",
             )
             return []
         listen: ListenAddress | None = None
         if "listen" in found:
             listen = self.parsed(
-                found["listen"], _key(path, "listen"), parse_listen, LISTEN_FORMS, numbers=True
+                found["listen"], key_path(path, "listen"), parse_listen, LISTEN_FORMS, numbers=True
             )
             if listen is None:
                 return []
@@ -692,14 +540,29 @@ class _Reader:
             spec = run_spec(words, listen)
         except RunCommandError as exc:
             if exc.about == "listen":
-                self.mistake(found["listen"], _key(path, "listen"), str(exc))
+                self.mistake(found["listen"], key_path(path, "listen"), str(exc))
             else:
                 self.mistake(command, where, str(exc))
             return []
         if listen is not None:
-            where = _key(path, "listen")
+            where = key_path(path, "listen")
             self.take_port("tcp", listen, found["listen"], where, self.tunnel_name(found))
         return [spec]
+
+    def split_at_commas(self, node: yaml.SequenceNode, path: str) -> bool:
+        """Whether a flow list cut an address at its options' commas (``[TCP-LISTEN:80,fork]``
+        is two words in YAML): a mistake then, since the relay would get other addresses."""
+        for index, (before, after) in enumerate(zip(node.value, node.value[1:], strict=False), 1):
+            if node.flow_style and after.start_mark.index - before.end_mark.index == 1:
+                self.mistake(
+                    after,
+                    key_path(path, index),
+                    f'YAML splits "{before.value},{after.value}" at the comma into two words',
+                    'a quoted word ("TCP-LISTEN:80,fork"), one word per line, or the command '
+                    "as one string",
+                )
+                return True
+        return False
 
 
 def load(text: str, source: str, base: Path) -> list[FileTunnel]:
@@ -708,27 +571,8 @@ def load(text: str, source: str, base: Path) -> list[FileTunnel]:
     Raises ``TunnelFileError`` with every mistake found.
     """
     reader = _Reader(source, base)
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problem = " ".join(part for part in (exc.context, exc.problem) if part)
-        raise TunnelFileError(
-            source, [Mistake(source, line, column, "", f"not valid YAML: {problem}")]
-        ) from None
-    except yaml.YAMLError as exc:
-        raise TunnelFileError(
-            source, [Mistake(source, 1, 1, "", f"not valid YAML: {exc}")]
-        ) from None
-    if root is None:
-        raise TunnelFileError(
-            source, [Mistake(source, 1, 1, "", "the file is empty", "tunnels: a list of tunnels")]
-        )
-    tunnels = reader.file(root)
-    if reader.mistakes:
-        in_file_order = sorted(reader.mistakes, key=lambda mistake: (mistake.line, mistake.column))
-        raise TunnelFileError(source, in_file_order)
+    tunnels = reader.file(compose(text, source, "tunnels: a list of tunnels"))
+    reader.raise_mistakes()
     return tunnels
 
 

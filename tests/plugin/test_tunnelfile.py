@@ -414,6 +414,9 @@ MISTAKES = [
           - name: e
             kind: run
             command: {a: b}
+          - name: f
+            kind: run
+            command: [TCP-LISTEN:80,fork, "TCP:h:80"]
         """,
         [
             't.yaml:4:14: tunnels[0].command: unknown device/address "BOGUS"',
@@ -424,6 +427,9 @@ MISTAKES = [
             't.yaml:12:5: tunnels[3]: "command" is missing (accepted: [ADDRESS1, ADDRESS2])',
             "t.yaml:17:14: tunnels[4].command: must be a list of words, not a mapping "
             "(accepted: [OPTIONS..., ADDRESS1, ADDRESS2])",
+            't.yaml:20:29: tunnels[5].command[1]: YAML splits "TCP-LISTEN:80,fork" at the comma '
+            'into two words (accepted: a quoted word ("TCP-LISTEN:80,fork"), one word per line, '
+            "or the command as one string)",
         ],
         id="run",
     ),
