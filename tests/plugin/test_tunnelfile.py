@@ -551,3 +551,17 @@ def test_a_port_in_use_in_any_group_fails_before_the_cluster_is_asked(
     assert "127.0.0.1:9" not in err  # the cluster was never asked
     with socket.socket() as again:
         again.bind(("127.0.0.1", free))  # the first group's listener was closed
+
+
+def test_the_readme_example_loads(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("### Tunnels from a file", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "ca.pem").write_bytes(b"CA")
+    tunnels = load(example, "README.md", tmp_path)
+    assert [(t.name, t.spec.mode, t.namespace) for t in tunnels] == [
+        ("web", "tcp", "shop"),
+        ("dns", "udp", "kube-system"),
+        ("db", "tls", "shop"),
+        ("raw", "run", "shop"),
+    ]
