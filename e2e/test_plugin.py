@@ -116,6 +116,15 @@ class Plugin:
             self.proc.wait()
             pytest.fail(f"kubectl relay did not stop; output:\n{self.text}")
 
+    def kill(self) -> None:
+        """End it (SIGKILL) if it still runs, and close its pipes."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
     @property
     def out(self) -> bytes:
         with self._changed:
@@ -140,6 +149,11 @@ def env(cluster: Cluster, tmp_path: Path) -> dict[str, str]:
     """
     home = tmp_path / "home"
     home.mkdir()
+    return shell_env(cluster, home)
+
+
+def shell_env(cluster: Cluster, home: Path) -> dict[str, str]:
+    """``env``'s environment, with ``home`` as ``$HOME`` (for module-wide fixtures too)."""
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     shell = {k: v for k, v in os.environ.items() if k != ENV_IMAGE}
     shell |= {"KUBECONFIG": str(cluster.kubeconfig), "HOME": str(home), "PATH": path}
@@ -163,12 +177,7 @@ def plugins(env: dict[str, str]) -> Iterator[Callable[..., Plugin]]:
 
     yield start
     for plugin in started:
-        if plugin.proc.poll() is None:
-            plugin.proc.kill()
-        plugin.proc.wait()
-        for stream in (plugin.proc.stdout, plugin.proc.stderr):
-            if stream is not None:
-                stream.close()
+        plugin.kill()
 
 
 def run_plugin(

@@ -269,6 +269,9 @@ ADDRESS_KINDS: tuple[AddressKind, ...] = (
         skippable="socks-port",
     ),
     AddressKind("PROXY", ("proxy-server", "host", "port"), _HTTP_PROXY, ("PROXY-CONNECT",)),
+    # A relay extension (transports/proxyserver.py): the server side of the
+    # three above; its options are those of the TCP connection it makes.
+    AddressKind("PROXY-SERVER", (), _G.FD | _G.SOCKET | _IP | _G.TCP, ("SOCKS-SERVER",)),
 )
 
 _BY_NAME: dict[str, AddressKind] = {

@@ -19,7 +19,7 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .descriptors import record_inherited_descriptors
 from .errors import RelayError, UsageError, shorten
@@ -55,8 +55,8 @@ DEFAULT_GRACE_PERIOD = 20.0
 LONG_OPTIONS = {
     "--metrics": "[HOST:]PORT",
     "--grace-period": "SECONDS",
-    "--deny-connect": "CIDR[,CIDR...]",
-    "--allow-connect": "CIDR[,CIDR...]",
+    "--deny-connect": "CIDR|NAME[,...]",
+    "--allow-connect": "CIDR|NAME[,...]",
 }
 
 #: The largest ``-b``: Linux moves at most this much in one read or write
@@ -104,14 +104,20 @@ class CommandLine:
 
 
 def _add_to_policy(policy: ConnectPolicy | None, option: str, text: str) -> ConnectPolicy:
-    """The policy with ``--deny-connect``'s or ``--allow-connect``'s networks added."""
-    from .destinations import ConnectPolicy, parse_networks  # noqa: PLC0415 - imports socket
+    """The policy with ``--deny-connect``'s or ``--allow-connect``'s networks and names added."""
+    from .destinations import ConnectPolicy, parse_destinations  # noqa: PLC0415 - imports socket
 
     policy = policy or ConnectPolicy()
-    networks = parse_networks(text, option)
+    networks, names = parse_destinations(text, option)
     if option == "--deny-connect":
-        return ConnectPolicy(policy.denied + networks, policy.allowed)
-    return ConnectPolicy(policy.denied, (policy.allowed or ()) + networks)
+        return replace(
+            policy, denied=policy.denied + networks, denied_names=policy.denied_names + names
+        )
+    if names:
+        policy = replace(policy, allowed_names=(policy.allowed_names or ()) + names)
+    if networks:
+        policy = replace(policy, allowed=(policy.allowed or ()) + networks)
+    return policy
 
 
 def parse_command_line(argv: Sequence[str], progname: str = "relay") -> CommandLine:

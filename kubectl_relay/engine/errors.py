@@ -10,6 +10,7 @@ timestamp and level, which the logger adds)::
     ├── OptionError       an unknown, misplaced or malformed address option
     └── OpenError         an address parsed but could not be opened or used
         ├── AcceptTimeout ``accept-timeout`` passed with no peer (an ordinary end)
+        ├── DestinationRefused  ``--deny-connect``/``--allow-connect`` forbid the destination
         └── TLSError      a TLS handshake, certificate or verification failure
 """
 
@@ -84,6 +85,14 @@ def first_open_error(group: BaseExceptionGroup[OpenError]) -> OpenError:
 
 class TLSError(OpenError):
     """A TLS handshake, certificate, key or verification failure."""
+
+
+class DestinationRefused(OpenError):
+    """``--deny-connect``/``--allow-connect`` forbid the destination (``destinations.py``).
+
+    Its own class so that ``PROXY-SERVER`` answers it with its protocol's
+    refusal (SOCKS5 reply 2, SOCKS4 91, HTTP 403) rather than a failure.
+    """
 
 
 class AcceptTimeout(OpenError):

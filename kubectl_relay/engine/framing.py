@@ -93,7 +93,13 @@ class FramedStream(Stream):
 
 
 def apply(stream: Stream, spec: AddressSpec) -> Stream:
-    """``stream`` framed if its address has ``frame=``; raises ``OpenError`` for unknown formats."""
+    """``stream`` framed if its address has ``frame=``; raises ``OpenError`` for unknown formats.
+
+    A stream already framed (a ``PROXY-SERVER`` session frames address 1
+    before it opens address 2) is returned as it is.
+    """
+    if isinstance(stream, FramedStream):
+        return stream
     address = spec.reader if isinstance(spec, DualAddress) else spec
     form = address.options.text("frame")
     if form is None:

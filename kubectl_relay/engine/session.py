@@ -46,7 +46,7 @@ from .transfer import (
     log_cut,
     transfer,
 )
-from .transports import LISTENERS, OPENERS, preload, process
+from .transports import ANSWERING, LISTENERS, OPENERS, preload, process
 from .transports.base import Direction, Listener, OpenContext, Stream
 from .transports.tcp import TcpListener
 
@@ -394,6 +394,10 @@ class Relay:
             context = self._context(env=first.env, number=2)
             if isinstance(self.second, Address) and process.runs_in_place(self.second):
                 return await self._run_in_place(self.second, first, context)
+            if isinstance(self.second, Address) and self.second.keyword in ANSWERING:
+                # It reads its request through address 1's framing (frame=).
+                first = opened[0] = framing.apply(first, self.first)
+                context = replace(context, peer=first)
             try:
                 second = await self._open(self.second, context)
             except RelayError as exc:

@@ -77,12 +77,14 @@ GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
         ' "session N:" (a relay extension)',
     ),
     GlobalOption(
-        "--deny-connect CIDR[,CIDR...]",
-        "refuse to connect to these networks, checked after resolving (a relay extension)",
+        "--deny-connect CIDR|NAME[,...]",
+        "refuse to connect to these networks (checked after resolving) and host name"
+        " patterns such as *.kube-system.svc.cluster.local (a relay extension)",
     ),
     GlobalOption(
-        "--allow-connect CIDR[,CIDR...]",
-        "connect only to these networks, checked after resolving (a relay extension)",
+        "--allow-connect CIDR|NAME[,...]",
+        "connect only to these networks (checked after resolving) or names matching these"
+        " patterns (a relay extension)",
     ),
 )
 
@@ -90,6 +92,8 @@ GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
 EXTENSIONS: tuple[tuple[str, str], ...] = (
     ("--metrics [HOST:]PORT", "Prometheus counters over HTTP"),
     ("frame=len16", "address option: datagrams and half-close over a byte stream"),
+    ("PROXY-SERVER", "second address: a SOCKS5, SOCKS4/4a and HTTP proxy server on one port"),
+    ("--deny-connect", "networks and name patterns refused (--allow-connect: the only allowed)"),
 )
 
 #: Where ``relay`` deliberately behaves otherwise than socat 1.8, as ``-h`` lists it.

@@ -84,6 +84,9 @@ class Connections:
     ``matching``: the relay numbers its sessions and traces data (else the
     trace is passed on as it comes). ``text``: the trace is ``-v`` text,
     whose unprintable bytes show as dots. ``summary``: ``--summary``.
+    ``by_session``: without matching, number the trace by the relay's
+    sessions (a proxy's: its trace starts after the proxy request, which
+    the local bytes hold, so bytes cannot match them).
     """
 
     def __init__(
@@ -96,6 +99,7 @@ class Connections:
         summary: bool = False,
         match_wait: float = MATCH_WAIT,
         close_hold: float = CLOSE_HOLD,
+        by_session: bool = False,
     ) -> None:
         self.tunnel = tunnel
         self.match_wait = match_wait
@@ -104,6 +108,7 @@ class Connections:
         self.matching = matching
         self.text = text
         self.summary = summary
+        self.by_session = by_session
         self._flows: list[Flow] = []  # unmatched or not yet closed, oldest first
         self._sessions: dict[tuple[str, int], Flow] = {}
         self._pending: dict[tuple[str, int], list[TraceEvent]] = {}
@@ -167,7 +172,7 @@ class Connections:
         session = event.session if isinstance(event, Block | LogLine) else None
         if not self.matching or session is None:
             if not self.summary or isinstance(event, LogLine):
-                self.emit(Traced(self.tunnel, pod, event))
+                self.emit(Traced(self.tunnel, pod, event, session if self.by_session else None))
             return
         key = (pod, session)
         flow = self._sessions.get(key)

@@ -88,7 +88,7 @@ ANNOTATION_COMMAND = "relay.kubectl-relay.io/command"
 TLS_MOUNT = "/etc/kubectl-relay/tls"
 TLS_VOLUME = "tls"
 
-Mode = Literal["tcp", "udp", "tls", "run"]
+Mode = Literal["tcp", "udp", "tls", "run", "proxy"]
 TraceLevel = Literal["quiet", "text", "hex", "rows"]
 Body = dict[str, object]
 

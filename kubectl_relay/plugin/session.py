@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import cast
 
-from . import relaypod
+from . import proxying, relaypod
 from .connections import Connections
 from .errors import (
     ApiError,
@@ -109,6 +109,7 @@ class TunnelSpec:
     ``tcp``/``udp``/``tls``: ``target`` and ``listen`` are set. ``run``:
     ``run_args`` is the engine command line, and ``listen`` (optional)
     forwards to ``run_port``, the port of its listening first address.
+    ``proxy``: ``proxy`` and ``listen`` are set (``proxying.py``).
     """
 
     mode: Mode
@@ -119,6 +120,13 @@ class TunnelSpec:
     tls_files: Mapping[str, bytes] = field(default_factory=dict)
     run_args: tuple[str, ...] = ()
     run_port: int | None = None
+    proxy: proxying.ProxySettings | None = None
+
+    def shown_target(self) -> str:
+        """What the tunnel reaches, as its messages and the Job's annotation say."""
+        if self.proxy is not None:
+            return proxying.DESCRIPTION
+        return str(self.target) if self.target else " ".join(self.run_args)
 
 
 @dataclass(frozen=True)
@@ -284,10 +292,12 @@ class Tunnel:
         self.connections = Connections(
             index,
             self.emit,
-            # Without a local listener (``run``) there is no connection to match.
-            matching=trace != "quiet" and not self.options.summary and spec.listen is not None,
+            # No connection to match without a local listener (``run``), nor for a proxy.
+            matching=trace != "quiet" and not self.options.summary and spec.listen is not None
+            and spec.proxy is None,
             text=trace == "text",
             summary=self.options.summary,
+            by_session=spec.proxy is not None,
         )
         self._group: asyncio.TaskGroup | None = None
 
@@ -355,7 +365,7 @@ class Tunnel:
                 TunnelReady(
                     self.index,
                     listen,
-                    str(self.spec.target) if self.spec.target else " ".join(self.spec.run_args),
+                    self.spec.shown_target(),
                     self.current.endpoint.description if self.current.endpoint else "",
                     self.current.pod,
                     self.namespace,
@@ -441,6 +451,8 @@ class Tunnel:
         if self.spec.mode == "run":
             return ["relay", *relaypod.trace_flags(trace), *relaypod.stop_flags(),
                     *self.spec.run_args]
+        if self.spec.proxy is not None:
+            return proxying.relay_command(trace, self.options.pod.idle_timeout, self.spec.proxy)
         assert endpoint is not None
         first = relaypod.listen_address(self.options.pod.idle_timeout)
         second = relaypod.target_address(self.spec.mode, endpoint.address, self.tls)
@@ -451,7 +463,7 @@ class Tunnel:
         self._generation += 1
         name = relaypod.job_name(self.session.client.session, self.index, self._generation)
         command = self._command(endpoint)
-        target = str(self.spec.target) if self.spec.target else " ".join(self.spec.run_args)
+        target = self.spec.shown_target()
         body = relaypod.relay_job(
             name=name,
             namespace=self.namespace,

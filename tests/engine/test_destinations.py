@@ -39,13 +39,63 @@ def test_options_collect_networks() -> None:
     assert parse_command_line(["-", "-"]).connect_policy is None  # connect anywhere
 
 
-def test_bad_network_is_a_usage_error() -> None:
+@pytest.mark.parametrize("bad", ["10.0.0.300", "10.0.0.0/33", "metadata/8", "a..b", "web:80"])
+def test_bad_network_is_a_usage_error(bad: str) -> None:
     with pytest.raises(UsageError) as caught:
-        parse_command_line(["--deny-connect", "169.254.0.0/16,metadata", "-", "-"])
+        parse_command_line(["--deny-connect", f"169.254.0.0/16,{bad}", "-", "-"])
     assert str(caught.value) == (
-        'option "--deny-connect": "metadata" is not a network; expected CIDRs such as '
-        "169.254.0.0/16 or fd00::/8, separated by commas"
+        f'option "--deny-connect": "{bad}" is not a network or a host name pattern; expected '
+        "CIDRs such as 169.254.0.0/16 or fd00::/8, or names such as "
+        "*.kube-system.svc.cluster.local, separated by commas"
     )
+
+
+def test_options_collect_name_patterns() -> None:
+    line = parse_command_line(
+        ["--deny-connect", "Metadata.Google.Internal.,*.kube-system.*",
+         "--allow-connect", "*.shop.svc.cluster.local", "-", "-"]
+    )
+    assert line.connect_policy == ConnectPolicy(
+        denied_names=("metadata.google.internal", "*.kube-system.*"),
+        allowed_names=("*.shop.svc.cluster.local",),
+    )
+
+
+LOOPBACK = ipaddress.ip_address("127.0.0.1")
+
+
+@pytest.mark.parametrize(
+    ("policy", "name", "expected"),
+    [
+        # A denied name is refused whatever it resolves to.
+        (ConnectPolicy(denied_names=("*.kube-system.*",)), "kube-dns.kube-system.svc",
+         "denied by --deny-connect *.kube-system.*"),
+        (ConnectPolicy(denied_names=("*.kube-system.*",)), "KUBE-DNS.Kube-System.svc.",
+         "denied by --deny-connect *.kube-system.*"),
+        (ConnectPolicy(denied_names=("*.kube-system.*",)), "web.shop.svc", None),
+        # Allowed: by name or by network, either is enough.
+        (ConnectPolicy(allowed_names=("*.shop.svc",)), "web.shop.svc", None),
+        (ConnectPolicy(allowed_names=("*.shop.svc",)), "web.other.svc",
+         "not in any --allow-connect network or name"),
+        (ConnectPolicy(allowed_names=("*.shop.svc",)), None,
+         "not in any --allow-connect network or name"),
+        (ConnectPolicy(allowed=networks("127.0.0.0/8"), allowed_names=("*.shop.svc",)),
+         "web.other.svc", None),
+        # A denied network wins over an allowed name.
+        (ConnectPolicy(denied=networks("127.0.0.0/8"), allowed_names=("*.shop.svc",)),
+         "web.shop.svc", "denied by --deny-connect 127.0.0.0/8"),
+    ],
+)
+def test_name_patterns(policy: ConnectPolicy, name: str | None, expected: str | None) -> None:
+    assert policy.refusal(LOOPBACK, name) == expected
+
+
+def test_denied_name_is_refused_before_it_resolves() -> None:
+    result = run_relay(["--deny-connect", "*.invalid", "-", "TCP:no-such-host.invalid:80"])
+    assert result.returncode == 1
+    assert log_lines(result.stderr.decode(), "E") == [
+        "connecting to no-such-host.invalid: denied by --deny-connect *.invalid"
+    ]
 
 
 @pytest.mark.parametrize(

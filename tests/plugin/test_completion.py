@@ -162,6 +162,7 @@ def test_commands_and_flags(capsys: pytest.CaptureFixture[str]) -> None:
     assert [line.split("\t")[0] for line in commands] == [
         "gc",
         "ls",
+        "proxy",
         "run",
         "tcp",
         "tls",

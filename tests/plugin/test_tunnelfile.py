@@ -519,7 +519,7 @@ def test_stdin_is_read_with_a_dash(kubeconfig: Path, monkeypatch: pytest.MonkeyP
         ),
         (
             ["--context", "c"],
-            "error: give a command (tcp, udp, tls, run, ls, gc) or -f FILE; "
+            "error: give a command (gc, ls, proxy, run, tcp, tls, udp) or -f FILE; "
             "see 'kubectl relay --help'",
         ),
     ],

@@ -85,6 +85,7 @@ OPENERS: TransportTable[Opener] = TransportTable({
     "SOCKS5-CONNECT": "socks:connect5",
     "SOCKS5-LISTEN": "socks:connect5",
     "PROXY": "proxy:connect",
+    "PROXY-SERVER": "proxyserver:serve",
     "UDP-RECV": "udp:recv",
     "UDP4-RECV": "udp:recv",
     "UDP6-RECV": "udp:recv",
@@ -125,6 +126,8 @@ LISTENERS: TransportTable[ListenerFactory] = TransportTable({
     "VSOCK-LISTEN": "vsock:listen",
 })
 
+#: Openers that answer the first address's peer before they connect (``OpenContext.peer``).
+ANSWERING = frozenset({"PROXY-SERVER"})
 
 
 def preload(*keywords: str) -> None:
@@ -135,4 +138,4 @@ def preload(*keywords: str) -> None:
             table[keyword]  # looking the function up imports its module
 
 
-__all__ = ["LISTENERS", "OPENERS", "TransportTable", "preload"]
+__all__ = ["ANSWERING", "LISTENERS", "OPENERS", "TransportTable", "preload"]

@@ -28,12 +28,15 @@ class OpenContext:
     SYSTEM children get them. ``family`` is ``socket.AF_INET``/``AF_INET6``
     when ``-4``/``-6`` was given, else ``socket.AF_UNSPEC``. ``direction``
     says whether the relay reads from the address, writes to it, or both
-    (EXEC and SYSTEM wire only the child's streams in use).
+    (EXEC and SYSTEM wire only the child's streams in use). ``peer``: the
+    open first address, for a second address that talks to it before it
+    connects (``PROXY-SERVER`` reads the proxy request there); else None.
     """
 
     env: Mapping[str, str] = field(default_factory=dict)
     family: int = 0
     direction: Direction = "both"
+    peer: Stream | None = None
 
 
 class Stream(abc.ABC):

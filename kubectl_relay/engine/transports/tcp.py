@@ -465,6 +465,7 @@ async def connect(address: Address, ctx: OpenContext) -> Stream:
     text = address_text(address)
     host, port = expect_params(address, 2)
     options = address.options
+    destinations.check_name(strip_brackets(host), text)  # a denied name is not even looked up
     family = family_of(address, ctx)
     targets = await resolve(strip_brackets(host), port, family, 0, text)
     bind_text = options.text("bind")
@@ -472,7 +473,7 @@ async def connect(address: Address, ctx: OpenContext) -> Stream:
     for index, (target_family, target) in enumerate(targets):
         logger.log(NOTICE, "opening connection to %s", format_sockaddr(target_family, target))
         try:
-            destinations.check(target_family, target, text)
+            destinations.check(target_family, target, text, strip_brackets(host))
             sock = await _connect_one(target_family, target, options, bind_text, sourceport, text)
         except OpenError as exc:
             if index + 1 < len(targets):

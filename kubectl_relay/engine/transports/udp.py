@@ -56,6 +56,7 @@ from .tcp import (
     set_int_option,
     split_bind,
     strerror,
+    strip_brackets,
 )
 
 #: Largest UDP payload; the receive buffer of a listener is this big.
@@ -526,8 +527,9 @@ class RecvfromListener(Listener):
 async def _client_socket(address: Address, ctx: OpenContext) -> tuple[socket.socket, SockAddr]:
     """The socket of ``UDP``/``UDP-SENDTO``, bound by ``bind``/``sourceport`` when given."""
     host, port = address.params
+    destinations.check_name(strip_brackets(host), address_text(address))
     family, peer = await _resolve(address, host, port, _family(address, ctx))
-    destinations.check(family, peer, address_text(address))
+    destinations.check(family, peer, address_text(address), strip_brackets(host))
     sock = _new_socket(address, family)
     try:
         local_host, local_port = _bind_host(address)

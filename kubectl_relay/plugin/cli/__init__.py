@@ -13,6 +13,7 @@ Its modules:
 - ``terminal``: the consoles and the ``Renderer`` of session events;
 - ``running``: the event loop, the signals that end a command, the cluster;
 - ``tunnels``: ``tcp``, ``udp``, ``tls``, ``run`` and ``-f FILE`` (the group's option);
+- ``proxy``: ``proxy`` (over ``proxying.ProxySettings``);
 - ``listing``: ``ls`` and ``gc``;
 - ``completing``: shell completion of flag values and TARGETs;
 - here: the command group, ``main`` (exit codes, error lines) and
@@ -34,6 +35,7 @@ from ... import __version__
 from .. import completion, errors
 from .listing import gc, list_command, show_inventory
 from .params import EXIT_CODES_HELP, kube_options
+from .proxy import proxy
 from .running import Interrupted
 from .terminal import Renderer, Terminal, terminal_of
 from .tunnels import run, run_file, tcp, tls, udp
@@ -66,6 +68,7 @@ def cli(ctx: click.Context, /, filename: str | None, **params: Any) -> int | Non
     kubectl relay udp kube-dns.kube-system.svc:53 --listen 5353
     kubectl relay tls mydb.example.net:1433 --listen 1433 --cafile ca.pem
     kubectl relay run -- -u TCP:svc-a:80 TCP:svc-b:80
+    kubectl relay proxy -n shop --listen 1080
     kubectl relay -f tunnels.yaml
     kubectl relay ls; kubectl relay gc
 
@@ -88,11 +91,12 @@ def cli(ctx: click.Context, /, filename: str | None, **params: Any) -> int | Non
             )
         return None
     if filename is None:
-        raise click.UsageError("give a command (tcp, udp, tls, run, ls, gc) or -f FILE")
+        commands = ", ".join(cli.list_commands(ctx))
+        raise click.UsageError(f"give a command ({commands}) or -f FILE")
     return run_file(terminal_of(ctx), filename, params)
 
 
-for _command in (tcp, udp, tls, run, list_command, gc):
+for _command in (tcp, udp, tls, run, proxy, list_command, gc):
     cli.add_command(_command)
 
 

@@ -11,6 +11,7 @@ from rich.status import Status
 from rich.text import Text
 
 from .. import events, tracing
+from ..proxying import proxied
 from ..summary import Exchange
 
 
@@ -150,6 +151,9 @@ class Renderer:
                     self.line(f"{prefix}{event.time} relay error: {event.message}", "bold red")
                 elif event.level == "W":
                     self.line(f"{prefix}{event.time} relay warning: {event.message}", "yellow")
+                elif event.level == "N" and (request := proxied(event.message)) is not None:
+                    protocol, destination = request
+                    self.line(f"{prefix}{event.time} proxy: {protocol} to {destination}", "cyan")
             case tracing.Output():
                 self.line(f"{prefix}{event.text}", "dim")
 
