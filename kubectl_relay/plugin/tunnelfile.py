@@ -9,7 +9,7 @@ The file is YAML::
                                  # keep-finished, pod-timeout
     tunnels:
       - name: web                # its trace lines start with [web]
-        kind: tcp                # tcp, udp, tls or run
+        kind: tcp                # tcp, udp, tls, run or proxy
         target: svc/web:80       # a TARGET, or a list of them
         listen: 8080             # [ADDRESS:]PORT, or a list (one per target); default: the
                                  # target's port
@@ -28,6 +28,10 @@ The file is YAML::
         kind: run
         command: TCP-LISTEN:9000,fork TCP:10.0.0.7:80   # or a list of words
         listen: 9000
+      - name: socks
+        kind: proxy              # SOCKS5/SOCKS4a/HTTP CONNECT, as `kubectl relay proxy`
+        listen: 1080             # the default
+        deny: [169.254.0.0/16]   # and allow: CIDRs and host name patterns
         pod: {idle-timeout: 1h}  # merged key by key over the default pod settings
 
 Every key is checked before anything happens: ``load`` collects every
@@ -42,6 +46,7 @@ and ``SessionOptions``) per target. A tunnel with several targets makes
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 from collections.abc import Callable, Mapping
@@ -52,6 +57,7 @@ from typing import Any
 import yaml
 
 from .errors import Mistake, TunnelFileError
+from .proxying import DEFAULT_PROXY_PORT, ProxySettings, check_pattern
 from .relaypod import PodSettings, TLSSettings, Toleration, TraceLevel
 from .runcommand import RunCommandError, run_spec
 from .session import SessionOptions, TunnelSpec
@@ -65,9 +71,10 @@ KIND_KEYS: Mapping[str, tuple[str, ...]] = {
     "udp": ("target", "listen"),
     "tls": ("target", "listen", "insecure", "cafile", "cert", "key", "tls-secret", "server-name"),
     "run": ("command", "listen"),
+    "proxy": ("listen", "allow", "deny"),
 }
 #: Kinds the format reserves for commands this version does not have yet.
-NOT_YET = ("proxy", "expose")
+NOT_YET = ("expose",)
 COMMON_KEYS = ("name", "kind", "namespace", "trace", "pod")
 TOP_KEYS = ("namespace", "trace", "pod", "tunnels")
 POD_KEYS = (
@@ -285,11 +292,12 @@ class _Reader(NodeReader):
         trace = self.trace(found["trace"], key_path(path, "trace")) if "trace" in found else None
         pod = self.pod(found["pod"], key_path(path, "pod")) if "pod" in found else {}
         options = self.options(defaults, trace, pod)
-        specs = (
-            self.run_specs(node, found, path)
-            if kind == "run"
-            else self.specs(kind, node, found, path)
-        )
+        if kind == "run":
+            specs = self.run_specs(node, found, path)
+        elif kind == "proxy":
+            specs = self.proxy_specs(found, path)
+        else:
+            specs = self.specs(kind, node, found, path)
         if name is None:
             return []
         names = [name] if len(specs) == 1 else [f"{name}.{n}" for n in range(1, len(specs) + 1)]
@@ -548,6 +556,29 @@ class _Reader(NodeReader):
             where = key_path(path, "listen")
             self.take_port("tcp", listen, found["listen"], where, self.tunnel_name(found))
         return [spec]
+
+    def proxy_specs(self, found: dict[str, yaml.Node], path: str) -> list[TunnelSpec]:
+        """``proxy``: its local port (default 1080) and the ``allow``/``deny`` patterns."""
+        listen = ListenAddress(port=DEFAULT_PROXY_PORT)
+        where = key_path(path, "listen") if "listen" in found else path
+        if "listen" in found:
+            listen = self.parsed(found["listen"], where, parse_listen, LISTEN_FORMS, numbers=True)
+        patterns: dict[str, tuple[str, ...]] = {}
+        for key in ("allow", "deny"):
+            if key in found:
+                check = functools.partial(check_pattern, option=key)
+                # check_pattern's messages say what is accepted.
+                patterns[key] = tuple(
+                    self.parsed(item, item_path, check, "")
+                    for item, item_path in self.one_or_more(found[key], key_path(path, key))
+                )
+        if listen is None or any(None in values for values in patterns.values()):
+            return []
+        self.take_port(
+            "tcp", listen, found.get("listen", found["kind"]), where, self.tunnel_name(found)
+        )
+        settings = ProxySettings(listen, patterns.get("allow", ()), patterns.get("deny", ()))
+        return [TunnelSpec("proxy", listen=listen, proxy=settings)]
 
     def split_at_commas(self, node: yaml.SequenceNode, path: str) -> bool:
         """Whether a flow list cut an address at its options' commas (``[TCP-LISTEN:80,fork]``

@@ -13,6 +13,7 @@ from rich.console import Console
 from kubectl_relay.plugin import events
 from kubectl_relay.plugin.cli import Renderer
 from kubectl_relay.plugin.errors import TunnelFileError
+from kubectl_relay.plugin.proxying import ProxySettings
 from kubectl_relay.plugin.relaypod import PodSettings, TLSSettings, Toleration
 from kubectl_relay.plugin.session import SessionOptions, TunnelSpec
 from kubectl_relay.plugin.targets import Kind, ListenAddress, Target
@@ -144,6 +145,15 @@ def test_a_file_gives_each_target_its_spec_namespace_and_options(tmp_path: Path)
     ]
 
 
+def test_a_proxy_tunnel_takes_its_port_and_patterns() -> None:
+    text = "tunnels:\n  - {name: p, kind: proxy, deny: 169.254.0.0/16, allow: [web.shop, 10.0.0.0/8]}\n"
+    listen = ListenAddress(port=1080)
+    settings = ProxySettings(listen, allow=("web.shop", "10.0.0.0/8"), deny=("169.254.0.0/16",))
+    assert load(text, "t.yaml", Path()) == [
+        FileTunnel("p", TunnelSpec("proxy", listen=listen, proxy=settings), None)
+    ]
+
+
 def test_tunnels_share_a_session_when_namespace_and_options_match() -> None:
     quiet = SessionOptions(trace="quiet")
     spec = TunnelSpec("tcp", Target(Kind.HOST, "h", 1), ListenAddress(port=0))
@@ -262,8 +272,8 @@ MISTAKES = [
             't.yaml:6:5: tunnels[1]: "name" is missing (accepted: lower-case letters, digits and '
             "inner '-', at most 63 characters)",
             't.yaml:6:11: tunnels[1].kind: unknown kind "tcpp"; did you mean "tcp"? '
-            "(accepted: tcp, udp, tls, run)",
-            't.yaml:8:5: tunnels[2]: "kind" is missing (accepted: tcp, udp, tls, run)',
+            "(accepted: tcp, udp, tls, run, proxy)",
+            't.yaml:8:5: tunnels[2]: "kind" is missing (accepted: tcp, udp, tls, run, proxy)',
             't.yaml:8:11: tunnels[2].name: "web" is already the name of the tunnel on line 2 '
             "(accepted: a name of its own for each tunnel)",
         ],
@@ -438,19 +448,41 @@ MISTAKES = [
         tunnels:
           - name: socks
             kind: proxy
-            listen: 1080
+            deny: [169.254.0.0/16, "a,b", "bad name!"]
+            allow: 10
+          - name: socks2
+            kind: proxy
+          - name: socks3
+            kind: proxy
+            target: svc/a:80
+        """,
+        [
+            't.yaml:4:28: tunnels[0].deny[1]: "a,b": give one CIDR or name per deny, without '
+            "commas",
+            't.yaml:4:35: tunnels[0].deny[2]: "bad name!" is neither a CIDR (10.0.0.0/8, '
+            "fd00::/8, 10.1.2.3) nor a host name pattern (web.shop, "
+            "*.kube-system.svc.cluster.local)",
+            "t.yaml:5:12: tunnels[0].allow: must be a string, not a number",
+            't.yaml:9:11: tunnels[2]: local tcp port 1080 is already taken by tunnel "socks2" '
+            "(line 7) (accepted: a local port of its own for each tunnel, or 0 for any free port)",
+            't.yaml:10:13: tunnels[2].target: "target" does not apply to a proxy tunnel '
+            "(accepted: name, kind, namespace, trace, pod, listen, allow, deny)",
+        ],
+        id="proxy",
+    ),
+    pytest.param(
+        """
+        tunnels:
           - name: back
             kind: expose
           - name: x
             kind: [tcp]
         """,
         [
-            't.yaml:3:11: tunnels[0].kind: kind "proxy" is not supported yet by this kubectl '
-            "relay (accepted: tcp, udp, tls, run)",
-            't.yaml:6:11: tunnels[1].kind: kind "expose" is not supported yet by this kubectl '
-            "relay (accepted: tcp, udp, tls, run)",
-            "t.yaml:8:11: tunnels[2].kind: must be a string, not a list "
-            "(accepted: tcp, udp, tls, run)",
+            't.yaml:3:11: tunnels[0].kind: kind "expose" is not supported yet by this kubectl '
+            "relay (accepted: tcp, udp, tls, run, proxy)",
+            "t.yaml:5:11: tunnels[1].kind: must be a string, not a list "
+            "(accepted: tcp, udp, tls, run, proxy)",
         ],
         id="kinds-not-yet",
     ),
@@ -467,10 +499,10 @@ MISTAKES = [
             't.yaml:1:1: unknown key "defaults" (accepted: namespace, trace, pod, tunnels)',
             "t.yaml:3:5: tunnels[0]: merge keys (<<) are not supported "
             "(accepted: the top-level namespace, trace and pod as defaults)",
-            't.yaml:3:5: tunnels[0]: "kind" is missing (accepted: tcp, udp, tls, run)',
+            't.yaml:3:5: tunnels[0]: "kind" is missing (accepted: tcp, udp, tls, run, proxy)',
             "t.yaml:6:5: tunnels[0]: a key must be a name, not a number (accepted: name, kind, "
             "namespace, trace, pod, target, listen, insecure, cafile, cert, key, tls-secret, "
-            "server-name, command)",
+            "server-name, command, allow, deny)",
         ],
         id="merge-keys-and-odd-keys",
     ),
@@ -564,4 +596,5 @@ def test_the_readme_example_loads(tmp_path: Path) -> None:
         ("dns", "udp", "kube-system"),
         ("db", "tls", "shop"),
         ("raw", "run", "shop"),
+        ("socks", "proxy", "shop"),
     ]
