@@ -269,6 +269,9 @@ ADDRESS_KINDS: tuple[AddressKind, ...] = (
         skippable="socks-port",
     ),
     AddressKind("PROXY", ("proxy-server", "host", "port"), _HTTP_PROXY, ("PROXY-CONNECT",)),
+    # A relay extension (transports/mux.py): each opening is one stream on the
+    # one multiplexed connection accepted on the port; not a listener itself.
+    AddressKind("MUX-LISTEN", ("port",), _G.FD | _G.SOCKET | _IP | _G.LISTEN | _G.TCP),
 )
 
 _BY_NAME: dict[str, AddressKind] = {

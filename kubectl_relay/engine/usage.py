@@ -90,6 +90,7 @@ GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
 EXTENSIONS: tuple[tuple[str, str], ...] = (
     ("--metrics [HOST:]PORT", "Prometheus counters over HTTP"),
     ("frame=len16", "address option: datagrams and half-close over a byte stream"),
+    ("MUX-LISTEN:<port>", "each session is a stream on the one mux peer accepted on <port>"),
 )
 
 #: Where ``relay`` deliberately behaves otherwise than socat 1.8, as ``-h`` lists it.

@@ -114,6 +114,8 @@ def test_extensions_and_differences_are_listed(level: int) -> None:
     start = lines.index("   extensions (relay only, not in socat):")
     middle = lines.index("   differences from socat 1.8 (deliberate):")
     extensions = [line.split()[0] for line in lines[start + 1 : middle]]
-    assert extensions == [name.split()[0] for name, _ in EXTENSIONS] == ["--metrics", "frame=len16"]
+    assert extensions == [name.split()[0] for name, _ in EXTENSIONS] == [
+        "--metrics", "frame=len16", "MUX-LISTEN:<port>"
+    ]
     assert lines[middle + 1 :] == [f"      {text}" for text in DIFFERENCES]
     assert all(len(line) <= 100 for line in lines[start:])
