@@ -40,6 +40,29 @@ class Carrier(Protocol):
         """Close it (safe to call twice)."""
 
 
+class StreamsCarrier:
+    """An asyncio connection (``asyncio.open_connection``'s pair) as a ``Carrier``."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def read(self) -> bytes:
+        """The next bytes; ``b""`` at the end."""
+        return await self.reader.read(64 * 1024)
+
+    async def write(self, data: bytes) -> None:
+        """Send all of ``data``."""
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def aclose(self) -> None:
+        """Close the connection."""
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            await self.writer.wait_closed()
+
+
 class Channel:
     """One stream of a ``MuxConnection``."""
 

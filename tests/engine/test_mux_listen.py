@@ -15,7 +15,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 
 from kubectl_relay.engine.mux import INITIAL_WINDOW
-from kubectl_relay.engine.muxing import Channel, MuxConnection, splice
+from kubectl_relay.engine.muxing import Channel, MuxConnection, StreamsCarrier, splice
 from tests.conftest import scaled
 from tests.support import (
     RelayProcess,
@@ -27,25 +27,6 @@ from tests.support import (
     relay_listening,
     wait_for_output,
 )
-
-
-class _SocketCarrier:
-    """An asyncio TCP connection as a ``muxing.Carrier``."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    async def read(self) -> bytes:
-        return await self.reader.read(65536)
-
-    async def write(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def aclose(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(OSError):
-            await self.writer.wait_closed()
 
 
 @contextlib.asynccontextmanager
@@ -71,7 +52,7 @@ async def mux_peer(port: int, local_port: int | list[int]) -> AsyncIterator[MuxC
         task = asyncio.ensure_future(serve(channel))
         tasks.add(task)
 
-    connection = MuxConnection(_SocketCarrier(reader, writer), listener=False, on_open=on_open)
+    connection = MuxConnection(StreamsCarrier(reader, writer), listener=False, on_open=on_open)
     runner = asyncio.ensure_future(connection.run())
     try:
         yield connection

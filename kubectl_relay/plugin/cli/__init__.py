@@ -13,6 +13,7 @@ Its modules:
 - ``terminal``: the consoles and the ``Renderer`` of session events;
 - ``running``: the event loop, the signals that end a command, the cluster;
 - ``tunnels``: ``tcp``, ``udp``, ``tls`` and ``run``;
+- ``expose``: ``expose``, a Service reaching a local port;
 - ``listing``: ``ls`` and ``gc``;
 - ``completing``: shell completion of flag values and TARGETs;
 - here: the command group, ``main`` (exit codes, error lines) and
@@ -31,6 +32,7 @@ from rich.text import Text
 
 from ... import __version__
 from .. import completion, errors
+from .expose import expose
 from .listing import gc, list_command, show_inventory
 from .params import EXIT_CODES_HELP
 from .running import Interrupted
@@ -53,6 +55,7 @@ def cli() -> None:
     kubectl relay udp kube-dns.kube-system.svc:53 --listen 5353
     kubectl relay tls mydb.example.net:1433 --listen 1433 --cafile ca.pem
     kubectl relay run -- -u TCP:svc-a:80 TCP:svc-b:80
+    kubectl relay expose 8080 --name dev-api -n shop --port 80
     kubectl relay ls; kubectl relay gc
 
     Each tunnel binds its local port first, then runs a relay pod (the
@@ -64,7 +67,7 @@ def cli() -> None:
     """
 
 
-for _command in (tcp, udp, tls, run, list_command, gc):
+for _command in (tcp, udp, tls, run, expose, list_command, gc):
     cli.add_command(_command)
 
 

@@ -7,7 +7,7 @@ and runs one ``Session`` of the library until it ends or is interrupted.
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,10 +96,21 @@ def _tunnel_command(
 
 
 def _run(terminal: Terminal, specs: list[TunnelSpec], params: dict[str, Any]) -> int:
+    options = session_options(params)
+    return run_rendered(
+        terminal,
+        len(specs),
+        params,
+        lambda cluster, renderer: Session(cluster, specs, options, renderer).run(),
+    )
+
+
+def session_options(params: dict[str, Any]) -> SessionOptions:
+    """The ``SessionOptions`` of a command's trace and pod options."""
     summary = params["summary"]
     if summary and (params["verbose"] or params["hexdump"] or params["quiet"]):
         raise click.UsageError("--summary replaces the data trace: drop -v, -x and -q")
-    options = SessionOptions(
+    return SessionOptions(
         # The summary is made from the local bytes: the relay traces nothing then.
         trace="quiet" if summary else _trace_level(
             params["verbose"], params["hexdump"], params["quiet"]
@@ -109,11 +120,20 @@ def _run(terminal: Terminal, specs: list[TunnelSpec], params: dict[str, Any]) ->
         relay_namespace=params["relay_namespace"],
         pod_timeout=params["pod_timeout"],
     )
+
+
+def run_rendered(
+    terminal: Terminal,
+    tunnels: int,
+    params: dict[str, Any],
+    start: Callable[[Cluster, Renderer], Coroutine[Any, Any, int]],
+) -> int:
+    """Run ``start(cluster, renderer)`` until it ends or a signal stops it; the exit status."""
     kube = kube_from_params(params)
-    renderer = Renderer(terminal.out, tunnels=len(specs))
+    renderer = Renderer(terminal.out, tunnels=tunnels)
 
     async def use(cluster: Cluster) -> int:
-        return await Session(cluster, specs, options, renderer).run()
+        return await start(cluster, renderer)
 
     try:
         return run_session(with_cluster(kube, use))
