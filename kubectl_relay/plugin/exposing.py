@@ -51,6 +51,9 @@ from .session import RelayPod, Session, SessionOptions, TunnelSpec
 MUX_PORT = 4000
 #: The port the Service sends connections to in the relay pod.
 SERVICE_TARGET_PORT = relaypod.POD_PORT
+#: The client's heartbeat of its mux connection (the relay pings too).
+PING_SECONDS = 10.0
+SILENCE_SECONDS = 35.0
 #: How often the start of the relay pod is looked at.
 _START_POLL = 0.1
 #: Bound for deleting the Service when the command ends.
@@ -279,7 +282,13 @@ class Exposer:
                     continue
                 failing_since, delay = None, BACKOFF_FIRST
                 connection = MuxConnection(
-                    stream, listener=False, on_open=self.connector.accept
+                    stream,
+                    listener=False,
+                    on_open=self.connector.accept,
+                    # A port-forward that died without closing (a laptop that slept)
+                    # is noticed and opened again.
+                    ping_interval=PING_SECONDS,
+                    ping_timeout=SILENCE_SECONDS,
                 )
                 reason = await connection.run()
                 self.emit(Notice(f"the tunnel's port-forward ended ({reason}); opening it again",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import socket
 import subprocess
 import sys
 
@@ -23,6 +25,8 @@ from kubectl_relay.engine.mux import (
     Pong,
     Reset,
 )
+from kubectl_relay.engine.muxing import MuxConnection, StreamsCarrier
+from tests.conftest import scaled
 
 HELLO = b"\x00\x0a\x00\x00\x00\x00\x00RMUX\x01"
 
@@ -206,3 +210,39 @@ def test_the_protocol_imports_nothing_posix_only() -> None:
     )
     subprocess.run([sys.executable, "-c", code], check=True)
     assert mux.VERSION == 1
+
+
+# -- the asyncio connection (muxing) ------------------------------------------------------------
+
+
+async def _pair_of_sockets() -> tuple[
+    tuple[asyncio.StreamReader, asyncio.StreamWriter], socket.socket
+]:
+    ours, theirs = socket.socketpair()
+    return await asyncio.open_connection(sock=ours), theirs
+
+
+async def test_a_peer_that_stops_answering_pings_is_dropped_and_its_streams_reset() -> None:
+    (reader, writer), silent = await _pair_of_sockets()
+    with silent:
+        silent.sendall(HELLO)  # a mux peer that then never answers
+        connection = MuxConnection(
+            StreamsCarrier(reader, writer), listener=True, ping_interval=0.05, ping_timeout=0.3
+        )
+        running = asyncio.ensure_future(connection.run())
+        channel = await connection.open("10.0.0.1:80")
+        async with asyncio.timeout(scaled(10)):
+            reason = await running
+        assert reason.startswith("the mux peer did not answer for")
+        with pytest.raises(ConnectionResetError, match="mux stream 1 reset: the mux peer did not"):
+            await channel.read()
+
+
+async def test_a_garbled_peer_ends_the_connection_with_its_reason() -> None:
+    (reader, writer), garbled = await _pair_of_sockets()
+    with garbled:
+        garbled.sendall(HELLO + message(Kind.DATA, 7, b"x"))
+        connection = MuxConnection(StreamsCarrier(reader, writer), listener=True)
+        async with asyncio.timeout(scaled(10)):
+            reason = await connection.run()
+    assert reason == "mux protocol error: DATA for stream 7, which was never opened"
