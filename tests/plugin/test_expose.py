@@ -191,6 +191,8 @@ def test_the_service_selects_the_relay_pod_and_is_owned_by_its_job() -> None:
 def test_the_relay_pod_is_restricted_and_listens_where_the_service_sends() -> None:
     spec = tunnel_spec()
     assert spec.run_args == (
+        "-t",
+        "30",
         f"TCP-LISTEN:{SERVICE_TARGET_PORT},fork,reuseaddr",
         f"MUX-LISTEN:{MUX_PORT}",
     )
