@@ -22,7 +22,7 @@ import pytest
 from scripts import gotools, krew_release
 from tests.conftest import scaled
 
-COMMANDS = ["gc", "ls", "proxy", "run", "tcp", "tls", "udp"]
+COMMANDS = ["expose", "gc", "ls", "proxy", "run", "tcp", "tls", "udp"]
 
 
 def tool(name: str) -> Path:

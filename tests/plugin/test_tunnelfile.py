@@ -551,7 +551,7 @@ def test_stdin_is_read_with_a_dash(kubeconfig: Path, monkeypatch: pytest.MonkeyP
         ),
         (
             ["--context", "c"],
-            "error: give a command (gc, ls, proxy, run, tcp, tls, udp) or -f FILE; "
+            "error: give a command (expose, gc, ls, proxy, run, tcp, tls, udp) or -f FILE; "
             "see 'kubectl relay --help'",
         ),
     ],

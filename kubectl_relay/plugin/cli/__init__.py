@@ -14,6 +14,7 @@ Its modules:
 - ``running``: the event loop, the signals that end a command, the cluster;
 - ``tunnels``: ``tcp``, ``udp``, ``tls``, ``run`` and ``-f FILE`` (the group's option);
 - ``proxy``: ``proxy`` (over ``proxying.ProxySettings``);
+- ``expose``: ``expose``, a Service reaching a local port;
 - ``listing``: ``ls`` and ``gc``;
 - ``completing``: shell completion of flag values and TARGETs;
 - here: the command group, ``main`` (exit codes, error lines) and
@@ -33,6 +34,7 @@ from rich.text import Text
 
 from ... import __version__
 from .. import completion, errors
+from .expose import expose
 from .listing import gc, list_command, show_inventory
 from .params import EXIT_CODES_HELP, kube_options
 from .proxy import proxy
@@ -69,6 +71,7 @@ def cli(ctx: click.Context, /, filename: str | None, **params: Any) -> int | Non
     kubectl relay tls mydb.example.net:1433 --listen 1433 --cafile ca.pem
     kubectl relay run -- -u TCP:svc-a:80 TCP:svc-b:80
     kubectl relay proxy -n shop --listen 1080
+    kubectl relay expose 8080 --name dev-api -n shop --port 80
     kubectl relay -f tunnels.yaml
     kubectl relay ls; kubectl relay gc
 
@@ -96,7 +99,7 @@ def cli(ctx: click.Context, /, filename: str | None, **params: Any) -> int | Non
     return run_file(terminal_of(ctx), filename, params)
 
 
-for _command in (tcp, udp, tls, run, proxy, list_command, gc):
+for _command in (tcp, udp, tls, run, proxy, expose, list_command, gc):
     cli.add_command(_command)
 
 

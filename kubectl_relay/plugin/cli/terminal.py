@@ -124,6 +124,14 @@ class Renderer:
                 self.trace(tunnel, traced, connection)
             case events.Summarized(tunnel, exchange):
                 self.line(self._prefix(tunnel, exchange.connection) + summary_text(exchange))
+            case events.Exposed(tunnel, service, namespace, port, local, pod):
+                text = Text(self._prefix(tunnel))
+                text.append(f"Exposing service {namespace}/{service}:{port} → {local}",
+                            style="bold green")
+                text.append(f" via pod {namespace}/{pod}", style="dim")
+                self.line(text)
+                self.line("Press Ctrl-C to stop; the Service and relay pod are deleted then.",
+                          "dim")
             case events.Notice(text, warning):
                 self.line(text, "yellow" if warning else "dim")
 

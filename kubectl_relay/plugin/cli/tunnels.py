@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from .. import relaypod, tunnelfile
-from ..kube import Cluster, KubeOptions
+from ..kube import Cluster
 from ..relaypod import PodSettings, TLSSettings, TraceLevel
 from ..runcommand import RunCommandError, run_spec
 from ..session import Session, SessionOptions, TunnelSpec
@@ -97,10 +97,21 @@ def _tunnel_command(
 
 
 def _run(terminal: Terminal, specs: list[TunnelSpec], params: dict[str, Any]) -> int:
+    options = session_options(params)
+    return run_rendered(
+        terminal,
+        len(specs),
+        params,
+        lambda cluster, renderer: Session(cluster, specs, options, renderer).run(),
+    )
+
+
+def session_options(params: dict[str, Any]) -> SessionOptions:
+    """The ``SessionOptions`` of a command's trace and pod options."""
     summary = params["summary"]
     if summary and (params["verbose"] or params["hexdump"] or params["quiet"]):
         raise click.UsageError("--summary replaces the data trace: drop -v, -x and -q")
-    options = SessionOptions(
+    return SessionOptions(
         # The summary is made from the local bytes: the relay traces nothing then.
         trace="quiet" if summary else _trace_level(
             params["verbose"], params["hexdump"], params["quiet"]
@@ -110,30 +121,25 @@ def _run(terminal: Terminal, specs: list[TunnelSpec], params: dict[str, Any]) ->
         relay_namespace=params["relay_namespace"],
         pod_timeout=params["pod_timeout"],
     )
-    renderer = Renderer(terminal.out, tunnels=len(specs))
-
-    async def use(cluster: Cluster) -> int:
-        return await Session(cluster, specs, options, renderer).run()
-
-    return _serve(renderer, kube_from_params(params), use)
 
 
-def run_file(terminal: Terminal, filename: str, params: dict[str, Any]) -> int:
-    """``kubectl relay -f FILE``: the tunnels of a file (``-``: stdin), each line prefixed
-    by its tunnel's name. A file with mistakes raises ``TunnelFileError``: nothing starts."""
-    tunnels = tunnelfile.read(filename, sys.stdin.read)
-    renderer = Renderer(terminal.out, tunnels=len(tunnels), names=[t.name for t in tunnels])
-
-    async def use(cluster: Cluster) -> int:
-        return await run_tunnels(cluster, tunnels, renderer)
-
-    return _serve(renderer, kube_from_params(params), use)
-
-
-def _serve(
-    renderer: Renderer, kube: KubeOptions, use: Callable[[Cluster], Coroutine[Any, Any, int]]
+def run_rendered(
+    terminal: Terminal,
+    tunnels: int,
+    params: dict[str, Any],
+    start: Callable[[Cluster, Renderer], Coroutine[Any, Any, int]],
+    names: Sequence[str] = (),
 ) -> int:
-    """Run ``use`` with the cluster until it ends or a signal ends it; the exit status."""
+    """Run ``start(cluster, renderer)`` until it ends or a signal stops it; the exit status.
+
+    ``names``: the tunnels' names, which prefix their lines (a tunnel file's).
+    """
+    kube = kube_from_params(params)
+    renderer = Renderer(terminal.out, tunnels=tunnels, names=names)
+
+    async def use(cluster: Cluster) -> int:
+        return await start(cluster, renderer)
+
     try:
         status: int = run_session(with_cluster(kube, use))
         return status
@@ -143,6 +149,19 @@ def _serve(
         return 0 if stop.signum == signal.SIGINT else 128 + stop.signum
     finally:
         renderer.close()
+
+
+def run_file(terminal: Terminal, filename: str, params: dict[str, Any]) -> int:
+    """``kubectl relay -f FILE``: the tunnels of a file (``-``: stdin), each line prefixed
+    by its tunnel's name. A file with mistakes raises ``TunnelFileError``: nothing starts."""
+    tunnels = tunnelfile.read(filename, sys.stdin.read)
+    return run_rendered(
+        terminal,
+        len(tunnels),
+        params,
+        lambda cluster, renderer: run_tunnels(cluster, tunnels, renderer),
+        names=[tunnel.name for tunnel in tunnels],
+    )
 
 
 TARGET_HELP = f"TARGET: {TARGET_FORMS}. Several TARGETs make several tunnels."
