@@ -9,7 +9,7 @@ The file is YAML::
                                  # keep-finished, pod-timeout
     tunnels:
       - name: web                # its trace lines start with [web]
-        kind: tcp                # tcp, udp, tls, run or proxy
+        kind: tcp                # tcp, udp, tls, run, proxy or expose
         target: svc/web:80       # a TARGET, or a list of them
         listen: 8080             # [ADDRESS:]PORT, or a list (one per target); default: the
                                  # target's port
@@ -32,6 +32,11 @@ The file is YAML::
         kind: proxy              # SOCKS5/SOCKS4a/HTTP CONNECT, as `kubectl relay proxy`
         listen: 1080             # the default
         deny: [169.254.0.0/16]   # and allow: CIDRs and host name patterns
+      - name: dev-api
+        kind: expose             # a Service reaching a local port, as `kubectl relay expose`
+        local-port: 8080
+        service: dev-api         # the default: the tunnel's name
+        port: 80                 # the Service's port (the default)
         pod: {idle-timeout: 1h}  # merged key by key over the default pod settings
 
 Every key is checked before anything happens: ``load`` collects every
@@ -57,6 +62,7 @@ from typing import Any
 import yaml
 
 from .errors import Mistake, TunnelFileError
+from .exposing import ExposeSpec
 from .proxying import DEFAULT_PROXY_PORT, ProxySettings, check_pattern
 from .relaypod import PodSettings, TLSSettings, Toleration, TraceLevel
 from .runcommand import RunCommandError, run_spec
@@ -72,9 +78,10 @@ KIND_KEYS: Mapping[str, tuple[str, ...]] = {
     "tls": ("target", "listen", "insecure", "cafile", "cert", "key", "tls-secret", "server-name"),
     "run": ("command", "listen"),
     "proxy": ("listen", "allow", "deny"),
+    "expose": ("local-port", "service", "port"),
 }
 #: Kinds the format reserves for commands this version does not have yet.
-NOT_YET = ("expose",)
+NOT_YET: tuple[str, ...] = ()
 COMMON_KEYS = ("name", "kind", "namespace", "trace", "pod")
 TOP_KEYS = ("namespace", "trace", "pod", "tunnels")
 POD_KEYS = (
@@ -92,6 +99,9 @@ TRACE_WORDS = ("verbose", "hex", "quiet", "summary")
 TRACE_FORMS = "verbose, hex, [verbose, hex], quiet or summary"
 NAME_FORMS = "lower-case letters, digits and inner '-', at most 63 characters"
 _ALL_TUNNEL_KEYS = tuple(dict.fromkeys(COMMON_KEYS + sum(KIND_KEYS.values(), ())))
+#: A Service name: an RFC 1035 label, as the API server checks it.
+_SERVICE_NAME = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+SERVICE_FORMS = "lower-case letters, digits and inner '-', starting with a letter, at most 63"
 _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _WILDCARDS = ("0.0.0.0", "::")
 
@@ -102,7 +112,8 @@ class FileTunnel:
 
     #: The prefix of its lines (``web``, or ``web.2`` for a tunnel's second target).
     name: str
-    spec: TunnelSpec
+    #: A tunnel of a session, or a reverse tunnel (``expose``), which runs its own.
+    spec: TunnelSpec | ExposeSpec
     #: Where its targets are and its relay pods run (None: ``-n`` or the context's).
     namespace: str | None
     options: SessionOptions = field(default_factory=SessionOptions)
@@ -152,6 +163,8 @@ class _Reader(NodeReader):
         self.base = base
         self._names: dict[str, int] = {}
         self._ports: list[_Port] = []
+        #: (namespace, Service name) of each expose tunnel -> the line it is on.
+        self._services: dict[tuple[str | None, str], int] = {}
 
     # -- the file ---------------------------------------------------------------------------------
 
@@ -292,12 +305,15 @@ class _Reader(NodeReader):
         trace = self.trace(found["trace"], key_path(path, "trace")) if "trace" in found else None
         pod = self.pod(found["pod"], key_path(path, "pod")) if "pod" in found else {}
         options = self.options(defaults, trace, pod)
+        specs: list[TunnelSpec | ExposeSpec] = []
         if kind == "run":
-            specs = self.run_specs(node, found, path)
+            specs += self.run_specs(node, found, path)
         elif kind == "proxy":
-            specs = self.proxy_specs(found, path)
+            specs += self.proxy_specs(found, path)
+        elif kind == "expose":
+            specs += self.expose_specs(node, found, path, namespace, name, trace)
         else:
-            specs = self.specs(kind, node, found, path)
+            specs += self.specs(kind, node, found, path)
         if name is None:
             return []
         names = [name] if len(specs) == 1 else [f"{name}.{n}" for n in range(1, len(specs) + 1)]
@@ -579,6 +595,69 @@ class _Reader(NodeReader):
         )
         settings = ProxySettings(listen, patterns.get("allow", ()), patterns.get("deny", ()))
         return [TunnelSpec("proxy", listen=listen, proxy=settings)]
+
+    def expose_specs(
+        self,
+        node: yaml.Node,
+        found: dict[str, yaml.Node],
+        path: str,
+        namespace: str | None,
+        name: str | None,
+        trace: _Trace | None,
+    ) -> list[ExposeSpec]:
+        """``expose``: the local port, the Service (default: the tunnel's name) and its port."""
+        local = self.port_number(node, found, path, "local-port", required=True)
+        service_port = self.port_number(node, found, path, "port", required=False) or 80
+        service, where = name, key_path(path, "name")
+        if "service" in found:
+            where = key_path(path, "service")
+            service = self.scalar(found["service"], where, SERVICE_FORMS)
+        service_node = found.get("service", found.get("name", node))
+        if service is not None and not _SERVICE_NAME.fullmatch(service):
+            named = "" if "service" in found else " (the tunnel's name, unless service is given)"
+            self.mistake(
+                service_node, where, f'"{service}" is not a Service name{named}', SERVICE_FORMS
+            )
+            service = None
+        if trace is not None and trace.summary:
+            self.mistake(
+                found["trace"],
+                key_path(path, "trace"),
+                "summary is not available for expose yet",
+                "verbose, hex or quiet",
+            )
+        if service is None or local is None:
+            return []
+        other = self._services.get((namespace, service))
+        if other is not None:
+            self.mistake(
+                service_node,
+                where,
+                f'Service "{service}" is already exposed by the tunnel on line {other}',
+                "a Service name of its own for each expose tunnel",
+            )
+            return []
+        self._services[(namespace, service)] = line_of(service_node)
+        return [ExposeSpec(local_port=local, name=service, service_port=service_port)]
+
+    def port_number(
+        self, node: yaml.Node, found: dict[str, yaml.Node], path: str, key: str, *, required: bool
+    ) -> int | None:
+        """A port number (1-65535) at ``key``; a mistake when it is missing and ``required``."""
+        if key not in found:
+            if required:
+                self.mistake(node, path, f'"{key}" is missing', "a port number, 1 to 65535")
+            return None
+        value, where = found[key], key_path(path, key)
+        if (
+            isinstance(value, yaml.ScalarNode)
+            and value.tag == "tag:yaml.org,2002:int"
+            and 1 <= int(self._constructor.construct_object(value)) <= 65535
+        ):
+            return int(self._constructor.construct_object(value))
+        what = f'"{value.value}"' if isinstance(value, yaml.ScalarNode) else describe(value)
+        self.mistake(value, where, f"{what} is not a port number", "1 to 65535")
+        return None
 
     def split_at_commas(self, node: yaml.SequenceNode, path: str) -> bool:
         """Whether a flow list cut an address at its options' commas (``[TCP-LISTEN:80,fork]``

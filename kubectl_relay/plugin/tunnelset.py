@@ -15,6 +15,10 @@ sessions run in one task group:
 3. each session numbers its tunnels from 0; their events are renumbered to
    the tunnel's place in the file, so the renderer can prefix them by name.
 
+An ``expose`` tunnel runs as ``kubectl relay expose`` runs it (``Exposer``,
+with a session of its own, its Service and its mux client) beside the
+sessions, in the same task group.
+
 Why one relay pod per tunnel and not one per namespace: the engine runs one
 address pair per process, and a relay pod's life is its tunnel's: its lease,
 its idle exit (``accept-timeout``), its replacement when it fails or when a
@@ -31,10 +35,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Sequence
+from typing import cast
 
 from .events import EventSink, Notice, SessionEvent
+from .exposing import Exposer, ExposeSpec
 from .kube import Cluster
-from .session import Session, SessionOptions, first_error
+from .session import Session, SessionOptions, TunnelSpec, first_error
 from .tunnelfile import FileTunnel
 
 
@@ -48,12 +54,20 @@ class Group:
 
 
 def groups(tunnels: Sequence[FileTunnel], default_namespace: str) -> list[Group]:
-    """Group ``tunnels`` by namespace and options, in the file's order."""
+    """Group ``tunnels`` by namespace and options, in the file's order.
+
+    An ``expose`` tunnel is a group of its own: it runs its own session (``Exposer``).
+    """
     found: list[Group] = []
     for index, tunnel in enumerate(tunnels):
         namespace = tunnel.namespace or default_namespace
         options = dataclasses.replace(tunnel.options, relay_namespace=namespace)
+        if isinstance(tunnel.spec, ExposeSpec):
+            found.append(Group(namespace, options, (index,)))
+            continue
         for number, group in enumerate(found):
+            if isinstance(tunnels[group.members[0]].spec, ExposeSpec):
+                continue
             if group.options == options:
                 found[number] = dataclasses.replace(group, members=(*group.members, index))
                 break
@@ -78,15 +92,15 @@ async def run_tunnels(cluster: Cluster, tunnels: Sequence[FileTunnel], on_event:
 
     Raises the first failure of any session (after every session cleaned up).
     """
-    sessions = [
-        Session(
-            cluster,
-            [tunnels[index].spec for index in group.members],
-            group.options,
-            _renumbered(on_event, group.members),
-        )
-        for group in groups(tunnels, cluster.namespace)
-    ]
+    sessions: list[Session] = []
+    exposers: list[Exposer] = []
+    for group in groups(tunnels, cluster.namespace):
+        sink = _renumbered(on_event, group.members)
+        specs = [tunnels[index].spec for index in group.members]
+        if isinstance(specs[0], ExposeSpec):
+            exposers.append(Exposer(cluster, specs[0], group.options, sink))
+        else:
+            sessions.append(Session(cluster, cast(list[TunnelSpec], specs), group.options, sink))
     try:
         for session in sessions:
             session.bind()
@@ -98,6 +112,7 @@ async def run_tunnels(cluster: Cluster, tunnels: Sequence[FileTunnel], on_event:
     try:
         async with asyncio.TaskGroup() as task_group:
             runs = [task_group.create_task(session.run()) for session in sessions]
+            runs += [task_group.create_task(exposer.run()) for exposer in exposers]
     except BaseExceptionGroup as failures:
         raise first_error(failures) from None
     return max(task.result() for task in runs)

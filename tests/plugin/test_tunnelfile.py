@@ -13,6 +13,7 @@ from rich.console import Console
 from kubectl_relay.plugin import events
 from kubectl_relay.plugin.cli import Renderer
 from kubectl_relay.plugin.errors import TunnelFileError
+from kubectl_relay.plugin.exposing import ExposeSpec
 from kubectl_relay.plugin.proxying import ProxySettings
 from kubectl_relay.plugin.relaypod import PodSettings, TLSSettings, Toleration
 from kubectl_relay.plugin.session import SessionOptions, TunnelSpec
@@ -26,6 +27,8 @@ __all__ = ["kubeconfig"]  # a fixture, used by name
 TARGETS = "svc/NAME:PORT, pod/NAME:PORT, deploy/NAME:PORT or HOST:PORT"
 LISTENS = "PORT or ADDRESS:PORT (8080, 127.0.0.1:8080, [::1]:8080)"
 TUNNEL_KEYS = "name, kind, namespace, trace, pod, target, listen"
+KINDS = "tcp, udp, tls, run, proxy, expose"
+SERVICES = "lower-case letters, digits and inner '-', starting with a letter, at most 63"
 
 
 def yaml_text(text: str) -> str:
@@ -154,6 +157,18 @@ def test_a_proxy_tunnel_takes_its_port_and_patterns() -> None:
     ]
 
 
+def test_an_expose_tunnel_names_its_service_after_itself_unless_told() -> None:
+    text = (
+        "tunnels:\n"
+        "  - {name: dev-api, kind: expose, local-port: 8080}\n"
+        "  - {name: b, kind: expose, local-port: 9090, service: web, port: 8000, namespace: x}\n"
+    )
+    assert load(text, "t.yaml", Path()) == [
+        FileTunnel("dev-api", ExposeSpec(8080, "dev-api", 80), None),
+        FileTunnel("b", ExposeSpec(9090, "web", 8000), "x"),
+    ]
+
+
 def test_tunnels_share_a_session_when_namespace_and_options_match() -> None:
     quiet = SessionOptions(trace="quiet")
     spec = TunnelSpec("tcp", Target(Kind.HOST, "h", 1), ListenAddress(port=0))
@@ -163,11 +178,17 @@ def test_tunnels_share_a_session_when_namespace_and_options_match() -> None:
         FileTunnel("c", spec, "dev"),
         FileTunnel("d", spec, None, quiet),
         FileTunnel("e", spec, "other"),
+        FileTunnel("f", ExposeSpec(8080, "f"), None),
+        FileTunnel("g", ExposeSpec(8080, "g"), None),
+        FileTunnel("h", spec, None),
     ]
+    dev = SessionOptions(relay_namespace="dev")
     assert groups(tunnels, "dev") == [
-        Group("dev", SessionOptions(relay_namespace="dev"), (0, 2)),
+        Group("dev", dev, (0, 2, 7)),
         Group("other", SessionOptions(relay_namespace="other"), (1, 4)),
         Group("dev", SessionOptions(trace="quiet", relay_namespace="dev"), (3,)),
+        Group("dev", dev, (5,)),  # an expose tunnel runs a session of its own
+        Group("dev", dev, (6,)),
     ]
 
 
@@ -272,8 +293,8 @@ MISTAKES = [
             't.yaml:6:5: tunnels[1]: "name" is missing (accepted: lower-case letters, digits and '
             "inner '-', at most 63 characters)",
             't.yaml:6:11: tunnels[1].kind: unknown kind "tcpp"; did you mean "tcp"? '
-            "(accepted: tcp, udp, tls, run, proxy)",
-            't.yaml:8:5: tunnels[2]: "kind" is missing (accepted: tcp, udp, tls, run, proxy)',
+            f"(accepted: {KINDS})",
+            f't.yaml:8:5: tunnels[2]: "kind" is missing (accepted: {KINDS})',
             't.yaml:8:11: tunnels[2].name: "web" is already the name of the tunnel on line 2 '
             "(accepted: a name of its own for each tunnel)",
         ],
@@ -472,19 +493,40 @@ MISTAKES = [
     ),
     pytest.param(
         """
+        namespace: shop
         tunnels:
-          - name: back
+          - name: dev-api
             kind: expose
+            local-port: 8080
+          - name: 1api
+            kind: expose
+            local-port: 0
+            port: http
+            trace: summary
+          - name: other
+            kind: expose
+            service: dev-api
+            local-port: 9090
           - name: x
-            kind: [tcp]
+            kind: [expose]
+          - name: y
+            kind: expose
+            service: Y
         """,
         [
-            't.yaml:3:11: tunnels[0].kind: kind "expose" is not supported yet by this kubectl '
-            "relay (accepted: tcp, udp, tls, run, proxy)",
-            "t.yaml:5:11: tunnels[1].kind: must be a string, not a list "
-            "(accepted: tcp, udp, tls, run, proxy)",
+            't.yaml:6:11: tunnels[1].name: "1api" is not a Service name (the tunnel\'s name, unless '
+            f"service is given) (accepted: {SERVICES})",
+            't.yaml:8:17: tunnels[1].local-port: "0" is not a port number (accepted: 1 to 65535)',
+            't.yaml:9:11: tunnels[1].port: "http" is not a port number (accepted: 1 to 65535)',
+            "t.yaml:10:12: tunnels[1].trace: summary is not available for expose yet "
+            "(accepted: verbose, hex or quiet)",
+            't.yaml:13:14: tunnels[2].service: Service "dev-api" is already exposed by the tunnel '
+            "on line 3 (accepted: a Service name of its own for each expose tunnel)",
+            f"t.yaml:16:11: tunnels[3].kind: must be a string, not a list (accepted: {KINDS})",
+            't.yaml:17:5: tunnels[4]: "local-port" is missing (accepted: a port number, 1 to 65535)',
+            f't.yaml:19:14: tunnels[4].service: "Y" is not a Service name (accepted: {SERVICES})',
         ],
-        id="kinds-not-yet",
+        id="expose",
     ),
     pytest.param(
         """
@@ -499,10 +541,10 @@ MISTAKES = [
             't.yaml:1:1: unknown key "defaults" (accepted: namespace, trace, pod, tunnels)',
             "t.yaml:3:5: tunnels[0]: merge keys (<<) are not supported "
             "(accepted: the top-level namespace, trace and pod as defaults)",
-            't.yaml:3:5: tunnels[0]: "kind" is missing (accepted: tcp, udp, tls, run, proxy)',
+            f't.yaml:3:5: tunnels[0]: "kind" is missing (accepted: {KINDS})',
             "t.yaml:6:5: tunnels[0]: a key must be a name, not a number (accepted: name, kind, "
             "namespace, trace, pod, target, listen, insecure, cafile, cert, key, tls-secret, "
-            "server-name, command, allow, deny)",
+            "server-name, command, allow, deny, local-port, service, port)",
         ],
         id="merge-keys-and-odd-keys",
     ),
@@ -591,10 +633,12 @@ def test_the_readme_example_loads(tmp_path: Path) -> None:
     example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
     (tmp_path / "ca.pem").write_bytes(b"CA")
     tunnels = load(example, "README.md", tmp_path)
-    assert [(t.name, t.spec.mode, t.namespace) for t in tunnels] == [
+    kinds = [t.spec.mode if isinstance(t.spec, TunnelSpec) else "expose" for t in tunnels]
+    assert [(t.name, kind, t.namespace) for t, kind in zip(tunnels, kinds, strict=True)] == [
         ("web", "tcp", "shop"),
         ("dns", "udp", "kube-system"),
         ("db", "tls", "shop"),
         ("raw", "run", "shop"),
         ("socks", "proxy", "shop"),
+        ("dev-api", "expose", "shop"),
     ]
