@@ -18,7 +18,9 @@ Service and the mux client. Order of side effects:
 2. the relay Job and pod start (``Session``) and its mux port listens;
 3. the Service is created with an ownerReference to the Job, so that the
    garbage collector deletes it with the Job (after a ``kill -9``, when the
-   Job's lease ends and its TTL passes);
+   Job's lease ends and its TTL passes); the tunnel is announced once the
+   Service's EndpointSlice has the pod ready (until then kube-proxy rejects
+   connections to it);
 4. the port-forward to the mux port carries every connection; a broken one
    is opened again (the relay takes the new peer and resets the old streams);
 5. on exit (Ctrl-C, an error) the Service is deleted explicitly, then the
@@ -59,6 +61,8 @@ CLOSE_TIMEOUT = 30.0
 #: The client's heartbeat of its mux connection (the relay pings too).
 PING_SECONDS = 10.0
 SILENCE_SECONDS = 35.0
+#: How long the announcement waits for the Service's endpoint to be ready.
+ENDPOINT_WAIT_SECONDS = 30.0
 #: How often the start of the relay pod is looked at.
 _START_POLL = 0.1
 #: Bound for deleting the Service when the command ends.
@@ -194,6 +198,7 @@ class Exposer:
         try:
             relay = await self._started(running)
             await self._create_service(relay)
+            await self._wait_endpoint()
             self.emit(Exposed(self.tunnel, self.spec.name, self.namespace,
                               self.spec.service_port, self.spec.local, relay.pod))
             forwarding = asyncio.ensure_future(self._forward(relay))
@@ -248,6 +253,32 @@ class Exposer:
                 raise clash(self.spec, self.namespace, {}) from None
             raise
         self._service_created = True
+
+    async def _wait_endpoint(self) -> None:
+        """Until the Service's EndpointSlice lists the relay pod as ready (bounded).
+
+        Before that, kube-proxy rejects connections to the Service ("No route
+        to host"): the tunnel is announced once clients can use it. A user
+        who may not read EndpointSlices gets the announcement at once.
+        """
+        path = f"/apis/discovery.k8s.io/v1/namespaces/{self.namespace}/endpointslices"
+        labels = f"kubernetes.io/service-name={self.spec.name}"
+        deadline = time.monotonic() + ENDPOINT_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                slices = await self.cluster.list_items(path, labels=labels)
+            except PluginError:
+                return
+            for endpoint_slice in slices:
+                for endpoint in endpoint_slice.get("endpoints") or []:
+                    if (endpoint.get("conditions") or {}).get("ready"):
+                        return
+            await asyncio.sleep(_START_POLL * 2)
+        self.emit(Notice(
+            f"service {self.namespace}/{self.spec.name} has no ready endpoint after "
+            f"{ENDPOINT_WAIT_SECONDS:g}s; in-cluster clients may be refused until it has",
+            warning=True,
+        ))
 
     async def _delete_service(self) -> None:
         if not self._service_created:
