@@ -19,7 +19,7 @@ from kubectl_relay.plugin.relaypod import PodSettings, TLSSettings, Toleration
 from kubectl_relay.plugin.session import SessionOptions, TunnelSpec
 from kubectl_relay.plugin.targets import Kind, ListenAddress, Target
 from kubectl_relay.plugin.tunnelfile import FileTunnel, load
-from kubectl_relay.plugin.tunnelset import Group, groups
+from kubectl_relay.plugin.tunnelset import Group, _renumbered, groups
 from tests.plugin.test_cli import kubeconfig, run
 
 __all__ = ["kubeconfig"]  # a fixture, used by name
@@ -189,6 +189,17 @@ def test_tunnels_share_a_session_when_namespace_and_options_match() -> None:
         Group("dev", SessionOptions(trace="quiet", relay_namespace="dev"), (3,)),
         Group("dev", dev, (5,)),  # an expose tunnel runs a session of its own
         Group("dev", dev, (6,)),
+    ]
+
+
+def test_a_sessions_events_get_the_files_tunnel_numbers() -> None:
+    seen: list[events.SessionEvent] = []
+    sink = _renumbered(seen.append, (3, 5))
+    sink(events.ConnectionOpened(1, 2, "127.0.0.1:5000"))
+    sink(events.Notice("removed 1 finished relay pod(s) of yours"))
+    assert seen == [
+        events.ConnectionOpened(5, 2, "127.0.0.1:5000"),
+        events.Notice("removed 1 finished relay pod(s) of yours"),
     ]
 
 
