@@ -66,6 +66,9 @@ def namespace(cluster: Cluster, kube: Kube) -> Iterator[str]:
         named_pod(cluster, kube, name)
         yield name
     finally:
+        # Python's HTTP server, as PID 1, ignores SIGTERM: its pods would take the whole
+        # grace period (30 s) to go, and the namespace with them.
+        kube.core.delete_collection_namespaced_pod(name, grace_period_seconds=0)
         cluster.start_namespace_deletion(name)
         cluster.wait_namespaces_gone([name], timeout=scaled(180))
 
@@ -137,7 +140,9 @@ def test_socks5_to_a_service_by_its_dns_name(
     result = curl("--socks5-hostname", f"127.0.0.1:{port}", f"http://{name}/bin/")
     assert result.returncode == 0, result.stderr
     assert "Directory listing for /bin/" in result.stdout
-    plugin.wait_for(f" proxy: SOCKS5 to {name}:80")
+    output = plugin.wait_for(f" proxy: SOCKS5 to {name}:80")
+    assert "relay accepted a connection" in output
+    plugin.wait_for("GET /bin/ HTTP/1.1\\r")  # the -v trace of the proxied bytes
 
 
 def test_http_connect_to_a_service(proxy: tuple[Plugin, int], namespace: str) -> None:

@@ -19,8 +19,9 @@ engine's ``--allow-connect``/``--deny-connect``, which check a name before it
 resolves and every address it resolves to (``engine/destinations.py``).
 
 ``ProxySettings`` is all a proxy tunnel needs, frozen and built from plain
-values, so that a tunnel file (``kubectl relay -f``) can make one as the
-command line does.
+values (a bad pattern raises ``PatternError``, a ``ValueError``), so that a
+tunnel file (``kubectl relay -f``) can make one as the command line does; the
+session runs it as ``TunnelSpec("proxy", listen=settings.listen, proxy=settings)``.
 """
 
 from __future__ import annotations
