@@ -181,6 +181,8 @@ class MuxConnection:
         self.channels: dict[int, Channel] = {}
         #: Why the connection ended ("" while it runs).
         self.ended = ""
+        #: How many streams were still open when it ended (each is reset).
+        self.streams_cut = 0
         self._write_lock = asyncio.Lock()
         self._flushes: set[asyncio.Task[None]] = set()
         self._closer: asyncio.Task[None] | None = None
@@ -286,6 +288,7 @@ class MuxConnection:
     def _end(self, reason: str) -> None:
         if not self.ended:
             self.ended = reason
+            self.streams_cut = sum(not c.was_reset for c in self.channels.values())
         for channel in list(self.channels.values()):
             channel._gone(self.ended)
         if self._closer is None:

@@ -257,3 +257,29 @@ def _read_until_closed_all(conn: socket.socket) -> bytes:
         while chunk := conn.recv(65536):
             data += chunk
     return data
+
+
+async def test_a_new_mux_peer_replaces_the_old_one() -> None:
+    """A client that reconnects (its port-forward broke) takes over; the old streams are reset."""
+    args, front, mux_port = mux_relay()
+    gate = threading.Event()
+    with (
+        ThreadedServer(echo) as server,
+        ThreadedServer(_blackhole_after(gate)) as stuck,
+        relay_listening(args, front) as relay,
+    ):
+        try:
+            async with mux_peer(mux_port, stuck.port):
+                await wait_connected(relay)
+                with socket.create_connection(("127.0.0.1", front), timeout=scaled(20)) as old:
+                    old.sendall(b"to the old peer")
+                    await asyncio.to_thread(
+                        wait_for_output, relay, lambda _o, err: "opened for" in err
+                    )
+                    async with mux_peer(mux_port, server.port):
+                        assert await asyncio.to_thread(_read_until_closed_all, old) == b""
+                        assert await asyncio.to_thread(exchange, front, b"new") == b"new"
+        finally:
+            gate.set()
+        relay.stop()
+    assert any("replaced by a new mux peer" in line for line in log_lines(relay.stderr_text, "W"))

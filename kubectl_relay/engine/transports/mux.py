@@ -99,11 +99,12 @@ class Hub:
 
     async def _run_peer(self, peer: MuxConnection, label: str) -> None:
         reason = await peer.run()
-        streams = len(peer.channels)
         if self.peer is peer:
             self.peer = None
             self._peer_ready.clear()
-        logger.warning("mux peer %s gone (%s); %d stream(s) reset", label, reason, streams)
+        logger.warning(
+            "mux peer %s gone (%s); %d stream(s) reset", label, reason, peer.streams_cut
+        )
 
     async def open_stream(self, label: str) -> Stream:
         """A new stream on the connected peer (``OpenError`` when none comes in time)."""
