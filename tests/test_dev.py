@@ -68,4 +68,4 @@ def test_the_printed_line_puts_everything_on_path(tmp_path: Path) -> None:
         f"{VENV}/bin/relay",
         f"{VENV}/bin/python",
     ]
-    assert "Usage: kubectl relay [OPTIONS] COMMAND [ARGS]..." in result.stdout
+    assert "Usage: kubectl relay [OPTIONS] [COMMAND] [ARGS]..." in result.stdout

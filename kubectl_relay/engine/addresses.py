@@ -270,6 +270,9 @@ ADDRESS_KINDS: tuple[AddressKind, ...] = (
     # A relay extension (transports/proxyserver.py): the server side of the
     # three above; its options are those of the TCP connection it makes.
     AddressKind("PROXY-SERVER", (), _G.FD | _G.SOCKET | _IP | _G.TCP, ("SOCKS-SERVER",)),
+    # A relay extension (transports/mux.py): each opening is one stream on the
+    # one multiplexed connection accepted on the port; not a listener itself.
+    AddressKind("MUX-LISTEN", ("port",), _G.FD | _G.SOCKET | _IP | _G.LISTEN | _G.TCP),
 )
 
 _BY_NAME: dict[str, AddressKind] = {

@@ -220,16 +220,8 @@ class Relay:
                 metrics_server = await serve_metrics(*self.settings.metrics_address)
             if self.settings.trace.enabled:
                 self.trace_output = TraceOutput(self.settings.trace)
-            if is_listening(self.first):
-                assert isinstance(self.first, Address)
-                return await self._listen_first(self.first)
-            if isinstance(self.first, Address) and self.first.options.flag("fork"):
-                return await self._fork_first_connect(self.first)
-            first = await self._open(self.first, self._context(number=1))
-            second = self.second
-            if isinstance(second, Address) and is_listening(second) and second.options.flag("fork"):
-                return await self._fork_second(second, first)
-            return await self._session(first)
+            async with self._mux_port():
+                return await self._open_and_relay()
         except RelayError as exc:
             logger.error("%s", exc)
             return 1
@@ -238,6 +230,26 @@ class Relay:
                 self.trace_output.close()
             if metrics_server is not None:
                 metrics_server.close()
+
+    def _mux_port(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """``MUX-LISTEN`` as address 2 listens for its peer from the start (transports/mux.py)."""
+        if isinstance(self.second, Address) and self.second.keyword == "MUX-LISTEN":
+            from .transports import mux  # noqa: PLC0415 - loaded only for a mux run
+
+            return mux.hubs(self.second, self._context(number=2))
+        return contextlib.nullcontext()
+
+    async def _open_and_relay(self) -> int:
+        if is_listening(self.first):
+            assert isinstance(self.first, Address)
+            return await self._listen_first(self.first)
+        if isinstance(self.first, Address) and self.first.options.flag("fork"):
+            return await self._fork_first_connect(self.first)
+        first = await self._open(self.first, self._context(number=1))
+        second = self.second
+        if isinstance(second, Address) and is_listening(second) and second.options.flag("fork"):
+            return await self._fork_second(second, first)
+        return await self._session(first)
 
     async def _listen_first(self, address: Address) -> int:
         with _working_directory(address):

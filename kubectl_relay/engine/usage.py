@@ -99,6 +99,7 @@ EXTENSIONS: tuple[tuple[str, str], ...] = (
     ("frame=len16", "address option: datagrams and half-close over a byte stream"),
     ("PROXY-SERVER", "second address: a SOCKS5, SOCKS4/4a and HTTP proxy server on one port"),
     ("--deny-connect", "networks and name patterns refused (--allow-connect: the only allowed)"),
+    ("MUX-LISTEN:<port>", "each session is a stream on the one mux peer accepted on <port>"),
 )
 
 #: Where ``relay`` deliberately behaves otherwise than socat 1.8, as ``-h`` lists it.

@@ -5,6 +5,7 @@ CLI maps ``exit_code`` to the process status in one place (``cli.main``)::
 
     PluginError                      exit 1  a runtime failure
     ├── TargetSyntaxError            exit 2  a TARGET or --listen that does not parse
+    ├── TunnelFileError              exit 2  a tunnel file with mistakes (each with its line)
     ├── ClusterError                 exit 3  the cluster refused or lacks something
     │   ├── ConfigError                      no usable kubeconfig / context
     │   ├── ApiError                         an API request failed (status, reason)
@@ -22,6 +23,9 @@ CLI maps ``exit_code`` to the process status in one place (``cli.main``)::
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 #: Exit statuses (``kubectl relay --help`` lists them).
 EXIT_OK = 0
@@ -56,6 +60,42 @@ class TargetSyntaxError(PluginError):
         self.text = text
         self.reason = reason
         self.accepted = accepted
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """One mistake in a tunnel file: where (file, 1-based line and column, key path) and what."""
+
+    source: str
+    line: int
+    column: int
+    #: The key path of the offending value, ``tunnels[2].target`` (empty: the whole file).
+    path: str
+    #: What was wrong.
+    problem: str
+    #: What is accepted there (empty when the problem says it).
+    accepted: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.source}:{self.line}:{self.column}: "
+        key = f"{self.path}: " if self.path else ""
+        accepted = f" (accepted: {self.accepted})" if self.accepted else ""
+        return where + key + self.problem + accepted
+
+
+class TunnelFileError(PluginError):
+    """A tunnel file that cannot be used: every mistake at once, nothing was started."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, source: str, mistakes: Sequence[Mistake]) -> None:
+        count = f"{len(mistakes)} mistake{'s' if len(mistakes) != 1 else ''}"
+        super().__init__(f"{source}: {count}, nothing was started")
+        self.source = source
+        self.mistakes = tuple(mistakes)
+
+    def __str__(self) -> str:
+        return "\n".join([self.cause, *(f"  {mistake}" for mistake in self.mistakes)])
 
 
 class ClusterError(PluginError):

@@ -135,6 +135,18 @@ class Summarized:
 
 
 @dataclass(frozen=True)
+class Exposed:
+    """``kubectl relay expose``: Service ``namespace/service:port`` reaches ``local``."""
+
+    tunnel: int
+    service: str
+    namespace: str
+    port: int
+    local: str
+    pod: str
+
+
+@dataclass(frozen=True)
 class Notice:
     """Anything else worth a line (cleanup of old pods, warnings)."""
 
@@ -155,6 +167,7 @@ SessionEvent = (
     | PodDeleted
     | Traced
     | Summarized
+    | Exposed
     | Notice
 )
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import secrets
 import socket
@@ -212,11 +213,14 @@ class Session:
             raise failure
         self.on_event(Notice(str(failure), warning=True))
 
+    def bind(self) -> None:
+        """Bind every local listener (``LocalPortInUse``); ``run`` does it first unless done."""
+        for index, spec in enumerate(self.specs[len(self.tunnels) :], len(self.tunnels)):
+            self.tunnels.append(Tunnel(self, index, spec))
+            self.tunnels[-1].bind()
+
     async def _run(self) -> int:
-        for index, spec in enumerate(self.specs):
-            tunnel = Tunnel(self, index, spec)
-            self.tunnels.append(tunnel)
-            tunnel.bind()
+        self.bind()
         for tunnel in self.tunnels:
             await tunnel.resolve()
         with contextlib.suppress(PluginError):
@@ -323,15 +327,7 @@ class Tunnel:
             await self._use_secret(self.tls)
         if self.spec.tls_files:
             name = await self.session.create_secret(self.index, self.spec.tls_files)
-            base = self.tls or TLSSettings()
-            self.tls = TLSSettings(
-                verify=base.verify,
-                secret=name,
-                ca_key=base.ca_key,
-                cert_key=base.cert_key,
-                key_key=base.key_key,
-                server_name=base.server_name,
-            )
+            self.tls = dataclasses.replace(self.tls or TLSSettings(), secret=name)
 
     async def _use_secret(self, tls: TLSSettings) -> None:
         """Take the CA and client certificate from the user's Secret (the keys it has)."""
@@ -344,13 +340,11 @@ class Tunnel:
                 "or pass local files with --cafile, --cert and --key",
             )
         keys = set((found.get("data") or {}).keys())
-        self.tls = TLSSettings(
-            verify=tls.verify,
-            secret=tls.secret,
+        self.tls = dataclasses.replace(
+            tls,
             ca_key=tls.ca_key or ("ca.crt" if "ca.crt" in keys else None),
             cert_key=tls.cert_key or ("tls.crt" if "tls.crt" in keys else None),
             key_key=tls.key_key or ("tls.key" if "tls.key" in keys else None),
-            server_name=tls.server_name,
         )
 
     def close(self) -> None:

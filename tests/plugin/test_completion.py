@@ -160,6 +160,7 @@ def complete(capsys: pytest.CaptureFixture[str], *words: str) -> list[str]:
 def test_commands_and_flags(capsys: pytest.CaptureFixture[str]) -> None:
     commands = complete(capsys, "")
     assert [line.split("\t")[0] for line in commands] == [
+        "expose",
         "gc",
         "ls",
         "proxy",
@@ -169,7 +170,7 @@ def test_commands_and_flags(capsys: pytest.CaptureFixture[str]) -> None:
         "udp",
         ":4",
     ]
-    assert commands[1].startswith("ls\tList your relay pods")
+    assert commands[2].startswith("ls\tList your relay pods")
     flags = complete(capsys, "tcp", "--li")
     assert [line.split("\t")[0] for line in flags] == ["--listen", "--limits", ":4"]
     assert complete(capsys, "ls", "-o", "") == ["wide", "json", "yaml", ":4"]

@@ -22,7 +22,7 @@ import pytest
 from scripts import gotools, krew_release
 from tests.conftest import scaled
 
-COMMANDS = ["gc", "ls", "proxy", "run", "tcp", "tls", "udp"]
+COMMANDS = ["expose", "gc", "ls", "proxy", "run", "tcp", "tls", "udp"]
 
 
 def tool(name: str) -> Path:
@@ -130,7 +130,7 @@ def test_krew_installs_the_plugin_from_our_index(
     # The first run installs the wheel beside the launcher, then runs it.
     first = run(env, "kubectl", "relay", "--help", timeout=300)
     assert "kubectl relay: first run, installing into" in first
-    assert "Usage: kubectl relay [OPTIONS] COMMAND [ARGS]..." in first
+    assert "Usage: kubectl relay [OPTIONS] [COMMAND] [ARGS]..." in first
     again = run(env, "kubectl", "relay", "--version")
     assert again == "kubectl relay, version 0.1.0\n"
 

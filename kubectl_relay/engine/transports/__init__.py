@@ -103,6 +103,7 @@ OPENERS: TransportTable[Opener] = TransportTable({
     "SOCKET-DATAGRAM": "generic:datagram",
     "SOCKET-RECV": "generic:recv",
     "VSOCK-CONNECT": "vsock:connect",
+    "MUX-LISTEN": "mux:open_stream",
 })
 
 LISTENERS: TransportTable[ListenerFactory] = TransportTable({

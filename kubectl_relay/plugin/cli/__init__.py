@@ -12,8 +12,9 @@ Its modules:
   options several commands share;
 - ``terminal``: the consoles and the ``Renderer`` of session events;
 - ``running``: the event loop, the signals that end a command, the cluster;
-- ``tunnels``: ``tcp``, ``udp``, ``tls`` and ``run``;
+- ``tunnels``: ``tcp``, ``udp``, ``tls``, ``run`` and ``-f FILE`` (the group's option);
 - ``proxy``: ``proxy`` (over ``proxying.ProxySettings``);
+- ``expose``: ``expose``, a Service reaching a local port;
 - ``listing``: ``ls`` and ``gc``;
 - ``completing``: shell completion of flag values and TARGETs;
 - here: the command group, ``main`` (exit codes, error lines) and
@@ -25,6 +26,7 @@ from __future__ import annotations
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import click
 from click.shell_completion import ShellComplete
@@ -32,12 +34,13 @@ from rich.text import Text
 
 from ... import __version__
 from .. import completion, errors
+from .expose import expose
 from .listing import gc, list_command, show_inventory
-from .params import EXIT_CODES_HELP
+from .params import EXIT_CODES_HELP, kube_options
 from .proxy import proxy
 from .running import Interrupted
-from .terminal import Renderer, Terminal
-from .tunnels import run, tcp, tls, udp
+from .terminal import Renderer, Terminal, terminal_of
+from .tunnels import run, run_file, tcp, tls, udp
 
 __all__ = ["Renderer", "Terminal", "cli", "complete_main", "main", "show_inventory"]
 
@@ -45,9 +48,21 @@ __all__ = ["Renderer", "Terminal", "cli", "complete_main", "main", "show_invento
 @click.group(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog=EXIT_CODES_HELP,
+    invoke_without_command=True,
+    no_args_is_help=True,
 )
 @click.version_option(__version__, "--version", prog_name="kubectl relay")
-def cli() -> None:
+@click.option(
+    "-f",
+    "--filename",
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+    metavar="FILE",
+    help="Start the tunnels of a YAML file together (- reads stdin); every mistake in it "
+    "is shown with its line, and nothing starts then.",
+)
+@kube_options
+@click.pass_context
+def cli(ctx: click.Context, /, filename: str | None, **params: Any) -> int | None:
     """Ephemeral tunnels into the cluster, with live traces of the bytes.
 
     \b
@@ -56,6 +71,8 @@ def cli() -> None:
     kubectl relay tls mydb.example.net:1433 --listen 1433 --cafile ca.pem
     kubectl relay run -- -u TCP:svc-a:80 TCP:svc-b:80
     kubectl relay proxy -n shop --listen 1080
+    kubectl relay expose 8080 --name dev-api -n shop --port 80
+    kubectl relay -f tunnels.yaml
     kubectl relay ls; kubectl relay gc
 
     Each tunnel binds its local port first, then runs a relay pod (the
@@ -64,10 +81,25 @@ def cli() -> None:
     server's port-forward. The relay's trace is shown as it happens. The pod
     is deleted when the command ends, and goes away on its own (idle timeout,
     deadline) if the command is killed.
+
+    The options here go with -f only (-n: the namespace of the file's
+    tunnels that name none); a command takes its own after its name.
     """
+    given = [name for name, value in params.items() if value not in (None, ())]
+    if ctx.invoked_subcommand is not None:
+        if filename is not None or given:
+            raise click.UsageError(
+                f"-f and the options before the command go without a command; give "
+                f"'{ctx.invoked_subcommand}' its options after its name"
+            )
+        return None
+    if filename is None:
+        commands = ", ".join(cli.list_commands(ctx))
+        raise click.UsageError(f"give a command ({commands}) or -f FILE")
+    return run_file(terminal_of(ctx), filename, params)
 
 
-for _command in (tcp, udp, tls, run, proxy, list_command, gc):
+for _command in (tcp, udp, tls, run, proxy, expose, list_command, gc):
     cli.add_command(_command)
 
 

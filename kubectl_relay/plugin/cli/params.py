@@ -7,7 +7,6 @@ every command that needs them the same flags with the same help.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -17,6 +16,7 @@ from click.shell_completion import CompletionItem
 from .. import completion, errors, relaypod
 from ..relaypod import PodSettings, Toleration
 from ..targets import ListenAddress, Target, parse_listen, parse_target
+from ..values import parse_duration, parse_toleration
 from .completing import (
     complete_contexts,
     complete_from_cluster,
@@ -30,7 +30,8 @@ EXIT_CODES_HELP = """\b
 Exit status:
   0    the tunnel was ended with Ctrl-C (or `run`: the relay exited 0)
   1    the tunnel failed while it ran
-  2    bad command line (usage, TARGET or --listen syntax)
+  2    bad command line (usage, TARGET or --listen syntax), or a
+       tunnel file (-f) with mistakes
   3    the cluster refused or lacks something: kubeconfig, rights,
        target not found, wrong port; or Ctrl-C could not delete the
        relay's Job (the message names the missing right)
@@ -86,11 +87,8 @@ class ListenType(click.ParamType[ListenAddress]):
             self.fail(str(exc), param, ctx)
 
 
-_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
-
-
 class DurationType(click.ParamType[float]):
-    """``30``, ``30s``, ``10m``, ``1h30m``: seconds as a float."""
+    """``30``, ``30s``, ``10m``, ``1h30m``: seconds as a float (``values.parse_duration``)."""
 
     name = "DURATION"
 
@@ -99,16 +97,10 @@ class DurationType(click.ParamType[float]):
     ) -> float:
         if isinstance(value, int | float):
             return float(value)
-        text = str(value).strip()
         try:
-            return float(text)
-        except ValueError:
-            pass
-        match = _DURATION.fullmatch(text)
-        if not text or match is None:
-            self.fail(f'"{text}" is not a duration (accepted: 30, 30s, 10m, 1h30m)', param, ctx)
-        hours, minutes, seconds = (float(part or 0) for part in match.groups())
-        return hours * 3600 + minutes * 60 + seconds
+            return parse_duration(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 class KeyValueType(click.ParamType[dict[str, str]]):
@@ -130,11 +122,8 @@ class KeyValueType(click.ParamType[dict[str, str]]):
         return pairs
 
 
-_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
-
-
 class TolerationType(click.ParamType[Toleration]):
-    """``KEY[=VALUE][:EFFECT]``: without a value the toleration matches any (Exists)."""
+    """``KEY[=VALUE][:EFFECT]`` (``values.parse_toleration``)."""
 
     name = "KEY[=VALUE][:EFFECT]"
 
@@ -143,18 +132,10 @@ class TolerationType(click.ParamType[Toleration]):
     ) -> Toleration:
         if isinstance(value, Toleration):
             return value
-        text = str(value)
-        head, colon, effect = text.rpartition(":")
-        if not colon:
-            head, effect = text, ""
-        if effect and effect not in _EFFECTS:
-            self.fail(f'"{effect}" is not an effect ({", ".join(_EFFECTS)})', param, ctx)
-        key, equals, val = head.partition("=")
-        if not key:
-            self.fail(f'"{text}" has no key', param, ctx)
-        if equals:
-            return Toleration(key, "Equal", val, effect or None)
-        return Toleration(key, "Exists", None, effect or None)
+        try:
+            return parse_toleration(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 TARGET = TargetType()

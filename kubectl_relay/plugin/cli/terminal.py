@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import click
@@ -40,14 +41,19 @@ class Renderer:
     console: Console
     tunnels: int = 1
     status: Status | None = None
+    #: The tunnels' names (a tunnel file's), shown instead of their numbers.
+    names: Sequence[str] = ()
     _ready: set[int] = field(default_factory=set)
 
     def __call__(self, event: events.SessionEvent) -> None:
         self.show(event)
 
     def _prefix(self, tunnel: int, connection: int | None = None) -> str:
-        """``[tunnel] `` when there are several, ``#connection `` when the line is about one."""
-        prefix = f"[{tunnel + 1}] " if self.tunnels > 1 else ""
+        """``[tunnel] `` (its name, or its number when there are several), ``#connection ``."""
+        if self.names:
+            prefix = f"[{self.names[tunnel]}] "
+        else:
+            prefix = f"[{tunnel + 1}] " if self.tunnels > 1 else ""
         return prefix + (f"#{connection} " if connection is not None else "")
 
     def _spin(self, text: str) -> None:
@@ -118,6 +124,14 @@ class Renderer:
                 self.trace(tunnel, traced, connection)
             case events.Summarized(tunnel, exchange):
                 self.line(self._prefix(tunnel, exchange.connection) + summary_text(exchange))
+            case events.Exposed(tunnel, service, namespace, port, local, pod):
+                text = Text(self._prefix(tunnel))
+                text.append(f"Exposing service {namespace}/{service}:{port} → {local}",
+                            style="bold green")
+                text.append(f" via pod {namespace}/{pod}", style="dim")
+                self.line(text)
+                self.line("Press Ctrl-C to stop; the Service and relay pod are deleted then.",
+                          "dim")
             case events.Notice(text, warning):
                 self.line(text, "yellow" if warning else "dim")
 

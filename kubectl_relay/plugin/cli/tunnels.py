@@ -1,4 +1,4 @@
-"""The tunnel commands of ``kubectl relay``: ``tcp``, ``udp``, ``tls`` and ``run``.
+"""The tunnel commands of ``kubectl relay``: ``tcp``, ``udp``, ``tls``, ``run`` and ``-f FILE``.
 
 Each collects its options, rejects conflicting ones with ``click.UsageError``
 and runs one ``Session`` of the library until it ends or is interrupted.
@@ -7,19 +7,20 @@ and runs one ``Session`` of the library until it ends or is interrupted.
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
-from ...engine.addresses import parse_address
-from ...engine.errors import RelayError
-from .. import relaypod
+from .. import relaypod, tunnelfile
 from ..kube import Cluster
 from ..relaypod import PodSettings, TLSSettings, TraceLevel
+from ..runcommand import RunCommandError, run_spec
 from ..session import Session, SessionOptions, TunnelSpec
 from ..targets import TARGET_FORMS, ListenAddress, Target
+from ..tunnelset import run_tunnels
 from .params import (
     EXIT_CODES_HELP,
     LISTEN,
@@ -97,10 +98,21 @@ def _tunnel_command(
 
 
 def _run(terminal: Terminal, specs: list[TunnelSpec], params: dict[str, Any]) -> int:
+    options = session_options(params)
+    return run_rendered(
+        terminal,
+        len(specs),
+        params,
+        lambda cluster, renderer: Session(cluster, specs, options, renderer).run(),
+    )
+
+
+def session_options(params: dict[str, Any]) -> SessionOptions:
+    """The ``SessionOptions`` of a command's trace and pod options."""
     summary = params["summary"]
     if summary and (params["verbose"] or params["hexdump"] or params["quiet"]):
         raise click.UsageError("--summary replaces the data trace: drop -v, -x and -q")
-    options = SessionOptions(
+    return SessionOptions(
         # The summary is made from the local bytes: the relay traces nothing then.
         trace="quiet" if summary else _trace_level(
             params["verbose"], params["hexdump"], params["quiet"]
@@ -110,20 +122,47 @@ def _run(terminal: Terminal, specs: list[TunnelSpec], params: dict[str, Any]) ->
         relay_namespace=params["relay_namespace"],
         pod_timeout=params["pod_timeout"],
     )
+
+
+def run_rendered(
+    terminal: Terminal,
+    tunnels: int,
+    params: dict[str, Any],
+    start: Callable[[Cluster, Renderer], Coroutine[Any, Any, int]],
+    names: Sequence[str] = (),
+) -> int:
+    """Run ``start(cluster, renderer)`` until it ends or a signal stops it; the exit status.
+
+    ``names``: the tunnels' names, which prefix their lines (a tunnel file's).
+    """
     kube = kube_from_params(params)
-    renderer = Renderer(terminal.out, tunnels=len(specs))
+    renderer = Renderer(terminal.out, tunnels=tunnels, names=names)
 
     async def use(cluster: Cluster) -> int:
-        return await Session(cluster, specs, options, renderer).run()
+        return await start(cluster, renderer)
 
     try:
-        return run_session(with_cluster(kube, use))
+        status: int = run_session(with_cluster(kube, use))
+        return status
     except Interrupted as stop:
         # Ctrl-C is how a tunnel is meant to end; other signals end it from outside.
         renderer.close()
         return 0 if stop.signum == signal.SIGINT else 128 + stop.signum
     finally:
         renderer.close()
+
+
+def run_file(terminal: Terminal, filename: str, params: dict[str, Any]) -> int:
+    """``kubectl relay -f FILE``: the tunnels of a file (``-``: stdin), each line prefixed
+    by its tunnel's name. A file with mistakes raises ``TunnelFileError``: nothing starts."""
+    tunnels = tunnelfile.read(filename, sys.stdin.read)
+    return run_rendered(
+        terminal,
+        len(tunnels),
+        params,
+        lambda cluster, renderer: run_tunnels(cluster, tunnels, renderer),
+        names=[tunnel.name for tunnel in tunnels],
+    )
 
 
 TARGET_HELP = f"TARGET: {TARGET_FORMS}. Several TARGETs make several tunnels."
@@ -237,23 +276,6 @@ def tls(
     return _tunnel_command(terminal_of(ctx), "tls", targets, listens, params, settings, files)
 
 
-def _relay_parser() -> Callable[[Sequence[str]], Any]:
-    """The engine's command-line parser, for ``run``.
-
-    Imported here, not with the module: the engine's runtime beside it
-    (``termios``, ``resource``) is POSIX-only, and every other command runs
-    on Windows too.
-    """
-    try:
-        from ...engine.cli import parse_command_line  # noqa: PLC0415 - see above
-    except ImportError as exc:
-        raise click.UsageError(
-            f"`kubectl relay run` checks the relay's command line with the engine, which "
-            f"does not load here ({exc}); use tcp, udp or tls, or run it from Linux or macOS"
-        ) from None
-    return parse_command_line
-
-
 @click.command(
     epilog=EXIT_CODES_HELP,
     context_settings={"ignore_unknown_options": True},
@@ -285,23 +307,14 @@ def run(
     default) are added; the command ends when the relay ends, with its exit
     status.
     """
-    args = list(command)
-    if not args:
+    if not command:
         raise click.UsageError("give the relay's command line after --: ADDRESS1 ADDRESS2")
     try:
-        line = _relay_parser()(args)
-        addresses = [parse_address(text) for text in line.addresses]
-    except RelayError as exc:
+        spec = run_spec(command, listen)
+    except RunCommandError as exc:
+        if exc.about == "listen":
+            raise click.UsageError(f"--listen {exc}") from None
+        if exc.about == "engine":
+            raise click.UsageError(str(exc)) from None
         raise click.BadParameter(str(exc), param_hint="command") from None
-    port = None
-    if listen is not None:
-        first = addresses[0]
-        keyword = getattr(first, "keyword", "")
-        if keyword not in ("TCP-LISTEN", "TCP4-LISTEN", "TCP6-LISTEN", "OPENSSL-LISTEN"):
-            raise click.UsageError(
-                "--listen needs a relay whose first address listens on TCP "
-                "(TCP-LISTEN:PORT or OPENSSL-LISTEN:PORT)"
-            )
-        port = int(first.params[0])  # type: ignore[union-attr]
-    spec = TunnelSpec("run", listen=listen, run_args=tuple(args), run_port=port)
     return _run(terminal_of(ctx), [spec], params)

@@ -1,0 +1,362 @@
+"""The mux protocol (``mux``) over one asyncio byte stream: a connection and its channels.
+
+Both ends use it: the relay pod's ``MUX-LISTEN`` address (over an accepted
+TCP connection) and ``kubectl relay expose`` (over a port-forward stream).
+The byte stream is anything with ``read``/``write``/``aclose`` (``Carrier``);
+each stream of the protocol is a ``Channel`` with ``read``, ``write``,
+``end`` (half-close) and ``reset``.
+
+A ``Channel.write`` waits for the peer's credit, so a stream whose consumer
+is slow blocks only its own writer; a channel buffers at most its window.
+When the connection ends (the peer is gone, breaks the protocol, or stops
+answering pings), every open channel is reset with that reason: its reads
+and writes raise ``ConnectionResetError``.
+
+Like ``mux`` it imports nothing POSIX-only (the plugin runs it on any OS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+from .mux import Credited, Data, Ended, MuxError, MuxProtocol, Opened, Pong, Reset
+
+
+class Carrier(Protocol):
+    """The byte stream a mux connection runs over."""
+
+    async def read(self) -> bytes:
+        """The next bytes; ``b""`` at the end."""
+
+    async def write(self, data: bytes) -> None:
+        """Send all of ``data``."""
+
+    async def aclose(self) -> None:
+        """Close it (safe to call twice)."""
+
+
+class StreamsCarrier:
+    """An asyncio connection (``asyncio.open_connection``'s pair) as a ``Carrier``."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def read(self) -> bytes:
+        """The next bytes; ``b""`` at the end."""
+        return await self.reader.read(64 * 1024)
+
+    async def write(self, data: bytes) -> None:
+        """Send all of ``data``."""
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def aclose(self) -> None:
+        """Close the connection."""
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            await self.writer.wait_closed()
+
+
+class Channel:
+    """One stream of a ``MuxConnection``."""
+
+    def __init__(self, connection: MuxConnection, stream: int, label: str) -> None:
+        self.connection = connection
+        self.id = stream
+        #: What the opener said about the stream (the peer address, for logs).
+        self.label = label
+        self._chunks: deque[bytes] = deque()
+        self._ended = False
+        #: Why the stream was reset, once it was.
+        self.reset_reason: str | None = None
+        self._readable = asyncio.Event()
+        self._credit = asyncio.Event()
+
+    @property
+    def was_reset(self) -> bool:
+        """Whether the stream was reset (by either side, or with the connection)."""
+        return self.reset_reason is not None
+
+    async def read(self, size: int = 64 * 1024) -> bytes:
+        """Up to ``size`` bytes; ``b""`` once the peer half-closed; ``ConnectionResetError``."""
+        while not self._chunks and not self._ended:
+            self._raise_if_reset()
+            self._readable.clear()
+            await self._readable.wait()
+        if not self._chunks:
+            self._raise_if_reset()
+            return b""
+        chunk = self._chunks.popleft()
+        if len(chunk) > size:
+            self._chunks.appendleft(chunk[size:])
+            chunk = chunk[:size]
+        self.connection.protocol.consumed(self.id, len(chunk))
+        await self.connection.flush()
+        return chunk
+
+    async def write(self, data: bytes | memoryview) -> None:
+        """Send all of ``data``, waiting for credit as needed."""
+        view = memoryview(data)
+        protocol = self.connection.protocol
+        while view:
+            self._raise_if_reset()
+            if protocol.send_window(self.id) == 0:
+                self._credit.clear()
+                await self._credit.wait()
+                continue
+            taken = protocol.send_data(self.id, view)
+            view = view[taken:]
+            await self.connection.flush()
+
+    async def end(self) -> None:
+        """Half-close: the peer reads the end; its data still comes."""
+        if self.reset_reason is None:
+            self.connection.protocol.send_end(self.id)
+            await self.connection.flush()
+
+    def reset(self, reason: str = "") -> None:
+        """Abort the stream both ways; sent with the connection's next flush."""
+        if self.reset_reason is None:
+            self.connection.protocol.send_reset(self.id, reason)
+            self._gone(reason or "reset")
+            self.connection.flush_soon()
+
+    async def aclose(self) -> None:
+        """Release the stream: reset it if it is still open either way."""
+        if self.reset_reason is None and self.id in set(self.connection.protocol.streams()):
+            self.reset("closed")
+        self.connection.forget(self.id)
+        await self.connection.flush()
+
+    # -- from the connection --------------------------------------------------------------------
+
+    def _data(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._readable.set()
+
+    def _end(self) -> None:
+        self._ended = True
+        self._readable.set()
+
+    def _gone(self, reason: str) -> None:
+        if self.reset_reason is None:
+            self.reset_reason = reason
+        self._readable.set()
+        self._credit.set()
+
+    def _raise_if_reset(self) -> None:
+        if self.reset_reason is not None:
+            raise ConnectionResetError(errno.ECONNRESET, f"mux stream {self.id} reset: "
+                                       f"{self.reset_reason}")
+
+
+class MuxConnection:
+    """Runs ``MuxProtocol`` over a ``Carrier`` (see the module docstring).
+
+    ``on_open`` gets each channel the peer opens. ``ping_interval``: send a
+    PING that often, and end the connection when nothing came from the peer
+    for ``ping_timeout`` (the relay pod's heartbeat of its client).
+    """
+
+    def __init__(
+        self,
+        carrier: Carrier,
+        *,
+        listener: bool,
+        on_open: Callable[[Channel], None] | None = None,
+        ping_interval: float | None = None,
+        ping_timeout: float | None = None,
+    ) -> None:
+        self.carrier = carrier
+        self.protocol = MuxProtocol(listener)
+        self.on_open = on_open
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.channels: dict[int, Channel] = {}
+        #: Why the connection ended ("" while it runs).
+        self.ended = ""
+        #: How many streams were still open when it ended (each is reset).
+        self.streams_cut = 0
+        self._write_lock = asyncio.Lock()
+        self._flushes: set[asyncio.Task[None]] = set()
+        self._closer: asyncio.Task[None] | None = None
+        self._last_heard = 0.0
+
+    async def open(self, label: str = "") -> Channel:
+        """A new stream of our own."""
+        if self.ended:
+            raise ConnectionResetError(errno.ECONNRESET, f"mux connection ended: {self.ended}")
+        stream = self.protocol.open_stream(label)
+        channel = Channel(self, stream, label)
+        self.channels[stream] = channel
+        await self.flush()
+        return channel
+
+    def forget(self, stream: int) -> None:
+        """Drop a channel its owner closed."""
+        self.channels.pop(stream, None)
+
+    async def flush(self) -> None:
+        """Write what the protocol has to send; a broken carrier ends the connection."""
+        async with self._write_lock:
+            data = self.protocol.data_to_send()
+            if not data or self.ended:
+                return
+            try:
+                await self.carrier.write(data)
+            except Exception as exc:  # OSError, or the carrier's own error (a port-forward's)
+                self._end(f"writing to the mux peer failed: {exc}")
+
+    def flush_soon(self) -> None:
+        """``flush`` from code that cannot wait (a reset from ``Stream.reset``)."""
+        with contextlib.suppress(RuntimeError):  # no running loop: the connection is gone
+            task = asyncio.get_running_loop().create_task(self.flush())
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+
+    async def run(self) -> str:
+        """Read and dispatch until the connection ends; why it ended."""
+        loop = asyncio.get_running_loop()
+        self._last_heard = loop.time()
+        await self.flush()  # our HELLO
+        pinger = loop.create_task(self._ping()) if self.ping_interval else None
+        try:
+            while not self.ended:
+                try:
+                    data = await self.carrier.read()
+                except Exception as exc:  # OSError, or the carrier's own error
+                    self._end(f"reading from the mux peer failed: {exc}")
+                    break
+                if not data:
+                    self._end("the mux peer closed the connection")
+                    break
+                self._last_heard = loop.time()
+                try:
+                    events = self.protocol.receive_data(data)
+                except MuxError as exc:
+                    self._end(str(exc))
+                    break
+                for event in events:
+                    self._dispatch(event)
+                await self.flush()
+        finally:
+            if pinger is not None:
+                pinger.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pinger
+            self._end(self.ended or "the mux connection was closed")
+            for task in list(self._flushes):
+                task.cancel()
+            await self.carrier.aclose()
+            if self._closer is not None:
+                await self._closer
+        return self.ended
+
+    def close(self, reason: str) -> None:
+        """End the connection (its ``run`` returns, every channel is reset)."""
+        self._end(reason)
+
+    def _dispatch(self, event: object) -> None:
+        if isinstance(event, Opened):
+            channel = Channel(self, event.stream, event.label)
+            self.channels[event.stream] = channel
+            if self.on_open is None:
+                channel.reset("this end accepts no streams")
+            else:
+                self.on_open(channel)
+            return
+        if isinstance(event, Pong):
+            return
+        target = self.channels.get(event.stream)  # type: ignore[attr-defined]
+        if target is None:
+            return
+        if isinstance(event, Data):
+            target._data(event.data)
+        elif isinstance(event, Ended):
+            target._end()
+        elif isinstance(event, Reset):
+            target._gone(f"reset by the peer{': ' + event.reason if event.reason else ''}")
+        elif isinstance(event, Credited):
+            target._credit.set()
+
+    def _end(self, reason: str) -> None:
+        if not self.ended:
+            self.ended = reason
+            self.streams_cut = sum(not c.was_reset for c in self.channels.values())
+        for channel in list(self.channels.values()):
+            channel._gone(self.ended)
+        if self._closer is None:
+            with contextlib.suppress(RuntimeError):
+                # Wake the reader: a closed carrier ends its pending read.
+                self._closer = asyncio.get_running_loop().create_task(self.carrier.aclose())
+
+    async def _ping(self) -> None:
+        assert self.ping_interval is not None
+        loop = asyncio.get_running_loop()
+        while not self.ended:
+            await asyncio.sleep(self.ping_interval)
+            silent = loop.time() - self._last_heard
+            if self.ping_timeout is not None and silent > self.ping_timeout:
+                self._end(f"the mux peer did not answer for {silent:.0f}s")
+                return
+            self.protocol.send_ping()
+            await self.flush()
+
+
+#: Told about the bytes a ``splice`` moves: ``">"`` from the channel to the local end, ``"<"`` back.
+Record = Callable[[str, bytes], None]
+
+
+async def splice(
+    channel: Channel,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    record: Record | None = None,
+) -> str:
+    """Relay between ``channel`` and a local connection until both directions end.
+
+    Each end of data is passed on as a half-close (the peer's END shuts the
+    local write side down, the local EOF sends END). A failure on either
+    side resets the other (a TCP reset locally, RESET on the channel).
+    Returns ``""`` after a clean end, else what went wrong.
+    """
+
+    async def to_local() -> None:
+        while data := await channel.read():
+            if record is not None:
+                record(">", data)
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+
+    async def from_local() -> None:
+        while data := await reader.read(64 * 1024):
+            if record is not None:
+                record("<", data)
+            await channel.write(data)
+        await channel.end()
+
+    problem = ""
+    try:
+        async with asyncio.TaskGroup() as both:
+            both.create_task(to_local())
+            both.create_task(from_local())
+    except* OSError as failures:
+        problem = str(failures.exceptions[0])
+        if channel.was_reset:
+            writer.transport.abort()  # the peer's reset, passed on as a TCP reset
+        else:
+            channel.reset(f"local connection failed: {problem}")
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        await channel.aclose()
+    return problem

@@ -1,0 +1,199 @@
+"""``MUX-LISTEN:<port>``: every session is one stream on one multiplexed connection (an extension).
+
+``relay TCP-LISTEN:8000,fork,reuseaddr MUX-LISTEN:4000`` is the relay pod of
+``kubectl relay expose``: it accepts one mux peer at a time on port 4000 (the
+plugin, through the port-forward) and turns each connection accepted on port
+8000 into a stream of the protocol in ``mux`` (open, data, half-close each
+way, reset, per-stream credit), so that the peer connects it to its own
+local port.
+
+- The port listens from the start of the run (``hubs``), before the first
+  address accepts anyone.
+- A connection that arrives while no mux peer is connected is held up to
+  ``PEER_WAIT_SECONDS`` for one to come, then refused: the session fails
+  with ``no mux peer on ...`` and the accepted connection is closed.
+- A new mux peer replaces the one before (a client reconnecting after its
+  port-forward broke); the old one's streams are reset.
+- The relay PINGs its peer every ``PING_SECONDS`` and drops a peer it has not
+  heard from for ``PEER_TIMEOUT_SECONDS`` (a client that vanished without
+  closing), resetting its streams. Each reset is logged with the stream's
+  number, as is each stream opened and closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+
+from ..addresses import Address, AddressSpec
+from ..errors import OpenError
+from ..log import NOTICE, logger
+from ..muxing import Channel, MuxConnection
+from . import tcp
+from .base import Listener, OpenContext, Stream
+
+#: How long a session waits for a mux peer before it is refused.
+PEER_WAIT_SECONDS = 5.0
+#: The relay's heartbeat of its mux peer.
+PING_SECONDS = 10.0
+PEER_TIMEOUT_SECONDS = 35.0
+_KEYWORD = "MUX-LISTEN"
+_READ_SIZE = 64 * 1024
+
+
+class _StreamCarrier:
+    """An engine ``Stream`` (the accepted mux connection) as a ``muxing.Carrier``."""
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+        self._buffer = memoryview(bytearray(_READ_SIZE))
+
+    async def read(self) -> bytes:
+        count = await self.stream.read_into(self._buffer)
+        return bytes(self._buffer[:count])
+
+    async def write(self, data: bytes) -> None:
+        await self.stream.write(memoryview(data))
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+class Hub:
+    """The mux port of one ``MUX-LISTEN`` address and the peer connected to it."""
+
+    def __init__(self, address: Address, listener: Listener) -> None:
+        self.address = address
+        self.listener = listener
+        self.peer: MuxConnection | None = None
+        self._peer_ready = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        """Accept mux peers from now on (until ``aclose``)."""
+        self._spawn(self._serve())
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self) -> None:
+        """Accept mux peers, each replacing the one before."""
+        while True:
+            stream = await self.listener.accept()
+            if self.peer is not None:
+                self.peer.close("replaced by a new mux peer")
+            peer = MuxConnection(
+                _StreamCarrier(stream),
+                listener=True,
+                ping_interval=PING_SECONDS,
+                ping_timeout=PEER_TIMEOUT_SECONDS,
+            )
+            self.peer = peer
+            self._peer_ready.set()
+            logger.log(NOTICE, "mux peer %s connected", stream.label)
+            self._spawn(self._run_peer(peer, stream.label))
+
+    async def _run_peer(self, peer: MuxConnection, label: str) -> None:
+        reason = await peer.run()
+        if self.peer is peer:
+            self.peer = None
+            self._peer_ready.clear()
+        logger.warning(
+            "mux peer %s gone (%s); %d stream(s) reset", label, reason, peer.streams_cut
+        )
+
+    async def open_stream(self, label: str) -> Stream:
+        """A new stream on the connected peer (``OpenError`` when none comes in time)."""
+        if self.peer is None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(PEER_WAIT_SECONDS):
+                    await self._peer_ready.wait()
+        peer = self.peer
+        if peer is None:
+            raise OpenError(
+                str(self.address),
+                f"no mux peer on {self.listener.label} within {PEER_WAIT_SECONDS:g}s",
+            )
+        try:
+            channel = await peer.open(label)
+        except ConnectionResetError as exc:
+            raise OpenError(str(self.address), f"mux peer: {exc.strerror}") from exc
+        logger.log(NOTICE, "mux stream %d opened for %s", channel.id, label or "a session")
+        return MuxStream(channel)
+
+    async def aclose(self) -> None:
+        """Close the port and the peer; reset what is open."""
+        if self.peer is not None:
+            self.peer.close("the relay is stopping")
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.listener.aclose()
+
+
+class MuxStream(Stream):
+    """One session's end: a ``muxing.Channel``."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self.label = f"mux stream {channel.id}"
+
+    async def read_into(self, buffer: memoryview) -> int:
+        data = await self.channel.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    async def write(self, data: memoryview) -> None:
+        await self.channel.write(data)
+
+    async def shutdown_write(self) -> None:
+        await self.channel.end()
+
+    def reset(self) -> None:
+        self.channel.reset("the relay cut the session")
+
+    async def aclose(self) -> None:
+        reason = self.channel.reset_reason
+        await self.channel.aclose()
+        if reason is not None and reason != "closed":
+            logger.warning("mux stream %d reset: %s", self.channel.id, reason)
+        else:
+            logger.log(NOTICE, "mux stream %d closed", self.channel.id)
+
+
+#: The hubs of the running relay, by address text.
+_HUBS: dict[str, Hub] = {}
+
+
+async def _start(address: Address, context: OpenContext) -> Hub:
+    listen = Address("TCP-LISTEN", address.params, address.options)
+    listener = await tcp.listen(listen, context)
+    hub = Hub(address, listener)
+    _HUBS[str(address)] = hub
+    hub.start()
+    return hub
+
+
+@contextlib.asynccontextmanager
+async def hubs(spec: AddressSpec, context: OpenContext) -> AsyncIterator[None]:
+    """Listen on the mux port of ``spec`` (if it is ``MUX-LISTEN``) for as long as the run lasts."""
+    if isinstance(spec, Address) and spec.keyword == _KEYWORD and str(spec) not in _HUBS:
+        await _start(spec, context)
+    try:
+        yield
+    finally:
+        for key, hub in list(_HUBS.items()):
+            del _HUBS[key]
+            await hub.aclose()
+
+
+async def open_stream(address: Address, context: OpenContext) -> Stream:
+    """``MUX-LISTEN``'s opener: one stream on its hub (started here if the run has none yet)."""
+    hub = _HUBS.get(str(address)) or await _start(address, context)
+    peer = context.env.get("SOCAT_PEERADDR")
+    label = f"{peer}:{context.env.get('SOCAT_PEERPORT', '')}" if peer else ""
+    return await hub.open_stream(label)
