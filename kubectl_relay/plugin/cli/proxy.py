@@ -11,7 +11,7 @@ from ..session import TunnelSpec
 from ..targets import ListenAddress
 from .params import EXIT_CODES_HELP, LISTEN, kube_options, pod_options, trace_options
 from .terminal import terminal_of
-from .tunnels import _run
+from .tunnels import run_specs
 
 
 class PatternType(click.ParamType[str]):
@@ -84,4 +84,4 @@ def proxy(
     """
     settings = ProxySettings(listen=listen, allow=allow, deny=deny)
     spec = TunnelSpec("proxy", listen=settings.listen, proxy=settings)
-    return _run(terminal_of(ctx), [spec], params)
+    return run_specs(terminal_of(ctx), [spec], params)

@@ -94,10 +94,11 @@ def _tunnel_command(
         TunnelSpec(mode, target, listen, tls=tls, tls_files=tls_files or {})
         for target, listen in zip(targets, _listens(targets, listens), strict=True)
     ]
-    return _run(terminal, specs, params)
+    return run_specs(terminal, specs, params)
 
 
-def _run(terminal: Terminal, specs: list[TunnelSpec], params: dict[str, Any]) -> int:
+def run_specs(terminal: Terminal, specs: list[TunnelSpec], params: dict[str, Any]) -> int:
+    """Run ``specs`` as one session with the command's options, rendered on ``terminal``."""
     options = session_options(params)
     return run_rendered(
         terminal,
@@ -317,4 +318,4 @@ def run(
         if exc.about == "engine":
             raise click.UsageError(str(exc)) from None
         raise click.BadParameter(str(exc), param_hint="command") from None
-    return _run(terminal_of(ctx), [spec], params)
+    return run_specs(terminal_of(ctx), [spec], params)
