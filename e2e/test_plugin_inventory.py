@@ -106,7 +106,7 @@ def test_completion_names_what_the_cluster_has(
     cluster: Cluster, namespace: str, kube: Kube, env: dict[str, str]
 ) -> None:
     echo_service(cluster, kube, namespace)
-    assert completions(env, "") == ["gc", "ls", "run", "tcp", "tls", "udp"]
+    assert completions(env, "") == ["expose", "gc", "ls", "proxy", "run", "tcp", "tls", "udp"]
     assert "--listen" in completions(env, "tcp", "--l")
     assert namespace in completions(env, "tcp", "-n", "")
     assert completions(env, "tcp", "-n", namespace, "") == ["svc/", "pod/", "deploy/"]
