@@ -114,9 +114,14 @@ def shared(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     try:
         cluster.kubectl("run", "client", "-n", namespace, f"--image={cluster.relay_image}",
                         "--restart=Never", "--command", "--", "python3", "-c",
-                        "import time; time.sleep(3600)")
+                        # PID 1 ignores SIGTERM unless it says otherwise: without
+                        # this the namespace's deletion waits 30 s for the pod.
+                        "import signal, sys, time; "
+                        "signal.signal(signal.SIGTERM, lambda *_: sys.exit(0)); time.sleep(3600)")
         # The SIGKILL victim first: its lease runs out while the other tests run.
-        victim = expose(env, namespace, free_port(), "killed", "--keep-finished", "5s")
+        victim = expose(
+            env, namespace, free_port(), "killed", "--keep-finished", "5s", "--lease", "12s"
+        )
         plugins.append(victim)
         victim.proc.kill()
         victim.proc.wait()
@@ -221,7 +226,7 @@ def test_ctrl_c_deletes_the_service_and_the_relay_pod(
 def test_after_kill_9_the_service_and_pod_go_within_the_lease(
     cluster: Cluster, shared: dict[str, Any], kube: Kube
 ) -> None:
-    """The victim was killed at the start: its lease (40 s), the TTL (5 s), then the GC."""
+    """The victim was killed at the start: its lease (12 s here), the TTL (5 s), then the GC."""
     namespace = shared["namespace"]
     wait_until("the killed session's Service to go",
                lambda: "service/killed" not in services(cluster, namespace), 120)
