@@ -21,7 +21,6 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from . import signals
 from .descriptors import record_inherited_descriptors
 from .errors import RelayError, UsageError, shorten
 from .log import (
@@ -380,7 +379,11 @@ def main(argv: Sequence[str] | None = None, *, loop_factory: LoopFactory | None 
 
             sys.stdout.write(usage_text(line.help_level))
             return 0
-        signals.catch_early(line.log_signals)
+        # Only a run needs it; the plugin parses command lines with this module on
+        # systems without SIGHUP (Windows).
+        from .signals import catch_early  # noqa: PLC0415
+
+        catch_early(line.log_signals)
         from .addresses import parse_address  # noqa: PLC0415 - see the module docstring
 
         first = parse_address(line.addresses[0])
