@@ -260,6 +260,15 @@ def echo_service(cluster: Cluster, kube: Kube, namespace: str, name: str = "echo
         },
     )
     cluster.wait_deployment(namespace, name)
+    # The Service's endpoints (and kube-proxy's rules after them) lag behind the
+    # pod's readiness: a tunnel opened before would see its first connection refused.
+    wait_until(
+        f"the {name} Service's endpoints",
+        lambda: any(
+            subset.addresses
+            for subset in kube.core.read_namespaced_endpoints(name, namespace).subsets or []
+        ),
+    )
 
 
 def round_trip(port: int, payload: bytes) -> bytes:
