@@ -107,8 +107,11 @@ def _read_file(text: str, option: str, path: str) -> bytes:
         raise TLSError(text, f'{option}="{path}": {strerror(exc)}') from None
 
 
-def _load_identity(text: str, context: ssl.SSLContext, cert: str, key: str | None) -> None:
-    """Options ``cert`` and ``key``, with a message naming the file and the fault."""
+def _load_identity(text: str, context: ssl.SSLContext, cert: str, key: str | None) -> bytes:
+    """Options ``cert`` and ``key``, with a message naming the file and the fault.
+
+    Returns the certificate file's text (it may hold DH parameters too).
+    """
     pem = _read_file(text, "cert", cert)
     key_option, key_path = ("key", key) if key else ("cert", cert)
     key_pem = pem if key is None else _read_file(text, "key", key)
@@ -128,6 +131,7 @@ def _load_identity(text: str, context: ssl.SSLContext, cert: str, key: str | Non
         certificate = PeerCertificate(ssl.PEM_cert_to_DER_cert(blocks[0].decode("ascii")))
         reason = f'private key "{key_path}" does not match certificate "{cert}"'
         raise TLSError(text, f"{reason} ({certificate.describe()})") from None
+    return pem
 
 
 class _Settings:
@@ -182,19 +186,23 @@ class _Settings:
             where = f'cafile="{cafile}"' if cafile else f'capath="{capath}"'
             raise TLSError(text, f"{where}: {_reason(exc)}") from None
         cert = options.text("cert")
+        cert_pem = b""
         if cert:
-            _load_identity(text, context, cert, options.text("key"))
+            cert_pem = _load_identity(text, context, cert, options.text("key"))
         elif server:
             logger.warning('no certificate given; consider option "cert"')
         if server:
-            _load_dh_params(text, context, options.text("dhparams"), cert)
+            _load_dh_params(text, context, options.text("dhparams"), cert, cert_pem)
 
 
 def _load_dh_params(
-    text: str, context: ssl.SSLContext, dhparams: str | None, cert: str | None
+    text: str, context: ssl.SSLContext, dhparams: str | None, cert: str | None, cert_pem: bytes
 ) -> None:
-    """socat's order: ``dhparams=``, else parameters in the certificate's file, else built-in."""
-    if dhparams is None and cert and b"BEGIN DH PARAMETERS" in _read_file(text, "cert", cert):
+    """socat's order: ``dhparams=``, else parameters in the certificate's file, else built-in.
+
+    ``cert_pem`` is the text of the file ``cert`` names, as ``_load_identity`` read it.
+    """
+    if dhparams is None and cert and b"BEGIN DH PARAMETERS" in cert_pem:
         dhparams, option = cert, "cert"
     else:
         option = "dhparams"
