@@ -366,6 +366,8 @@ def test_helm_lint(helm: Path, values: str) -> None:
         (["peering.enabled=yes"], "/peering/enabled"),
         (["peering.name=x"], "additional properties 'name' not allowed"),
         (["peering.enabled=false"], "replicas > 1 needs peering.enabled=true"),
+        (["apiConcurrency=0"], "/apiConcurrency"),
+        (["apiConcurrency=1000"], "/apiConcurrency"),
     ],
 )
 def test_values_schema_refuses_bad_values(helm: Path, sets: list[str], message: str) -> None:
@@ -448,6 +450,12 @@ def test_destination_policy_and_label_keys_reach_the_operator(helm: Path) -> Non
     assert policy.destinations.allowed is not None
     assert policy.destinations.allowed.entries() == ["10.0.0.0/8", "*.database.windows.net"]
     assert policy.destinations.rules("ops")[0].name_of("db.example.net") == "db.example.net"
+
+
+def test_api_concurrency_reaches_the_operator(helm: Path) -> None:
+    documents = render(helm, ["apiConcurrency=4"])
+    env = {item["name"]: item.get("value") for item in operator_container(documents)["env"]}
+    assert Settings.from_environ({k: v for k, v in env.items() if v is not None}).api_concurrency == 4
 
 
 def test_relay_pods_follow_a_registry_mirror(charts: dict[str, list[dict[str, Any]]]) -> None:
