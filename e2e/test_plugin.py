@@ -328,6 +328,22 @@ def test_tcp_tunnel_relays_bytes_and_streams_the_trace(
     no_relay_left(kube, namespace)
 
 
+def test_relay_namespace_runs_the_pod_there_and_looks_the_target_up_in_the_targets(
+    cluster: Cluster, namespace: str, restricted_namespace: str, kube: Kube,
+    plugins: Callable[..., Plugin],
+) -> None:
+    """``-n`` names the targets' namespace, ``--relay-namespace`` only where the pod runs."""
+    echo_service(cluster, kube, namespace)
+    port = free_port()
+    plugin = tunnel(plugins, namespace, "tcp", "svc/echo:tcp", "--listen", str(port),
+                    "--relay-namespace", restricted_namespace)
+    assert relay_objects(kube, restricted_namespace) and not relay_objects(kube, namespace)
+    payload = b"across namespaces\n" * 64
+    assert exchange(port, payload) == payload
+    assert plugin.stop(signal.SIGINT) == 0
+    no_relay_left(kube, restricted_namespace)
+
+
 def test_udp_tunnel_keeps_datagram_boundaries(
     cluster: Cluster, namespace: str, kube: Kube, plugins: Callable[..., Plugin]
 ) -> None:

@@ -135,8 +135,11 @@ class SessionOptions:
 
     trace: TraceLevel = "text"
     pod: PodSettings = field(default_factory=PodSettings)
-    #: ``--relay-namespace``: where relay pods go (default: the target's namespace).
+    #: ``--relay-namespace``: where relay pods go (default: the targets' namespace).
     relay_namespace: str | None = None
+    #: Where targets are looked up (default: the cluster's namespace, ``-n``); a tunnel
+    #: file's ``namespace`` sets both.
+    target_namespace: str | None = None
     #: ``--pod-timeout``: how long a relay pod may take to start.
     pod_timeout: float = 120.0
     #: ``--summary``: a line per HTTP exchange or connection instead of the raw trace.
@@ -279,8 +282,9 @@ class Tunnel:
         self.cluster = session.cluster
         self.index = index
         self.spec = spec
-        self.namespace = session.namespace
+        self.namespace = session.namespace  # the relay pods'
         self.options = session.options
+        self.target_namespace = self.options.target_namespace or self.cluster.namespace
         self.emit = session.on_event
         self.sock: socket.socket | None = None
         self.endpoint: Endpoint | None = None
@@ -318,7 +322,7 @@ class Tunnel:
         """Look the target up (``TargetNotFound``, ``PortNotFound``, ``AccessDenied``)."""
         if self.spec.target is not None:
             self.endpoint = await self.cluster.resolve(
-                self.spec.target, self.namespace, by_name=self.spec.mode == "tls"
+                self.spec.target, self.target_namespace, by_name=self.spec.mode == "tls"
             )
 
     async def prepare(self) -> None:
@@ -419,7 +423,7 @@ class Tunnel:
                 endpoint = self.endpoint
                 if self.spec.target is not None and self.spec.target.kind is not Kind.HOST:
                     endpoint = await self.cluster.resolve(
-                        self.spec.target, self.namespace, by_name=self.spec.mode == "tls"
+                        self.spec.target, self.target_namespace, by_name=self.spec.mode == "tls"
                     )
                     self.endpoint = endpoint
                 self.current = current = await self._start_pod(endpoint)
@@ -739,7 +743,7 @@ class Tunnel:
             return
         backend = relay.endpoint.backend if relay.endpoint else None
         if backend and self.spec.target and self.spec.target.kind is Kind.DEPLOYMENT:
-            found = await self.cluster.get_pod(self.namespace, backend)
+            found = await self.cluster.get_pod(self.target_namespace, backend)
             if found is None or not pod_ready(found):
                 relay.gone = f"backend pod {backend} is no longer ready"
         if relay.gone:

@@ -61,7 +61,9 @@ def groups(tunnels: Sequence[FileTunnel], default_namespace: str) -> list[Group]
     found: list[Group] = []
     for index, tunnel in enumerate(tunnels):
         namespace = tunnel.namespace or default_namespace
-        options = dataclasses.replace(tunnel.options, relay_namespace=namespace)
+        options = dataclasses.replace(
+            tunnel.options, relay_namespace=namespace, target_namespace=namespace
+        )
         if isinstance(tunnel.spec, ExposeSpec):
             found.append(Group(namespace, options, (index,)))
             continue

@@ -182,11 +182,12 @@ def test_tunnels_share_a_session_when_namespace_and_options_match() -> None:
         FileTunnel("g", ExposeSpec(8080, "g"), None),
         FileTunnel("h", spec, None),
     ]
-    dev = SessionOptions(relay_namespace="dev")
+    dev = SessionOptions(relay_namespace="dev", target_namespace="dev")
     assert groups(tunnels, "dev") == [
         Group("dev", dev, (0, 2, 7)),
-        Group("other", SessionOptions(relay_namespace="other"), (1, 4)),
-        Group("dev", SessionOptions(trace="quiet", relay_namespace="dev"), (3,)),
+        Group("other", SessionOptions(relay_namespace="other", target_namespace="other"), (1, 4)),
+        Group("dev", SessionOptions(trace="quiet", relay_namespace="dev", target_namespace="dev"),
+              (3,)),
         Group("dev", dev, (5,)),  # an expose tunnel runs a session of its own
         Group("dev", dev, (6,)),
     ]
