@@ -25,13 +25,14 @@ import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from . import signals
+from . import sharing, signals
 from .addresses import Address, AddressSpec
 from .log import NOTICE, logger
 from .session import DEFAULT_UDP_FORK_IDLE_TIMEOUT, Relay, RunSettings
 from .statistics import log_statistics
 from .transfer import DEFAULT_BLOCK_SIZE, TransferSettings
 from .transports import LISTENERS
+from .transports.tcp import TcpListener
 
 if TYPE_CHECKING:
     from .cli import CommandLine
@@ -40,6 +41,10 @@ LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 #: The signal that stops gracefully when ``--grace-period`` is not 0.
 GRACEFUL_SIGNAL = signal.SIGTERM
+
+#: How often a worker shares its counters besides at each session's end
+#: (``--metrics`` then shows the bytes of long sessions as they go).
+PUBLISH_SECONDS = 1.0
 
 
 def run_settings(line: CommandLine) -> RunSettings:
@@ -66,18 +71,45 @@ def run(
     first: AddressSpec,
     second: AddressSpec,
     loop_factory: LoopFactory | None = None,
+    *,
+    listener: TcpListener | None = None,
+    stop_fd: int | None = None,
 ) -> int:
-    """Relay ``first`` and ``second`` as ``line`` says until the end; the exit status."""
+    """Relay ``first`` and ``second`` as ``line`` says until the end; the exit status.
+
+    ``--workers`` other than 1 hands the run to ``workers.run_workers``, which
+    calls this again in each worker with the ``listener`` it bound and the
+    ``stop_fd`` whose end (EOF) means a graceful stop.
+    """
+    if line.workers != 1:
+        from . import workers  # noqa: PLC0415 - only for a run with workers
+
+        problem = workers.refusal(first, second, line)
+        if problem is not None:
+            logger.error("%s", problem)
+            return 1
+        count = workers.worker_count(line.workers)
+        if count > 1:
+            assert isinstance(first, Address)  # refusal() checked it
+            return workers.run_workers(line, first, second, count, loop_factory)
     settings = run_settings(line)
     factory = loop_factory or _default_loop_factory()
     with asyncio.Runner(loop_factory=factory) as runner:
         status = runner.run(
-            _run_until_signal(first, second, settings, line.grace_period, line.log_signals)
+            _run_until_signal(first, second, settings, line.grace_period, line.log_signals,
+                              listener, stop_fd)
         )
     logger.log(NOTICE, "exiting with status %d", status)
     if line.statistics:
         log_statistics(line.unidirectional)
     return status
+
+
+async def open_first_listener(first: Address, line: CommandLine) -> TcpListener:
+    """Bind address 1 as a run would (its ``retry`` too), before workers share it."""
+    listener = await Relay(first, first, run_settings(line)).open_listener(first)
+    assert isinstance(listener, TcpListener)  # workers.refusal() admits TCP listeners only
+    return listener
 
 
 def _default_loop_factory() -> LoopFactory | None:
@@ -95,13 +127,19 @@ async def _run_until_signal(
     settings: RunSettings,
     grace_period: float,
     signal_mask: int | None,
+    listener: TcpListener | None = None,
+    stop_fd: int | None = None,
 ) -> int:
-    """Run the relay; a handled signal stops it (see the module docstring): 128 + signum."""
+    """Run the relay; a handled signal stops it (see the module docstring): 128 + signum.
+
+    In a worker, the end of ``stop_fd`` (the supervisor closed it, or died)
+    stops it as SIGTERM does, and its counters are shared once a second.
+    """
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
     received: list[int] = []
-    relay = Relay(first, second, settings)
+    relay = Relay(first, second, settings, listener=listener)
     listens = isinstance(first, Address) and first.keyword in LISTENERS
 
     def on_signal(signum: int) -> None:
@@ -115,9 +153,23 @@ async def _run_until_signal(
         else:
             task.cancel()
 
+    def on_stop_pipe() -> None:
+        assert stop_fd is not None
+        loop.remove_reader(stop_fd)
+        if not received:  # a signal of its own may have come first
+            if listens and grace_period > 0:
+                relay.stop(grace_period)
+            else:
+                received.append(GRACEFUL_SIGNAL)
+                task.cancel()
+
     caught = signals.caught(signal_mask)
     for signum in caught:
         loop.add_signal_handler(signum, on_signal, signum)
+    publishing = None
+    if stop_fd is not None:
+        loop.add_reader(stop_fd, on_stop_pipe)
+        publishing = sharing.publish_every(PUBLISH_SECONDS, loop)
     # socat: SIGUSR1 logs the statistics and the run goes on.
     loop.add_signal_handler(signal.SIGUSR1, log_statistics, settings.transfer.unidirectional)
     early = signals.take_early()
@@ -135,6 +187,10 @@ async def _run_until_signal(
     finally:
         for handled in (*caught, signal.SIGUSR1):
             loop.remove_signal_handler(handled)
+        if stop_fd is not None:
+            loop.remove_reader(stop_fd)
+        if publishing is not None:
+            publishing.cancel()
     if received:
         logger.log(signals.exit_log_level(received[0]), "exiting on signal %d", received[0])
         return 128 + received[0]
