@@ -8,9 +8,9 @@ import socket
 from collections.abc import Callable
 from typing import Protocol
 
+from . import sharing
 from .descriptors import SOCKET_SESSION, DescriptorBudget
 from .log import logger
-from .sharing import publish, shared_slots
 from .transports.tcp import TcpListener, strerror
 
 #: How long to wait before accepting again after accept() failed.
@@ -59,7 +59,8 @@ class Acceptor:
         self.task: asyncio.Task[None] | None = None
         self.ended = asyncio.Event()  # a session ended: descriptors came back
         limit = listener.options.integer("max-children")
-        self.slots: Slots | None = shared_slots() or (asyncio.Semaphore(limit) if limit else None)
+        local = asyncio.Semaphore(limit) if limit else None
+        self.slots: Slots | None = sharing.shared_slots() or local
         self.started = 0  # sessions begun, to know whether an accepted peer became one
 
     def start(self) -> None:
@@ -80,7 +81,6 @@ class Acceptor:
         self.ended.set()
         if self.slots is not None:
             self.slots.release()
-        publish()  # with --workers: the supervisor's metrics see the session's end
 
     def _close_server(self) -> None:
         if self.server is not None:

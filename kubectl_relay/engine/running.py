@@ -25,7 +25,7 @@ import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from . import sharing, signals
+from . import signals
 from .addresses import Address, AddressSpec
 from .log import NOTICE, logger
 from .session import DEFAULT_UDP_FORK_IDLE_TIMEOUT, Relay, RunSettings
@@ -41,10 +41,6 @@ LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 #: The signal that stops gracefully when ``--grace-period`` is not 0.
 GRACEFUL_SIGNAL = signal.SIGTERM
-
-#: How often a worker shares its counters besides at each session's end
-#: (``--metrics`` then shows the bytes of long sessions as they go).
-PUBLISH_SECONDS = 1.0
 
 
 def run_settings(line: CommandLine) -> RunSettings:
@@ -133,7 +129,7 @@ async def _run_until_signal(
     """Run the relay; a handled signal stops it (see the module docstring): 128 + signum.
 
     In a worker, the end of ``stop_fd`` (the supervisor closed it, or died)
-    stops it as SIGTERM does, and its counters are shared once a second.
+    stops it as SIGTERM does.
     """
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
@@ -166,10 +162,8 @@ async def _run_until_signal(
     caught = signals.caught(signal_mask)
     for signum in caught:
         loop.add_signal_handler(signum, on_signal, signum)
-    publishing = None
     if stop_fd is not None:
         loop.add_reader(stop_fd, on_stop_pipe)
-        publishing = sharing.publish_every(PUBLISH_SECONDS, loop)
     # socat: SIGUSR1 logs the statistics and the run goes on.
     loop.add_signal_handler(signal.SIGUSR1, log_statistics, settings.transfer.unidirectional)
     early = signals.take_early()
@@ -189,8 +183,6 @@ async def _run_until_signal(
             loop.remove_signal_handler(handled)
         if stop_fd is not None:
             loop.remove_reader(stop_fd)
-        if publishing is not None:
-            publishing.cancel()
     if received:
         logger.log(signals.exit_log_level(received[0]), "exiting on signal %d", received[0])
         return 128 + received[0]

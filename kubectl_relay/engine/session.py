@@ -36,7 +36,7 @@ from .descriptors import ANY_SESSION, DescriptorBudget
 from .errors import AcceptTimeout, OpenError, RelayError, first_open_error
 from .log import NOTICE, SESSION_ID, logger, shut_up
 from .metrics import METRICS, serve_metrics
-from .sharing import SharedSlots, publish, shared_slots
+from .sharing import SharedSlots, shared_slots
 from .trace import TraceOutput, TraceSettings
 from .transfer import (
     STOP_POLL_SECONDS,
@@ -381,7 +381,6 @@ class Relay:
                 budget.session_ended()
             if slots is not None:
                 slots.release()
-            publish()  # with --workers: the supervisor's metrics see the session's end
 
     async def _unless_stopping(self, work: Coroutine[Any, Any, T]) -> T | None:
         """``await work``, or None as soon as a graceful stop begins (``work`` is cancelled)."""

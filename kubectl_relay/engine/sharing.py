@@ -4,18 +4,18 @@ Both are made by the supervisor before it forks (``workers.py``), so every
 worker inherits them; neither needs a lock or a thread:
 
 - ``SharedCounters``: an anonymous shared mapping with one row of counters
-  per worker. A worker copies its own ``metrics.METRICS`` into its row
-  (``publish``) when a session ends and once a second; only that worker
-  writes the row, and the supervisor sums the rows when the ``--metrics``
-  endpoint is scraped or ``--statistics`` are logged.
+  per worker. A worker's ``metrics.METRICS`` keeps its counters in its row
+  (``Metrics.share``), so only that worker writes the row, and the
+  supervisor sums the rows when the ``--metrics`` endpoint is scraped or
+  ``--statistics`` are logged: exact at every instant, and a worker that
+  is killed leaves its counts behind.
 - ``SharedSlots``: ``max-children`` for the whole run as tokens in a pipe,
   one byte per slot. Taking a slot is reading one byte (a worker without a
   slot waits for the pipe to be readable, so it accepts nothing meanwhile);
   giving it back is writing one. The worker's row counts the slots it holds,
   so that the supervisor returns the slots of a worker that died.
 
-``CURRENT`` is this process's worker, or None in a relay of one process:
-then ``publish`` costs one comparison and nothing is shared.
+``CURRENT`` is this process's worker, or None in a relay of one process.
 """
 
 from __future__ import annotations
@@ -27,22 +27,12 @@ import os
 from dataclasses import dataclass
 
 from .errors import UsageError
-from .metrics import DIRECTIONS, METRICS, Metrics
+from .metrics import METRICS, ROW_CELLS, Metrics
 
-#: The columns of a worker's row, in order.
-COLUMNS = (
-    "sessions_total",
-    "sessions_active",
-    "session_errors_total",
-    "left-to-right bytes",
-    "left-to-right blocks",
-    "right-to-left bytes",
-    "right-to-left blocks",
-    "slots held",
-)
-_HELD = COLUMNS.index("slots held")
-_ACTIVE = COLUMNS.index("sessions_active")
-_CELL_BYTES = 8  # a signed 64-bit counter ("q")
+#: A worker's row: the cells of its ``Metrics``, then the ``max-children`` slots it holds.
+ROW = ROW_CELLS + 1
+_HELD = ROW_CELLS
+_ACTIVE = 1  # Metrics.sessions_active's cell
 
 
 class SharedCounters:
@@ -50,47 +40,34 @@ class SharedCounters:
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
-        self._mapping = mmap.mmap(-1, workers * len(COLUMNS) * _CELL_BYTES)
+        self._mapping = mmap.mmap(-1, workers * ROW * 8)
         self.cells = memoryview(self._mapping).cast("q")
 
-    def publish(self, index: int, metrics: Metrics = METRICS) -> None:
-        """Copy ``metrics`` into row ``index`` (only worker ``index`` calls this)."""
-        base = index * len(COLUMNS)
-        cells = self.cells
-        cells[base] = metrics.sessions_total
-        cells[base + 1] = metrics.sessions_active
-        cells[base + 2] = metrics.session_errors_total
-        left, right = (metrics.bytes_total[name] for name in DIRECTIONS)
-        cells[base + 3], cells[base + 4] = left[0], left[1]
-        cells[base + 5], cells[base + 6] = right[0], right[1]
+    def row(self, index: int) -> memoryview:
+        """Worker ``index``'s row (only that worker writes it)."""
+        return self.cells[index * ROW : (index + 1) * ROW]
 
     def total(self) -> Metrics:
-        """The sum of every worker's row: the counters of the whole relay."""
-        sums = [0] * len(COLUMNS)
+        """The sum of every worker's counters: those of the whole relay."""
+        metrics = Metrics()
         for index in range(self.workers):
-            base = index * len(COLUMNS)
-            for column in range(len(COLUMNS)):
-                sums[column] += self.cells[base + column]
-        metrics = Metrics(
-            sessions_total=sums[0], sessions_active=sums[1], session_errors_total=sums[2]
-        )
-        metrics.bytes_total[DIRECTIONS[0]][:] = sums[3:5]
-        metrics.bytes_total[DIRECTIONS[1]][:] = sums[5:7]
+            row = self.row(index)
+            for cell in range(ROW_CELLS):
+                metrics.row[cell] += row[cell]
         return metrics
 
     def held(self, index: int) -> int:
         """The ``max-children`` slots worker ``index`` holds."""
-        return self.cells[index * len(COLUMNS) + _HELD]
+        return self.cells[index * ROW + _HELD]
 
     def add_held(self, index: int, change: int) -> None:
         """Worker ``index`` took (+1) or gave back (-1) a slot."""
-        self.cells[index * len(COLUMNS) + _HELD] += change
+        self.cells[index * ROW + _HELD] += change
 
     def forget_worker(self, index: int) -> None:
         """Worker ``index`` is gone: its sessions and its slots with it (its totals stay)."""
-        base = index * len(COLUMNS)
-        self.cells[base + _ACTIVE] = 0
-        self.cells[base + _HELD] = 0
+        self.cells[index * ROW + _ACTIVE] = 0
+        self.cells[index * ROW + _HELD] = 0
 
 
 class SharedSlots:
@@ -165,10 +142,6 @@ class Worker:
     counters: SharedCounters
     slots: SharedSlots | None
 
-    def publish(self) -> None:
-        """Copy this process's counters into its row."""
-        self.counters.publish(self.index)
-
 
 #: This process's worker; None when the relay is one process.
 CURRENT: Worker | None = None
@@ -178,34 +151,9 @@ def become_worker(worker: Worker) -> None:
     """Called in a worker right after the fork."""
     global CURRENT  # one per process, set once after the fork
     CURRENT = worker
+    METRICS.share(worker.counters.row(worker.index))
     if worker.slots is not None:
         worker.slots.index = worker.index
-
-
-def publish() -> None:
-    """Share this worker's counters now (a session ended); nothing in a one-process relay."""
-    if CURRENT is not None:
-        CURRENT.publish()
-
-
-class _Repeating:
-    """``publish`` every ``seconds`` on ``loop`` until cancelled."""
-
-    def __init__(self, seconds: float, loop: asyncio.AbstractEventLoop) -> None:
-        self.seconds, self.loop = seconds, loop
-        self.handle = loop.call_later(seconds, self._tick)
-
-    def _tick(self) -> None:
-        publish()
-        self.handle = self.loop.call_later(self.seconds, self._tick)
-
-    def cancel(self) -> None:
-        self.handle.cancel()
-
-
-def publish_every(seconds: float, loop: asyncio.AbstractEventLoop) -> _Repeating:
-    """Share this worker's counters every ``seconds`` (long sessions' bytes as they go)."""
-    return _Repeating(seconds, loop)
 
 
 def shared_slots() -> SharedSlots | None:

@@ -19,8 +19,9 @@ to every worker. A supervisor that dies closes the pipe too, and the
 workers stop gracefully. A worker that dies is logged as socat logs a child
 (``waitpid(): child PID exited on signal N``); the others go on, its
 ``max-children`` slots are given back and it is not restarted. The run ends
-when every worker has ended, with the worst status among them and the
-signal that stopped the supervisor.
+when every worker has ended; its status is the worst of the workers that
+failed (128 + N for one killed by signal N), else 128 + the signal that
+stopped the supervisor, as without workers, else the workers' worst.
 
 ``auto`` is the cores this process may use (``sched_getaffinity``), capped by
 the cgroup's CPU quota (a pod with ``limits.cpu: 1`` gets 1 worker). The
@@ -157,7 +158,6 @@ def run_workers(
             except BaseException as exc:  # a worker must never return to the caller
                 logger.error("worker %d: %s", index + 1, exc)
             finally:
-                counters.publish(index)
                 _flush_logs()
                 os._exit(status)
         pids[pid] = index
@@ -177,7 +177,8 @@ async def _supervise(
     """Pass signals on, serve the summed metrics, reap the workers; the worst status."""
     loop = asyncio.get_running_loop()
     received: list[int] = []
-    statuses: list[int] = []
+    statuses: list[int] = []  # of workers that ended as told
+    failures: list[int] = []  # of workers that died or failed: these decide the status
     running = dict(pids)
     all_ended = asyncio.Event()
     stop_pipe = [stop_write]  # open until the workers are told to stop
@@ -205,12 +206,13 @@ async def _supervise(
         code = os.waitstatus_to_exitcode(wait_status)
         if code < 0:
             logger.error("waitpid(): child %d exited on signal %d", pid, -code)
-            code = 128 - code
+            failures.append(128 - code)
         elif code and code - 128 not in received:
             logger.error("waitpid(): child %d exited with status %d", pid, code)
+            failures.append(code)
         else:
             logger.info("waitpid(): child %d exited with status %d", pid, code)
-        statuses.append(code)
+            statuses.append(code)
         if slots is not None:
             slots.give_back(counters.held(index))
         counters.forget_worker(index)
@@ -242,7 +244,7 @@ async def _supervise(
             except OSError as exc:
                 logger.error('option "--metrics": cannot listen on %s:%d: %s',
                              host, port, exc.strerror or exc)  # fmt: skip
-                statuses.append(1)
+                failures.append(1)
                 stop_gracefully()
         await all_ended.wait()
     finally:
@@ -254,7 +256,9 @@ async def _supervise(
     status = max(statuses, default=0)
     if received:
         logger.log(signals.exit_log_level(received[0]), "exiting on signal %d", received[0])
-        status = max(status, 128 + received[0])
+        status = 128 + received[0]
+    if failures:  # a worker that died is worse than the stop that was asked for
+        status = max(failures)
     logger.log(NOTICE, "exiting with status %d", status)
     if line.statistics:
         log_statistics(line.unidirectional, counters.total())
