@@ -32,6 +32,19 @@ DIRECTIONS = ("left-to-right", "right-to-left")
 ROW_CELLS = 7
 
 
+class _Cell:
+    """A counter kept in cell ``index`` of its ``Metrics``' row."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __get__(self, metrics: Metrics, owner: object = None) -> int:
+        return metrics.row[self.index]
+
+    def __set__(self, metrics: Metrics, value: int) -> None:
+        metrics.row[self.index] = value
+
+
 class Metrics:
     """Process-wide counters (Prometheus names in the comments).
 
@@ -39,6 +52,10 @@ class Metrics:
     memory shared with a supervising process (``relay --workers``, see
     ``sharing``): the counters are then read there as they are written.
     """
+
+    sessions_total = _Cell(0)  # relay_sessions_total: sessions started
+    sessions_active = _Cell(1)  # relay_sessions_active: sessions running now
+    session_errors_total = _Cell(2)  # relay_session_errors_total: sessions that failed
 
     def __init__(
         self, sessions_total: int = 0, sessions_active: int = 0, session_errors_total: int = 0
@@ -56,33 +73,6 @@ class Metrics:
     def _link_directions(self) -> None:
         self.bytes_total = {name: self.row[3 + 2 * index : 5 + 2 * index]
                             for index, name in enumerate(DIRECTIONS)}  # fmt: skip
-
-    @property
-    def sessions_total(self) -> int:  # relay_sessions_total
-        """Sessions started."""
-        return self.row[0]
-
-    @sessions_total.setter
-    def sessions_total(self, value: int) -> None:
-        self.row[0] = value
-
-    @property
-    def sessions_active(self) -> int:  # relay_sessions_active
-        """Sessions running now."""
-        return self.row[1]
-
-    @sessions_active.setter
-    def sessions_active(self, value: int) -> None:
-        self.row[1] = value
-
-    @property
-    def session_errors_total(self) -> int:  # relay_session_errors_total
-        """Sessions that ended with an error."""
-        return self.row[2]
-
-    @session_errors_total.setter
-    def session_errors_total(self, value: int) -> None:
-        self.row[2] = value
 
     def share(self, row: memoryview) -> None:
         """Keep the counters in ``row`` (``ROW_CELLS`` or more ``q`` cells) from now on.
