@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import socket
-import threading
 import time
 from pathlib import Path
 
@@ -25,10 +24,12 @@ from tests.engine.test_data_in_flight import (
     wait_until_refused,
 )
 from tests.support import (
+    PeakCounter,
     RelayProcess,
     ThreadedServer,
     echo,
     exchange,
+    exchange_at_once,
     free_port,
     relay_listening,
     run_relay,
@@ -57,38 +58,21 @@ def counters_once_settled(port: int, sessions: int) -> dict[str, int]:
     return counters
 
 
+def workers_args(listen: int, upstream: int, *options: str, listen_options: str = "") -> list[str]:
+    """``relay -d -d --workers 2 OPTIONS TCP-LISTEN:listen,fork... TCP:127.0.0.1:upstream``."""
+    return ["-d", "-d", "--workers", "2", *options, f"TCP-LISTEN:{listen},fork{listen_options}",
+            f"TCP:127.0.0.1:{upstream}"]  # fmt: skip
+
+
 def test_max_children_is_one_limit_for_all_workers() -> None:
-    lock = threading.Lock()
-    active = peak = 0
-
-    def hold(conn: socket.socket) -> None:
-        nonlocal active, peak
-        with lock:
-            active += 1
-            peak = max(peak, active)
-        try:
-            time.sleep(0.05)  # long enough for a second session to overlap, were it admitted
-            echo(conn)
-        finally:
-            with lock:
-                active -= 1
-
-    with ThreadedServer(hold) as server:
+    upstream = PeakCounter()
+    with ThreadedServer(upstream) as server:
         listen = free_port()
-        args = ["--workers", "2", f"TCP-LISTEN:{listen},fork,max-children=1",
-                f"TCP:127.0.0.1:{server.port}"]  # fmt: skip
+        args = workers_args(listen, server.port, listen_options=",max-children=1")
         with relay_listening(args, listen) as relay:
-            replies: list[bytes] = []
-            threads = [
-                threading.Thread(target=lambda i=i: replies.append(exchange(listen, b"%d" % i)))
-                for i in range(12)
-            ]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(timeout=scaled(30))
+            replies = exchange_at_once(listen, 12)
     assert sorted(replies) == sorted(b"%d" % i for i in range(12))
-    assert peak == 1
+    assert upstream.peak == 1
     assert relay.proc.returncode == 128 + signal.SIGTERM
     assert logged(relay.stderr_text, "E") == []
 
@@ -102,8 +86,7 @@ def test_metrics_count_the_sessions_of_every_worker(
     sessions = 24
     with ThreadedServer(echo) as server:
         listen = free_port()
-        args = ["-d", "-d", "--workers", "2", "--metrics", f"127.0.0.1:{metrics_port}",
-                f"TCP-LISTEN:{listen},fork", f"TCP:127.0.0.1:{server.port}"]  # fmt: skip
+        args = workers_args(listen, server.port, "--metrics", f"127.0.0.1:{metrics_port}")
         with relay_listening(args, listen) as relay:
             pids = worker_pids(relay, 2)
             payloads = [b"x" * (index + 1) for index in range(sessions)]
@@ -126,8 +109,7 @@ def test_sigterm_stops_every_worker_and_lets_a_download_finish() -> None:
     payload = os.urandom(DOWNLOAD_SIZE)
     with replier(payload) as server:
         listen = free_port()
-        args = ["-d", "-d", "--workers", "2", f"TCP-LISTEN:{listen},fork,reuseaddr",
-                f"TCP:127.0.0.1:{server.port}"]  # fmt: skip
+        args = workers_args(listen, server.port, listen_options=",reuseaddr")
         with relay_listening(args, listen) as relay:
             pids = worker_pids(relay, 2)
             with SlowDownload(listen, READ_RATE) as download:
@@ -151,8 +133,8 @@ def test_a_killed_worker_is_logged_and_its_slot_given_back() -> None:
     metrics_port = free_port()
     with ThreadedServer(echo) as server:
         listen = free_port()
-        args = ["-d", "-d", "--workers", "2", "--metrics", f"127.0.0.1:{metrics_port}",
-                f"TCP-LISTEN:{listen},fork,max-children=1", f"TCP:127.0.0.1:{server.port}"]  # fmt: skip
+        args = workers_args(listen, server.port, "--metrics", f"127.0.0.1:{metrics_port}",
+                            listen_options=",max-children=1")
         with relay_listening(args, listen) as relay:
             pids = worker_pids(relay, 2)
             with socket.create_connection(("127.0.0.1", listen), timeout=scaled(10)) as held:
