@@ -149,14 +149,16 @@ async def _run_until_signal(
         else:
             task.cancel()
 
+    told_to_stop: list[bool] = []  # by the supervisor (``stop_fd``), not by a signal
+
     def on_stop_pipe() -> None:
         assert stop_fd is not None
         loop.remove_reader(stop_fd)
         if not received:  # a signal of its own may have come first
+            told_to_stop.append(True)
             if listens and grace_period > 0:
                 relay.stop(grace_period)
             else:
-                received.append(GRACEFUL_SIGNAL)
                 task.cancel()
 
     caught = signals.caught(signal_mask)
@@ -175,9 +177,10 @@ async def _run_until_signal(
         if not received:
             status = await relay.run()
     except asyncio.CancelledError:
-        if not received:
+        # The end of a graceful stop cancels what still runs, as does a stop at once.
+        if not (received or told_to_stop):
             raise
-        status = 128 + received[0]
+        status = 128 + received[0] if received else 0
     finally:
         for handled in (*caught, signal.SIGUSR1):
             loop.remove_signal_handler(handled)

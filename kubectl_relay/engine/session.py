@@ -31,12 +31,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from . import bridge, framing
+from .acceptor import Slots
 from .addresses import Address, AddressSpec, DualAddress
 from .descriptors import ANY_SESSION, DescriptorBudget
 from .errors import AcceptTimeout, OpenError, RelayError, first_open_error
 from .log import NOTICE, SESSION_ID, logger, shut_up
 from .metrics import METRICS, serve_metrics
-from .sharing import SharedSlots, shared_slots
+from .sharing import shared_slots
 from .trace import TraceOutput, TraceSettings
 from .transfer import (
     STOP_POLL_SECONDS,
@@ -52,9 +53,6 @@ from .transports.base import Direction, Listener, OpenContext, Stream
 from .transports.tcp import TcpListener
 
 T = TypeVar("T")
-
-#: What bounds a forking listener's sessions (``max-children``): one process's, or shared.
-Slots = asyncio.Semaphore | SharedSlots
 
 #: Set to ``0`` to run every session on the general path (for comparisons, or
 #: to rule the fast path out when chasing a problem).

@@ -147,7 +147,11 @@ def run_workers(
     pids: dict[int, int] = {}  # pid -> worker index
     for index in range(count):
         _flush_logs()  # nothing buffered is written twice
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:  # out of processes or memory: go on with those there are
+            logger.error("fork(): %s", exc.strerror or exc)
+            break
         if pid == 0:  # the worker: it never returns from here
             status = 1
             try:
@@ -164,6 +168,9 @@ def run_workers(
         logger.log(NOTICE, "forked off child process %d", pid)
     os.close(stop_read)
     listener.sock.close()  # only the workers accept
+    if not pids:
+        os.close(stop_write)
+        return 1
     return asyncio.run(_supervise(line, pids, counters, slots, stop_write))
 
 

@@ -64,7 +64,11 @@ def workers_args(listen: int, upstream: int, *options: str, listen_options: str 
             f"TCP:127.0.0.1:{upstream}"]  # fmt: skip
 
 
-def test_max_children_is_one_limit_for_all_workers() -> None:
+@pytest.mark.parametrize("path", ["fast", "general"])
+def test_max_children_is_one_limit_for_all_workers(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RELAY_FAST_PATH", "1" if path == "fast" else "0")
     upstream = PeakCounter()
     with ThreadedServer(upstream) as server:
         listen = free_port()
