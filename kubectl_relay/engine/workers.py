@@ -160,7 +160,7 @@ def run_workers(
                 status = run(worker_line, first, second, loop_factory,
                              listener=listener, stop_fd=stop_read)  # fmt: skip
             except BaseException as exc:  # a worker must never return to the caller
-                logger.error("worker %d: %s", index + 1, exc)
+                logger.error("worker %d: %s", index + 1, str(exc) or type(exc).__name__)
             finally:
                 _flush_logs()
                 os._exit(status)
