@@ -124,9 +124,15 @@ class SharedSlots:
 
 
 async def _readable(fd: int) -> None:
+    """Wait until ``fd`` can be read."""
     loop = asyncio.get_running_loop()
-    ready = loop.create_future()
-    loop.add_reader(fd, ready.set_result, None)
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():  # the loop may call again before the waiter removes us
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
     try:
         await ready
     finally:
