@@ -24,13 +24,14 @@ from pathlib import Path
 
 from scripts import socat18
 
-#: A candidate's name: ``relay``, ``relay-general``, ``socat``, ``socat-b1M``,
-#: ``haproxy``, ``nginx`` or ``direct`` (no program at all).
+#: A candidate's name: ``relay``, ``relay-workers``, ``relay-general``, ``socat``,
+#: ``socat-b1M``, ``haproxy``, ``nginx`` or ``direct`` (no program at all).
 CandidateName = str
 
 #: Every name, in the order of a first round; later rounds rotate it (see ``runner``).
 ORDER: tuple[CandidateName, ...] = (
-    "socat", "relay", "haproxy", "socat-b1M", "nginx", "relay-general", "direct",
+    "socat", "relay", "haproxy", "socat-b1M", "nginx", "relay-general", "relay-workers",
+    "direct",
 )
 
 #: The candidates compared with relay in every goal that names "every peer".
@@ -42,8 +43,11 @@ RELAY_COMMAND = (sys.executable, "-m", "kubectl_relay.engine")
 #: Where Debian's libnginx-mod-stream puts the dynamic ``stream`` module.
 NGINX_STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
 
-#: Options of the relay that force its general path (a limit no run reaches).
-GENERAL_PATH_OPTION = "max-children=1000000"
+#: The environment that puts the relay on its general path (``session.FAST_PATH_VARIABLE``).
+GENERAL_PATH_ENVIRONMENT = "RELAY_FAST_PATH=0"
+
+#: ``relay-workers``' ``--workers`` unless ``--relay-workers`` says otherwise.
+DEFAULT_RELAY_WORKERS = 2
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,7 @@ class Candidate:
 
     name: CandidateName
     command: tuple[str, ...]
-    #: Options added to the listening address (``relay-general``'s limit).
+    #: Options added to the listening address.
     listen_options: tuple[str, ...] = ()
     #: Whether it takes socat's command line (``-V``, ``-v``, any address).
     socat_style: bool = True
@@ -187,7 +191,13 @@ def relay(command: str | None = None) -> Candidate:
 def relay_general(command: str | None = None) -> Candidate:
     """The engine forced onto its general path, to compare the fast path with."""
     base = relay(command)
-    return Candidate("relay-general", base.command, listen_options=(GENERAL_PATH_OPTION,))
+    return Candidate("relay-general", ("env", GENERAL_PATH_ENVIRONMENT, *base.command))
+
+
+def relay_workers(command: str | None = None, workers: int = DEFAULT_RELAY_WORKERS) -> Candidate:
+    """The engine with ``--workers``: that many processes accepting on the one port."""
+    base = relay(command)
+    return Candidate("relay-workers", (*base.command, "--workers", str(workers)))
 
 
 def socat(path: str | None = None) -> Candidate:

@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--relay-command", metavar="CMD",
                         help="run this instead of 'python -m kubectl_relay.engine' as the "
                         "relay (e.g. 'socat' to check the harness with socat on both sides)")
+    parser.add_argument("--relay-workers", type=_positive, metavar="N",
+                        help="--workers of the relay-workers candidate, measured beside relay "
+                        f"in connrate (default {programs.DEFAULT_RELAY_WORKERS}; with "
+                        "--relay-command, only when given: other programs lack --workers)")
     parser.add_argument("--socat", metavar="PATH", help="the socat to compare with")
     parser.add_argument("--profile", nargs="?", const=True, type=Path, metavar="DIR",
                         help="sample the relay with py-spy while measuring; print where its "
@@ -114,6 +118,12 @@ def candidates_from(args: argparse.Namespace) -> tuple[dict[CandidateName, Candi
         "socat-b1M": programs.socat_tuned(socat),
     }
     skipped = []
+    if args.relay_command and args.relay_workers is None:
+        skipped.append("relay-workers: --relay-command without --relay-workers N")
+    else:
+        compared["relay-workers"] = programs.relay_workers(
+            args.relay_command, args.relay_workers or programs.DEFAULT_RELAY_WORKERS
+        )
     for found in (programs.haproxy(), programs.nginx()):
         if isinstance(found, str):
             skipped.append(found)

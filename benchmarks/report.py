@@ -159,7 +159,8 @@ def _row(label: str, unit: str, cells: Sequence[str]) -> str:
 
 #: The table's columns: relay first, the peers, then what is not a program.
 COLUMN_ORDER: tuple[CandidateName, ...] = (
-    "relay", "relay-general", "socat", "socat-b1M", "haproxy", "nginx", "direct",
+    "relay", "relay-workers", "relay-general", "socat", "socat-b1M", "haproxy", "nginx",
+    "direct",
 )
 
 
@@ -213,7 +214,7 @@ def verdict_line(result: WorkloadResult, metric: Metric, verdict: Verdict) -> st
     goal = target.goal or f"{result.name} {metric.key}"
     shown = "-" if verdict.ratio is None else f"{verdict.ratio:.2f}x"
     missing = f" (not measured: {', '.join(verdict.missing)})" if verdict.missing else ""
-    return f"{word:<9} {goal}: {result.name} {metric.label}, relay {shown} " \
+    return f"{word:<9} {goal}: {result.name} {metric.label}, {target.relay} {shown} " \
         f"(target {target}){missing}"
 
 

@@ -34,6 +34,8 @@ class Target:
     factor: float
     #: The goal this target checks, in words (the verdict lines under the table).
     goal: str = ""
+    #: The relay candidate held to it (``relay-workers`` has rows of its own).
+    relay: CandidateName = "relay"
 
     def holds(self, ratio: float) -> bool:
         """Whether the ratio relay/versus meets the target."""
@@ -49,9 +51,15 @@ class Target:
         return f"{self.relation} {self.factor:g}x {against}"
 
 
-def versus(*names: CandidateName, relation: Relation, factor: float, goal: str = "") -> Target:
-    """A target against one candidate or the best of several."""
-    return Target(tuple(names), relation, factor, goal)
+def versus(
+    *names: CandidateName,
+    relation: Relation,
+    factor: float,
+    goal: str = "",
+    relay: CandidateName = "relay",
+) -> Target:
+    """A target for ``relay`` against one candidate or the best of several."""
+    return Target(tuple(names), relation, factor, goal, relay)
 
 
 @dataclass(frozen=True)
@@ -151,7 +159,9 @@ class WorkloadResult:
         """Every target of ``metric``, checked."""
         verdicts = []
         for target in metric.targets:
-            ratio = self.ratio_to_best(metric.key, target.versus, metric.higher_is_better)
+            ratio = self.ratio_to_best(
+                metric.key, target.versus, metric.higher_is_better, target.relay
+            )
             missing = tuple(
                 name for name in target.versus if self.median(name, metric.key) is None
             )

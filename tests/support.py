@@ -225,6 +225,44 @@ def udp_echo(sock: socket.socket) -> None:
         sock.sendto(data, peer)
 
 
+class PeakCounter:
+    """An upstream handler that pauses, then echoes, noting the most connections held at once.
+
+    The pause is long enough for a second session to overlap, were the relay
+    to admit one beyond its ``max-children``.
+    """
+
+    def __init__(self, pause: float = 0.05) -> None:
+        self.pause = pause
+        self.active = self.peak = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, conn: socket.socket) -> None:
+        with self._lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        try:
+            time.sleep(self.pause)
+            echo(conn)
+        finally:
+            with self._lock:
+                self.active -= 1
+
+
+def exchange_at_once(port: int, count: int) -> list[bytes]:
+    """``count`` clients exchanging ``b"0"``, ``b"1"``... with ``port`` at once; the replies."""
+    replies: list[bytes] = []
+    threads = [
+        threading.Thread(target=lambda i=i: replies.append(exchange(port, b"%d" % i)))
+        for i in range(count)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=scaled(30))
+    return replies
+
+
 def exchange(port: int, payload: bytes, host: str = "127.0.0.1") -> bytes:
     """Send ``payload``, half-close, and return everything received until EOF."""
     with socket.create_connection((host, port), timeout=scaled(10)) as conn:

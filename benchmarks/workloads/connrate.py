@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..candidates import Candidate
+from ..candidates import PEERS, Candidate
 from ..processes import sockets_in_time_wait
-from ..results import Metric, WorkloadResult, number, versus
+from ..results import Metric, Target, WorkloadResult, number, versus
 from .base import Context, Measured, Workload
 from .relayed import echo_server, forwarding
 
@@ -15,6 +15,8 @@ class ConnectionRate(Workload):
     name = "connrate"
     title = "short connections per second (fork)"
     with_direct = True
+    #: relay-workers: ``--workers`` (2 by default), beside the one-process relay.
+    candidates = frozenset({"relay", "relay-workers", *PEERS})
 
     def __init__(self) -> None:
         self.description = (
@@ -25,16 +27,20 @@ class ConnectionRate(Workload):
 
     def metrics(self, ctx: Context) -> tuple[Metric, ...]:
         clients = ctx.settings.rate_clients
+
+        def targets(who: str) -> tuple[Target, ...]:
+            """The goal for the one-process relay and for relay-workers alike."""
+            return tuple(
+                versus("haproxy", "nginx", relation=">=", factor=1.1, relay=relay,
+                       goal=f"short connections, {who}: 1.1x the best of HAProxy and nginx")
+                for relay in ("relay", "relay-workers")
+            )
+
         return (
             Metric("serial", "1 client at a time", "conn/s", higher_is_better=True,
-                   targets=(versus("haproxy", "nginx", relation=">=", factor=1.1,
-                                   goal="short connections, 1 client: 1.1x the best of "
-                                   "HAProxy and nginx"),)),
+                   targets=targets("1 client")),
             Metric("concurrent", f"{clients} concurrent clients", "conn/s",
-                   higher_is_better=True,
-                   targets=(versus("haproxy", "nginx", relation=">=", factor=1.1,
-                                   goal=f"short connections, {clients} clients: 1.1x the best "
-                                   "of HAProxy and nginx"),)),
+                   higher_is_better=True, targets=targets(f"{clients} clients")),
         )
 
     def measure(self, ctx: Context, candidate: Candidate | None) -> Measured:

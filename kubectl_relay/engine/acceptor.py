@@ -6,7 +6,9 @@ import asyncio
 import os
 import socket
 from collections.abc import Callable
+from typing import Protocol
 
+from . import sharing
 from .descriptors import SOCKET_SESSION, DescriptorBudget
 from .log import logger
 from .transports.tcp import TcpListener, strerror
@@ -15,8 +17,23 @@ from .transports.tcp import TcpListener, strerror
 ACCEPT_RETRY_SECONDS = 0.2
 
 
+class Slots(Protocol):
+    """``max-children``: an ``asyncio.Semaphore``, or ``sharing.SharedSlots`` across workers."""
+
+    async def acquire(self) -> bool: ...
+
+    def release(self) -> None: ...
+
+
 class Acceptor:
     """Accepting peers: in C by the loop while descriptors abound, one by one near the limit.
+
+    With ``max-children`` every peer is accepted one by one, each once a slot
+    is taken (``slots``): socat's parent likewise accepts no more while that
+    many children run, and the loop's server would take a whole backlog at
+    once. With ``--workers`` the slots are the run's (``sharing``), and a
+    worker that has none waits without accepting, leaving peers to the
+    others as they free slots.
 
     The loop's server accepts every pending peer at each wake-up (uvloop:
     libuv accepts until the backlog is empty), and out of descriptors libuv
@@ -41,6 +58,10 @@ class Acceptor:
         self.server: asyncio.AbstractServer | None = None  # the loop's, while it accepts
         self.task: asyncio.Task[None] | None = None
         self.ended = asyncio.Event()  # a session ended: descriptors came back
+        limit = listener.options.integer("max-children")
+        local = asyncio.Semaphore(limit) if limit else None
+        self.slots: Slots | None = sharing.shared_slots() or local
+        self.started = 0  # sessions begun, to know whether an accepted peer became one
 
     def start(self) -> None:
         """Start accepting (the loop's server, or one by one if already short)."""
@@ -49,6 +70,7 @@ class Acceptor:
     def session_started(self) -> None:
         """A peer was accepted: near the limit, hand over to accepting one by one."""
         self.budget.session_started()
+        self.started += 1
         if self.server is not None and not self.budget.has_room(self.batch):
             # Not from here (uvloop is inside its accept loop): just after.
             self.loop.call_soon(self._close_server)
@@ -57,6 +79,8 @@ class Acceptor:
         """A session gave its descriptors back."""
         self.budget.session_ended()
         self.ended.set()
+        if self.slots is not None:
+            self.slots.release()
 
     def _close_server(self) -> None:
         if self.server is not None:
@@ -67,7 +91,7 @@ class Acceptor:
     async def _accept(self) -> None:
         while True:
             try:
-                if self.budget.has_room(self.batch):
+                if self.slots is None and self.budget.has_room(self.batch):
                     await self._serve_in_loop()
                 else:
                     await self._accept_one()
@@ -91,15 +115,23 @@ class Acceptor:
             await self.ended.wait()
 
     async def _accept_one(self) -> None:
-        """Accept one peer once its descriptors fit."""
+        """Accept one peer once its descriptors fit (and it has a ``max-children`` slot)."""
         while not self.budget.has_room():
             self.ended.clear()
             await self.ended.wait()
-        peer, _ = await self.loop.sock_accept(self.listener.sock)
+        if self.slots is not None:
+            await self.slots.acquire()
+        started = self.started
         try:
-            await self.loop.connect_accepted_socket(self.factory, peer)
+            peer, _ = await self.loop.sock_accept(self.listener.sock)
+            try:
+                await self.loop.connect_accepted_socket(self.factory, peer)
+            except BaseException:
+                peer.close()
+                raise
         except BaseException:
-            peer.close()
+            if self.slots is not None and self.started == started:
+                self.slots.release()  # no session took it (its end gives it back)
             raise
 
     def close(self) -> None:

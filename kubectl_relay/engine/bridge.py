@@ -76,10 +76,11 @@ LISTENERS = frozenset({"TCP-LISTEN", "TCP4-LISTEN", "TCP6-LISTEN"})
 #: Second addresses whose opener hands back a connected ``SocketStream``.
 CONNECTORS = frozenset({"TCP", "TCP4", "TCP6", "UNIX-CONNECT"})
 #: Options that need the general path: the listener's accept loop
-#: (``max-children``, ``accept-timeout``) or the pump's per-block work.
+#: (``accept-timeout``) or the pump's per-block work. (``max-children`` is
+#: the ``Acceptor``'s.)
 GENERAL_PATH_OPTIONS = frozenset(
     {
-        "max-children", "accept-timeout", "readbytes", "ignoreeof", "crnl", "cr", "frame",
+        "accept-timeout", "readbytes", "ignoreeof", "crnl", "cr", "frame",
         "escape", "cool-write", "end-close", *CONNECTION_FORMS,
     }
 )

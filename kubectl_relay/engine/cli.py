@@ -57,7 +57,11 @@ LONG_OPTIONS = {
     "--grace-period": "SECONDS",
     "--deny-connect": "CIDR|NAME[,...]",
     "--allow-connect": "CIDR|NAME[,...]",
+    "--workers": "N|auto",
 }
+
+#: The most ``--workers``: far more processes than any machine has cores is a typo.
+MAX_WORKERS = 1024
 
 #: The largest ``-b``: Linux moves at most this much in one read or write
 #: (MAX_RW_COUNT, 2 GiB less a page), so a larger buffer is never filled.
@@ -99,6 +103,7 @@ class CommandLine:
     grace_period: float = DEFAULT_GRACE_PERIOD
     statistics: bool = False  # --statistics
     log_signals: int | None = None  # -S<sigmask>; None: socat's default set
+    workers: int | Literal["auto"] = 1  # --workers (a relay extension)
     connect_policy: ConnectPolicy | None = None
     """--deny-connect/--allow-connect (None: connect anywhere)."""
     show_version: bool = False
@@ -156,6 +161,8 @@ def parse_command_line(argv: Sequence[str], progname: str = "relay") -> CommandL
                 from .metrics import parse_metrics_address  # noqa: PLC0415 - imports asyncio
 
                 line.metrics_address = parse_metrics_address(text)
+            elif name == "--workers":
+                line.workers = _workers(text)
             elif name in ("--deny-connect", "--allow-connect"):
                 line.connect_policy = _add_to_policy(line.connect_policy, name, text)
             else:
@@ -329,6 +336,18 @@ def _signal_mask(text: str) -> int:
     raise UsageError(
         f'option "-S": invalid signal mask "{shorten(text)}", expected a number whose bit N '
         "stands for signal N (0x8000: SIGTERM only; 0: none)"
+    )
+
+
+def _workers(text: str) -> int | Literal["auto"]:
+    """``--workers``: ``auto`` or a decimal count from 1 to ``MAX_WORKERS``."""
+    if text == "auto":
+        return "auto"
+    if _ASCII_DIGITS.fullmatch(text) and len(text) <= 4 and 1 <= int(text) <= MAX_WORKERS:
+        return int(text)
+    raise UsageError(
+        f'option "--workers": invalid count "{shorten(text)}", expected a number of'
+        f" processes from 1 to {MAX_WORKERS} such as 2, or auto (one per usable core)"
     )
 
 

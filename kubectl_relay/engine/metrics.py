@@ -2,8 +2,9 @@
 
 ``relay --metrics [HOST:]PORT ...`` serves ``GET /metrics`` in the Prometheus
 text exposition format (version 0.0.4) with the counters below, so relay pods
-can be scraped. The counters are plain integers bumped by the session and the
-transfer loop: no locks (one event loop) and no formatting until scraped.
+can be scraped. The counters are cells of one row of 64-bit integers bumped
+by the session and the transfer loop: no locks (one event loop, and with
+``--workers`` one writer per row) and no formatting until scraped.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import asyncio
 import contextlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from .errors import UsageError, shorten
 from .log import logger
@@ -28,19 +28,60 @@ MAX_REQUEST_BYTES = 8192
 DIRECTIONS = ("left-to-right", "right-to-left")
 
 
-@dataclass
-class Metrics:
-    """Process-wide counters (Prometheus names in the comments)."""
+#: The cells of a row of counters (``Metrics.row``), in order; more may follow.
+ROW_CELLS = 7
 
-    sessions_total: int = 0  # relay_sessions_total
-    sessions_active: int = 0  # relay_sessions_active
-    session_errors_total: int = 0  # relay_session_errors_total
-    #: relay_bytes_total{direction=...} in ``[0]``, and in ``[1]`` the blocks
-    #: written (``--statistics`` reports both, as socat); a list per direction
-    #: so pumps keep a reference.
-    bytes_total: dict[str, list[int]] = field(
-        default_factory=lambda: {name: [0, 0] for name in DIRECTIONS}
-    )
+
+class _Cell:
+    """A counter kept in cell ``index`` of its ``Metrics``' row."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __get__(self, metrics: Metrics, owner: object = None) -> int:
+        return metrics.row[self.index]
+
+    def __set__(self, metrics: Metrics, value: int) -> None:
+        metrics.row[self.index] = value
+
+
+class Metrics:
+    """Process-wide counters (Prometheus names in the comments).
+
+    They live in a row of signed 64-bit cells, which ``share`` can move into
+    memory shared with a supervising process (``relay --workers``, see
+    ``sharing``): the counters are then read there as they are written.
+    """
+
+    sessions_total = _Cell(0)  # relay_sessions_total: sessions started
+    sessions_active = _Cell(1)  # relay_sessions_active: sessions running now
+    session_errors_total = _Cell(2)  # relay_session_errors_total: sessions that failed
+
+    def __init__(
+        self, sessions_total: int = 0, sessions_active: int = 0, session_errors_total: int = 0
+    ) -> None:
+        self.row = memoryview(bytearray(ROW_CELLS * 8)).cast("q")
+        self.row[0], self.row[1], self.row[2] = (
+            sessions_total, sessions_active, session_errors_total
+        )
+        #: relay_bytes_total{direction=...} in ``[0]``, and in ``[1]`` the blocks
+        #: written (``--statistics`` reports both, as socat); two cells per
+        #: direction, which pumps keep a reference to.
+        self.bytes_total: dict[str, memoryview] = {}
+        self._link_directions()
+
+    def _link_directions(self) -> None:
+        self.bytes_total = {name: self.row[3 + 2 * index : 5 + 2 * index]
+                            for index, name in enumerate(DIRECTIONS)}  # fmt: skip
+
+    def share(self, row: memoryview) -> None:
+        """Keep the counters in ``row`` (``ROW_CELLS`` or more ``q`` cells) from now on.
+
+        Called before any session: pumps hold ``bytes_total``'s cells.
+        """
+        row[:ROW_CELLS] = self.row[:ROW_CELLS]
+        self.row = row
+        self._link_directions()
 
     def render(self) -> str:
         """The counters in the Prometheus text format."""

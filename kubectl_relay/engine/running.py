@@ -32,6 +32,7 @@ from .session import DEFAULT_UDP_FORK_IDLE_TIMEOUT, Relay, RunSettings
 from .statistics import log_statistics
 from .transfer import DEFAULT_BLOCK_SIZE, TransferSettings
 from .transports import LISTENERS
+from .transports.tcp import TcpListener
 
 if TYPE_CHECKING:
     from .cli import CommandLine
@@ -66,18 +67,45 @@ def run(
     first: AddressSpec,
     second: AddressSpec,
     loop_factory: LoopFactory | None = None,
+    *,
+    listener: TcpListener | None = None,
+    stop_fd: int | None = None,
 ) -> int:
-    """Relay ``first`` and ``second`` as ``line`` says until the end; the exit status."""
+    """Relay ``first`` and ``second`` as ``line`` says until the end; the exit status.
+
+    ``--workers`` other than 1 hands the run to ``workers.run_workers``, which
+    calls this again in each worker with the ``listener`` it bound and the
+    ``stop_fd`` whose end (EOF) means a graceful stop.
+    """
+    if line.workers != 1:
+        from . import workers  # noqa: PLC0415 - only for a run with workers
+
+        problem = workers.refusal(first, second, line)
+        if problem is not None:
+            logger.error("%s", problem)
+            return 1
+        count = workers.worker_count(line.workers)
+        if count > 1:
+            assert isinstance(first, Address)  # refusal() checked it
+            return workers.run_workers(line, first, second, count, loop_factory)
     settings = run_settings(line)
     factory = loop_factory or _default_loop_factory()
     with asyncio.Runner(loop_factory=factory) as runner:
         status = runner.run(
-            _run_until_signal(first, second, settings, line.grace_period, line.log_signals)
+            _run_until_signal(first, second, settings, line.grace_period, line.log_signals,
+                              listener, stop_fd)
         )
     logger.log(NOTICE, "exiting with status %d", status)
     if line.statistics:
         log_statistics(line.unidirectional)
     return status
+
+
+async def open_first_listener(first: Address, line: CommandLine) -> TcpListener:
+    """Bind address 1 as a run would (its ``retry`` too), before workers share it."""
+    listener = await Relay(first, first, run_settings(line)).open_listener(first)
+    assert isinstance(listener, TcpListener)  # workers.refusal() admits TCP listeners only
+    return listener
 
 
 def _default_loop_factory() -> LoopFactory | None:
@@ -95,13 +123,19 @@ async def _run_until_signal(
     settings: RunSettings,
     grace_period: float,
     signal_mask: int | None,
+    listener: TcpListener | None = None,
+    stop_fd: int | None = None,
 ) -> int:
-    """Run the relay; a handled signal stops it (see the module docstring): 128 + signum."""
+    """Run the relay; a handled signal stops it (see the module docstring): 128 + signum.
+
+    In a worker, the end of ``stop_fd`` (the supervisor closed it, or died)
+    stops it as SIGTERM does.
+    """
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
     received: list[int] = []
-    relay = Relay(first, second, settings)
+    relay = Relay(first, second, settings, listener=listener)
     listens = isinstance(first, Address) and first.keyword in LISTENERS
 
     def on_signal(signum: int) -> None:
@@ -115,9 +149,23 @@ async def _run_until_signal(
         else:
             task.cancel()
 
+    told_to_stop: list[bool] = []  # by the supervisor (``stop_fd``), not by a signal
+
+    def on_stop_pipe() -> None:
+        assert stop_fd is not None
+        loop.remove_reader(stop_fd)
+        if not received:  # a signal of its own may have come first
+            told_to_stop.append(True)
+            if listens and grace_period > 0:
+                relay.stop(grace_period)
+            else:
+                task.cancel()
+
     caught = signals.caught(signal_mask)
     for signum in caught:
         loop.add_signal_handler(signum, on_signal, signum)
+    if stop_fd is not None:
+        loop.add_reader(stop_fd, on_stop_pipe)
     # socat: SIGUSR1 logs the statistics and the run goes on.
     loop.add_signal_handler(signal.SIGUSR1, log_statistics, settings.transfer.unidirectional)
     early = signals.take_early()
@@ -129,12 +177,15 @@ async def _run_until_signal(
         if not received:
             status = await relay.run()
     except asyncio.CancelledError:
-        if not received:
+        # The end of a graceful stop cancels what still runs, as does a stop at once.
+        if not (received or told_to_stop):
             raise
-        status = 128 + received[0]
+        status = 128 + received[0] if received else 0
     finally:
         for handled in (*caught, signal.SIGUSR1):
             loop.remove_signal_handler(handled)
+        if stop_fd is not None:
+            loop.remove_reader(stop_fd)
     if received:
         logger.log(signals.exit_log_level(received[0]), "exiting on signal %d", received[0])
         return 128 + received[0]

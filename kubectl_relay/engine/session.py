@@ -31,11 +31,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from . import bridge, framing
+from .acceptor import Slots
 from .addresses import Address, AddressSpec, DualAddress
 from .descriptors import ANY_SESSION, DescriptorBudget
 from .errors import AcceptTimeout, OpenError, RelayError, first_open_error
 from .log import NOTICE, SESSION_ID, logger, shut_up
 from .metrics import METRICS, serve_metrics
+from .sharing import shared_slots
 from .trace import TraceOutput, TraceSettings
 from .transfer import (
     STOP_POLL_SECONDS,
@@ -139,8 +141,17 @@ def _keywords(spec: AddressSpec) -> tuple[str, ...]:
 class Relay:
     """One invocation of the engine: ``relay [options] ADDRESS1 ADDRESS2``."""
 
-    def __init__(self, first: AddressSpec, second: AddressSpec, settings: RunSettings) -> None:
+    def __init__(
+        self,
+        first: AddressSpec,
+        second: AddressSpec,
+        settings: RunSettings,
+        *,
+        listener: TcpListener | None = None,
+    ) -> None:
+        """``listener``: address 1 already bound (by ``--workers``' supervisor)."""
         self.first = first
+        self.bound_listener = listener
         self.second = second
         self.settings = settings
         # Transports load on first use; load both addresses' now, before
@@ -251,11 +262,15 @@ class Relay:
             return await self._fork_second(second, first)
         return await self._session(first)
 
-    async def _listen_first(self, address: Address) -> int:
+    async def open_listener(self, address: Address) -> Listener:
+        """Listen on address 1 (with its ``retry`` and ``chdir``)."""
         with _working_directory(address):
-            listener = await _with_retry(
+            return await _with_retry(
                 address, lambda: LISTENERS[address.keyword](address, self._context(number=1))
             )
+
+    async def _listen_first(self, address: Address) -> int:
+        listener = self.bound_listener or await self.open_listener(address)
         try:
             if not address.options.flag("fork"):
                 stream = await listener.accept()
@@ -297,14 +312,15 @@ class Relay:
 
     async def _serve(self, address: Address, listener: Listener) -> None:
         limit = address.options.integer("max-children")
-        slots = asyncio.Semaphore(limit) if limit else None
+        # With --workers, one limit for all of them (sharing.SharedSlots).
+        slots = shared_slots() or (asyncio.Semaphore(limit) if limit else None)
         try:
             await self._accept_loop(listener, slots)
         except* OpenError as failures:
             # The task group wraps a failed accept: report it as the one error it is.
             raise first_open_error(failures) from None
 
-    async def _accept_loop(self, listener: Listener, slots: asyncio.Semaphore | None) -> None:
+    async def _accept_loop(self, listener: Listener, slots: Slots | None) -> None:
         budget = DescriptorBudget(ANY_SESSION)
         async with asyncio.TaskGroup() as children:
             while True:
@@ -348,7 +364,7 @@ class Relay:
     async def _child(
         self,
         stream: Stream,
-        slots: asyncio.Semaphore | None,
+        slots: Slots | None,
         budget: DescriptorBudget | None = None,
     ) -> None:
         if isinstance(self.first, Address):

@@ -77,6 +77,11 @@ GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
         " them (20; 0: at once, as socat; a relay extension)",
     ),
     GlobalOption(
+        "--workers N|auto",
+        "with a forking TCP listener, N processes accept on its port (auto: one per usable"
+        " core, within the CPU quota; default 1; a relay extension)",
+    ),
+    GlobalOption(
         "--trace-session-ids",
         "number the sessions: trace headers end in session=N, their log lines say"
         ' "session N:" (a relay extension)',
@@ -100,11 +105,12 @@ EXTENSIONS: tuple[tuple[str, str], ...] = (
     ("PROXY-SERVER", "second address: a SOCKS5, SOCKS4/4a and HTTP proxy server on one port"),
     ("--deny-connect", "networks and name patterns refused (--allow-connect: the only allowed)"),
     ("MUX-LISTEN:<port>", "each session is a stream on the one mux peer accepted on <port>"),
+    ("--workers N|auto", "TCP-LISTEN,fork on N cores: N processes accepting on one port"),
 )
 
 #: Where ``relay`` deliberately behaves otherwise than socat 1.8, as ``-h`` lists it.
 DIFFERENCES: tuple[str, ...] = (
-    "fork makes a task per session in one process, not a child process",
+    "fork makes a task per session in one process (or --workers), not a child process",
     "listen backlog 512 (socat: 5); reads grow from 8192 bytes up to 4 MiB on busy links",
     "SOCKS and PROXY: a refused request is an E line and exit 1 (socat 1.8.0: W, exit 255)",
     "SOCKET-*: socket families 1 (UNIX), 2 (IPv4) and 10 (IPv6) only; no range option",

@@ -13,10 +13,12 @@ import pytest
 
 from tests.conftest import SOCAT, requires_socat, scaled
 from tests.support import (
+    PeakCounter,
     RelayProcess,
     ThreadedServer,
     echo,
     exchange,
+    exchange_at_once,
     free_port,
     log_lines,
     recv_all,
@@ -72,37 +74,14 @@ def test_idle_timeout_ends_an_idle_session() -> None:
 
 
 def test_max_children_holds_its_bound() -> None:
-    lock = threading.Lock()
-    active = 0
-    peak = 0
-
-    def hold(conn: socket.socket) -> None:
-        nonlocal active, peak
-        with lock:
-            active += 1
-            peak = max(peak, active)
-        try:
-            time.sleep(0.2)
-            echo(conn)
-        finally:
-            with lock:
-                active -= 1
-
-    with ThreadedServer(hold) as server:
+    upstream = PeakCounter(pause=0.2)
+    with ThreadedServer(upstream) as server:
         listen = free_port()
         args = [f"TCP-LISTEN:{listen},fork,max-children=3", f"TCP:127.0.0.1:{server.port}"]
         with relay_listening(args, listen):
-            replies: list[bytes] = []
-            threads = [
-                threading.Thread(target=lambda i=i: replies.append(exchange(listen, b"%d" % i)))
-                for i in range(15)
-            ]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(timeout=scaled(30))
+            replies = exchange_at_once(listen, 15)
     assert sorted(replies) == sorted(b"%d" % i for i in range(15))
-    assert 1 <= peak <= 3
+    assert 1 <= upstream.peak <= 3
 
 
 def test_a_failing_session_does_not_disturb_the_listener() -> None:

@@ -37,8 +37,8 @@ def counts(stderr: str) -> dict[str, tuple[int, int]]:
 
 def test_lines_are_socats_with_aligned_numbers() -> None:
     metrics = Metrics()
-    metrics.bytes_total["left-to-right"][:] = [1024, 3]
-    metrics.bytes_total["right-to-left"][:] = [7, 12]
+    metrics.bytes_total["left-to-right"][0], metrics.bytes_total["left-to-right"][1] = 1024, 3
+    metrics.bytes_total["right-to-left"][0], metrics.bytes_total["right-to-left"][1] = 7, 12
     assert statistics_lines("both", metrics) == [
         "STATISTICS: left to right:  3 packets(s), 1024 byte(s)",
         "STATISTICS: right to left: 12 packets(s),    7 byte(s)",
