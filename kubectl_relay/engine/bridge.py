@@ -259,6 +259,8 @@ class _End(asyncio.BufferedProtocol):
         self.fd_label = str(self.fd) if self.fd is not None else "-1"
         if self.number == 1:
             self.session.accepted(self, sock)
+        else:
+            self.session.upstream_made(self)
 
     def unread_fd(self) -> int | None:
         """Our socket while the loop reads it: open, not paused, its EOF not yet read.
@@ -392,6 +394,7 @@ class _Session:
         self.first = _End(self, 1)
         self.second: _End | None = None
         self.opening: asyncio.Task[None] | None = None
+        self.connecting_directly = False  # the loop connects: its notices are ours to say
         self.timer: asyncio.TimerHandle | None = None
         self.closing = False  # a direction has ended: -t is in force
         self.written = 0  # bytes the sides' transports had sent at the last look
@@ -429,11 +432,9 @@ class _Session:
                 second = await self._connect_general()
                 if second is None:
                     return
-            if self.finished:  # the first side went away while we connected
+            if self.second is None:  # not linked: the first side went away while we connected
                 self.second = second
                 self._close_sides(abort=True)
-                return
-            self._link(second)
         finally:
             self.opening = None
             self._forget_if_gone()
@@ -444,11 +445,12 @@ class _Session:
         host, port, family = self.run.upstream
         second = _End(self, 2)
         started = self.loop.time()
+        self.connecting_directly = True
         try:
-            transport, _ = await self.loop.create_connection(
-                lambda: second, host, port, family=family
-            )
+            await self.loop.create_connection(lambda: second, host, port, family=family)
         except OSError as exc:
+            if second.transport is not None:  # pragma: no cover - uvloop raises before connecting
+                raise
             if self.loop.time() - started < QUICK_FAILURE_SECONDS:
                 # Connect again the general way: it words the error exactly as socat.
                 return None
@@ -456,12 +458,8 @@ class _Session:
             logger.error("connect(%s:%s): %s", host, port, exc.strerror or exc)
             self._fail()
             raise _ConnectFailed from None
-        if logger.isEnabledFor(NOTICE):
-            sock = transport.get_extra_info("socket")
-            peer, local = transport.get_extra_info("peername"), transport.get_extra_info("sockname")
-            logger.log(NOTICE, "opening connection to %s", format_sockaddr(sock.family, peer))
-            logger.log(NOTICE, "successfully connected from local address %s",
-                       format_sockaddr(sock.family, local))
+        finally:
+            self.connecting_directly = False
         return second
 
     async def _connect_general(self) -> _End | None:
@@ -478,6 +476,24 @@ class _Session:
         second = _End(self, 2)
         await self.loop.create_connection(lambda: second, sock=stream.detach())
         return second
+
+    def upstream_made(self, second: _End) -> None:
+        """The upstream is connected: relay from here, in the loop iteration that connected it.
+
+        The opener's task would resume one iteration later: the first bytes
+        would wait for it (a poll of the loop) on every connection.
+        """
+        if self.connecting_directly and logger.isEnabledFor(NOTICE):
+            # The loop connected by itself: say it as the general opener would.
+            assert second.transport is not None
+            transport = second.transport
+            family = transport.get_extra_info("socket").family
+            peer, local = transport.get_extra_info("peername"), transport.get_extra_info("sockname")
+            logger.log(NOTICE, "opening connection to %s", format_sockaddr(family, peer))
+            logger.log(NOTICE, "successfully connected from local address %s",
+                       format_sockaddr(family, local))
+        if not self.finished:  # else the opener closes it (``_connect``)
+            self._link(second)
 
     def _link(self, second: _End) -> None:
         first = self.first
@@ -613,7 +629,13 @@ class _Session:
             if side is not None and side.discarded and side.peer is not None:
                 peer = side.peer
                 log_undelivered(side.discarded, peer.number, peer.fd_label, "the transfer failed")
-        if self.opening is not None and self.opening is not asyncio.current_task():
+        # Once linked, the opener only has to return: cancelling it then
+        # would close the upstream under what it still has to write.
+        if (
+            self.opening is not None
+            and self.second is None
+            and self.opening is not asyncio.current_task()
+        ):
             self.opening.cancel()
         self._close_sides(abort=abort)
         self._forget_if_gone()
