@@ -40,7 +40,7 @@ import asyncio
 import errno
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -225,6 +225,50 @@ class _ConnectFailed(Exception):
     """The direct connection failed and was reported."""
 
 
+class _Driven:
+    """A coroutine run on its futures' callbacks, without a task: for the direct connect.
+
+    A task costs its creation, its registration among the loop's tasks and a
+    loop iteration per step; one connect per connection needs none of that,
+    only to be resumed when the future it awaits is done. ``cancel`` cancels
+    that future, so the coroutine sees ``CancelledError`` as under a task.
+    The coroutine must not need ``asyncio.current_task()`` (no timeouts).
+    """
+
+    __slots__ = ("coroutine", "ended", "waiting")
+
+    def __init__(
+        self,
+        coroutine: Coroutine[Any, Any, _End | None],
+        ended: Callable[[_End | BaseException | None], None],
+    ) -> None:
+        self.coroutine = coroutine
+        self.ended = ended  # given the result, or the exception that ended it
+        self.waiting: asyncio.Future[Any] | None = None
+
+    def step(self, _: object = None) -> None:
+        """Run the coroutine up to its next await (or its end)."""
+        self.waiting = None
+        try:
+            awaited = self.coroutine.send(None)
+        except StopIteration as stop:
+            self.ended(stop.value)
+        except BaseException as exc:  # handed to ``ended``, which re-raises defects
+            self.ended(exc)
+        else:
+            if awaited is None:  # a bare yield (sleep(0)): go on at the next iteration
+                asyncio.get_running_loop().call_soon(self.step)
+                return
+            awaited._asyncio_future_blocking = False
+            self.waiting = awaited
+            awaited.add_done_callback(self.step)
+
+    def cancel(self) -> None:
+        """Cancel what the coroutine awaits: it resumes with ``CancelledError``."""
+        if self.waiting is not None:
+            self.waiting.cancel()
+
+
 class _End(asyncio.BufferedProtocol):
     """One side of a session: reads into its own buffer and writes to the other side."""
 
@@ -393,7 +437,7 @@ class _Session:
         self.registry = registry
         self.first = _End(self, 1)
         self.second: _End | None = None
-        self.opening: asyncio.Task[None] | None = None
+        self.opening: asyncio.Task[None] | _Driven | None = None
         self.connecting_directly = False  # the loop connects: its notices are ours to say
         self.timer: asyncio.TimerHandle | None = None
         self.closing = False  # a direction has ended: -t is in force
@@ -420,24 +464,44 @@ class _Session:
         METRICS.sessions_total += 1
         METRICS.sessions_active += 1
         self.registry.add(self)
-        self.opening = self.loop.create_task(self._connect())
+        if self.run.upstream is None:
+            self.opening = self.loop.create_task(self._connect())
+        else:
+            # The commonest case, once per connection: no task (its creation,
+            # registration and extra loop iteration) for one awaited connect.
+            driven = _Driven(self._connect_direct(), self._direct_ended)
+            self.opening = driven
+            driven.step()
+
+    def _direct_ended(self, outcome: _End | BaseException | None) -> None:
+        """The direct connect is over: relayed, failed and said, or to be tried the general way."""
+        self.opening = None
+        if outcome is None:  # failed at once: the general opener words it exactly as socat
+            self.opening = self.loop.create_task(self._connect())
+            return
+        try:
+            if isinstance(outcome, _End):
+                self._close_unlinked(outcome)
+            elif not isinstance(outcome, (_ConnectFailed, asyncio.CancelledError)):
+                raise outcome  # a defect: the loop's handler says it, as for a task's
+        finally:
+            self._forget_if_gone()
 
     async def _connect(self) -> None:
+        """Open the upstream the general way (in a task: openers may use timeouts)."""
         try:
-            try:
-                second = await self._connect_direct() if self.run.upstream else None
-            except _ConnectFailed:
-                return
-            if second is None:
-                second = await self._connect_general()
-                if second is None:
-                    return
-            if self.second is None:  # not linked: the first side went away while we connected
-                self.second = second
-                self._close_sides(abort=True)
+            second = await self._connect_general()
+            if second is not None:
+                self._close_unlinked(second)
         finally:
             self.opening = None
             self._forget_if_gone()
+
+    def _close_unlinked(self, second: _End) -> None:
+        """Close an upstream that ``upstream_made`` did not link: the first side went away."""
+        if self.second is None:
+            self.second = second
+            self._close_sides(abort=True)
 
     async def _connect_direct(self) -> _End | None:
         """Let the loop connect; None if that failed at once (the general opener retries)."""
