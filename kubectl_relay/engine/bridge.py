@@ -42,7 +42,7 @@ import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from . import destinations
 from .acceptor import Acceptor
@@ -271,6 +271,12 @@ class _Driven:
 
 class _End(asyncio.BufferedProtocol):
     """One side of a session: reads into its own buffer and writes to the other side."""
+
+    #: uvloop looks ``data_received`` up on every new transport and drops the
+    #: AttributeError a buffered protocol gives it: raising and dropping it
+    #: cost about 2% of a short connection. None says the same (uvloop reads
+    #: buffered protocols through ``get_buffer``, never through this).
+    data_received: ClassVar[None] = None
 
     def __init__(self, session: _Session, number: int) -> None:
         self.session = session
@@ -783,8 +789,12 @@ class _Session:
         """Count the session as ended once no side is open and nothing is connecting."""
         if self not in self.registry or self.opening is not None:
             return
-        if all(side is None or side.lost or side.transport is None
-               for side in (self.first, self.second)):
+        # No all() over a generator here: one that stops early is closed by
+        # throwing GeneratorExit into it, a cost on every session.
+        first, second = self.first, self.second
+        if (first.lost or first.transport is None) and (
+            second is None or second.lost or second.transport is None
+        ):
             self.registry.discard(self)
             METRICS.sessions_active -= 1
             self.acceptor.session_ended()
