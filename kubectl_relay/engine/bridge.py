@@ -451,6 +451,8 @@ class _Session:
         self.finished = False
         self.last_activity = loop.time()
         self.log_blocks = logger.isEnabledFor(INFO)
+        #: socat's -d -d notices: looked up once, not in three calls a session.
+        self.log_notices = logger.isEnabledFor(NOTICE)
 
     # -- set-up ---------------------------------------------------------------
 
@@ -553,7 +555,7 @@ class _Session:
         The opener's task would resume one iteration later: the first bytes
         would wait for it (a poll of the loop) on every connection.
         """
-        if self.connecting_directly and logger.isEnabledFor(NOTICE):
+        if self.connecting_directly and self.log_notices:
             # The loop connected by itself: say it as the general opener would.
             assert second.transport is not None
             transport = second.transport
@@ -570,7 +572,8 @@ class _Session:
         assert first.transport is not None and second.transport is not None
         self.second = second
         first.peer, second.peer = second, first
-        log_transfer_start(first.fd_label, second.fd_label)
+        if self.log_notices:
+            log_transfer_start(first.fd_label, second.fd_label)
         self.last_activity = self.loop.time()
         self._arm_timer()
         for side in (first, second):
@@ -593,7 +596,8 @@ class _Session:
 
     def direction_done(self, source: _End) -> None:
         """``source`` reached EOF: half-close its peer, and end the session if both are done."""
-        log_at_eof(source.number, source.fd_label)
+        if self.log_notices:
+            log_at_eof(source.number, source.fd_label)
         sink = source.peer
         if sink is None or self.finished:
             return
