@@ -40,9 +40,9 @@ import asyncio
 import errno
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from . import destinations
 from .acceptor import Acceptor
@@ -226,8 +226,58 @@ class _ConnectFailed(Exception):
     """The direct connection failed and was reported."""
 
 
+class _Driven:
+    """A coroutine run on its futures' callbacks, without a task: for the direct connect.
+
+    A task costs its creation, its registration among the loop's tasks and a
+    loop iteration per step; one connect per connection needs none of that,
+    only to be resumed when the future it awaits is done. ``cancel`` cancels
+    that future, so the coroutine sees ``CancelledError`` as under a task.
+    The coroutine must not need ``asyncio.current_task()`` (no timeouts).
+    """
+
+    __slots__ = ("coroutine", "ended", "waiting")
+
+    def __init__(
+        self,
+        coroutine: Coroutine[Any, Any, _End | None],
+        ended: Callable[[_End | BaseException | None], None],
+    ) -> None:
+        self.coroutine = coroutine
+        self.ended = ended  # given the result, or the exception that ended it
+        self.waiting: asyncio.Future[Any] | None = None
+
+    def step(self, _: object = None) -> None:
+        """Run the coroutine up to its next await (or its end)."""
+        self.waiting = None
+        try:
+            awaited = self.coroutine.send(None)
+        except StopIteration as stop:
+            self.ended(stop.value)
+        except BaseException as exc:  # handed to ``ended``, which re-raises defects
+            self.ended(exc)
+        else:
+            if awaited is None:  # a bare yield (sleep(0)): go on at the next iteration
+                asyncio.get_running_loop().call_soon(self.step)
+                return
+            awaited._asyncio_future_blocking = False
+            self.waiting = awaited
+            awaited.add_done_callback(self.step)
+
+    def cancel(self) -> None:
+        """Cancel what the coroutine awaits: it resumes with ``CancelledError``."""
+        if self.waiting is not None:
+            self.waiting.cancel()
+
+
 class _End(asyncio.BufferedProtocol):
     """One side of a session: reads into its own buffer and writes to the other side."""
+
+    #: uvloop looks ``data_received`` up on every new transport and drops the
+    #: AttributeError a buffered protocol gives it: raising and dropping it
+    #: cost about 2% of a short connection. None says the same (uvloop reads
+    #: buffered protocols through ``get_buffer``, never through this).
+    data_received: ClassVar[None] = None
 
     def __init__(self, session: _Session, number: int) -> None:
         self.session = session
@@ -260,6 +310,8 @@ class _End(asyncio.BufferedProtocol):
         self.fd_label = str(self.fd) if self.fd is not None else "-1"
         if self.number == 1:
             self.session.accepted(self, sock)
+        else:
+            self.session.upstream_made(self)
 
     def unread_fd(self) -> int | None:
         """Our socket while the loop reads it: open, not paused, its EOF not yet read.
@@ -392,13 +444,16 @@ class _Session:
         self.registry = registry
         self.first = _End(self, 1)
         self.second: _End | None = None
-        self.opening: asyncio.Task[None] | None = None
+        self.opening: asyncio.Task[None] | _Driven | None = None
+        self.connecting_directly = False  # the loop connects: its notices are ours to say
         self.timer: asyncio.TimerHandle | None = None
         self.closing = False  # a direction has ended: -t is in force
         self.written = 0  # bytes the sides' transports had sent at the last look
         self.finished = False
         self.last_activity = loop.time()
         self.log_blocks = logger.isEnabledFor(INFO)
+        #: socat's -d -d notices: looked up once, not in three calls a session.
+        self.log_notices = logger.isEnabledFor(NOTICE)
 
     # -- set-up ---------------------------------------------------------------
 
@@ -418,26 +473,44 @@ class _Session:
         METRICS.sessions_total += 1
         METRICS.sessions_active += 1
         self.registry.add(self)
-        self.opening = self.loop.create_task(self._connect())
+        if self.run.upstream is None:
+            self.opening = self.loop.create_task(self._connect())
+        else:
+            # The commonest case, once per connection: no task (its creation,
+            # registration and extra loop iteration) for one awaited connect.
+            driven = _Driven(self._connect_direct(), self._direct_ended)
+            self.opening = driven
+            driven.step()
+
+    def _direct_ended(self, outcome: _End | BaseException | None) -> None:
+        """The direct connect is over: relayed, failed and said, or to be tried the general way."""
+        self.opening = None
+        if outcome is None:  # failed at once: the general opener words it exactly as socat
+            self.opening = self.loop.create_task(self._connect())
+            return
+        try:
+            if isinstance(outcome, _End):
+                self._close_unlinked(outcome)
+            elif not isinstance(outcome, (_ConnectFailed, asyncio.CancelledError)):
+                raise outcome  # a defect: the loop's handler says it, as for a task's
+        finally:
+            self._forget_if_gone()
 
     async def _connect(self) -> None:
+        """Open the upstream the general way (in a task: openers may use timeouts)."""
         try:
-            try:
-                second = await self._connect_direct() if self.run.upstream else None
-            except _ConnectFailed:
-                return
-            if second is None:
-                second = await self._connect_general()
-                if second is None:
-                    return
-            if self.finished:  # the first side went away while we connected
-                self.second = second
-                self._close_sides(abort=True)
-                return
-            self._link(second)
+            second = await self._connect_general()
+            if second is not None:
+                self._close_unlinked(second)
         finally:
             self.opening = None
             self._forget_if_gone()
+
+    def _close_unlinked(self, second: _End) -> None:
+        """Close an upstream that ``upstream_made`` did not link: the first side went away."""
+        if self.second is None:
+            self.second = second
+            self._close_sides(abort=True)
 
     async def _connect_direct(self) -> _End | None:
         """Let the loop connect; None if that failed at once (the general opener retries)."""
@@ -445,11 +518,12 @@ class _Session:
         host, port, family = self.run.upstream
         second = _End(self, 2)
         started = self.loop.time()
+        self.connecting_directly = True
         try:
-            transport, _ = await self.loop.create_connection(
-                lambda: second, host, port, family=family
-            )
+            await self.loop.create_connection(lambda: second, host, port, family=family)
         except OSError as exc:
+            if second.transport is not None:  # pragma: no cover - uvloop raises before connecting
+                raise
             if self.loop.time() - started < QUICK_FAILURE_SECONDS:
                 # Connect again the general way: it words the error exactly as socat.
                 return None
@@ -457,12 +531,8 @@ class _Session:
             logger.error("connect(%s:%s): %s", host, port, exc.strerror or exc)
             self._fail()
             raise _ConnectFailed from None
-        if logger.isEnabledFor(NOTICE):
-            sock = transport.get_extra_info("socket")
-            peer, local = transport.get_extra_info("peername"), transport.get_extra_info("sockname")
-            logger.log(NOTICE, "opening connection to %s", format_sockaddr(sock.family, peer))
-            logger.log(NOTICE, "successfully connected from local address %s",
-                       format_sockaddr(sock.family, local))
+        finally:
+            self.connecting_directly = False
         return second
 
     async def _connect_general(self) -> _End | None:
@@ -480,12 +550,31 @@ class _Session:
         await self.loop.create_connection(lambda: second, sock=stream.detach())
         return second
 
+    def upstream_made(self, second: _End) -> None:
+        """The upstream is connected: relay from here, in the loop iteration that connected it.
+
+        The opener's task would resume one iteration later: the first bytes
+        would wait for it (a poll of the loop) on every connection.
+        """
+        if self.connecting_directly and self.log_notices:
+            # The loop connected by itself: say it as the general opener would.
+            assert second.transport is not None
+            transport = second.transport
+            family = transport.get_extra_info("socket").family
+            peer, local = transport.get_extra_info("peername"), transport.get_extra_info("sockname")
+            logger.log(NOTICE, "opening connection to %s", format_sockaddr(family, peer))
+            logger.log(NOTICE, "successfully connected from local address %s",
+                       format_sockaddr(family, local))
+        if not self.finished:  # else the opener closes it (``_connect``)
+            self._link(second)
+
     def _link(self, second: _End) -> None:
         first = self.first
         assert first.transport is not None and second.transport is not None
         self.second = second
         first.peer, second.peer = second, first
-        log_transfer_start(first.fd_label, second.fd_label)
+        if self.log_notices:
+            log_transfer_start(first.fd_label, second.fd_label)
         self.last_activity = self.loop.time()
         self._arm_timer()
         for side in (first, second):
@@ -508,7 +597,8 @@ class _Session:
 
     def direction_done(self, source: _End) -> None:
         """``source`` reached EOF: half-close its peer, and end the session if both are done."""
-        log_at_eof(source.number, source.fd_label)
+        if self.log_notices:
+            log_at_eof(source.number, source.fd_label)
         sink = source.peer
         if sink is None or self.finished:
             return
@@ -614,7 +704,13 @@ class _Session:
             if side is not None and side.discarded and side.peer is not None:
                 peer = side.peer
                 log_undelivered(side.discarded, peer.number, peer.fd_label, "the transfer failed")
-        if self.opening is not None and self.opening is not asyncio.current_task():
+        # Once linked, the opener only has to return: cancelling it then
+        # would close the upstream under what it still has to write.
+        if (
+            self.opening is not None
+            and self.second is None
+            and self.opening is not asyncio.current_task()
+        ):
             self.opening.cancel()
         self._close_sides(abort=abort)
         self._forget_if_gone()
@@ -698,8 +794,12 @@ class _Session:
         """Count the session as ended once no side is open and nothing is connecting."""
         if self not in self.registry or self.opening is not None:
             return
-        if all(side is None or side.lost or side.transport is None
-               for side in (self.first, self.second)):
+        # No all() over a generator here: one that stops early is closed by
+        # throwing GeneratorExit into it, a cost on every session.
+        first, second = self.first, self.second
+        if (first.lost or first.transport is None) and (
+            second is None or second.lost or second.transport is None
+        ):
             self.registry.discard(self)
             METRICS.sessions_active -= 1
             self.acceptor.session_ended()
