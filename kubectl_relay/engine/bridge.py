@@ -40,7 +40,7 @@ import asyncio
 import errno
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -48,6 +48,7 @@ from . import destinations
 from .acceptor import Acceptor
 from .addresses import Address, AddressSpec
 from .blocks import thread_pool
+from .driven import Driven
 from .errors import RelayError
 from .log import INFO, NOTICE, logger
 from .metrics import METRICS
@@ -226,50 +227,6 @@ class _ConnectFailed(Exception):
     """The direct connection failed and was reported."""
 
 
-class _Driven:
-    """A coroutine run on its futures' callbacks, without a task: for the direct connect.
-
-    A task costs its creation, its registration among the loop's tasks and a
-    loop iteration per step; one connect per connection needs none of that,
-    only to be resumed when the future it awaits is done. ``cancel`` cancels
-    that future, so the coroutine sees ``CancelledError`` as under a task.
-    The coroutine must not need ``asyncio.current_task()`` (no timeouts).
-    """
-
-    __slots__ = ("coroutine", "ended", "waiting")
-
-    def __init__(
-        self,
-        coroutine: Coroutine[Any, Any, _End | None],
-        ended: Callable[[_End | BaseException | None], None],
-    ) -> None:
-        self.coroutine = coroutine
-        self.ended = ended  # given the result, or the exception that ended it
-        self.waiting: asyncio.Future[Any] | None = None
-
-    def step(self, _: object = None) -> None:
-        """Run the coroutine up to its next await (or its end)."""
-        self.waiting = None
-        try:
-            awaited = self.coroutine.send(None)
-        except StopIteration as stop:
-            self.ended(stop.value)
-        except BaseException as exc:  # handed to ``ended``, which re-raises defects
-            self.ended(exc)
-        else:
-            if awaited is None:  # a bare yield (sleep(0)): go on at the next iteration
-                asyncio.get_running_loop().call_soon(self.step)
-                return
-            awaited._asyncio_future_blocking = False
-            self.waiting = awaited
-            awaited.add_done_callback(self.step)
-
-    def cancel(self) -> None:
-        """Cancel what the coroutine awaits: it resumes with ``CancelledError``."""
-        if self.waiting is not None:
-            self.waiting.cancel()
-
-
 class _End(asyncio.BufferedProtocol):
     """One side of a session: reads into its own buffer and writes to the other side."""
 
@@ -444,7 +401,7 @@ class _Session:
         self.registry = registry
         self.first = _End(self, 1)
         self.second: _End | None = None
-        self.opening: asyncio.Task[None] | _Driven | None = None
+        self.opening: asyncio.Task[None] | Driven[_End | None] | None = None
         self.connecting_directly = False  # the loop connects: its notices are ours to say
         self.timer: asyncio.TimerHandle | None = None
         self.closing = False  # a direction has ended: -t is in force
@@ -478,7 +435,7 @@ class _Session:
         else:
             # The commonest case, once per connection: no task (its creation,
             # registration and extra loop iteration) for one awaited connect.
-            driven = _Driven(self._connect_direct(), self._direct_ended)
+            driven = Driven(self._connect_direct(), self._direct_ended)
             self.opening = driven
             driven.step()
 
