@@ -53,6 +53,13 @@ def test_answers_without_the_event_loop(argv: list[str]) -> None:
     assert not any(name.startswith("kubectl_relay.engine.transports.") for name in modules)
 
 
+def test_version_loads_no_logging_and_no_dataclasses() -> None:
+    # -V only prints: the log, the parser's dataclasses and sockets are all unused.
+    status, modules = imported_by("-V")
+    assert status == 0
+    assert not {"logging", "dataclasses", "socket", "kubectl_relay.engine.log"} & modules
+
+
 def test_a_run_imports_only_the_transports_it_uses() -> None:
     status, modules = imported_by("-u", "/dev/null", "/dev/null")
     assert status == 0
