@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from typing import Literal
 
+    from .addresses import AddressSpec
     from .destinations import ConnectPolicy
     from .running import LoopFactory
     from .trace import TraceSettings
@@ -406,10 +407,21 @@ def _configure_logging(line: CommandLine) -> None:
     )
 
 
-def _log_error(error: RelayError, progname: str, configured: bool) -> int:
-    """Log ``error`` as socat's ``E`` line (on stderr if the log is not set up yet); exit 1."""
+def _log_error(error: RelayError, line: CommandLine | None, progname: str) -> int:
+    """Log ``error`` as socat's ``E`` line; exit status 1.
+
+    The log is set up as ``line`` says if it was not yet (``None``: the
+    command line itself is wrong, so by default, on stderr).
+    """
     from .log import configure, level_from_d_count, logger  # noqa: PLC0415
 
+    configured = False
+    if line is not None:
+        try:
+            _configure_logging(line)
+            configured = True
+        except RelayError:
+            pass  # the log cannot be set up as asked: the default says why
     if not configured:
         configure(level=level_from_d_count(0), progname=progname)
     logger.error("%s", error)
@@ -417,48 +429,84 @@ def _log_error(error: RelayError, progname: str, configured: bool) -> int:
 
 
 def main(argv: Sequence[str] | None = None, *, loop_factory: LoopFactory | None = None) -> int:
-    """Run the engine as the ``relay`` command does; return the exit status."""
+    """Run the engine as the ``relay`` command does; return the exit status.
+
+    Order, for start-up time: the command line; ``-V``/``-h`` answered; the
+    two addresses parsed; a TCP first address bound and listening
+    (``_listen_early``); only then the log, the signals and the event loop,
+    each a few milliseconds of imports that peers now wait for in the
+    listen backlog. Nothing is logged before the log is set up.
+    """
     # Before relay opens anything itself (log file, event loop): FD:<n> may
     # only name what the process was given.
     record_inherited_descriptors()
     if argv is None:
         argv = sys.argv[1:]
     progname = default_progname(sys.argv[0] if sys.argv else "relay")
-    configured = False
+    line: CommandLine | None = None
     try:
         line = parse_command_line(argv, progname, collect_warnings=True)
-        # -V and -h log nothing: unless the log goes somewhere socat would
-        # open (-lf, -ly), they answer without loading ``logging``.
-        if not line.answers_at_once or (line.log_file, line.syslog_facility) != (None, None):
-            _configure_logging(line)
-            configured = True
-        if line.show_version:
-            sys.stdout.write(version_text(line.progname))
-            return 0
-        if line.help_level:
-            from .usage import usage_text  # noqa: PLC0415 - -h reads every table
-
-            sys.stdout.write(usage_text(line.help_level))
-            return 0
-        from .log import logger  # noqa: PLC0415 - see the module docstring
-
-        for warning in line.warnings:
-            logger.warning("%s", warning)
-        # Only a run needs it; the plugin parses command lines with this module on
-        # systems without SIGHUP (Windows).
-        from .signals import catch_early  # noqa: PLC0415
-
-        catch_early(line.log_signals)
+        if line.answers_at_once:
+            return _answer(line, progname)
         from .addresses import parse_address  # noqa: PLC0415 - see the module docstring
 
         first = parse_address(line.addresses[0])
         second = parse_address(line.addresses[1])
     except RelayError as exc:
-        return _log_error(exc, progname, configured)
+        return _log_error(exc, line, progname)
     if line.connect_policy is not None:
         from .destinations import configure as configure_destinations  # noqa: PLC0415
 
         configure_destinations(line.connect_policy)
+    _listen_early(first, second, line.family)
+    try:
+        _configure_logging(line)
+    except RelayError as exc:
+        return _log_error(exc, None, progname)
+    from .log import logger  # noqa: PLC0415 - see the module docstring
+
+    for warning in line.warnings:
+        logger.warning("%s", warning)
+    # Only a run needs it; the plugin parses command lines with this module on
+    # systems without SIGHUP (Windows).
+    from .signals import catch_early  # noqa: PLC0415
+
+    catch_early(line.log_signals)
     from .running import run  # noqa: PLC0415 - see the module docstring
 
     return run(line, first, second, loop_factory)
+
+
+def _answer(line: CommandLine, progname: str) -> int:
+    """``-V`` or ``-h``: print the answer; exit status 0 (1 if the log cannot be set up)."""
+    # They log nothing: unless the log goes somewhere socat would open (-lf,
+    # -ly), they answer without loading ``logging``.
+    if (line.log_file, line.syslog_facility) != (None, None):
+        try:
+            _configure_logging(line)
+        except RelayError as exc:
+            return _log_error(exc, None, progname)
+    if line.show_version:
+        sys.stdout.write(version_text(line.progname))
+        return 0
+    from .usage import usage_text  # noqa: PLC0415 - -h reads every table
+
+    sys.stdout.write(usage_text(line.help_level))
+    return 0
+
+
+def _listen_early(first: AddressSpec, second: AddressSpec, family: int) -> None:
+    """Listen for a TCP first address before the event loop loads (see ``sockbind``).
+
+    Not when address 2 is ``MUX-LISTEN``, whose port opens first.
+    """
+    from .addresses import Address  # noqa: PLC0415 - loaded by parse_address already
+
+    if not isinstance(first, Address) or (
+        isinstance(second, Address) and second.keyword == "MUX-LISTEN"
+    ):
+        return
+    from .transports.sockbind import EARLY_KEYWORDS, listen_early  # noqa: PLC0415
+
+    if first.keyword in EARLY_KEYWORDS:
+        listen_early(first, family)
