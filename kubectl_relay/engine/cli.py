@@ -432,10 +432,10 @@ def main(argv: Sequence[str] | None = None, *, loop_factory: LoopFactory | None 
     """Run the engine as the ``relay`` command does; return the exit status.
 
     Order, for start-up time: the command line; ``-V``/``-h`` answered; the
-    two addresses parsed; a TCP first address bound and listening
-    (``_listen_early``); only then the log, the signals and the event loop,
-    each a few milliseconds of imports that peers now wait for in the
-    listen backlog. Nothing is logged before the log is set up.
+    signals caught (``signals.catch_early``); the two addresses parsed; a TCP
+    first address bound and listening (``_listen_early``); only then the log
+    and the event loop, each milliseconds of imports that peers now wait
+    for in the listen backlog. Nothing is logged before the log is set up.
     """
     # Before relay opens anything itself (log file, event loop): FD:<n> may
     # only name what the process was given.
@@ -448,6 +448,11 @@ def main(argv: Sequence[str] | None = None, *, loop_factory: LoopFactory | None 
         line = parse_command_line(argv, progname, collect_warnings=True)
         if line.answers_at_once:
             return _answer(line, progname)
+        # Only a run needs it; the plugin parses command lines with this module on
+        # systems without SIGHUP (Windows).
+        from .signals import catch_early  # noqa: PLC0415
+
+        catch_early(line.log_signals)
         from .addresses import parse_address  # noqa: PLC0415 - see the module docstring
 
         first = parse_address(line.addresses[0])
@@ -458,7 +463,7 @@ def main(argv: Sequence[str] | None = None, *, loop_factory: LoopFactory | None 
         from .destinations import configure as configure_destinations  # noqa: PLC0415
 
         configure_destinations(line.connect_policy)
-    _listen_early(first, second, line.family)
+    _listen_early(first, second, line)
     try:
         _configure_logging(line)
     except RelayError as exc:
@@ -467,11 +472,6 @@ def main(argv: Sequence[str] | None = None, *, loop_factory: LoopFactory | None 
 
     for warning in line.warnings:
         logger.warning("%s", warning)
-    # Only a run needs it; the plugin parses command lines with this module on
-    # systems without SIGHUP (Windows).
-    from .signals import catch_early  # noqa: PLC0415
-
-    catch_early(line.log_signals)
     from .running import run  # noqa: PLC0415 - see the module docstring
 
     return run(line, first, second, loop_factory)
@@ -495,18 +495,23 @@ def _answer(line: CommandLine, progname: str) -> int:
     return 0
 
 
-def _listen_early(first: AddressSpec, second: AddressSpec, family: int) -> None:
+def _listen_early(first: AddressSpec, second: AddressSpec, line: CommandLine) -> None:
     """Listen for a TCP first address before the event loop loads (see ``sockbind``).
 
-    Not when address 2 is ``MUX-LISTEN``, whose port opens first.
+    Not when something else opens before the listener and may be counted on
+    once the port answers (or fail the run first): ``--metrics``'s endpoint,
+    ``-r``/``-R``'s dump files, address 2's ``MUX-LISTEN`` port.
     """
     from .addresses import Address  # noqa: PLC0415 - loaded by parse_address already
 
-    if not isinstance(first, Address) or (
-        isinstance(second, Address) and second.keyword == "MUX-LISTEN"
+    if (
+        not isinstance(first, Address)
+        or (isinstance(second, Address) and second.keyword == "MUX-LISTEN")
+        or line.metrics_address is not None
+        or (line.raw_left, line.raw_right) != (None, None)
     ):
         return
     from .transports.sockbind import EARLY_KEYWORDS, listen_early  # noqa: PLC0415
 
     if first.keyword in EARLY_KEYWORDS:
-        listen_early(first, family)
+        listen_early(first, line.family)
