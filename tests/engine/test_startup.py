@@ -87,7 +87,8 @@ binds = []
 
 def note_binds(event, args):
     if event == "socket.bind":
-        binds.append(sorted(name for name in ("asyncio", "ssl", "logging") if name in sys.modules))
+        loaded = ("asyncio", "ssl", "logging", "typing")
+        binds.append(sorted(name for name in loaded if name in sys.modules))
 
 sys.addaudithook(note_binds)
 status = main(sys.argv[1:])
