@@ -7,10 +7,11 @@ SIGTERM). Errors are one socat-style ``E`` line on stderr, never a traceback.
 
 Start-up time counts (socat's own tests sleep a fixed time after starting
 it; ``kubectl exec`` relays are short-lived), so this module imports only
-the light parts of the engine: ``-V``, ``-h`` and usage errors never load
-the event loop, and a run imports the address parser, then ``running``
-(asyncio, the session) and, through the transport tables, only the
-transports its two addresses use.
+the light parts of the engine: ``-V`` loads neither the log nor the parser,
+``-h`` and usage errors never load the event loop, and a run imports the
+address parser, binds a TCP listener (``transports.sockbind``), then loads
+the log and ``running`` (asyncio, the session) and, through the transport
+tables, only the transports its two addresses use.
 """
 
 from __future__ import annotations
