@@ -464,10 +464,14 @@ def main(argv: Sequence[str] | None = None, *, loop_factory: LoopFactory | None 
         from .destinations import configure as configure_destinations  # noqa: PLC0415
 
         configure_destinations(line.connect_policy)
-    _listen_early(first, second, line)
+    listening = _listen_early(first, second, line)
     try:
         _configure_logging(line)
     except RelayError as exc:
+        if listening:
+            from .transports.sockbind import close_early  # noqa: PLC0415
+
+            close_early()
         return _log_error(exc, None, progname)
     from .log import logger  # noqa: PLC0415 - see the module docstring
 
@@ -496,12 +500,13 @@ def _answer(line: CommandLine, progname: str) -> int:
     return 0
 
 
-def _listen_early(first: AddressSpec, second: AddressSpec, line: CommandLine) -> None:
+def _listen_early(first: AddressSpec, second: AddressSpec, line: CommandLine) -> bool:
     """Listen for a TCP first address before the event loop loads (see ``sockbind``).
 
     Not when something else opens before the listener and may be counted on
     once the port answers (or fail the run first): ``--metrics``'s endpoint,
-    ``-r``/``-R``'s dump files, address 2's ``MUX-LISTEN`` port.
+    ``-r``/``-R``'s dump files, address 2's ``MUX-LISTEN`` port. Returns
+    whether it tried (``sockbind.close_early`` then undoes it).
     """
     from .addresses import Address  # noqa: PLC0415 - loaded by parse_address already
 
@@ -511,8 +516,10 @@ def _listen_early(first: AddressSpec, second: AddressSpec, line: CommandLine) ->
         or line.metrics_address is not None
         or (line.raw_left, line.raw_right) != (None, None)
     ):
-        return
+        return False
     from .transports.sockbind import EARLY_KEYWORDS, listen_early  # noqa: PLC0415
 
-    if first.keyword in EARLY_KEYWORDS:
-        listen_early(first, line.family)
+    if first.keyword not in EARLY_KEYWORDS:
+        return False
+    listen_early(first, line.family)
+    return True
