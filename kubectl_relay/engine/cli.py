@@ -412,7 +412,9 @@ def _log_error(error: RelayError, line: CommandLine | None, progname: str) -> in
     """Log ``error`` as socat's ``E`` line; exit status 1.
 
     The log is set up as ``line`` says if it was not yet (``None``: the
-    command line itself is wrong, so by default, on stderr).
+    command line itself is wrong, so by default, on stderr). A log that
+    cannot be set up is the error told: socat opens it while reading its
+    options, before any address.
     """
     from .log import configure, level_from_d_count, logger  # noqa: PLC0415
 
@@ -421,8 +423,8 @@ def _log_error(error: RelayError, line: CommandLine | None, progname: str) -> in
         try:
             _configure_logging(line)
             configured = True
-        except RelayError:
-            pass  # the log cannot be set up as asked: the default says why
+        except RelayError as log_error:
+            error = log_error
     if not configured:
         configure(level=level_from_d_count(0), progname=progname)
     logger.error("%s", error)
