@@ -7,40 +7,35 @@ SIGTERM). Errors are one socat-style ``E`` line on stderr, never a traceback.
 
 Start-up time counts (socat's own tests sleep a fixed time after starting
 it; ``kubectl exec`` relays are short-lived), so this module imports only
-the light parts of the engine: ``-V``, ``-h`` and usage errors never load
-the event loop, and a run imports the address parser, then ``running``
-(asyncio, the session) and, through the transport tables, only the
-transports its two addresses use.
+the light parts of the engine: ``-V`` loads neither the log nor the parser,
+``-h`` and usage errors never load the event loop, and a run imports the
+address parser, binds a TCP listener (``transports.sockbind``), then loads
+the log and ``running`` (asyncio, the session) and, through the transport
+tables, only the transports its two addresses use.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
 
 from .descriptors import record_inherited_descriptors
 from .errors import RelayError, UsageError, shorten
-from .log import (
-    configure,
-    default_progname,
-    level_from_d_count,
-    level_from_d_number,
-    logger,
-)
-from .trace import TraceSettings
 from .version import version_text
 
-# ``typing`` and ``socket`` each take milliseconds to import and are not
-# needed to answer -V: the type checker reads this name as typing's own.
+# ``typing``, ``socket``, ``re``, ``dataclasses`` and ``logging`` each take
+# milliseconds to import and are not needed to answer -V: the type checker
+# reads this name as typing's own. ``log`` and ``trace`` load when a run (or
+# an error) needs them.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
     from typing import Literal
 
+    from .addresses import AddressSpec
     from .destinations import ConnectPolicy
     from .running import LoopFactory
+    from .trace import TraceSettings
 
 #: socket.AF_UNSPEC: 0 wherever there are sockets (POSIX and Windows alike).
 _AF_UNSPEC = 0
@@ -72,47 +67,78 @@ MAX_SECONDS = 2**31 - 1
 #: ``-d<n>`` with more digits than this is simply the highest level.
 _MAX_D_DIGITS = 4
 
-# Python's str.isdigit() and float() accept other scripts' digits ("²", "٣");
-# socat's strtoul/strtod read ASCII only.
-_ASCII_DIGITS = re.compile(r"[0-9]+")
 #: One past the largest C unsigned long (64 bits on Linux).
 ULONG_LIMIT = 1 << 64
-_C_UNSIGNED = re.compile(r"\s*\+?(?:0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
-_DECIMAL = re.compile(r"\s*\+?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*")
+# Python's str.isdigit() and float() accept other scripts' digits ("²", "٣");
+# socat's strtoul/strtod read ASCII only. Patterns, compiled (by ``re``'s own
+# cache) only when an option that takes a number is given.
+_C_UNSIGNED = r"\s*\+?(?:0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)"
+_DECIMAL = r"\s*\+?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*"
 
 
-@dataclass
 class CommandLine:
-    """The parsed global options and the two address texts."""
+    """The parsed global options and the two address texts.
 
-    d_count: int = 0
-    d_number: int | None = None  # -d<n> sets the level directly
-    progname: str = "relay"
-    log_file: str | None = None
-    syslog_facility: str | None = None
-    log_stderr: bool = False
-    log_microseconds: bool = False
-    log_hostname: bool = False
-    trace: TraceSettings = field(default_factory=TraceSettings)
-    block_size: int | None = None  # -b; None: the transfer loop's default
-    close_timeout: float = 0.5
-    idle_timeout: float | None = None  # -T; None: not given, 0: given as "none"
-    unidirectional: Literal["both", "left-to-right", "right-to-left"] = "both"
-    family: int = _AF_UNSPEC
-    metrics_address: tuple[str, int] | None = None
-    grace_period: float = DEFAULT_GRACE_PERIOD
-    statistics: bool = False  # --statistics
-    log_signals: int | None = None  # -S<sigmask>; None: socat's default set
-    workers: int | Literal["auto"] = 1  # --workers (a relay extension)
-    connect_policy: ConnectPolicy | None = None
-    """--deny-connect/--allow-connect (None: connect anywhere)."""
-    show_version: bool = False
-    help_level: int = 0
-    addresses: list[str] = field(default_factory=list)
+    A plain class, not a dataclass: building a dataclass imports ``inspect``
+    and compiles its methods, which ``-V`` would pay for.
+    """
+
+    def __init__(self, progname: str = "relay") -> None:
+        self.d_count = 0
+        self.d_number: int | None = None  # -d<n> sets the level directly
+        self.progname = progname
+        self.log_file: str | None = None
+        self.syslog_facility: str | None = None
+        self.log_stderr = False
+        self.log_microseconds = False
+        self.log_hostname = False
+        # -v, -x, -r FILE, -R FILE, --trace-session-ids: see ``trace``.
+        self.verbose = False
+        self.hexdump = False
+        self.raw_left: str | None = None
+        self.raw_right: str | None = None
+        self.session_ids = False
+        self.block_size: int | None = None  # -b; None: the transfer loop's default
+        self.close_timeout = 0.5
+        self.idle_timeout: float | None = None  # -T; None: not given, 0: given as "none"
+        self.unidirectional: Literal["both", "left-to-right", "right-to-left"] = "both"
+        self.family = _AF_UNSPEC
+        self.metrics_address: tuple[str, int] | None = None
+        self.grace_period = DEFAULT_GRACE_PERIOD
+        self.statistics = False  # --statistics
+        self.log_signals: int | None = None  # -S<sigmask>; None: socat's default set
+        self.workers: int | Literal["auto"] = 1  # --workers (a relay extension)
+        #: --deny-connect/--allow-connect (None: connect anywhere).
+        self.connect_policy: ConnectPolicy | None = None
+        self.show_version = False
+        self.help_level = 0
+        self.addresses: list[str] = []
+        #: Warnings found while parsing, for ``main`` to log once logging is set up.
+        self.warnings: list[str] = []
+
+    @property
+    def answers_at_once(self) -> bool:
+        """Whether the command line only asks for ``-V`` or ``-h`` (no relay runs)."""
+        return self.show_version or bool(self.help_level)
+
+    @property
+    def trace(self) -> TraceSettings:
+        """The trace options of the run (``trace`` is imported only by a run that asks)."""
+        from .trace import TraceSettings  # noqa: PLC0415 - see the module docstring
+
+        return TraceSettings(
+            verbose=self.verbose,
+            hex=self.hexdump,
+            raw_left=self.raw_left,
+            raw_right=self.raw_right,
+            session_ids=self.session_ids,
+        )
 
 
 def _add_to_policy(policy: ConnectPolicy | None, option: str, text: str) -> ConnectPolicy:
     """The policy with ``--deny-connect``'s or ``--allow-connect``'s networks and names added."""
+    from dataclasses import replace  # noqa: PLC0415 - destinations imports it anyway
+
     from .destinations import ConnectPolicy, parse_destinations  # noqa: PLC0415 - imports socket
 
     policy = policy or ConnectPolicy()
@@ -128,12 +154,15 @@ def _add_to_policy(policy: ConnectPolicy | None, option: str, text: str) -> Conn
     return policy
 
 
-def parse_command_line(argv: Sequence[str], progname: str = "relay") -> CommandLine:
-    """Parse socat's global options; raise ``UsageError`` with socat's wording."""
+def parse_command_line(
+    argv: Sequence[str], progname: str = "relay", *, collect_warnings: bool = False
+) -> CommandLine:
+    """Parse socat's global options; raise ``UsageError`` with socat's wording.
+
+    Warnings (arguments joined back onto an address) are logged at once, or
+    with ``collect_warnings`` kept in ``CommandLine.warnings`` for the caller.
+    """
     line = CommandLine(progname=progname)
-    verbose = hexdump = session_ids = False
-    raw_left: str | None = None
-    raw_right: str | None = None
     args = list(argv)
     index = 0
     while index < len(args):
@@ -182,25 +211,25 @@ def parse_command_line(argv: Sequence[str], progname: str = "relay") -> CommandL
         if arg == "--statistics":
             line.statistics = True
         elif arg == "--trace-session-ids":
-            session_ids = True
+            line.session_ids = True
         elif arg == "-V":
             line.show_version = True
         elif arg in ("-h", "-?", "-hh", "-hhh", "-??", "-???"):
             line.help_level = len(arg) - 1
         elif len(arg) > 1 and set(arg[1:]) == {"d"}:
             line.d_count += len(arg) - 1
-        elif arg.startswith("-d") and _ASCII_DIGITS.fullmatch(arg[2:]):
+        elif arg.startswith("-d") and arg[2:].isascii() and arg[2:].isdigit():
             # socat 1.8: -d<n> sets the level directly ("-d0" .. "-d4"); any
             # larger number means everything, however many digits it has.
             line.d_number = int(arg[2:]) if len(arg) <= _MAX_D_DIGITS + 2 else 99
         elif arg == "-v":
-            verbose = True
+            line.verbose = True
         elif arg == "-x":
-            hexdump = True
+            line.hexdump = True
         elif arg.startswith("-r"):
-            raw_left = value(arg[2:])
+            line.raw_left = value(arg[2:])
         elif arg.startswith("-R"):
-            raw_right = value(arg[2:])
+            line.raw_right = value(arg[2:])
         elif arg.startswith("-lp"):
             line.progname = value(arg[3:])
         elif arg.startswith("-lf"):
@@ -237,22 +266,19 @@ def parse_command_line(argv: Sequence[str], progname: str = "relay") -> CommandL
             os.environ["SOCAT_DEFAULT_LISTEN_IP"] = "0"
         else:
             raise UsageError(f'unknown option "{arg}"; {HELP_HINT}')
-    line.addresses = rejoin_split_options(args[index:])
-    line.trace = TraceSettings(
-        verbose=verbose,
-        hex=hexdump,
-        raw_left=raw_left,
-        raw_right=raw_right,
-        session_ids=session_ids,
+    line.addresses = rejoin_split_options(
+        args[index:], line.warnings.append if collect_warnings else None
     )
-    if not (line.show_version or line.help_level) and len(line.addresses) != 2:
+    if not line.answers_at_once and len(line.addresses) != 2:
         raise UsageError(
             f"exactly 2 addresses required (there are {len(line.addresses)}); {HELP_HINT}"
         )
     return line
 
 
-def rejoin_split_options(arguments: list[str]) -> list[str]:
+def rejoin_split_options(
+    arguments: list[str], warn: Callable[[str], object] | None = None
+) -> list[str]:
     """Join option-only arguments back onto the address before them.
 
     A Kubernetes manifest written ``command: [socat, -v, TCP-LISTEN:8080,fork,
@@ -261,18 +287,20 @@ def rejoin_split_options(arguments: list[str]) -> list[str]:
     then fails with three addresses; such manifests are common, so when there
     are more than two arguments, one made only of known option names (and not
     an address keyword) is joined back with a comma, and a warning says how to
-    write the manifest.
+    write the manifest (given to ``warn``, else logged).
     """
     if len(arguments) <= 2:
         return arguments
+    if warn is None:
+        from .log import logger  # noqa: PLC0415 - see the module docstring
+
+        warn = logger.warning
     joined: list[str] = []
     for argument in arguments:
         if joined and _is_option_list(argument):
-            logger.warning(
-                'argument "%s" is not an address; joined to "%s" as its option '
-                "(in a YAML flow sequence, quote addresses that contain commas)",
-                argument,
-                joined[-1],
+            warn(
+                f'argument "{argument}" is not an address; joined to "{joined[-1]}" as its '
+                "option (in a YAML flow sequence, quote addresses that contain commas)"
             )
             joined[-1] = f"{joined[-1]},{argument}"
         else:
@@ -305,7 +333,9 @@ def _c_unsigned(text: str) -> int | None:
 
     A number past any C unsigned long comes back as ``ULONG_LIMIT``.
     """
-    if not _C_UNSIGNED.fullmatch(text):
+    import re  # noqa: PLC0415 - see _C_UNSIGNED
+
+    if not re.fullmatch(_C_UNSIGNED, text):
         return None
     digits = text.strip().lstrip("+")
     base = 16 if digits[:2] in ("0x", "0X") else 8 if digits.startswith("0") else 10
@@ -343,7 +373,7 @@ def _workers(text: str) -> int | Literal["auto"]:
     """``--workers``: ``auto`` or a decimal count from 1 to ``MAX_WORKERS``."""
     if text == "auto":
         return "auto"
-    if _ASCII_DIGITS.fullmatch(text) and len(text) <= 4 and 1 <= int(text) <= MAX_WORKERS:
+    if text.isascii() and text.isdigit() and len(text) <= 4 and 1 <= int(text) <= MAX_WORKERS:
         return int(text)
     raise UsageError(
         f'option "--workers": invalid count "{shorten(text)}", expected a number of'
@@ -354,7 +384,9 @@ def _workers(text: str) -> int | Literal["auto"]:
 def _seconds(text: str, option: str) -> float:
     """``-t``/``-T``: seconds from 0 to ``MAX_SECONDS``; not nan, not inf."""
     try:
-        seconds = float(text) if _DECIMAL.fullmatch(text) else -1.0
+        import re  # noqa: PLC0415 - see _C_UNSIGNED
+
+        seconds = float(text) if re.fullmatch(_DECIMAL, text) else -1.0
     except ValueError:
         seconds = -1.0
     if not 0 <= seconds <= MAX_SECONDS:
@@ -365,39 +397,79 @@ def _seconds(text: str, option: str) -> float:
     return seconds
 
 
+def default_progname(argv0: str) -> str:
+    """The program name for log lines: ``socat`` when invoked under that name, else ``relay``.
+
+    socat names itself after the last component of ``argv[0]``; our container
+    image installs the engine as ``socat`` too, and scripts grep for
+    ``socat[pid]`` there.
+    """
+    return "socat" if os.path.basename(argv0) == "socat" else "relay"
+
+
+def _configure_logging(line: CommandLine) -> None:
+    """Set up the log as the command line's ``-d``, ``-l*`` options say (``UsageError`` if not)."""
+    from .log import configure, level_from_d_count, level_from_d_number  # noqa: PLC0415
+
+    level = (
+        level_from_d_count(line.d_count)
+        if line.d_number is None
+        else level_from_d_number(line.d_number)
+    )
+    configure(
+        level=level,
+        progname=line.progname,
+        microseconds=line.log_microseconds,
+        hostname=line.log_hostname,
+        file=line.log_file,
+        syslog_facility=line.syslog_facility,
+        stderr=line.log_stderr,
+    )
+
+
+def _log_error(error: RelayError, line: CommandLine | None, progname: str) -> int:
+    """Log ``error`` as socat's ``E`` line; exit status 1.
+
+    The log is set up as ``line`` says if it was not yet (``None``: the
+    command line itself is wrong, so by default, on stderr). A log that
+    cannot be set up is the error told: socat opens it while reading its
+    options, before any address.
+    """
+    from .log import configure, level_from_d_count, logger  # noqa: PLC0415
+
+    configured = False
+    if line is not None:
+        try:
+            _configure_logging(line)
+            configured = True
+        except RelayError as log_error:
+            error = log_error
+    if not configured:
+        configure(level=level_from_d_count(0), progname=progname)
+    logger.error("%s", error)
+    return 1
+
+
 def main(argv: Sequence[str] | None = None, *, loop_factory: LoopFactory | None = None) -> int:
-    """Run the engine as the ``relay`` command does; return the exit status."""
+    """Run the engine as the ``relay`` command does; return the exit status.
+
+    Order, for start-up time: the command line; ``-V``/``-h`` answered; the
+    signals caught (``signals.catch_early``); the two addresses parsed; a TCP
+    first address bound and listening (``_listen_early``); only then the log
+    and the event loop, each milliseconds of imports that peers now wait
+    for in the listen backlog. Nothing is logged before the log is set up.
+    """
     # Before relay opens anything itself (log file, event loop): FD:<n> may
     # only name what the process was given.
     record_inherited_descriptors()
     if argv is None:
         argv = sys.argv[1:]
     progname = default_progname(sys.argv[0] if sys.argv else "relay")
-    configure(level=level_from_d_count(0), progname=progname)
+    line: CommandLine | None = None
     try:
-        line = parse_command_line(argv, progname)
-        level = (
-            level_from_d_count(line.d_count)
-            if line.d_number is None
-            else level_from_d_number(line.d_number)
-        )
-        configure(
-            level=level,
-            progname=line.progname,
-            microseconds=line.log_microseconds,
-            hostname=line.log_hostname,
-            file=line.log_file,
-            syslog_facility=line.syslog_facility,
-            stderr=line.log_stderr,
-        )
-        if line.show_version:
-            sys.stdout.write(version_text(line.progname))
-            return 0
-        if line.help_level:
-            from .usage import usage_text  # noqa: PLC0415 - -h reads every table
-
-            sys.stdout.write(usage_text(line.help_level))
-            return 0
+        line = parse_command_line(argv, progname, collect_warnings=True)
+        if line.answers_at_once:
+            return _answer(line, progname)
         # Only a run needs it; the plugin parses command lines with this module on
         # systems without SIGHUP (Windows).
         from .signals import catch_early  # noqa: PLC0415
@@ -408,12 +480,67 @@ def main(argv: Sequence[str] | None = None, *, loop_factory: LoopFactory | None 
         first = parse_address(line.addresses[0])
         second = parse_address(line.addresses[1])
     except RelayError as exc:
-        logger.error("%s", exc)
-        return 1
+        return _log_error(exc, line, progname)
     if line.connect_policy is not None:
         from .destinations import configure as configure_destinations  # noqa: PLC0415
 
         configure_destinations(line.connect_policy)
+    listening = _listen_early(first, second, line)
+    try:
+        _configure_logging(line)
+    except RelayError as exc:
+        if listening:
+            from .transports.sockbind import close_early  # noqa: PLC0415
+
+            close_early()
+        return _log_error(exc, None, progname)
+    from .log import logger  # noqa: PLC0415 - see the module docstring
+
+    for warning in line.warnings:
+        logger.warning("%s", warning)
     from .running import run  # noqa: PLC0415 - see the module docstring
 
     return run(line, first, second, loop_factory)
+
+
+def _answer(line: CommandLine, progname: str) -> int:
+    """``-V`` or ``-h``: print the answer; exit status 0 (1 if the log cannot be set up)."""
+    # They log nothing: unless the log goes somewhere socat would open (-lf,
+    # -ly), they answer without loading ``logging``.
+    if (line.log_file, line.syslog_facility) != (None, None):
+        try:
+            _configure_logging(line)
+        except RelayError as exc:
+            return _log_error(exc, None, progname)
+    if line.show_version:
+        sys.stdout.write(version_text(line.progname))
+        return 0
+    from .usage import usage_text  # noqa: PLC0415 - -h reads every table
+
+    sys.stdout.write(usage_text(line.help_level))
+    return 0
+
+
+def _listen_early(first: AddressSpec, second: AddressSpec, line: CommandLine) -> bool:
+    """Listen for a TCP first address before the event loop loads (see ``sockbind``).
+
+    Not when something else opens before the listener and may be counted on
+    once the port answers (or fail the run first): ``--metrics``'s endpoint,
+    ``-r``/``-R``'s dump files, address 2's ``MUX-LISTEN`` port. Returns
+    whether it tried (``sockbind.close_early`` then undoes it).
+    """
+    from .addresses import Address  # noqa: PLC0415 - loaded by parse_address already
+
+    if (
+        not isinstance(first, Address)
+        or (isinstance(second, Address) and second.keyword == "MUX-LISTEN")
+        or line.metrics_address is not None
+        or (line.raw_left, line.raw_right) != (None, None)
+    ):
+        return False
+    from .transports.sockbind import EARLY_KEYWORDS, listen_early  # noqa: PLC0415
+
+    if first.keyword not in EARLY_KEYWORDS:
+        return False
+    listen_early(first, line.family)
+    return True

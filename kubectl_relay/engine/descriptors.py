@@ -15,11 +15,8 @@ reaches only those (recorded first thing at start-up, before the event loop).
 
 from __future__ import annotations
 
-import fcntl
 import os
 import resource
-
-from .log import logger
 
 #: Descriptors a session of the fast path takes (its peer and its upstream).
 SOCKET_SESSION = 2
@@ -58,6 +55,10 @@ class DescriptorBudget:
         if more:
             return room
         if not room and not self._full:
+            # Imported here: ``cli`` records the inherited descriptors before
+            # it knows whether it will log at all (``-V`` loads no ``logging``).
+            from .log import logger  # noqa: PLC0415
+
             logger.warning(
                 "open files limit (%d) reached: not accepting until a session ends", self.limit
             )
@@ -110,7 +111,7 @@ def was_inherited(fd: int) -> bool:
 
 def _is_open(fd: int) -> bool:
     try:
-        fcntl.fcntl(fd, fcntl.F_GETFD)
+        os.get_inheritable(fd)  # fcntl(fd, F_GETFD): EBADF when fd is not open
     except OSError:
         return False
     return True

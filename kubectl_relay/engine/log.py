@@ -173,16 +173,6 @@ def level_from_d_number(number: int) -> int:
     return level_from_d_count(number)
 
 
-def default_progname(argv0: str) -> str:
-    """The program name for log lines: ``socat`` when invoked under that name, else ``relay``.
-
-    socat names itself after the last component of ``argv[0]``; our container
-    image installs the engine as ``socat`` too, and scripts grep for
-    ``socat[pid]`` there.
-    """
-    return "socat" if os.path.basename(argv0) == "socat" else "relay"
-
-
 def current_progname() -> str:
     """The program name set by the last ``configure`` (``$PROGNAME`` in ``-r``/``-R`` names)."""
     return _progname

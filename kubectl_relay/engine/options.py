@@ -25,7 +25,6 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Protocol
 
 from .errors import OptionError, shorten
 from .grammar import OPTION_VALUE_ENDS, RawOption, quote
@@ -409,14 +408,21 @@ def lookup_option(name: str) -> OptionSpec | None:
     return _BY_NAME.get(name.lower())
 
 
-class OptionTarget(Protocol):
-    """What ``parse_options`` needs to know about an address kind."""
+# ``typing`` takes milliseconds to import, and parsing the first address is
+# all a TCP listener waits for at start-up (``cli``): the protocol is the
+# type checker's only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol
 
-    @property
-    def keyword(self) -> str: ...
+    class OptionTarget(Protocol):
+        """What ``parse_options`` needs to know about an address kind."""
 
-    @property
-    def groups(self) -> Group: ...
+        @property
+        def keyword(self) -> str: ...
+
+        @property
+        def groups(self) -> Group: ...
 
 
 def parse_options(raw: Iterable[RawOption], kind: OptionTarget) -> Options:

@@ -32,6 +32,7 @@ from .session import DEFAULT_UDP_FORK_IDLE_TIMEOUT, Relay, RunSettings
 from .statistics import log_statistics
 from .transfer import DEFAULT_BLOCK_SIZE, TransferSettings
 from .transports import LISTENERS
+from .transports.sockbind import close_early
 from .transports.tcp import TcpListener
 
 if TYPE_CHECKING:
@@ -90,11 +91,14 @@ def run(
             return workers.run_workers(line, first, second, count, loop_factory)
     settings = run_settings(line)
     factory = loop_factory or _default_loop_factory()
-    with asyncio.Runner(loop_factory=factory) as runner:
-        status = runner.run(
-            _run_until_signal(first, second, settings, line.grace_period, line.log_signals,
-                              listener, stop_fd)
-        )
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            status = runner.run(
+                _run_until_signal(first, second, settings, line.grace_period, line.log_signals,
+                                  listener, stop_fd)
+            )
+    finally:
+        close_early()  # bound at start-up, but the run ended before it listened
     logger.log(NOTICE, "exiting with status %d", status)
     if line.statistics:
         log_statistics(line.unidirectional)

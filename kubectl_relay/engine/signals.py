@@ -31,8 +31,6 @@ import os
 import signal
 from types import FrameType
 
-from .log import ERROR, NOTICE, WARNING
-
 #: socat's default ``-S`` mask.
 DEFAULT_MASK = sum(
     1 << signum
@@ -49,13 +47,6 @@ NEVER_CAUGHT = frozenset(
         signal.SIGILL, signal.SIGBUS, signal.SIGFPE, signal.SIGSEGV,
     )
 )  # fmt: skip
-
-#: The level of ``exiting on signal N`` (socat.c ``socat_signal``); other signals: ERROR.
-_EXIT_LOG_LEVELS: dict[int, int] = {
-    signal.SIGTERM: WARNING,
-    signal.SIGINT: NOTICE,
-    signal.SIGHUP: NOTICE,
-}
 
 #: Signals received before the event loop took over, in order.
 _early: list[int] = []
@@ -75,8 +66,13 @@ def caught(mask: int | None) -> list[signal.Signals]:
 
 
 def exit_log_level(signum: int) -> int:
-    """The level of the ``exiting on signal N`` line for ``signum``."""
-    return _EXIT_LOG_LEVELS.get(signum, ERROR)
+    """The level of the ``exiting on signal N`` line for ``signum`` (socat.c ``socat_signal``)."""
+    # ``log`` is imported here: ``catch_early`` runs before the log is set up
+    # (and before a TCP listener binds), where ``logging`` would cost its import.
+    from .log import ERROR, NOTICE, WARNING  # noqa: PLC0415
+
+    levels: dict[int, int] = {signal.SIGTERM: WARNING, signal.SIGINT: NOTICE, signal.SIGHUP: NOTICE}
+    return levels.get(signum, ERROR)
 
 
 def catch_early(mask: int | None) -> None:

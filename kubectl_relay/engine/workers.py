@@ -32,11 +32,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import math
 import os
 import signal
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -143,7 +143,8 @@ def run_workers(
         logger.error("%s", exc)
         return 1
     stop_read, stop_write = os.pipe2(os.O_CLOEXEC)
-    worker_line = replace(line, metrics_address=None, statistics=False, workers=1)
+    worker_line = copy.copy(line)  # each worker's run: no endpoint, no statistics of its own
+    worker_line.metrics_address, worker_line.statistics, worker_line.workers = None, False, 1
     pids: dict[int, int] = {}  # pid -> worker index
     for index in range(count):
         _flush_logs()  # nothing buffered is written twice

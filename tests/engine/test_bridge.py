@@ -44,6 +44,7 @@ from tests.support import (
     log_lines,
     recv_all,
     relay_listening,
+    wait_for_output,
     wait_for_path,
     wait_for_port,
 )
@@ -405,7 +406,9 @@ def test_data_and_eof_wait_for_an_upstream_that_comes_up_later(both: RelayPath) 
     ):
         conn.sendall(payload)
         conn.shutdown(socket.SHUT_WR)
-        time.sleep(0.3)  # a few refused attempts while the client's data and EOF wait
+        # Refused attempts while the client's data and EOF wait. Waited for, not
+        # slept: the port answers before the relay's event loop runs (start-up).
+        wait_for_output(relay, lambda _stdout, stderr: "Connection refused" in stderr)
         with ThreadedServer(answers_after_eof, address=("127.0.0.1", upstream)):
             reply = recv_all(conn)
     assert seen == [payload]

@@ -80,6 +80,13 @@ def test_bad_command_lines(argv: list[str], message: str) -> None:
         (["TCP:127.0.0.1:80,frok", "-"], 'parseopts_table(): unknown option "frok"'),
         (["-Q", "-", "-"], 'unknown option "-Q"; use option "-h" for help'),
         (["OPEN:/nonexistent/file", "-"], 'open("/nonexistent/file", 02, 0666): No such file or directory'),
+        # socat opens its log while reading options: that error comes first.
+        (["-lf", "/nonexistent/dir/log", "FOO:1", "-"],
+         'cannot open log file "/nonexistent/dir/log": No such file or directory'),
+        (["-lf", "/nonexistent/dir/log", "TCP4-LISTEN:0,bind=127.0.0.1", "-"],
+         'cannot open log file "/nonexistent/dir/log": No such file or directory'),
+        (["-lf", "/nonexistent/dir/log", "-V"],
+         'cannot open log file "/nonexistent/dir/log": No such file or directory'),
     ],
 )
 def test_bad_input_is_one_error_line(argv: list[str], message: str) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from kubectl_relay.engine import log
+from kubectl_relay.engine.cli import default_progname
 from kubectl_relay.engine.errors import UsageError
 from kubectl_relay.engine.log import (
     DEBUG,
@@ -22,7 +23,6 @@ from kubectl_relay.engine.log import (
     NOTICE,
     WARNING,
     configure,
-    default_progname,
     level_from_d_count,
     level_from_d_number,
     level_letter,

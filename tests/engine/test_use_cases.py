@@ -27,6 +27,7 @@ from tests.support import (
     free_port,
     relay_listening,
     run_relay,
+    wait_for_output,
     wait_for_path,
     wait_for_port,
 )
@@ -153,7 +154,9 @@ def test_retries_until_the_target_comes_up() -> None:
         client = socket.create_connection(("127.0.0.1", listen), timeout=scaled(20))
         with client:
             client.sendall(b"early bytes\n")
-            time.sleep(0.5)  # the relay is retrying the refused connect meanwhile
+            # The relay retries the refused connect meanwhile (waited for, not
+            # slept: the port answers before the relay's event loop runs).
+            wait_for_output(relay, lambda _stdout, stderr: "Connection refused" in stderr)
             with ThreadedServer(echo, address=("127.0.0.1", target)):
                 client.shutdown(socket.SHUT_WR)
                 received = b""

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Generic, TypeVar
 
+# Not ``typing``'s: a TCP listener binds (``sockbind``, in this package)
+# before anything imports ``typing`` (milliseconds at start-up).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+    from typing import TypeVar
 
     from ..addresses import Address
     from .base import Listener, OpenContext, Stream
@@ -25,10 +28,12 @@ if TYPE_CHECKING:
     Opener = Callable[[Address, OpenContext], Awaitable[Stream]]
     ListenerFactory = Callable[[Address, OpenContext], Awaitable[Listener]]
 
-_Function = TypeVar("_Function")
+    _Function = TypeVar("_Function")
+else:
+    _Function = object
 
 
-class TransportTable(Mapping[str, _Function], Generic[_Function]):
+class TransportTable(Mapping[str, _Function]):
     """Keyword -> transport function, each module imported on first use.
 
     ``keyword in table`` and iterating the keywords import nothing.

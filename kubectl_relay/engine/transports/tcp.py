@@ -27,7 +27,6 @@ import errno
 import ipaddress
 import os
 import socket
-from collections.abc import Mapping
 from typing import Any
 
 from .. import destinations
@@ -36,37 +35,60 @@ from ..errors import AcceptTimeout, OpenError
 from ..log import NOTICE, logger
 from ..options import Network, Options
 from .base import Listener, OpenContext, Stream, wait_readable
+from .sockbind import (
+    DEFAULT_BACKLOG,
+    EARLY_OPTIONS,
+    SOCKET_OPTIONS,
+    address_family,
+    address_text,
+    apply_socket_options,
+    bind_option,
+    bind_socket,
+    default_listen_family,
+    listen_backlog,
+    listen_socket,
+    listening_socket,
+    new_socket,
+    resolver_flags,
+    set_int_option,
+    sockaddr_length,
+    split_bind,
+    strerror,
+    take_early,
+)
 from .sockets import SocketStream, format_sockaddr, ip_text
-from .sockopt import CONNECTION_FORMS, LISTEN_FORMS, apply_setsockopt
+from .sockopt import CONNECTION_FORMS, apply_setsockopt
 
-#: socat's default ``backlog`` is 5 ("1 seems to cause problems under some
-#: load", xio-listen.c), which overflows as soon as a few clients connect at
-#: once: their SYNs are dropped and they wait for the retransmission (1 s, then
-#: 3 s...). We deliberately deviate and default to 512, capped at the kernel's
-#: limit; ``backlog=`` still sets any value.
-DEFAULT_BACKLOG = min(512, socket.SOMAXCONN)
+# The socket helpers moved to ``sockbind`` (no event loop there) are still
+# imported from here by the other transports.
+__all__ = [
+    "DEFAULT_BACKLOG",
+    "SOCKET_OPTIONS",
+    "SocketListener",
+    "TcpListener",
+    "address_text",
+    "apply_socket_options",
+    "bind_option",
+    "bind_socket",
+    "connect",
+    "default_listen_family",
+    "expect_params",
+    "family_of",
+    "in_ranges",
+    "ip_env",
+    "listen",
+    "listen_backlog",
+    "listen_socket",
+    "new_socket",
+    "resolve",
+    "resolver_flags",
+    "set_int_option",
+    "sockaddr_length",
+    "split_bind",
+    "strerror",
+    "strip_brackets",
+]
 
-#: Integer socket options settable from an address: name -> (level, optname).
-#: socat applies each with ``setsockopt(fd, level, optname, {value}, 4)``.
-SOCKET_OPTIONS: Mapping[str, tuple[int, int]] = {
-    "reuseaddr": (socket.SOL_SOCKET, socket.SO_REUSEADDR),
-    "rcvbuf": (socket.SOL_SOCKET, socket.SO_RCVBUF),
-    "sndbuf": (socket.SOL_SOCKET, socket.SO_SNDBUF),
-    "keepalive": (socket.SOL_SOCKET, socket.SO_KEEPALIVE),
-    "reuseport": (socket.SOL_SOCKET, socket.SO_REUSEPORT),
-    "nodelay": (socket.IPPROTO_TCP, socket.TCP_NODELAY),
-    "keepidle": (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
-    "keepintvl": (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
-    "keepcnt": (socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
-    "mss": (socket.IPPROTO_TCP, socket.TCP_MAXSEG),
-    # Linux also takes the IPv4 level on IPv6 sockets (for IPv4-mapped peers).
-    "tos": (socket.IPPROTO_IP, socket.IP_TOS),
-    "ttl": (socket.IPPROTO_IP, socket.IP_TTL),
-}
-
-#: Options that must be set before bind()/connect()/listen() to take effect
-#: (buffer sizes decide the TCP window scale announced in the SYN).
-_EARLY_OPTIONS = ("reuseaddr", "reuseport", "rcvbuf", "sndbuf", "mss")
 #: Options socat applies to each accepted connection and to client sockets.
 _STREAM_OPTIONS = (
     "rcvbuf",
@@ -83,122 +105,6 @@ _STREAM_OPTIONS = (
 #: socat's ``lowport``: "use an unused random source port between 640 and
 #: 1023 incl." for clients; listeners accept "only from ports below 1024".
 LOWPORT_RANGE = range(640, 1024)
-
-#: ``pf=`` values (socat: "pf=<string> ... ip4, ip6") -> address family.
-_PROTOCOL_FAMILIES: Mapping[str, int] = {
-    "ip4": socket.AF_INET,
-    "ipv4": socket.AF_INET,
-    "inet": socket.AF_INET,
-    "4": socket.AF_INET,
-    "2": socket.AF_INET,
-    "ip6": socket.AF_INET6,
-    "ipv6": socket.AF_INET6,
-    "inet6": socket.AF_INET6,
-    "6": socket.AF_INET6,
-    "10": socket.AF_INET6,
-}
-
-_KEYWORD_FAMILIES: Mapping[str, int] = {
-    "TCP4": socket.AF_INET,
-    "TCP6": socket.AF_INET6,
-    "TCP4-LISTEN": socket.AF_INET,
-    "TCP6-LISTEN": socket.AF_INET6,
-}
-
-
-def address_text(address: Address) -> str:
-    """How errors name an address: its canonical text, else its keyword."""
-    return str(address) or address.keyword
-
-
-def strerror(exc: OSError) -> str:
-    """The C library's text for an error, as socat prints it after the call."""
-    if exc.errno is not None:
-        return os.strerror(exc.errno)
-    return str(exc)
-
-
-def sockaddr_length(family: int, address: object) -> int:
-    """The ``socklen_t`` socat prints with a socket address.
-
-    For UNIX paths socat computes a tight length (``unix-tightsocklen``
-    defaults to 1): the path length plus the 2-byte family field.
-    """
-    if family == socket.AF_INET:
-        return 16
-    if family == socket.AF_INET6:
-        return 28
-    if isinstance(address, str):
-        return 2 + len(os.fsencode(address))
-    if isinstance(address, bytes):
-        return 2 + len(address)
-    return 0
-
-
-def apply_socket_options(
-    sock: socket.socket, options: Options, names: tuple[str, ...], text: str
-) -> None:
-    """Set the integer socket options among ``names`` that ``options`` holds."""
-    for name in names:
-        if name not in options or name not in SOCKET_OPTIONS:
-            continue
-        value = options[name]
-        if isinstance(value, bool):
-            number = int(value)
-        elif isinstance(value, int):
-            number = value
-        else:
-            continue
-        if sock.family == socket.AF_UNIX and SOCKET_OPTIONS[name][0] == socket.IPPROTO_TCP:
-            continue
-        set_int_option(sock, *SOCKET_OPTIONS[name], number, text)
-
-
-def set_int_option(sock: socket.socket, level: int, optname: int, value: int, text: str) -> None:
-    """``setsockopt`` with socat's error wording on failure."""
-    try:
-        sock.setsockopt(level, optname, value)
-    except OSError as exc:
-        raise OpenError(
-            text,
-            f"setsockopt({sock.fileno()}, {level}, {optname}, {{{value}}}, 4): {strerror(exc)}",
-        ) from exc
-
-
-def bind_socket(sock: socket.socket, address: object, text: str) -> None:
-    """``bind`` with socat's error wording: ``bind(5, {AF=2 0.0.0.0:80}, 16): ...``."""
-    try:
-        sock.bind(address)  # type: ignore[arg-type]
-    except OSError as exc:
-        shown = format_sockaddr(sock.family, address)
-        length = sockaddr_length(sock.family, address)
-        raise OpenError(
-            text, f"bind({sock.fileno()}, {{{shown}}}, {length}): {strerror(exc)}"
-        ) from exc
-
-
-def listen_backlog(options: Options) -> int:
-    """The ``backlog`` option, or our larger default (see ``DEFAULT_BACKLOG``)."""
-    backlog = options.integer("backlog", DEFAULT_BACKLOG)
-    assert backlog is not None
-    return backlog
-
-
-def listen_socket(sock: socket.socket, options: Options, text: str) -> None:
-    """``listen`` with the ``backlog`` option or our larger default (see ``DEFAULT_BACKLOG``)."""
-    backlog = listen_backlog(options)
-    try:
-        sock.listen(backlog)
-    except OSError as exc:
-        raise OpenError(text, f"listen({sock.fileno()}, {backlog}): {strerror(exc)}") from exc
-
-
-def new_socket(family: int, kind: int, proto: int, text: str) -> socket.socket:
-    """``socket`` with socat's error wording."""
-    try:
-        return socket.socket(family, kind, proto)
-    except OSError as exc:
-        raise OpenError(text, f"socket({family}, {kind}, {proto}): {strerror(exc)}") from exc
 
 
 class SocketListener(Listener):
@@ -371,64 +277,13 @@ def ip_env(prefix: str, family: int, address: tuple[object, ...]) -> dict[str, s
     return {f"SOCAT_{prefix}ADDR": host, f"SOCAT_{prefix}PORT": str(address[1])}
 
 
-def split_bind(text: str) -> tuple[str | None, str | None]:
-    """``bind=`` for IP addresses: ``host``, ``host:port``, ``[ipv6]:port`` or ``:port``."""
-    if text.startswith("["):
-        end = text.find("]")
-        rest = text[end + 1 :] if end >= 0 else "?"
-        if end < 0 or (rest and not rest.startswith(":")):
-            raise ValueError(text)
-        return text[1:end] or None, rest[1:] or None
-    if text.count(":") == 1:
-        host, port = text.split(":")
-        return host or None, port or None
-    # A bare host, or an IPv6 address without brackets (no port then).
-    return text or None, None
-
-
-def _bind_option(bind_text: str | None, text: str) -> tuple[str | None, str | None]:
-    if bind_text is None:
-        return None, None
-    try:
-        return split_bind(bind_text)
-    except ValueError:
-        raise OpenError(text, f'bind="{bind_text}": not a valid address') from None
-
-
 def strip_brackets(host: str) -> str:
     return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
 def family_of(address: Address, ctx: OpenContext) -> int:
-    """The address family: option ``pf`` first, then the keyword's 4/6, then ``-4``/``-6``.
-
-    socat applies ``-4``/``-6`` when the keyword leaves it open and lets
-    ``pf`` override both (``retropt_socket_pf`` runs last).
-    """
-    value = address.options.get("pf")
-    if value is not None:
-        family = _PROTOCOL_FAMILIES.get(str(value).lower())
-        if family is None:
-            raise OpenError(address_text(address), f'unknown protocol family "{value}"')
-        return family
-    return _KEYWORD_FAMILIES.get(address.keyword, ctx.family)
-
-
-#: socat's getaddrinfo() flag options (xio-ip.c): option -> flag.
-RESOLVER_FLAG_OPTIONS = {
-    "ai-addrconfig": socket.AI_ADDRCONFIG,
-    "ai-all": socket.AI_ALL,
-    "ai-v4mapped": socket.AI_V4MAPPED,
-    "ai-passive": socket.AI_PASSIVE,
-}
-
-
-def resolver_flags(options: Options, flags: int) -> int:
-    """``flags`` (the address's default) with the ``ai-*`` options set or cleared."""
-    for name, flag in RESOLVER_FLAG_OPTIONS.items():
-        if name in options:
-            flags = flags | flag if options.flag(name) else flags & ~flag
-    return flags
+    """The address family: see ``sockbind.address_family`` (``-4``/``-6`` from ``ctx``)."""
+    return address_family(address, ctx.family)
 
 
 async def resolve(
@@ -518,7 +373,7 @@ async def _connect_one(
     sock = new_socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, text)
     try:
         sock.setblocking(False)
-        apply_socket_options(sock, options, _EARLY_OPTIONS, text)
+        apply_socket_options(sock, options, EARLY_OPTIONS, text)
         apply_setsockopt(sock, options, CONNECTION_FORMS, text)
         if options.flag("lowport") and sourceport is None:
             await _bind_low_port(sock, family, bind_text, text)
@@ -539,7 +394,7 @@ async def _bind_client(
     sourceport: int | None,
     text: str,
 ) -> None:
-    host, port = _bind_option(bind_text, text)
+    host, port = bind_option(bind_text, text)
     if sourceport is not None:
         port = str(sourceport)
     local = await resolve(host, port or "0", family, socket.AI_PASSIVE, text)
@@ -592,8 +447,11 @@ async def listen(address: Address, ctx: OpenContext) -> Listener:
     text = address_text(address)
     (port,) = expect_params(address, 1)
     options = address.options
+    early = take_early(address, ctx.family)
+    if early is not None:  # bound at start-up (sockbind.listen_early), before the event loop
+        return TcpListener(early, text, options)
     family = family_of(address, ctx)
-    host, _ = _bind_option(options.text("bind"), text)
+    host, _ = bind_option(options.text("bind"), text)
     dual_stack = False
     if family == socket.AF_UNSPEC and host is None:
         family, dual_stack = default_listen_family()
@@ -608,44 +466,10 @@ async def listen(address: Address, ctx: OpenContext) -> Listener:
         raise
 
 
-def default_listen_family() -> tuple[int, bool]:
-    """The family of a listener given no ``pf``, 4/6 keyword, ``-4``/``-6`` or ``bind``.
-
-    socat's man page: "The IP version is 4 or the one specified with address
-    option pf, socat option (-4, -6), or environment variable
-    SOCAT_DEFAULT_LISTEN_IP". ``SOCAT_DEFAULT_LISTEN_IP=0`` asks for one
-    dual-stack IPv6 socket that takes IPv4 peers too. Returns (family, dual_stack).
-    """
-    choice = os.environ.get("SOCAT_DEFAULT_LISTEN_IP", "4").strip().lower()
-    if choice in ("6", "ip6", "ipv6"):
-        return socket.AF_INET6, False
-    if choice == "0" and socket.has_ipv6:
-        return socket.AF_INET6, True
-    return socket.AF_INET, False
-
-
 async def _listen_on(
     host: str | None, port: str, family: int, dual_stack: bool, options: Options, text: str
 ) -> Listener:
     flags = resolver_flags(options, socket.AI_PASSIVE)
     local_family, local = (await resolve(host, port, family, flags, text))[0]
-    sock = new_socket(local_family, socket.SOCK_STREAM, socket.IPPROTO_TCP, text)
-    try:
-        # socat 1.8 sets SO_REUSEADDR on TCP listeners unless "reuseaddr="
-        # (xiosock_reuseaddr: "Option not applied: set it to 1").
-        if "reuseaddr" not in options:
-            set_int_option(sock, socket.SOL_SOCKET, socket.SO_REUSEADDR, 1, text)
-        v6only = options.get("ipv6-v6only")
-        if local_family == socket.AF_INET6 and (v6only is not None or dual_stack):
-            # Our implicit [::] listener exists to take IPv4 peers too, so it
-            # does not depend on the host's net.ipv6.bindv6only default.
-            value = int(v6only) if isinstance(v6only, bool | int) else 0
-            set_int_option(sock, socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, value, text)
-        apply_socket_options(sock, options, _EARLY_OPTIONS, text)
-        apply_setsockopt(sock, options, LISTEN_FORMS, text)
-        bind_socket(sock, local, text)
-        listen_socket(sock, options, text)
-        return TcpListener(sock, text, options)
-    except BaseException:
-        sock.close()
-        raise
+    sock = listening_socket(local_family, local, dual_stack, options, text)
+    return TcpListener(sock, text, options)
