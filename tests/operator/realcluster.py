@@ -26,6 +26,7 @@ import yaml
 
 from e2e.cluster import Cluster as E2ECluster
 from e2e.cluster import poll
+from e2e.conftest import SHARED_OPERATOR
 from relay_operator import handlers
 from relay_operator.client import Kube, load_configuration, path
 from relay_operator.reconcile import Reconciler
@@ -74,10 +75,12 @@ INSTALLED_OPERATOR = "app.kubernetes.io/name=kubectl-relay,app.kubernetes.io/com
 
 
 def no_installed_operator(cluster: E2ECluster) -> None:
-    """Fail when an installed operator runs on the cluster: it serves every namespace, so it
-    would reconcile the test's tunnels too (children created behind the test's operator,
-    events told twice). The e2e tests that install one delete it after each test."""
+    """Remove e2e's shared installed operator; fail when another runs on the cluster: it
+    serves every namespace, so it would reconcile the test's tunnels too (children created
+    behind the test's operator, events told twice)."""
     from kubernetes import client  # noqa: PLC0415
+
+    SHARED_OPERATOR.remove()
 
     with cluster.api_client() as api_client:
         pods = client.CoreV1Api(api_client).list_pod_for_all_namespaces(

@@ -22,6 +22,10 @@ import pytest
 from scripts import gotools, krew_release
 from tests.conftest import scaled
 
+# Each installs the package into fresh environments with pip: beside a busy worker the
+# pipx install alone took 90 s of the 120 s timeout, so ./dev test runs these alone.
+pytestmark = pytest.mark.serial
+
 COMMANDS = ["expose", "gc", "ls", "proxy", "run", "tcp", "tls", "udp"]
 
 
