@@ -8,8 +8,10 @@ use; ``faults`` is a fault-injecting proxy in front of its API server.
 
 Each test gets a fresh namespace (``namespace``); deleting it at the end
 deletes everything in it. The deletions run in the background, and the end of
-each module waits (bounded) until all of its namespaces are gone: waiting
-after every test cost about ten seconds each (the pods' graceful stop).
+the session waits (bounded) until all of them are gone: waiting after every
+test cost about ten seconds each (the pods' graceful stop), and after every
+module about ten seconds a module. A test that needs something gone waits for
+that itself (``SharedOperator.remove`` waits for the tunnels, not namespaces).
 """
 
 from __future__ import annotations
@@ -59,12 +61,13 @@ def cluster() -> Cluster:
     return Cluster.real()
 
 
-@pytest.fixture(scope="module")
-def deleted_namespaces(cluster: Cluster) -> Iterator[list[str]]:
-    """Namespaces whose deletion the module's tests started; all gone at its end."""
+@pytest.fixture(scope="session")
+def deleted_namespaces() -> Iterator[list[str]]:
+    """Namespaces whose deletion the session's tests started; all gone at its end."""
     names: list[str] = []
     yield names
-    cluster.wait_namespaces_gone(names, timeout=scaled(180))
+    if names:  # (only tests with a cluster start deletions)
+        Cluster.real().wait_namespaces_gone(names, timeout=300)
 
 
 def _namespace_name(request: pytest.FixtureRequest) -> str:
