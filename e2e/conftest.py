@@ -166,18 +166,22 @@ def no_operator(cluster: Cluster) -> None:
 
 
 @pytest.fixture
-def extra_namespaces(cluster: Cluster) -> Iterator[Callable[[str], str]]:
-    """Namespaces with fixed names (``internal``, ``example``), deleted after the test."""
+def extra_namespaces(cluster: Cluster,
+                     deleted_namespaces: list[str]) -> Iterator[Callable[[str], str]]:
+    """Namespaces with fixed names (``internal``, ``example``), deleted after the test in the
+    background, as ``namespace``'s; one of the same name still being deleted is waited for."""
     made: list[str] = []
 
     def make(name: str) -> str:
+        cluster.wait_namespaces_gone([name], timeout=180)
         cluster.create_namespace(name)
         made.append(name)
         return name
 
     yield make
     for name in made:
-        cluster.delete_namespace(name, timeout=180)
+        cluster.start_namespace_deletion(name)
+        deleted_namespaces.append(name)
 
 
 @pytest.fixture
