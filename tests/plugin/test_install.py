@@ -22,9 +22,9 @@ import pytest
 from scripts import gotools, krew_release
 from tests.conftest import scaled
 
-# Each installs the package into fresh environments with pip: beside a busy worker the
-# pipx install alone took 90 s of the 120 s timeout, so ./dev test runs these alone.
-pytestmark = pytest.mark.serial
+# Each installs the package into fresh environments with pip: beside a busy worker (./dev
+# test runs two) the pipx install took 90 s, close to pytest's default 120 s timeout.
+pytestmark = pytest.mark.timeout(300)
 
 COMMANDS = ["expose", "gc", "ls", "proxy", "run", "tcp", "tls", "udp"]
 

@@ -37,6 +37,7 @@ def test_data_goes_through_the_terminal() -> None:
         assert (done.returncode, done.stdout) == (0, payload), (name, done.stderr)
 
 
+@pytest.mark.serial  # beside a busy worker socat itself once relayed none of tty's output
 def test_the_childs_stdin_is_a_terminal() -> None:
     for name, done in both("-", "EXEC:tty,pty,echo=0").items():
         assert done.returncode == 0, (name, done.stderr)
