@@ -236,6 +236,17 @@ class Cluster:
                                   e.get("metadata", {}).get("resourceVersion", "")))
         return [(e.get("type", ""), e.get("reason", ""), e.get("message", "")) for e in found]
 
+    async def wait_event(self, name: str, event: tuple[str, str, str],
+                         timeout: float = 30.0) -> None:
+        """Wait until ``event`` (type, reason, message) about tunnel ``name`` is posted: kopf
+        posts events from a queue of its own, so the status may show a change first."""
+        async def posted() -> bool:
+            seen = await self.events(name)
+            assert event in seen, f"the events so far: {seen}"
+            return True
+
+        await eventually(f"event {event} about {name}", posted, timeout)
+
     async def condition(self, name: str, kind: str) -> dict[str, Any] | None:
         obj = await self.tunnel(name)
         for condition in ((obj or {}).get("status") or {}).get("conditions") or []:
