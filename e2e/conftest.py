@@ -8,8 +8,10 @@ use; ``faults`` is a fault-injecting proxy in front of its API server.
 
 Each test gets a fresh namespace (``namespace``); deleting it at the end
 deletes everything in it. The deletions run in the background, and the end of
-each module waits (bounded) until all of its namespaces are gone: waiting
-after every test cost about ten seconds each (the pods' graceful stop).
+the session waits (bounded) until all of them are gone: waiting after every
+test cost about ten seconds each (the pods' graceful stop), and after every
+module about ten seconds a module. A test that needs something gone waits for
+that itself (``SharedOperator.remove`` waits for the tunnels, not namespaces).
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ from e2e.cluster import (
     REAL_CLUSTER,
     RESTRICTED,
     Cluster,
+    poll,
 )
 from e2e.faultproxy import FaultProxyThread
 from tests.conftest import no_leaked_children, no_leaked_threads, scaled
 
 __all__ = [
+    "SHARED_OPERATOR",
     "cluster",
     "deleted_namespaces",
     "extra_namespaces",
@@ -43,7 +47,7 @@ __all__ = [
     "namespace",
     "no_leaked_children",
     "no_leaked_threads",
-    "operator_from_manifests",
+    "no_operator",
     "restricted_namespace",
 ]
 
@@ -57,12 +61,13 @@ def cluster() -> Cluster:
     return Cluster.real()
 
 
-@pytest.fixture(scope="module")
-def deleted_namespaces(cluster: Cluster) -> Iterator[list[str]]:
-    """Namespaces whose deletion the module's tests started; all gone at its end."""
+@pytest.fixture(scope="session")
+def deleted_namespaces() -> Iterator[list[str]]:
+    """Namespaces whose deletion the session's tests started; all gone at its end."""
     names: list[str] = []
     yield names
-    cluster.wait_namespaces_gone(names, timeout=scaled(180))
+    if names:  # (only tests with a cluster start deletions)
+        Cluster.real().wait_namespaces_gone(names, timeout=300)
 
 
 def _namespace_name(request: pytest.FixtureRequest) -> str:
@@ -90,52 +95,93 @@ def restricted_namespace(cluster: Cluster, request: pytest.FixtureRequest,
     deleted_namespaces.append(name)
 
 
-@pytest.fixture
-def installed(cluster: Cluster, deleted_namespaces: list[str]) -> Iterator[None]:
-    """The CRD, the cluster-wide RBAC and the operator, applied from manifests/, for one test
-    (``operator_from_manifests``; a module may install it once for all its tests)."""
-    yield from operator_from_manifests(cluster, deleted_namespaces)
+class SharedOperator:
+    """The operator installed from manifests/ as a user would, once for every test that only
+    needs one to run: installing and deleting it cost about half a minute each time.
 
+    It serves every namespace, so a test that must have no installed operator (one of its
+    own, in-process or from helm, or the demo's) removes it first (``no_operator``); the
+    session's end removes it too.
+    """
 
-def operator_from_manifests(cluster: Cluster, deleted_namespaces: list[str]) -> Iterator[None]:
-    """Install the operator as a user would; at the end, uninstall it once the namespaces
-    being deleted are gone (their tunnels' finalizers need the operator)."""
-    cluster.kubectl("apply", "-f", str(MANIFESTS / "crd"),
-                    "-f", str(MANIFESTS / "rbac" / "cluster.yaml"))
-    # The operator's image and its relays' image: the cluster's relay image (as a
-    # kustomize `images:` override would set them).
-    operator = (MANIFESTS / "operator.yaml").read_text()
-    cluster.kubectl("apply", "-f", "-",
-                    stdin=operator.replace(DEFAULT_RELAY_IMAGE, cluster.relay_image))
-    try:
+    def __init__(self) -> None:
+        self._on: Cluster | None = None
+
+    def ensure(self, cluster: Cluster) -> None:
+        """Install the CRD, the cluster-wide RBAC and the operator, unless they run already."""
+        if self._on is not None:
+            return
+        cluster.kubectl("apply", "-f", str(MANIFESTS / "crd"),
+                        "-f", str(MANIFESTS / "rbac" / "cluster.yaml"))
+        # The operator's image and its relays' image: the cluster's relay image (as a
+        # kustomize `images:` override would set them).
+        operator = (MANIFESTS / "operator.yaml").read_text()
+        cluster.kubectl("apply", "-f", "-",
+                        stdin=operator.replace(DEFAULT_RELAY_IMAGE, cluster.relay_image))
+        self._on = cluster  # from here on, remove() deletes what was applied
         cluster.kubectl("wait", "--for=condition=Established",
                         "crd/socattunnels.relay.kubectl-relay.io", "--timeout=30s")
         cluster.kubectl("rollout", "status", "-n", "relay-system", "deployment/relay-operator",
                         f"--timeout={int(scaled(60))}s", timeout=90)
-        yield
-    finally:
-        cluster.wait_namespaces_gone(deleted_namespaces, timeout=scaled(180))
+
+    def remove(self) -> None:
+        """Uninstall the operator (not the CRD) if it was installed; wait until it is gone."""
+        cluster, self._on = self._on, None
+        if cluster is None:
+            return
+        # The tunnels' finalizers are the operator's: every tunnel (those of namespaces
+        # being deleted too) must be gone before it is.
+        poll("every SocatTunnel to be deleted", lambda: not cluster.kubectl(
+            "get", "socattunnels", "--all-namespaces", "-o", "name").stdout.strip(),
+            timeout=180)
         # Wait until relay-system is gone: a real API server refuses new objects in a
-        # namespace being deleted, and the next test applies the operator there again.
+        # namespace being deleted, and the next install applies the operator there again.
         cluster.kubectl("delete", "-f", str(MANIFESTS / "operator.yaml"), "--ignore-not-found",
                         "--wait=true", f"--timeout={int(scaled(120))}s", timeout=150,
                         check=False)
         cluster.pods_gone("relay-system", timeout=30)
 
 
+#: The one installed operator of this pytest session.
+SHARED_OPERATOR = SharedOperator()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_operator_removed_at_the_end() -> Iterator[None]:
+    """Leave no installed operator behind the session."""
+    yield
+    SHARED_OPERATOR.remove()
+
+
 @pytest.fixture
-def extra_namespaces(cluster: Cluster) -> Iterator[Callable[[str], str]]:
-    """Namespaces with fixed names (``internal``, ``example``), deleted after the test."""
+def installed(cluster: Cluster) -> None:
+    """The CRD, the cluster-wide RBAC and the operator from manifests/ (``SharedOperator``)."""
+    SHARED_OPERATOR.ensure(cluster)
+
+
+@pytest.fixture
+def no_operator(cluster: Cluster) -> None:
+    """No installed operator runs: the test runs one of its own (or none)."""
+    SHARED_OPERATOR.remove()
+
+
+@pytest.fixture
+def extra_namespaces(cluster: Cluster,
+                     deleted_namespaces: list[str]) -> Iterator[Callable[[str], str]]:
+    """Namespaces with fixed names (``internal``, ``example``), deleted after the test in the
+    background, as ``namespace``'s; one of the same name still being deleted is waited for."""
     made: list[str] = []
 
     def make(name: str) -> str:
+        cluster.wait_namespaces_gone([name], timeout=180)
         cluster.create_namespace(name)
         made.append(name)
         return name
 
     yield make
     for name in made:
-        cluster.delete_namespace(name, timeout=180)
+        cluster.start_namespace_deletion(name)
+        deleted_namespaces.append(name)
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ from e2e.cluster import Cluster
 from tests.conftest import scaled
 
 
-def test_demo_runs_to_the_end(cluster: Cluster) -> None:  # skips without a cluster
+def test_demo_runs_to_the_end(cluster: Cluster, no_operator: None) -> None:
+    # (skips without a cluster; the demo installs and deletes an operator of its own)
     result = subprocess.run(
         [sys.executable, "-m", "e2e.demo"],
         capture_output=True,

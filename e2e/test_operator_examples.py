@@ -1,7 +1,7 @@
 """The operator installed from manifests/ as a user would, and every example applied to it.
 
 ``kubectl apply -f manifests/crd/ -f manifests/rbac/cluster.yaml -f manifests/operator.yaml``
-starts the operator's Deployment, once for the module (``installed``).
+starts the operator's Deployment, once for the session (``installed``).
 Then each file of ``manifests/examples/`` is applied with kubectl into a fresh
 namespace, next to stubs for the hosts it names, and checked the way a user
 would: ``kubectl wait --for=condition=Ready``, ``kubectl get socattunnels``,
@@ -42,7 +42,7 @@ import yaml
 
 from e2e.cluster import MANIFESTS, Cluster
 from e2e.cluster import poll as wait_until
-from e2e.conftest import Kube, operator_from_manifests
+from e2e.conftest import Kube
 from tests.conftest import scaled
 from tests.support import exchange as plain_exchange
 from tests.support import tls_exchange
@@ -56,13 +56,6 @@ LOW_PORTS = {"sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value"
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def installed(cluster: Cluster, deleted_namespaces: list[str]) -> Iterator[None]:
-    """The operator, installed once for every test of this module (as a cluster admin would:
-    one operator serves every namespace)."""
-    yield from operator_from_manifests(cluster, deleted_namespaces)
 
 
 def kubectl(cluster: Cluster, *args: str, stdin: str | None = None,

@@ -31,7 +31,8 @@ API = "relay.kubectl-relay.io/v1alpha1"
 
 @pytest.fixture
 def local_operator(
-    cluster: Cluster, namespace: str, faults: FaultProxyThread, tmp_path: Path
+    cluster: Cluster, namespace: str, faults: FaultProxyThread, tmp_path: Path,
+    no_operator: None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``relay-operator -n NAMESPACE`` through the fault proxy; its log in ``tmp_path``."""
     cluster.kubectl("apply", "-f", str(MANIFESTS / "crd"),

@@ -359,7 +359,7 @@ def helm_binary() -> str:
 
 
 def test_helm_install_into_a_restricted_namespace(
-    cluster: Cluster, restricted_namespace: str, kube: Kube,
+    cluster: Cluster, no_operator: None, restricted_namespace: str, kube: Kube,
 ) -> None:
     namespace = restricted_namespace
     helm = helm_binary()

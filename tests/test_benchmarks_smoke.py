@@ -25,7 +25,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 #: Every workload of the harness, by its ``--only`` name.
 WORKLOADS = {"startup", "throughput", "connrate", "latency", "tls", "trace", "memory"}
 
-pytestmark = [pytest.mark.socat, requires_socat]
+# serial: the run drives relay and socat flat out (a load on every test beside it), and
+# its measurements would measure the tests beside it too: ./dev test runs it alone.
+pytestmark = [pytest.mark.socat, requires_socat, pytest.mark.serial]
 
 
 def processes_tagged(tag: str) -> list[str]:

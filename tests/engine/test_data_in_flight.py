@@ -282,6 +282,7 @@ def send_through(port: int, payload: bytes) -> None:
         conn.sendall(payload)
 
 
+@pytest.mark.serial  # beside a busy worker, sessions were once missing at its sink's end
 @pytest.mark.parametrize("server_kind", ["relay", pytest.param("socat", marks=requires_socat)])
 def test_a_one_way_tls_client_delivers_every_byte_every_time(
     server_kind: str, server_pem: Path

@@ -100,6 +100,7 @@ def relayed_to_client(stderr: str) -> int:
     )
 
 
+@pytest.mark.serial  # beside a busy worker its client once saw the reset before the data
 def test_an_upstream_reset_still_delivers_what_was_read_for_the_client(variant: Variant) -> None:
     """The upstream resets mid-reply while the client still sends: every byte the relay had
     read for the client reaches it, and the failure is one ``E`` line."""

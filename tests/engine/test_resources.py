@@ -41,6 +41,10 @@ from tests.support import (
     wait_for_port,
 )
 
+# Memory and descriptors measured while another test runs beside would measure it too:
+# ./dev test runs these alone.
+pytestmark = pytest.mark.serial
+
 MIB = 1024 * 1024
 
 

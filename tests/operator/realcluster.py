@@ -26,6 +26,7 @@ import yaml
 
 from e2e.cluster import Cluster as E2ECluster
 from e2e.cluster import poll
+from e2e.conftest import SHARED_OPERATOR
 from relay_operator import handlers
 from relay_operator.client import Kube, load_configuration, path
 from relay_operator.reconcile import Reconciler
@@ -74,10 +75,12 @@ INSTALLED_OPERATOR = "app.kubernetes.io/name=kubectl-relay,app.kubernetes.io/com
 
 
 def no_installed_operator(cluster: E2ECluster) -> None:
-    """Fail when an installed operator runs on the cluster: it serves every namespace, so it
-    would reconcile the test's tunnels too (children created behind the test's operator,
-    events told twice). The e2e tests that install one delete it after each test."""
+    """Remove e2e's shared installed operator; fail when another runs on the cluster: it
+    serves every namespace, so it would reconcile the test's tunnels too (children created
+    behind the test's operator, events told twice)."""
     from kubernetes import client  # noqa: PLC0415
+
+    SHARED_OPERATOR.remove()
 
     with cluster.api_client() as api_client:
         pods = client.CoreV1Api(api_client).list_pod_for_all_namespaces(
@@ -232,6 +235,17 @@ class Cluster:
         found.sort(key=lambda e: (e.get("metadata", {}).get("creationTimestamp", ""),
                                   e.get("metadata", {}).get("resourceVersion", "")))
         return [(e.get("type", ""), e.get("reason", ""), e.get("message", "")) for e in found]
+
+    async def wait_event(self, name: str, event: tuple[str, str, str],
+                         timeout: float = 30.0) -> None:
+        """Wait until ``event`` (type, reason, message) about tunnel ``name`` is posted: kopf
+        posts events from a queue of its own, so the status may show a change first."""
+        async def posted() -> bool:
+            seen = await self.events(name)
+            assert event in seen, f"the events so far: {seen}"
+            return True
+
+        await eventually(f"event {event} about {name}", posted, timeout)
 
     async def condition(self, name: str, kind: str) -> dict[str, Any] | None:
         obj = await self.tunnel(name)

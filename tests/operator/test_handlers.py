@@ -318,7 +318,7 @@ async def test_invalid_address_reports_the_engines_message_and_creates_nothing(
         assert obj["status"]["observedGeneration"] == 1
         ready = {c["type"]: c for c in obj["status"]["conditions"]}["Ready"]
         assert (ready["status"], ready["reason"]) == ("False", "InvalidAddress")
-        assert ("Warning", "InvalidAddress", condition["message"]) in await api.events("bad")
+        await api.wait_event("bad", ("Warning", "InvalidAddress", condition["message"]))
         for version, plural in (("apps/v1", "deployments"), ("v1", "services")):
             assert await api.get(version, plural, "bad") is None
         await api.wait_ready("good")
@@ -326,7 +326,7 @@ async def test_invalid_address_reports_the_engines_message_and_creates_nothing(
         # Fixed: the tunnel is created and serves.
         await api.patch(API_VERSION, PLURAL, "bad", {"spec": {"connect": "TCP:target:80"}})
         await api.wait_ready("bad")
-        assert ("Normal", "SpecValid", "the spec is valid again") in await api.events("bad")
+        await api.wait_event("bad", ("Normal", "SpecValid", "the spec is valid again"))
 
 
 async def test_invalid_change_keeps_the_last_valid_relays_serving(
@@ -468,8 +468,7 @@ async def test_name_conflicts_and_refused_node_ports_create_nothing(
             "spec.service.nodePort, or remove it to get a free one"
         )
         assert await api.get("apps/v1", "deployments", "nodes") is None
-        assert ("Warning", "NodePortConflict", condition["message"]) in await api.events(
-            "nodes")
+        await api.wait_event("nodes", ("Warning", "NodePortConflict", condition["message"]))
 
 
 async def test_expired_tunnel_deletes_itself(

@@ -22,6 +22,10 @@ import pytest
 from scripts import gotools, krew_release
 from tests.conftest import scaled
 
+# Each installs the package into fresh environments with pip: beside a busy worker (./dev
+# test runs two) the pipx install took 90 s, close to pytest's default 120 s timeout.
+pytestmark = pytest.mark.timeout(300)
+
 COMMANDS = ["expose", "gc", "ls", "proxy", "run", "tcp", "tls", "udp"]
 
 

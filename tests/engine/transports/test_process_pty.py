@@ -37,6 +37,7 @@ def test_data_goes_through_the_terminal() -> None:
         assert (done.returncode, done.stdout) == (0, payload), (name, done.stderr)
 
 
+@pytest.mark.serial  # beside a busy worker socat itself once relayed none of tty's output
 def test_the_childs_stdin_is_a_terminal() -> None:
     for name, done in both("-", "EXEC:tty,pty,echo=0").items():
         assert done.returncode == 0, (name, done.stderr)
@@ -69,6 +70,21 @@ def test_refused_with_one_clear_line(address: str, message: str) -> None:
     assert message in error
 
 
+def wait_for_a_child(pid: int) -> None:
+    """Wait (bounded) until process ``pid`` has a child, from /proc."""
+    deadline = time.monotonic() + scaled(15)
+    while time.monotonic() < deadline:
+        for entry in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[1] == str(pid):
+                        return
+            except (OSError, IndexError):
+                continue
+        time.sleep(0.05)
+    pytest.fail(f"process {pid} started no child within {scaled(15):g} s")
+
+
 @pytest.mark.parametrize("program", [pytest.param(RELAY, id="relay"),
                                      pytest.param([SOCAT or "socat"], id="socat")])
 @pytest.mark.parametrize("address", ["EXEC:cat,pty,setsid,sigint", "EXEC:cat,pipes,sighup"])
@@ -85,7 +101,9 @@ def test_sigint_and_sighup_go_to_the_child_which_ends_the_session(
     proc = subprocess.Popen([*program, "-lprelay", "-T", "20", "SOCKETPAIR", address],
                             stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        time.sleep(scaled(1))  # started, with its child
+        # Its child started (a fixed second was too short on a loaded machine: the
+        # signal then ended the program before it had a child to pass it to).
+        wait_for_a_child(proc.pid)
         proc.send_signal(signum)
         _, stderr = proc.communicate(timeout=scaled(10))
     finally:

@@ -19,8 +19,12 @@ def run(args: list[str], shell: str | None, data: bytes = b"") -> subprocess.Com
     env = {key: value for key, value in os.environ.items() if key != "SHELL"}
     if shell is not None:
         env["SHELL"] = shell
+    # stdin ends at once: with socat's default -t 0.5 the relay would stop waiting for the
+    # command's output half a second later, which a loaded machine's bash start-up outlasted
+    # (the echo lost, the shell killed by SIGPIPE). The command's own end ends the relay.
     return subprocess.run(
-        [*RELAY, *args], input=data, env=env, capture_output=True, timeout=scaled(10), check=False
+        [*RELAY, "-t", str(scaled(10)), *args], input=data, env=env, capture_output=True,
+        timeout=scaled(20), check=False,
     )
 
 
