@@ -1,4 +1,7 @@
-"""``MUX-LISTEN:<port>``: every session is one stream on one multiplexed connection (an extension).
+"""``MUX-LISTEN`` and ``MUX-ACCEPT``: sessions as streams of one multiplexed connection.
+
+``MUX-LISTEN:<port>`` (second address) opens a stream on the mux peer for each session;
+``MUX-ACCEPT:<port>`` (first address) makes each stream the mux peer opens a session.
 
 ``relay TCP-LISTEN:8000,fork,reuseaddr MUX-LISTEN:4000`` is the relay pod of
 ``kubectl relay expose``: it accepts one mux peer at a time on port 4000 (the
@@ -18,19 +21,35 @@ local port.
   heard from for ``PEER_TIMEOUT_SECONDS`` (a client that vanished without
   closing), resetting its streams. Each reset is logged with the stream's
   number, as is each stream opened and closed.
+
+``relay MUX-ACCEPT:4000,fork TCP:web:80`` is the mirror, the relay pod of a
+``kubectl relay tcp`` tunnel: the plugin keeps one mux connection to port
+4000 (one port-forward) and opens a stream per local connection; each stream
+is accepted as a session (logged ``accepting connection from <label>``, the
+label being what the opener said: the local client's address) and relayed
+to the second address, half-close included.
+
+- The mux port listens from the first ``accept`` on; a new mux peer replaces
+  the one before (the plugin reconnecting), whose streams are reset; the
+  same heartbeat as above drops a peer that went silent.
+- ``accept-timeout`` counts from one accepted stream to the next, as
+  ``TCP-LISTEN``'s counts between connections (the relay pod's idle exit).
+  Once it passed, streams opened afterwards are reset ("the relay stopped
+  accepting") instead of waiting for an accept that never comes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from ..addresses import Address, AddressSpec
-from ..errors import OpenError
+from ..errors import AcceptTimeout, OpenError
 from ..log import NOTICE, logger
 from ..muxing import Channel, MuxConnection
+from ..options import Options
 from . import tcp
 from .base import Listener, OpenContext, Stream
 
@@ -40,6 +59,7 @@ PEER_WAIT_SECONDS = 5.0
 PING_SECONDS = 10.0
 PEER_TIMEOUT_SECONDS = 35.0
 _KEYWORD = "MUX-LISTEN"
+_ACCEPT_KEYWORD = "MUX-ACCEPT"
 _READ_SIZE = 64 * 1024
 
 
@@ -62,11 +82,18 @@ class _StreamCarrier:
 
 
 class Hub:
-    """The mux port of one ``MUX-LISTEN`` address and the peer connected to it."""
+    """The mux port of one ``MUX-LISTEN`` (or ``MUX-ACCEPT``) address and its connected peer.
 
-    def __init__(self, address: Address, listener: Listener) -> None:
+    ``on_open`` gets the streams the peer opens (``MUX-ACCEPT``); without it
+    the peer may open none.
+    """
+
+    def __init__(
+        self, address: Address, listener: Listener, on_open: Callable[[Channel], None] | None = None
+    ) -> None:
         self.address = address
         self.listener = listener
+        self.on_open = on_open
         self.peer: MuxConnection | None = None
         self._peer_ready = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -89,6 +116,7 @@ class Hub:
             peer = MuxConnection(
                 _StreamCarrier(stream),
                 listener=True,
+                on_open=self.on_open,
                 ping_interval=PING_SECONDS,
                 ping_timeout=PEER_TIMEOUT_SECONDS,
             )
@@ -197,3 +225,58 @@ async def open_stream(address: Address, context: OpenContext) -> Stream:
     peer = context.env.get("SOCAT_PEERADDR")
     label = f"{peer}:{context.env.get('SOCAT_PEERPORT', '')}" if peer else ""
     return await hub.open_stream(label)
+
+
+class StreamListener(Listener):
+    """``MUX-ACCEPT``: each stream the connected mux peer opens is accepted as a session."""
+
+    def __init__(self, address: Address, peers: Listener) -> None:
+        self.address = address
+        self.label = peers.label
+        self.accept_timeout = address.options.seconds("accept-timeout")
+        self.hub = Hub(address, peers, on_open=self._opened)
+        self._incoming: asyncio.Queue[Channel] = asyncio.Queue()
+        self._accepting = True
+        self._started = False
+
+    async def accept(self) -> Stream:
+        """The next stream the peer opens; ``AcceptTimeout`` after ``accept-timeout`` without."""
+        if not self._started:
+            self._started = True
+            self.hub.start()
+        try:
+            async with asyncio.timeout(self.accept_timeout):
+                channel = await self._incoming.get()
+                while channel.was_reset:  # its peer went away before it was accepted
+                    await channel.aclose()
+                    channel = await self._incoming.get()
+        except TimeoutError:
+            self._stop_accepting("the relay stopped accepting (accept-timeout)")
+            raise AcceptTimeout(str(self.address), "accept: Connection timed out") from None
+        logger.log(NOTICE, "accepting connection from %s on %s",
+                   channel.label or f"mux stream {channel.id}", self.label)
+        return MuxStream(channel)
+
+    def _opened(self, channel: Channel) -> None:
+        if self._accepting:
+            self._incoming.put_nowait(channel)
+        else:
+            channel.reset("the relay stopped accepting")
+
+    def _stop_accepting(self, reason: str) -> None:
+        self._accepting = False
+        while not self._incoming.empty():
+            self._incoming.get_nowait().reset(reason)
+
+    async def aclose(self) -> None:
+        """Stop accepting peers and streams; reset what is still open."""
+        self._stop_accepting("the relay is stopping")
+        await self.hub.aclose()
+
+
+async def accept_streams(address: Address, context: OpenContext) -> Listener:
+    """``MUX-ACCEPT``'s listener: the mux port, bound now; peers accepted from ``accept`` on."""
+    # accept-timeout is about streams (StreamListener), not about mux peers.
+    socket_options = Options({k: v for k, v in address.options.items() if k != "accept-timeout"})
+    peers = await tcp.listen(Address("TCP-LISTEN", address.params, socket_options), context)
+    return StreamListener(address, peers)
