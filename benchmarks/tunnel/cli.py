@@ -6,14 +6,16 @@ relay image. The flow:
 
 1. a namespace of its own and one target pod (``target.py``: a sink and echo
    server on port 8080);
-2. both tunnels to that pod, each timed from its start until it is ready:
-   ``kubectl port-forward pod/T LOCAL:8080`` (the cluster's kubectl) and
+2. three tunnels to that pod, each timed from its start until it is ready:
+   ``kubectl port-forward pod/T LOCAL:8080`` (the cluster's kubectl),
    ``kubectl relay tcp pod/T:8080 --listen LOCAL -q`` (no data trace, as
-   port-forward prints none either);
-3. interleaved rounds: round ``i`` runs every workload on both tunnels, the
-   tunnel that goes first alternating; each figure is the median over the
-   rounds and each ratio ``relay / port-forward`` the median of the ratios
-   within the rounds; the load average is printed per round;
+   port-forward prints none either: one port-forward, a mux stream per
+   connection) and the same with ``KUBECTL_RELAY_MUX=0`` (a port-forward
+   per connection, as before the mux);
+3. interleaved rounds: round ``i`` runs every workload on every tunnel, in
+   an order rotated by ``i``; each figure is the median over the rounds and
+   each ratio ``relay / port-forward`` the median of the ratios within the
+   rounds; the load average is printed per round;
 4. the tunnels stop, the namespace is deleted (also after a failure or Ctrl-C).
 
 Exit status: 0 when every figure was measured, 1 when one failed (listed
@@ -37,8 +39,14 @@ from ..report import RESULTS_DIR
 from . import target, workloads
 
 DEFAULT_IMAGE = "ghcr.io/kubectl-relay/relay:0.1.0"
-PORT_FORWARD, RELAY = "port-forward", "relay"
-CANDIDATES = (PORT_FORWARD, RELAY)
+PORT_FORWARD, PER_CONNECTION, RELAY = "port-forward", "relay-per-connection", "relay"
+CANDIDATES = (PORT_FORWARD, PER_CONNECTION, RELAY)
+#: The table's column for each candidate.
+HEADINGS = {
+    PORT_FORWARD: "kubectl port-forward",
+    PER_CONNECTION: "kubectl relay tcp, KUBECTL_RELAY_MUX=0",
+    RELAY: "kubectl relay tcp",
+}
 
 #: Each figure: its label, whether more is better, and how to print it.
 FIGURES: dict[str, tuple[str, bool, str]] = {
@@ -104,20 +112,23 @@ def run(args: argparse.Namespace, report: Callable[[str], None]) -> dict[str, ob
     try:
         report(f"target pod {namespace}/{pod} ({args.image}) ...")
         target.create_target(namespace, pod, args.image)
-        pf_port, relay_port = free_port(), free_port()
+        pf_port = free_port()
         tunnels[PORT_FORWARD] = target.start_tunnel(
             PORT_FORWARD,
             ["kubectl", "port-forward", "-n", namespace, f"pod/{pod}",
              f"{pf_port}:{target.TARGET_PORT}"],
             pf_port, "Forwarding from", scratch / "port-forward.log")
-        tunnels[RELAY] = target.start_tunnel(
-            RELAY,
-            ["kubectl", "relay", "tcp", "--image", args.image, "-n", namespace, "-q",
-             *args.relay_arg, f"pod/{pod}:{target.TARGET_PORT}", "--listen", str(relay_port)],
-            relay_port, "Press Ctrl-C", scratch / "relay.log")
+        for name, mux in ((PER_CONNECTION, "0"), (RELAY, "1")):
+            port = free_port()
+            tunnels[name] = target.start_tunnel(
+                name,
+                ["kubectl", "relay", "tcp", "--image", args.image, "-n", namespace, "-q",
+                 *args.relay_arg, f"pod/{pod}:{target.TARGET_PORT}", "--listen", str(port)],
+                port, "Press Ctrl-C", scratch / f"{name}.log", env={"KUBECTL_RELAY_MUX": mux})
         document["ready_seconds"] = {n: t.ready_after for n, t in tunnels.items()}
         for number in range(args.rounds):
-            order = CANDIDATES if number % 2 == 0 else CANDIDATES[::-1]
+            shift = number % len(CANDIDATES)
+            order = CANDIDATES[shift:] + CANDIDATES[:shift]
             samples: dict[str, dict[str, float]] = {}
             for name in order:
                 try:
@@ -147,35 +158,38 @@ def _median(values: Sequence[float]) -> float | None:
 
 
 def render(document: dict[str, object], bulk_mib: int) -> str:
-    """The table: each figure's median per tunnel and the median of the ratios in the rounds."""
+    """The table: each figure's median per tunnel and the medians of the ratios in the rounds."""
     rounds: list[dict[str, dict[str, float]]] = document["rounds"]  # type: ignore[assignment]
+    relays = (PER_CONNECTION, RELAY)
     lines = [
-        "| workload | kubectl port-forward | kubectl relay tcp | relay / port-forward |",
-        "|---|---|---|---|",
+        "| workload | " + " | ".join(HEADINGS[name] for name in CANDIDATES) + " | "
+        + " | ".join(f"{name} / port-forward" for name in relays) + " |",
+        "|---" * (1 + len(CANDIDATES) + len(relays)) + "|",
     ]
     for key, (label, higher, fmt) in FIGURES.items():
         cells = []
         for name in CANDIDATES:
             value = _median([r[name][key] for r in rounds if key in r[name]])
             cells.append("-" if value is None else fmt.format(value))
-        ratios = [r[RELAY][key] / r[PORT_FORWARD][key] for r in rounds
-                  if key in r[RELAY] and r[PORT_FORWARD].get(key)]
-        ratio = _median(ratios)
-        better = "higher is better" if higher else "lower is better"
-        lines.append(f"| {label.format(bulk=bulk_mib)} | {cells[0]} | {cells[1]} | "
-                     f"{'-' if ratio is None else f'{ratio:.2f}x'} ({better}) |")
+        for name in relays:
+            ratio = _median([r[name][key] / r[PORT_FORWARD][key] for r in rounds
+                             if key in r[name] and r[PORT_FORWARD].get(key)])
+            cells.append("-" if ratio is None else f"{ratio:.2f}x")
+        better = "" if higher else " (lower is better)"
+        lines.append(f"| {label.format(bulk=bulk_mib)}{better} | " + " | ".join(cells) + " |")
     ready: dict[str, float] = document.get("ready_seconds", {})  # type: ignore[assignment]
     if ready:
-        lines.append(f"| tunnel start to ready, s | {ready.get(PORT_FORWARD, 0):.2f} | "
-                     f"{ready.get(RELAY, 0):.2f} | (one sample) |")
+        lines.append("| tunnel start to ready, s (one sample) | "
+                     + " | ".join(f"{ready.get(name, 0):.2f}" for name in CANDIDATES)
+                     + " |" + " |" * len(relays))
     errors = {name: sum(r[name].get(f"conn_{c}_errors", 0) for r in rounds for c in (1, 10))
               for name in CANDIDATES}
     lines.append("")
     lines.append(f"rounds: {len(rounds)}; cores: {document['cores']}; load before: "
                  f"{document['load_before']}; after: {document['load_after']}; per round: "
                  + ", ".join(f"{r['load']['load1']:.2f}" for r in rounds))
-    lines.append(f"failed short connections: port-forward {errors[PORT_FORWARD]:g}, "
-                 f"relay {errors[RELAY]:g}")
+    lines.append("failed short connections: "
+                 + ", ".join(f"{name} {errors[name]:g}" for name in CANDIDATES))
     for failure in document["failures"]:  # type: ignore[attr-defined]
         lines.append(f"FAILED: {failure}")
     return "\n".join(lines)

@@ -151,12 +151,19 @@ class Tunnel:
         return status
 
 
-def start_tunnel(name: str, argv: list[str], port: int, ready_text: str, log_path: Path) -> Tunnel:
-    """Start ``argv`` (output to ``log_path``) and wait until its output has ``ready_text``."""
+def start_tunnel(
+    name: str,
+    argv: list[str],
+    port: int,
+    ready_text: str,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+) -> Tunnel:
+    """Start ``argv`` (``env`` added, output to ``log_path``) until it prints ``ready_text``."""
     log = log_path.open("w+b")
     started = time.monotonic()
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True, env=os.environ.copy())
+                               start_new_session=True, env={**os.environ, **(env or {})})
     deadline = started + READY_SECONDS
     while time.monotonic() < deadline:
         if ready_text.encode() in log_path.read_bytes():

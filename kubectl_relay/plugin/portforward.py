@@ -24,18 +24,22 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import aiohttp
 
 from ..engine.frames import END_FRAME, FrameDecoder, encode
-from .connections import Connections
+from ..engine.muxing import splice
+from .connections import Connections, Flow
 from .errors import ApiError, ClusterError, LocalPortInUse, PluginError, PortForwardError
 from .events import EventSink, ForwardRetry
 from .kube import Cluster, pod_path
 from .targets import ListenAddress
+
+if TYPE_CHECKING:
+    from .muxforward import SharedPortForward
 
 PROTOCOL = "v4.channel.k8s.io"
 _DATA, _ERROR = 0, 1
@@ -50,6 +54,7 @@ RETRY_FOR = 30.0
 UDP_SESSION_IDLE = 60.0
 #: Reports bytes that went through a connection: ``>`` towards the target, ``<`` back.
 Record = Callable[[str, bytes], None]
+_Opened = TypeVar("_Opened")
 
 
 class PortForwardStream:
@@ -193,26 +198,42 @@ class Forwarder:
     #: Speak frame=len16 with the relay (off for ``kubectl relay run``: the user's command).
     framed: bool = True
     udp_idle: float = UDP_SESSION_IDLE
+    #: The tunnel's one port-forward, its TCP connections being streams of it (``muxforward``);
+    #: ``None``: a port-forward per connection.
+    mux: SharedPortForward | None = None
     _count: int = 0
     _udp_sessions: dict[object, asyncio.Queue[bytes | None]] = field(default_factory=dict)
 
     async def serve(self) -> None:
         """Accept and forward until cancelled."""
-        async with asyncio.TaskGroup() as group:
-            if self.udp:
-                await self._serve_udp(group)
-            else:
-                await self._serve_tcp(group)
+        try:
+            async with asyncio.TaskGroup() as group:
+                if self.udp:
+                    await self._serve_udp(group)
+                else:
+                    await self._serve_tcp(group)
+        finally:
+            if self.mux is not None:
+                await self.mux.aclose()
 
     # -- opening the tunnel connection ---------------------------------------------------------
 
     async def _open(self, number: int) -> PortForwardStream:
+        _, stream = await self._retrying(
+            number, lambda pod: PortForwardStream.open(self.cluster, self.namespace, pod, self.port)
+        )
+        return stream
+
+    async def _retrying(
+        self, number: int, connect: Callable[[str], Awaitable[_Opened]]
+    ) -> tuple[str, _Opened]:
+        """``connect`` to the current relay pod, again with backoff; the pod and the result."""
         delay = BACKOFF_FIRST
         deadline = time.monotonic() + RETRY_FOR
         while True:
             pod = await self.route.pod()
             try:
-                stream = await PortForwardStream.open(self.cluster, self.namespace, pod, self.port)
+                opened = await connect(pod)
             except ApiError as exc:
                 if exc.status in (401, 403):
                     raise
@@ -220,9 +241,11 @@ class Forwarder:
                 self.route.failed(pod, reason)
             except (ClusterError, PortForwardError) as exc:
                 reason = str(exc)
+            except ConnectionResetError as exc:  # the shared port-forward ended just now
+                reason = exc.strerror or str(exc)
             else:
                 self.route.used(pod)
-                return stream
+                return pod, opened
             if time.monotonic() + delay > deadline:
                 raise PortForwardError(
                     f"no port-forward to the relay pod after {RETRY_FOR:g}s: {reason}",
@@ -254,6 +277,9 @@ class Forwarder:
             self.connections.data(flow, direction, data)
 
         try:
+            if self.mux is not None:
+                error = await self._tcp_stream(number, flow, reader, writer, record)
+                return
             stream = await self._open(number)
             self.connections.routed(flow, stream.pod)
             try:
@@ -276,6 +302,33 @@ class Forwarder:
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
             self.connections.closed(flow, error)
+
+    async def _tcp_stream(
+        self,
+        number: int,
+        flow: Flow,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        record: Record,
+    ) -> str:
+        """One TCP connection as a stream of the shared port-forward; its error ("" if none)."""
+        mux = self.mux
+        assert mux is not None
+        pod, channel = await self._retrying(number, lambda pod: mux.open(pod, flow.peer))
+        self.connections.routed(flow, pod)
+
+        def towards(direction: str, data: bytes) -> None:
+            # splice says ">" for what the stream brings (from the target).
+            record("<" if direction == ">" else ">", data)
+
+        problem = await splice(channel, reader, writer, towards)
+        if broke := mux.broke(channel):
+            return f"the port-forward to {pod} broke: {broke}"
+        if problem and not channel.was_reset:
+            return f"local connection: {problem}"
+        # A reset by the relay (its target refused, say) ends the connection as a
+        # relay closing its own connection does: the relay's log line says why.
+        return ""
 
     # -- UDP ----------------------------------------------------------------------------------
 

@@ -1,0 +1,90 @@
+"""One port-forward per tunnel: every local TCP connection is a stream of the mux protocol.
+
+``kubectl port-forward`` opens one upgraded connection and a stream pair per
+local connection; opening a WebSocket per connection (``portforward.py``)
+costs a TLS handshake, an HTTP upgrade and the API server's and kubelet's
+set-up each time. A ``tcp`` tunnel's relay pod therefore runs
+``relay MUX-ACCEPT:4000,fork,... TCP:target`` (``engine/transports/mux.py``)
+and the plugin keeps one port-forward to it, the carrier of a
+``MuxConnection``, opening a stream per local connection (labelled with the
+client's address, which the relay logs as it accepts the stream). Each
+stream has its own half-close and credit window (256 KiB), so a slow
+connection holds back only itself.
+
+- The carrier is opened by the first connection and again by the first
+  connection after it broke (the API server restarted, the pod went away)
+  or after the tunnel moved to another relay pod; the opener retries with
+  the usual backoff (``Forwarder``), so new connections wait for the new
+  carrier. Streams of a broken carrier end with the reason on their line.
+- The plugin PINGs the relay, as the relay PINGs it: a port-forward that
+  died without closing (a laptop that slept) is noticed.
+
+``KUBECTL_RELAY_MUX=0`` in the environment turns this off: a port-forward
+per connection again (for comparisons, and as a way around a problem).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from ..engine.muxing import Channel, MuxConnection
+from .kube import Cluster
+from .portforward import PortForwardStream
+
+#: The environment variable that turns the shared port-forward off (``0``).
+MUX_VARIABLE = "KUBECTL_RELAY_MUX"
+#: The plugin's heartbeat of its carrier (the relay's is 10 s / 35 s too).
+PING_SECONDS = 10.0
+SILENCE_SECONDS = 35.0
+
+
+def uses_mux(mode: str) -> bool:
+    """Whether a tunnel of ``mode`` carries its connections as streams of one port-forward."""
+    return mode == "tcp" and os.environ.get(MUX_VARIABLE, "1") != "0"
+
+
+class SharedPortForward:
+    """The one port-forward of a tunnel to its current relay pod's mux port."""
+
+    def __init__(self, cluster: Cluster, namespace: str, port: int) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+        self.port = port
+        self.pod = ""
+        self._connection: MuxConnection | None = None
+        self._runners: set[asyncio.Task[str]] = set()
+        self._lock = asyncio.Lock()
+
+    async def open(self, pod: str, label: str) -> Channel:
+        """A new stream to ``pod``; opens the port-forward first when there is none to it.
+
+        Raises what ``PortForwardStream.open`` raises, and ``ConnectionResetError``
+        when the carrier ended just now (the caller retries).
+        """
+        async with self._lock:
+            connection = self._connection
+            if connection is None or connection.ended or self.pod != pod:
+                if connection is not None:
+                    connection.close(f"the tunnel moved to relay pod {pod}")
+                stream = await PortForwardStream.open(self.cluster, self.namespace, pod, self.port)
+                connection = MuxConnection(
+                    stream, listener=False, ping_interval=PING_SECONDS,
+                    ping_timeout=SILENCE_SECONDS,
+                )
+                self._connection, self.pod = connection, pod
+                runner = asyncio.ensure_future(connection.run())
+                self._runners.add(runner)
+                runner.add_done_callback(self._runners.discard)
+        return await connection.open(label)
+
+    def broke(self, channel: Channel) -> str:
+        """Why ``channel`` ended, when it was the carrier that ended ("" otherwise)."""
+        reason = channel.connection.ended
+        return reason if reason and channel.reset_reason == reason else ""
+
+    async def aclose(self) -> None:
+        """Close the port-forward; its streams are reset."""
+        if self._connection is not None:
+            self._connection.close("the tunnel is closing")
+        await asyncio.gather(*self._runners, return_exceptions=True)
