@@ -26,6 +26,7 @@ per connection again (for comparisons, and as a way around a problem).
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 
 from ..engine.muxing import Channel, MuxConnection
@@ -53,7 +54,8 @@ class SharedPortForward:
         self.port = port
         self.pod = ""
         self._connection: MuxConnection | None = None
-        self._runners: set[asyncio.Task[str]] = set()
+        #: Every port-forward still running (the current one, and older ones with streams).
+        self._running: dict[MuxConnection, asyncio.Task[str]] = {}
         self._lock = asyncio.Lock()
 
     async def open(self, pod: str, label: str) -> Channel:
@@ -65,8 +67,10 @@ class SharedPortForward:
         async with self._lock:
             connection = self._connection
             if connection is None or connection.ended or self.pod != pod:
-                if connection is not None:
+                if connection is not None and not connection.channels:
                     connection.close(f"the tunnel moved to relay pod {pod}")
+                # One with streams still running stays, as a connection of its own to
+                # the old pod would: it ends when they do and that relay exits.
                 stream = await PortForwardStream.open(self.cluster, self.namespace, pod, self.port)
                 connection = MuxConnection(
                     stream, listener=False, ping_interval=PING_SECONDS,
@@ -74,17 +78,28 @@ class SharedPortForward:
                 )
                 self._connection, self.pod = connection, pod
                 runner = asyncio.ensure_future(connection.run())
-                self._runners.add(runner)
-                runner.add_done_callback(self._runners.discard)
+                self._running[connection] = runner
+                runner.add_done_callback(functools.partial(self._ended, connection))
         return await connection.open(label)
 
-    def broke(self, channel: Channel) -> str:
+    def _ended(self, connection: MuxConnection, _: asyncio.Task[str]) -> None:
+        self._running.pop(connection, None)
+
+    @staticmethod
+    def broke(channel: Channel) -> str:
         """Why ``channel`` ended, when it was the carrier that ended ("" otherwise)."""
         reason = channel.connection.ended
         return reason if reason and channel.reset_reason == reason else ""
 
+    @staticmethod
+    def refused(channel: Channel) -> bool:
+        """Whether the carrier of ``channel`` ended as the pod refused it (nothing listens)."""
+        carrier = channel.connection.carrier
+        return isinstance(carrier, PortForwardStream) and carrier.refused
+
     async def aclose(self) -> None:
         """Close the port-forward; its streams are reset."""
-        if self._connection is not None:
-            self._connection.close("the tunnel is closing")
-        await asyncio.gather(*self._runners, return_exceptions=True)
+        runners = list(self._running.values())
+        for connection in list(self._running):
+            connection.close("the tunnel is closing")
+        await asyncio.gather(*runners, return_exceptions=True)

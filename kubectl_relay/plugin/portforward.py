@@ -5,10 +5,13 @@ kubelet and the Python client speak): per requested port, channel 0 carries
 data and channel 1 errors; every binary message starts with its channel byte,
 and the first message of each channel carries the port number (2 bytes,
 little-endian). It has no half-close and no multiplexing beyond the port
-list, so every local connection gets a WebSocket of its own: a broken one
-ends only its own connection, and the listener stays open for the next.
+list. A ``tcp`` tunnel therefore keeps one WebSocket to its relay pod and
+carries each local connection as a stream of the mux protocol on it
+(``Forwarder.mux``, see ``muxforward.py``); ``udp``, ``tls``, ``proxy`` and
+``run`` tunnels give every local connection a WebSocket of its own: a broken
+one ends only its own connection, and the listener stays open for the next.
 
-On the tunnel stream, both ends speak ``frame=len16`` (``engine/framing.py``):
+On a tunnel stream of its own, both ends speak ``frame=len16`` (``engine/framing.py``):
 length-prefixed frames, an empty frame for end of data. That keeps a TCP
 client's half-close (the relay shuts down its write side towards the target
 and the reply still flows back) and UDP datagram boundaries.
@@ -65,6 +68,8 @@ class PortForwardStream:
         self.pod = pod
         self.port = port
         self._started = [False, False]
+        #: Whether the pod refused the connection (a message on the error channel).
+        self.refused = False
 
     @classmethod
     async def open(cls, cluster: Cluster, namespace: str, pod: str, port: int) -> PortForwardStream:
@@ -101,6 +106,7 @@ class PortForwardStream:
                     continue
                 if channel == _DATA:
                     return payload
+                self.refused = True
                 raise PortForwardError(
                     f"pod {self.pod} refused the connection: "
                     f"{payload.decode(errors='replace').strip()}",
@@ -323,6 +329,8 @@ class Forwarder:
 
         problem = await splice(channel, reader, writer, towards)
         if broke := mux.broke(channel):
+            if mux.refused(channel):
+                self.route.failed(pod, broke)  # the tunnel checks on the pod
             return f"the port-forward to {pod} broke: {broke}"
         if problem and not channel.was_reset:
             return f"local connection: {problem}"
