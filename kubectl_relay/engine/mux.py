@@ -67,6 +67,10 @@ MESSAGE_HEADER = 5
 MAX_DATA = MAX_PAYLOAD - MESSAGE_HEADER
 #: What a receiver grants each stream when it opens.
 INITIAL_WINDOW = 256 * 1024
+#: What the two ends of a ``kubectl relay tcp`` tunnel grant each stream (a CREDIT right
+#: after the OPEN): their credit crosses the API server and the kubelet, a round trip of
+#: milliseconds, and a stream moves at most one window per round trip.
+TUNNEL_WINDOW = 1024 * 1024
 #: A receiver sends CREDIT once its consumer has taken this much (fewer, larger updates).
 CREDIT_BATCH = 32 * 1024
 #: The largest PING body, and the largest label or reason kept.
@@ -246,6 +250,14 @@ class MuxProtocol:
             self._message(Kind.CREDIT, stream, state.unacknowledged.to_bytes(4, "big"))
             state.receive_window += state.unacknowledged
             state.unacknowledged = 0
+
+    def grant(self, stream: int, count: int) -> None:
+        """Widen the window of ``stream`` by ``count`` bytes now (beyond ``INITIAL_WINDOW``)."""
+        state = self._streams.get(stream)
+        if state is None or state.received_end or count <= 0:
+            return
+        self._message(Kind.CREDIT, stream, count.to_bytes(4, "big"))
+        state.receive_window += count
 
     def send_ping(self, payload: bytes = b"") -> None:
         """A PING; the peer answers with a ``Pong`` of the same payload."""

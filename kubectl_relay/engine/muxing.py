@@ -24,7 +24,17 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from .mux import Credited, Data, Ended, MuxError, MuxProtocol, Opened, Pong, Reset
+from .mux import (
+    INITIAL_WINDOW,
+    Credited,
+    Data,
+    Ended,
+    MuxError,
+    MuxProtocol,
+    Opened,
+    Pong,
+    Reset,
+)
 
 
 class Carrier(Protocol):
@@ -161,7 +171,8 @@ class MuxConnection:
 
     ``on_open`` gets each channel the peer opens. ``ping_interval``: send a
     PING that often, and end the connection when nothing came from the peer
-    for ``ping_timeout`` (the relay pod's heartbeat of its client).
+    for ``ping_timeout`` (the relay pod's heartbeat of its client). ``window``:
+    what this end grants each stream (at least the protocol's ``INITIAL_WINDOW``).
     """
 
     def __init__(
@@ -172,8 +183,10 @@ class MuxConnection:
         on_open: Callable[[Channel], None] | None = None,
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
+        window: int = INITIAL_WINDOW,
     ) -> None:
         self.carrier = carrier
+        self.window = window
         self.protocol = MuxProtocol(listener)
         self.on_open = on_open
         self.ping_interval = ping_interval
@@ -195,6 +208,7 @@ class MuxConnection:
         stream = self.protocol.open_stream(label)
         channel = Channel(self, stream, label)
         self.channels[stream] = channel
+        self.protocol.grant(stream, self.window - INITIAL_WINDOW)
         await self.flush()
         return channel
 
@@ -266,6 +280,7 @@ class MuxConnection:
         if isinstance(event, Opened):
             channel = Channel(self, event.stream, event.label)
             self.channels[event.stream] = channel
+            self.protocol.grant(event.stream, self.window - INITIAL_WINDOW)
             if self.on_open is None:
                 channel.reset("this end accepts no streams")
             else:

@@ -8,7 +8,7 @@ set-up each time. A ``tcp`` tunnel's relay pod therefore runs
 and the plugin keeps one port-forward to it, the carrier of a
 ``MuxConnection``, opening a stream per local connection (labelled with the
 client's address, which the relay logs as it accepts the stream). Each
-stream has its own half-close and credit window (256 KiB), so a slow
+stream has its own half-close and credit window (``TUNNEL_WINDOW``, 1 MiB), so a slow
 connection holds back only itself.
 
 - The carrier is opened by the first connection and again by the first
@@ -29,7 +29,9 @@ import asyncio
 import functools
 import os
 
+from ..engine.mux import TUNNEL_WINDOW
 from ..engine.muxing import Channel, MuxConnection
+from .events import EventSink, Notice
 from .kube import Cluster
 from .portforward import PortForwardStream
 
@@ -38,6 +40,8 @@ MUX_VARIABLE = "KUBECTL_RELAY_MUX"
 #: The plugin's heartbeat of its carrier (the relay's is 10 s / 35 s too).
 PING_SECONDS = 10.0
 SILENCE_SECONDS = 35.0
+#: How the reasons of the ends we decide start (the others are told).
+_OUR_CLOSE = "the tunnel"
 
 
 def uses_mux(mode: str) -> bool:
@@ -48,8 +52,11 @@ def uses_mux(mode: str) -> bool:
 class SharedPortForward:
     """The one port-forward of a tunnel to its current relay pod's mux port."""
 
-    def __init__(self, cluster: Cluster, namespace: str, port: int) -> None:
+    def __init__(
+        self, cluster: Cluster, namespace: str, port: int, on_event: EventSink | None = None
+    ) -> None:
         self.cluster = cluster
+        self.emit = on_event
         self.namespace = namespace
         self.port = port
         self.pod = ""
@@ -68,19 +75,26 @@ class SharedPortForward:
             connection = self._connection
             if connection is None or connection.ended or self.pod != pod:
                 if connection is not None and not connection.channels:
-                    connection.close(f"the tunnel moved to relay pod {pod}")
+                    connection.close(f"{_OUR_CLOSE} moved to relay pod {pod}")
                 # One with streams still running stays, as a connection of its own to
                 # the old pod would: it ends when they do and that relay exits.
                 stream = await PortForwardStream.open(self.cluster, self.namespace, pod, self.port)
                 connection = MuxConnection(
                     stream, listener=False, ping_interval=PING_SECONDS,
-                    ping_timeout=SILENCE_SECONDS,
+                    ping_timeout=SILENCE_SECONDS, window=TUNNEL_WINDOW,
                 )
                 self._connection, self.pod = connection, pod
-                runner = asyncio.ensure_future(connection.run())
+                runner = asyncio.ensure_future(self._run(connection, pod))
                 self._running[connection] = runner
                 runner.add_done_callback(functools.partial(self._ended, connection))
         return await connection.open(label)
+
+    async def _run(self, connection: MuxConnection, pod: str) -> str:
+        reason = await connection.run()
+        if self.emit is not None and not reason.startswith(_OUR_CLOSE):
+            self.emit(Notice(f"the port-forward to {pod} ended ({reason}); the next "
+                             "connection opens it again", warning=True))
+        return reason
 
     def _ended(self, connection: MuxConnection, _: asyncio.Task[str]) -> None:
         self._running.pop(connection, None)
@@ -101,5 +115,5 @@ class SharedPortForward:
         """Close the port-forward; its streams are reset."""
         runners = list(self._running.values())
         for connection in list(self._running):
-            connection.close("the tunnel is closing")
+            connection.close(f"{_OUR_CLOSE} is closing")
         await asyncio.gather(*runners, return_exceptions=True)

@@ -399,7 +399,8 @@ class Tunnel:
             connections=self.connections,
             udp=self.spec.mode == "udp",
             framed=self.spec.mode != "run",
-            mux=SharedPortForward(self.cluster, self.namespace, port) if self._mux else None,
+            mux=SharedPortForward(self.cluster, self.namespace, port, self.emit)
+            if self._mux else None,
         )
 
     # -- PodRoute -------------------------------------------------------------------------------

@@ -112,6 +112,21 @@ def test_the_window_bounds_what_is_sent_until_credit_comes() -> None:
     assert pod.send_window(stream) == CREDIT_BATCH
 
 
+def test_a_grant_widens_the_window_at_once_and_is_still_enforced() -> None:
+    pod, plugin = pair()
+    stream = pod.open_stream()
+    plugin.receive_data(pod.data_to_send())
+    plugin.grant(stream, 3 * INITIAL_WINDOW)  # a tunnel's wider window, right after the OPEN
+    assert pod.receive_data(plugin.data_to_send()) == [Credited(stream)]
+    assert pod.send_window(stream) == 4 * INITIAL_WINDOW
+    assert pod.send_data(stream, b"a" * (5 * INITIAL_WINDOW)) == 4 * INITIAL_WINDOW
+    events = plugin.receive_data(pod.data_to_send())
+    assert sum(len(e.data) for e in events if isinstance(e, Data)) == 4 * INITIAL_WINDOW
+    wire = message(Kind.DATA, stream, b"over")  # one byte past the widened window
+    with pytest.raises(MuxError, match="the peer ignores flow control"):
+        plugin.receive_data(wire)
+
+
 def test_one_stream_without_credit_leaves_the_others_their_window() -> None:
     pod, _ = pair()
     slow, fast = pod.open_stream(), pod.open_stream()

@@ -42,16 +42,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from ..addresses import Address, AddressSpec
 from ..errors import AcceptTimeout, OpenError
 from ..log import NOTICE, logger
+from ..mux import INITIAL_WINDOW, TUNNEL_WINDOW
 from ..muxing import Channel, MuxConnection
 from ..options import Options
 from . import tcp
 from .base import Listener, OpenContext, Stream
+from .sockets import SocketStream
 
 #: How long a session waits for a mux peer before it is refused.
 PEER_WAIT_SECONDS = 5.0
@@ -89,11 +92,16 @@ class Hub:
     """
 
     def __init__(
-        self, address: Address, listener: Listener, on_open: Callable[[Channel], None] | None = None
+        self,
+        address: Address,
+        listener: Listener,
+        on_open: Callable[[Channel], None] | None = None,
+        window: int = INITIAL_WINDOW,
     ) -> None:
         self.address = address
         self.listener = listener
         self.on_open = on_open
+        self.window = window
         self.peer: MuxConnection | None = None
         self._peer_ready = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -111,12 +119,17 @@ class Hub:
         """Accept mux peers, each replacing the one before."""
         while True:
             stream = await self.listener.accept()
+            if isinstance(stream, SocketStream):
+                # Many streams' small messages share the connection: Nagle's wait for
+                # an ACK would hold one stream's reply behind another's (40 ms each).
+                stream.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.peer is not None:
                 self.peer.close("replaced by a new mux peer")
             peer = MuxConnection(
                 _StreamCarrier(stream),
                 listener=True,
                 on_open=self.on_open,
+                window=self.window,
                 ping_interval=PING_SECONDS,
                 ping_timeout=PEER_TIMEOUT_SECONDS,
             )
@@ -234,7 +247,7 @@ class StreamListener(Listener):
         self.address = address
         self.label = peers.label
         self.accept_timeout = address.options.seconds("accept-timeout")
-        self.hub = Hub(address, peers, on_open=self._opened)
+        self.hub = Hub(address, peers, on_open=self._opened, window=TUNNEL_WINDOW)
         self._incoming: asyncio.Queue[Channel] = asyncio.Queue()
         self._accepting = True
         self._started = False
