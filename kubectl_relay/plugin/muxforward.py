@@ -4,7 +4,7 @@
 local connection; opening a WebSocket per connection (``portforward.py``)
 costs a TLS handshake, an HTTP upgrade and the API server's and kubelet's
 set-up each time. A ``tcp`` tunnel's relay pod therefore runs
-``relay MUX-ACCEPT:4000,fork,... TCP:target`` (``engine/transports/mux.py``)
+``relay MUX-ACCEPT:8000,fork,... TCP:target`` (``engine/transports/mux.py``)
 and the plugin keeps one port-forward to it, the carrier of a
 ``MuxConnection``, opening a stream per local connection (labelled with the
 client's address, which the relay logs as it accepts the stream). Each
