@@ -81,7 +81,7 @@ class Channel:
         self.id = stream
         #: What the opener said about the stream (the peer address, for logs).
         self.label = label
-        self._chunks: deque[bytes] = deque()
+        self._chunks: deque[bytes | memoryview] = deque()
         self._ended = False
         #: Why the stream was reset, once it was.
         self.reset_reason: str | None = None
@@ -94,21 +94,41 @@ class Channel:
         return self.reset_reason is not None
 
     async def read(self, size: int = 64 * 1024) -> bytes:
-        """Up to ``size`` bytes; ``b""`` once the peer half-closed; ``ConnectionResetError``."""
-        while not self._chunks and not self._ended:
-            self._raise_if_reset()
-            self._readable.clear()
-            await self._readable.wait()
-        if not self._chunks:
-            self._raise_if_reset()
+        """Up to ``size`` bytes (one DATA message at most); ``b""`` once the peer half-closed.
+
+        ``ConnectionResetError`` once the stream was reset.
+        """
+        if not await self._arrived():
             return b""
         chunk = self._chunks.popleft()
         if len(chunk) > size:
-            self._chunks.appendleft(chunk[size:])
+            self._chunks.appendleft(memoryview(chunk)[size:])
             chunk = chunk[:size]
         self.connection.protocol.consumed(self.id, len(chunk))
         await self.connection.flush()
-        return chunk
+        return bytes(chunk)  # no copy for a whole message
+
+    async def read_into(self, buffer: memoryview) -> int:
+        """Fill ``buffer`` with what has arrived (one byte at least); 0 once the peer half-closed.
+
+        Several DATA messages that wait go in one read, so that a reader's
+        buffer fills (the engine's reads grow only when they do).
+        """
+        if not await self._arrived():
+            return 0
+        filled = 0
+        while self._chunks and filled < len(buffer):
+            chunk = self._chunks[0]
+            taken = min(len(chunk), len(buffer) - filled)
+            buffer[filled : filled + taken] = chunk[:taken]
+            filled += taken
+            if taken == len(chunk):
+                self._chunks.popleft()
+            else:  # the rest stays, without a copy
+                self._chunks[0] = memoryview(chunk)[taken:]
+        self.connection.protocol.consumed(self.id, filled)
+        await self.connection.flush()
+        return filled
 
     async def write(self, data: bytes | memoryview) -> None:
         """Send all of ``data``, waiting for credit as needed."""
@@ -143,6 +163,17 @@ class Channel:
             self.reset("closed")
         self.connection.forget(self.id)
         await self.connection.flush()
+
+    async def _arrived(self) -> bool:
+        """Until data waits (True) or the peer's END came (False); raises once reset."""
+        while not self._chunks and not self._ended:
+            self._raise_if_reset()
+            self._readable.clear()
+            await self._readable.wait()
+        if not self._chunks:
+            self._raise_if_reset()
+            return False
+        return True
 
     # -- from the connection --------------------------------------------------------------------
 

@@ -184,9 +184,7 @@ class MuxStream(Stream):
         self.label = f"mux stream {channel.id}"
 
     async def read_into(self, buffer: memoryview) -> int:
-        data = await self.channel.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+        return await self.channel.read_into(buffer)
 
     async def write(self, data: memoryview) -> None:
         await self.channel.write(data)
