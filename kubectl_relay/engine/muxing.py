@@ -203,7 +203,9 @@ class MuxConnection:
     ``on_open`` gets each channel the peer opens. ``ping_interval``: send a
     PING that often, and end the connection when nothing came from the peer
     for ``ping_timeout`` (the relay pod's heartbeat of its client). ``window``:
-    what this end grants each stream (at least the protocol's ``INITIAL_WINDOW``).
+    what this end grants each stream (at least the protocol's ``INITIAL_WINDOW``);
+    ``max_window``: what a stream's window may grow to while its reader keeps up
+    (``MuxProtocol.max_window``; the default: no growth).
     """
 
     def __init__(
@@ -215,10 +217,11 @@ class MuxConnection:
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
         window: int = INITIAL_WINDOW,
+        max_window: int = 0,
     ) -> None:
         self.carrier = carrier
         self.window = window
-        self.protocol = MuxProtocol(listener)
+        self.protocol = MuxProtocol(listener, max_window)
         self.on_open = on_open
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
@@ -355,6 +358,12 @@ class MuxConnection:
             await self.flush()
 
 
+#: What ``splice`` reads from its local connection at most: a bulk flow then goes as
+#: 256 KiB writes (four DATA messages, one carrier write: one WebSocket message in the
+#: plugin), a quarter of the per-message work of 64 KiB reads all along the way.
+#: Give the local ``StreamReader`` this ``limit`` so that it buffers that much.
+SPLICE_READ_SIZE = 256 * 1024
+
 #: Told about the bytes a ``splice`` moves: ``">"`` from the channel to the local end, ``"<"`` back.
 Record = Callable[[str, bytes], None]
 
@@ -383,7 +392,7 @@ async def splice(
             writer.write_eof()
 
     async def from_local() -> None:
-        while data := await reader.read(64 * 1024):
+        while data := await reader.read(SPLICE_READ_SIZE):
             if record is not None:
                 record("<", data)
             await channel.write(data)

@@ -8,8 +8,9 @@ set-up each time. A ``tcp`` tunnel's relay pod therefore runs
 and the plugin keeps one port-forward to it, the carrier of a
 ``MuxConnection``, opening a stream per local connection (labelled with the
 client's address, which the relay logs as it accepts the stream). Each
-stream has its own half-close and credit window (``TUNNEL_WINDOW``, 1 MiB), so a slow
-connection holds back only itself.
+stream has its own half-close and credit window (``TUNNEL_WINDOW``, 1 MiB, growing to
+``TUNNEL_MAX_WINDOW``, 4 MiB, while its reader keeps up), so a slow connection holds back
+only itself.
 
 - The carrier is opened by the first connection and again by the first
   connection after it broke (the API server restarted, the pod went away)
@@ -29,7 +30,7 @@ import asyncio
 import functools
 import os
 
-from ..engine.mux import TUNNEL_WINDOW
+from ..engine.mux import TUNNEL_MAX_WINDOW, TUNNEL_WINDOW
 from ..engine.muxing import Channel, MuxConnection
 from .events import EventSink, Notice
 from .kube import Cluster
@@ -82,6 +83,7 @@ class SharedPortForward:
                 connection = MuxConnection(
                     stream, listener=False, ping_interval=PING_SECONDS,
                     ping_timeout=SILENCE_SECONDS, window=TUNNEL_WINDOW,
+                    max_window=TUNNEL_MAX_WINDOW,
                 )
                 self._connection, self.pod = connection, pod
                 runner = asyncio.ensure_future(self._run(connection, pod))

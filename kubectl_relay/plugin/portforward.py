@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import aiohttp
 
 from ..engine.frames import END_FRAME, FrameDecoder, encode
-from ..engine.muxing import splice
+from ..engine.muxing import SPLICE_READ_SIZE, splice
 from .connections import Connections, Flow
 from .errors import ApiError, ClusterError, LocalPortInUse, PluginError, PortForwardError
 from .events import EventSink, ForwardRetry
@@ -277,7 +277,7 @@ class Forwarder:
         number = self._next_number()
         flow = self.connections.opened(number, _peer_text(peer))
         error = ""
-        reader, writer = await asyncio.open_connection(sock=conn)
+        reader, writer = await asyncio.open_connection(sock=conn, limit=SPLICE_READ_SIZE)
 
         def record(direction: str, data: bytes) -> None:
             self.connections.data(flow, direction, data)

@@ -49,7 +49,7 @@ from typing import Any
 from ..addresses import Address, AddressSpec
 from ..errors import AcceptTimeout, OpenError
 from ..log import NOTICE, logger
-from ..mux import INITIAL_WINDOW, TUNNEL_WINDOW
+from ..mux import INITIAL_WINDOW, TUNNEL_MAX_WINDOW, TUNNEL_WINDOW
 from ..muxing import Channel, MuxConnection
 from ..options import Options
 from . import tcp
@@ -63,7 +63,9 @@ PING_SECONDS = 10.0
 PEER_TIMEOUT_SECONDS = 35.0
 _KEYWORD = "MUX-LISTEN"
 _ACCEPT_KEYWORD = "MUX-ACCEPT"
-_READ_SIZE = 64 * 1024
+#: What the relay reads from its mux connection at once: a tunnel's bulk arrives in
+#: 256 KiB WebSocket messages, and each read costs a round of the protocol in Python.
+_READ_SIZE = 256 * 1024
 
 
 class _StreamCarrier:
@@ -97,11 +99,13 @@ class Hub:
         listener: Listener,
         on_open: Callable[[Channel], None] | None = None,
         window: int = INITIAL_WINDOW,
+        max_window: int = 0,
     ) -> None:
         self.address = address
         self.listener = listener
         self.on_open = on_open
         self.window = window
+        self.max_window = max_window
         self.peer: MuxConnection | None = None
         self._peer_ready = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -130,6 +134,7 @@ class Hub:
                 listener=True,
                 on_open=self.on_open,
                 window=self.window,
+                max_window=self.max_window,
                 ping_interval=PING_SECONDS,
                 ping_timeout=PEER_TIMEOUT_SECONDS,
             )
@@ -245,7 +250,8 @@ class StreamListener(Listener):
         self.address = address
         self.label = peers.label
         self.accept_timeout = address.options.seconds("accept-timeout")
-        self.hub = Hub(address, peers, on_open=self._opened, window=TUNNEL_WINDOW)
+        self.hub = Hub(address, peers, on_open=self._opened, window=TUNNEL_WINDOW,
+                       max_window=TUNNEL_MAX_WINDOW)
         self._incoming: asyncio.Queue[Channel] = asyncio.Queue()
         self._accepting = True
         self._started = False
