@@ -124,10 +124,13 @@ class Opened:
 
 @dataclass(frozen=True)
 class Data:
-    """Bytes for stream ``stream``; hand them on, then call ``consumed``."""
+    """Bytes for stream ``stream``; hand them on, then call ``consumed``.
+
+    A view into the received message (no copy of up to 64 KiB per message).
+    """
 
     stream: int
-    data: bytes
+    data: bytes | memoryview
 
 
 @dataclass(frozen=True)
@@ -379,7 +382,7 @@ class MuxProtocol:
                 raise MuxError(f"{kind.name} for stream {stream}, which was never opened")
             return  # a late message for a stream already closed or reset: dropped
         if kind is Kind.DATA:
-            self._receive_stream_data(stream, state, body, events)
+            self._receive_stream_data(stream, state, memoryview(frame)[MESSAGE_HEADER:], events)
         elif kind is Kind.END:
             if state.received_end:
                 raise MuxError(f"a second END on stream {stream}")
@@ -412,7 +415,7 @@ class MuxProtocol:
         events.append(Opened(stream, body.decode(errors="replace")))
 
     def _receive_stream_data(
-        self, stream: int, state: _StreamState, body: bytes, events: list[Event]
+        self, stream: int, state: _StreamState, body: memoryview, events: list[Event]
     ) -> None:
         if state.received_end:
             raise MuxError(f"DATA on stream {stream} after its END")

@@ -40,8 +40,12 @@ from .mux import (
 class Carrier(Protocol):
     """The byte stream a mux connection runs over."""
 
-    async def read(self) -> bytes:
-        """The next bytes; ``b""`` at the end."""
+    async def read(self) -> bytes | memoryview:
+        """The next bytes; ``b""`` at the end.
+
+        A view may be of a buffer that the next ``read`` reuses: the
+        connection hands it to the protocol, which copies it, before reading again.
+        """
 
     async def write(self, data: bytes) -> None:
         """Send all of ``data``."""
@@ -177,7 +181,7 @@ class Channel:
 
     # -- from the connection --------------------------------------------------------------------
 
-    def _data(self, data: bytes) -> None:
+    def _data(self, data: bytes | memoryview) -> None:
         self._chunks.append(data)
         self._readable.set()
 

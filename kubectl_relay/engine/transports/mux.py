@@ -75,9 +75,9 @@ class _StreamCarrier:
         self.stream = stream
         self._buffer = memoryview(bytearray(_READ_SIZE))
 
-    async def read(self) -> bytes:
+    async def read(self) -> memoryview:
         count = await self.stream.read_into(self._buffer)
-        return bytes(self._buffer[:count])
+        return self._buffer[:count]  # no copy: the protocol's decoder copies it
 
     async def write(self, data: bytes) -> None:
         await self.stream.write(memoryview(data))
