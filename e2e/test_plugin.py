@@ -520,8 +520,12 @@ def test_a_broken_port_forward_and_a_deleted_pod_are_recovered(
         assert conn.recv(100) == b""  # that connection is lost with its port-forward...
     assert exchange(port, b"after\n") == b"after\n"  # ...the listener is not
 
-    # Port-forward requests failing for a while: the connection waits and retries.
+    # Port-forward requests failing for a while: the connection waits and retries. (The
+    # tunnel's one port-forward, for every connection, broken first: the next opens it.)
     faults.fail("GET", r"/portforward", status=503, times=2)
+    assert faults.break_portforwards() == 1
+    wait_until("the plugin to see its port-forward end again",
+               lambda: plugin.text.count("the next connection opens it again") >= 2)
     assert exchange(port, b"retried\n") == b"retried\n"
     plugin.wait_for("retrying in")
 

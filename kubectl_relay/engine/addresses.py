@@ -273,6 +273,14 @@ ADDRESS_KINDS: tuple[AddressKind, ...] = (
     # A relay extension (transports/mux.py): each opening is one stream on the
     # one multiplexed connection accepted on the port; not a listener itself.
     AddressKind("MUX-LISTEN", ("port",), _G.FD | _G.SOCKET | _IP | _G.LISTEN | _G.TCP),
+    # Its mirror (transports/mux.py): a listener whose sessions are the streams
+    # that the one multiplexed connection accepted on the port opens.
+    AddressKind(
+        "MUX-ACCEPT",
+        ("port",),
+        _G.FD | _G.SOCKET | _IP | _G.LISTEN | _G.CHILD | _G.TCP,
+        listening=True,
+    ),
 )
 
 _BY_NAME: dict[str, AddressKind] = {

@@ -47,12 +47,14 @@ class FrameDecoder:
         frames = []
         buffer = self._buffer
         at = 0
-        while len(buffer) - at >= HEADER_SIZE:
-            size = int.from_bytes(buffer[at : at + HEADER_SIZE], "big")
-            end = at + HEADER_SIZE + size
-            if end > len(buffer):
-                break
-            frames.append(bytes(buffer[at + HEADER_SIZE : end]))
-            at = end
+        # One copy per frame: a bytearray's slice would copy once more.
+        with memoryview(buffer) as view:
+            while len(buffer) - at >= HEADER_SIZE:
+                size = int.from_bytes(view[at : at + HEADER_SIZE], "big")
+                end = at + HEADER_SIZE + size
+                if end > len(buffer):
+                    break
+                frames.append(view[at + HEADER_SIZE : end].tobytes())
+                at = end
         del buffer[:at]
         return frames

@@ -24,14 +24,28 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from .mux import Credited, Data, Ended, MuxError, MuxProtocol, Opened, Pong, Reset
+from .mux import (
+    INITIAL_WINDOW,
+    Credited,
+    Data,
+    Ended,
+    MuxError,
+    MuxProtocol,
+    Opened,
+    Pong,
+    Reset,
+)
 
 
 class Carrier(Protocol):
     """The byte stream a mux connection runs over."""
 
-    async def read(self) -> bytes:
-        """The next bytes; ``b""`` at the end."""
+    async def read(self) -> bytes | memoryview:
+        """The next bytes; ``b""`` at the end.
+
+        A view may be of a buffer that the next ``read`` reuses: the
+        connection hands it to the protocol, which copies it, before reading again.
+        """
 
     async def write(self, data: bytes) -> None:
         """Send all of ``data``."""
@@ -71,7 +85,7 @@ class Channel:
         self.id = stream
         #: What the opener said about the stream (the peer address, for logs).
         self.label = label
-        self._chunks: deque[bytes] = deque()
+        self._chunks: deque[bytes | memoryview] = deque()
         self._ended = False
         #: Why the stream was reset, once it was.
         self.reset_reason: str | None = None
@@ -84,21 +98,41 @@ class Channel:
         return self.reset_reason is not None
 
     async def read(self, size: int = 64 * 1024) -> bytes:
-        """Up to ``size`` bytes; ``b""`` once the peer half-closed; ``ConnectionResetError``."""
-        while not self._chunks and not self._ended:
-            self._raise_if_reset()
-            self._readable.clear()
-            await self._readable.wait()
-        if not self._chunks:
-            self._raise_if_reset()
+        """Up to ``size`` bytes (one DATA message at most); ``b""`` once the peer half-closed.
+
+        ``ConnectionResetError`` once the stream was reset.
+        """
+        if not await self._arrived():
             return b""
         chunk = self._chunks.popleft()
         if len(chunk) > size:
-            self._chunks.appendleft(chunk[size:])
+            self._chunks.appendleft(memoryview(chunk)[size:])
             chunk = chunk[:size]
         self.connection.protocol.consumed(self.id, len(chunk))
         await self.connection.flush()
-        return chunk
+        return bytes(chunk)  # no copy for a whole message
+
+    async def read_into(self, buffer: memoryview) -> int:
+        """Fill ``buffer`` with what has arrived (one byte at least); 0 once the peer half-closed.
+
+        Several DATA messages that wait go in one read, so that a reader's
+        buffer fills (the engine's reads grow only when they do).
+        """
+        if not await self._arrived():
+            return 0
+        filled = 0
+        while self._chunks and filled < len(buffer):
+            chunk = self._chunks[0]
+            taken = min(len(chunk), len(buffer) - filled)
+            buffer[filled : filled + taken] = chunk[:taken]
+            filled += taken
+            if taken == len(chunk):
+                self._chunks.popleft()
+            else:  # the rest stays, without a copy
+                self._chunks[0] = memoryview(chunk)[taken:]
+        self.connection.protocol.consumed(self.id, filled)
+        await self.connection.flush()
+        return filled
 
     async def write(self, data: bytes | memoryview) -> None:
         """Send all of ``data``, waiting for credit as needed."""
@@ -134,9 +168,20 @@ class Channel:
         self.connection.forget(self.id)
         await self.connection.flush()
 
+    async def _arrived(self) -> bool:
+        """Until data waits (True) or the peer's END came (False); raises once reset."""
+        while not self._chunks and not self._ended:
+            self._raise_if_reset()
+            self._readable.clear()
+            await self._readable.wait()
+        if not self._chunks:
+            self._raise_if_reset()
+            return False
+        return True
+
     # -- from the connection --------------------------------------------------------------------
 
-    def _data(self, data: bytes) -> None:
+    def _data(self, data: bytes | memoryview) -> None:
         self._chunks.append(data)
         self._readable.set()
 
@@ -161,7 +206,10 @@ class MuxConnection:
 
     ``on_open`` gets each channel the peer opens. ``ping_interval``: send a
     PING that often, and end the connection when nothing came from the peer
-    for ``ping_timeout`` (the relay pod's heartbeat of its client).
+    for ``ping_timeout`` (the relay pod's heartbeat of its client). ``window``:
+    what this end grants each stream (at least the protocol's ``INITIAL_WINDOW``);
+    ``max_window``: what a stream's window may grow to while its reader keeps up
+    (``MuxProtocol.max_window``; the default: no growth).
     """
 
     def __init__(
@@ -172,9 +220,12 @@ class MuxConnection:
         on_open: Callable[[Channel], None] | None = None,
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
+        window: int = INITIAL_WINDOW,
+        max_window: int = 0,
     ) -> None:
         self.carrier = carrier
-        self.protocol = MuxProtocol(listener)
+        self.window = window
+        self.protocol = MuxProtocol(listener, max_window)
         self.on_open = on_open
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
@@ -195,6 +246,7 @@ class MuxConnection:
         stream = self.protocol.open_stream(label)
         channel = Channel(self, stream, label)
         self.channels[stream] = channel
+        self.protocol.grant(stream, self.window - INITIAL_WINDOW)
         await self.flush()
         return channel
 
@@ -266,6 +318,7 @@ class MuxConnection:
         if isinstance(event, Opened):
             channel = Channel(self, event.stream, event.label)
             self.channels[event.stream] = channel
+            self.protocol.grant(event.stream, self.window - INITIAL_WINDOW)
             if self.on_open is None:
                 channel.reset("this end accepts no streams")
             else:
@@ -309,6 +362,12 @@ class MuxConnection:
             await self.flush()
 
 
+#: What ``splice`` reads from its local connection at most: a bulk flow then goes as
+#: 256 KiB writes (four DATA messages, one carrier write: one WebSocket message in the
+#: plugin), a quarter of the per-message work of 64 KiB reads all along the way.
+#: Give the local ``StreamReader`` this ``limit`` so that it buffers that much.
+SPLICE_READ_SIZE = 256 * 1024
+
 #: Told about the bytes a ``splice`` moves: ``">"`` from the channel to the local end, ``"<"`` back.
 Record = Callable[[str, bytes], None]
 
@@ -337,7 +396,7 @@ async def splice(
             writer.write_eof()
 
     async def from_local() -> None:
-        while data := await reader.read(64 * 1024):
+        while data := await reader.read(SPLICE_READ_SIZE):
             if record is not None:
                 record("<", data)
             await channel.write(data)

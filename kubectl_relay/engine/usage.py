@@ -105,6 +105,7 @@ EXTENSIONS: tuple[tuple[str, str], ...] = (
     ("PROXY-SERVER", "second address: a SOCKS5, SOCKS4/4a and HTTP proxy server on one port"),
     ("--deny-connect", "networks and name patterns refused (--allow-connect: the only allowed)"),
     ("MUX-LISTEN:<port>", "each session is a stream on the one mux peer accepted on <port>"),
+    ("MUX-ACCEPT:<port>", "each stream opened by the mux peer accepted on <port> is a session"),
     ("--workers N|auto", "TCP-LISTEN,fork on N cores: N processes accepting on one port"),
 )
 

@@ -40,7 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..engine.muxing import Channel, MuxConnection, splice
+from ..engine.muxing import SPLICE_READ_SIZE, Channel, MuxConnection, splice
 from . import relaypod
 from .errors import ApiError, ClusterError, PluginError, PortForwardError
 from .events import ConnectionClosed, ConnectionOpened, EventSink, Exposed, Notice
@@ -365,7 +365,7 @@ class LocalConnector:
         self.emit(ConnectionOpened(self.tunnel, number, channel.label or "the cluster"))
         try:
             reader, writer = await asyncio.open_connection(
-                self.spec.local_host, self.spec.local_port
+                self.spec.local_host, self.spec.local_port, limit=SPLICE_READ_SIZE
             )
         except OSError as exc:
             # asyncio words it "Connect call failed (...)": say what the system said.

@@ -5,10 +5,13 @@ kubelet and the Python client speak): per requested port, channel 0 carries
 data and channel 1 errors; every binary message starts with its channel byte,
 and the first message of each channel carries the port number (2 bytes,
 little-endian). It has no half-close and no multiplexing beyond the port
-list, so every local connection gets a WebSocket of its own: a broken one
-ends only its own connection, and the listener stays open for the next.
+list. A ``tcp`` tunnel therefore keeps one WebSocket to its relay pod and
+carries each local connection as a stream of the mux protocol on it
+(``Forwarder.mux``, see ``muxforward.py``); ``udp``, ``tls``, ``proxy`` and
+``run`` tunnels give every local connection a WebSocket of its own: a broken
+one ends only its own connection, and the listener stays open for the next.
 
-On the tunnel stream, both ends speak ``frame=len16`` (``engine/framing.py``):
+On a tunnel stream of its own, both ends speak ``frame=len16`` (``engine/framing.py``):
 length-prefixed frames, an empty frame for end of data. That keeps a TCP
 client's half-close (the relay shuts down its write side towards the target
 and the reply still flows back) and UDP datagram boundaries.
@@ -24,18 +27,22 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import aiohttp
 
 from ..engine.frames import END_FRAME, FrameDecoder, encode
-from .connections import Connections
+from ..engine.muxing import SPLICE_READ_SIZE, splice
+from .connections import Connections, Flow
 from .errors import ApiError, ClusterError, LocalPortInUse, PluginError, PortForwardError
 from .events import EventSink, ForwardRetry
 from .kube import Cluster, pod_path
 from .targets import ListenAddress
+
+if TYPE_CHECKING:
+    from .muxforward import SharedPortForward
 
 PROTOCOL = "v4.channel.k8s.io"
 _DATA, _ERROR = 0, 1
@@ -50,6 +57,7 @@ RETRY_FOR = 30.0
 UDP_SESSION_IDLE = 60.0
 #: Reports bytes that went through a connection: ``>`` towards the target, ``<`` back.
 Record = Callable[[str, bytes], None]
+_Opened = TypeVar("_Opened")
 
 
 class PortForwardStream:
@@ -60,6 +68,8 @@ class PortForwardStream:
         self.pod = pod
         self.port = port
         self._started = [False, False]
+        #: Whether the pod refused the connection (a message on the error channel).
+        self.refused = False
 
     @classmethod
     async def open(cls, cluster: Cluster, namespace: str, pod: str, port: int) -> PortForwardStream:
@@ -96,6 +106,7 @@ class PortForwardStream:
                     continue
                 if channel == _DATA:
                     return payload
+                self.refused = True
                 raise PortForwardError(
                     f"pod {self.pod} refused the connection: "
                     f"{payload.decode(errors='replace').strip()}",
@@ -193,26 +204,42 @@ class Forwarder:
     #: Speak frame=len16 with the relay (off for ``kubectl relay run``: the user's command).
     framed: bool = True
     udp_idle: float = UDP_SESSION_IDLE
+    #: The tunnel's one port-forward, its TCP connections being streams of it (``muxforward``);
+    #: ``None``: a port-forward per connection.
+    mux: SharedPortForward | None = None
     _count: int = 0
     _udp_sessions: dict[object, asyncio.Queue[bytes | None]] = field(default_factory=dict)
 
     async def serve(self) -> None:
         """Accept and forward until cancelled."""
-        async with asyncio.TaskGroup() as group:
-            if self.udp:
-                await self._serve_udp(group)
-            else:
-                await self._serve_tcp(group)
+        try:
+            async with asyncio.TaskGroup() as group:
+                if self.udp:
+                    await self._serve_udp(group)
+                else:
+                    await self._serve_tcp(group)
+        finally:
+            if self.mux is not None:
+                await self.mux.aclose()
 
     # -- opening the tunnel connection ---------------------------------------------------------
 
     async def _open(self, number: int) -> PortForwardStream:
+        _, stream = await self._retrying(
+            number, lambda pod: PortForwardStream.open(self.cluster, self.namespace, pod, self.port)
+        )
+        return stream
+
+    async def _retrying(
+        self, number: int, connect: Callable[[str], Awaitable[_Opened]]
+    ) -> tuple[str, _Opened]:
+        """``connect`` to the current relay pod, again with backoff; the pod and the result."""
         delay = BACKOFF_FIRST
         deadline = time.monotonic() + RETRY_FOR
         while True:
             pod = await self.route.pod()
             try:
-                stream = await PortForwardStream.open(self.cluster, self.namespace, pod, self.port)
+                opened = await connect(pod)
             except ApiError as exc:
                 if exc.status in (401, 403):
                     raise
@@ -220,9 +247,11 @@ class Forwarder:
                 self.route.failed(pod, reason)
             except (ClusterError, PortForwardError) as exc:
                 reason = str(exc)
+            except ConnectionResetError as exc:  # the shared port-forward ended just now
+                reason = exc.strerror or str(exc)
             else:
                 self.route.used(pod)
-                return stream
+                return pod, opened
             if time.monotonic() + delay > deadline:
                 raise PortForwardError(
                     f"no port-forward to the relay pod after {RETRY_FOR:g}s: {reason}",
@@ -248,12 +277,15 @@ class Forwarder:
         number = self._next_number()
         flow = self.connections.opened(number, _peer_text(peer))
         error = ""
-        reader, writer = await asyncio.open_connection(sock=conn)
+        reader, writer = await asyncio.open_connection(sock=conn, limit=SPLICE_READ_SIZE)
 
         def record(direction: str, data: bytes) -> None:
             self.connections.data(flow, direction, data)
 
         try:
+            if self.mux is not None:
+                error = await self._tcp_stream(number, flow, reader, writer, record)
+                return
             stream = await self._open(number)
             self.connections.routed(flow, stream.pod)
             try:
@@ -276,6 +308,35 @@ class Forwarder:
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
             self.connections.closed(flow, error)
+
+    async def _tcp_stream(
+        self,
+        number: int,
+        flow: Flow,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        record: Record,
+    ) -> str:
+        """One TCP connection as a stream of the shared port-forward; its error ("" if none)."""
+        mux = self.mux
+        assert mux is not None
+        pod, channel = await self._retrying(number, lambda pod: mux.open(pod, flow.peer))
+        self.connections.routed(flow, pod)
+
+        def towards(direction: str, data: bytes) -> None:
+            # splice says ">" for what the stream brings (from the target).
+            record("<" if direction == ">" else ">", data)
+
+        problem = await splice(channel, reader, writer, towards)
+        if broke := mux.broke(channel):
+            if mux.refused(channel):
+                self.route.failed(pod, broke)  # the tunnel checks on the pod
+            return f"the port-forward to {pod} broke: {broke}"
+        if problem and not channel.was_reset:
+            return f"local connection: {problem}"
+        # A reset by the relay (its target refused, say) ends the connection as a
+        # relay closing its own connection does: the relay's log line says why.
+        return ""
 
     # -- UDP ----------------------------------------------------------------------------------
 

@@ -172,9 +172,11 @@ def trace_flags(level: TraceLevel) -> list[str]:
     return ["-d", "-d", "-lu", "--trace-session-ids", *data]
 
 
-def listen_address(idle_timeout: float, *, port: int = POD_PORT) -> str:
-    """The relay's tunnel-facing address: framed, forking, idle exit."""
+def listen_address(idle_timeout: float, *, port: int = POD_PORT, mux: bool = False) -> str:
+    """The relay's tunnel-facing address: framed (or mux streams), forking, idle exit."""
     idle = f"{idle_timeout:g}"
+    if mux:
+        return f"MUX-ACCEPT:{port},fork,reuseaddr,accept-timeout={idle}"
     return f"TCP-LISTEN:{port},fork,reuseaddr,frame=len16,accept-timeout={idle}"
 
 

@@ -72,6 +72,7 @@ from .events import (
 from .inventory import delete_finished
 from .kube import Cluster, Endpoint, Pod, job_path, pod_path, pod_ready
 from .lifecycle import ApiWatch, cleanup_error
+from .muxforward import SharedPortForward, uses_mux
 from .podstatus import container_state, start_error, termination, waiting_reason
 from .portforward import Forwarder, bind, bound_text
 from .relaypod import ClientInfo, Mode, PodSettings, TLSSettings, TraceLevel
@@ -305,6 +306,7 @@ class Tunnel:
             by_session=spec.proxy is not None,
         )
         self._group: asyncio.TaskGroup | None = None
+        self._mux = spec.proxy is None and uses_mux(spec.mode)
 
     # -- setup ----------------------------------------------------------------------------------
 
@@ -401,6 +403,8 @@ class Tunnel:
             connections=self.connections,
             udp=self.spec.mode == "udp",
             framed=self.spec.mode != "run",
+            mux=SharedPortForward(self.cluster, self.namespace, port, self.emit)
+            if self._mux else None,
         )
 
     # -- PodRoute -------------------------------------------------------------------------------
@@ -459,7 +463,7 @@ class Tunnel:
         if self.spec.proxy is not None:
             return proxying.relay_command(trace, self.options.pod.idle_timeout, self.spec.proxy)
         assert endpoint is not None
-        first = relaypod.listen_address(self.options.pod.idle_timeout)
+        first = relaypod.listen_address(self.options.pod.idle_timeout, mux=self._mux)
         second = relaypod.target_address(self.spec.mode, endpoint.address, self.tls)
         return relaypod.relay_command(trace, first, second)
 

@@ -12,7 +12,7 @@ import pytest
 
 from kubectl_relay.engine import mux
 from kubectl_relay.engine.mux import (
-    CREDIT_BATCH,
+    CREDIT_SHARE,
     INITIAL_WINDOW,
     MAX_DATA,
     Credited,
@@ -104,12 +104,67 @@ def test_the_window_bounds_what_is_sent_until_credit_comes() -> None:
     events = plugin.receive_data(pod.data_to_send())
     received = sum(len(e.data) for e in events if isinstance(e, Data))
     assert received == INITIAL_WINDOW
-    # Credit goes back in batches as the consumer takes data out.
-    plugin.consumed(stream, CREDIT_BATCH - 1)
+
+
+def test_a_grant_widens_the_window_at_once_and_is_still_enforced() -> None:
+    pod, plugin = pair()
+    stream = pod.open_stream()
+    plugin.receive_data(pod.data_to_send())
+    plugin.grant(stream, 3 * INITIAL_WINDOW)  # a tunnel's wider window, right after the OPEN
+    assert pod.receive_data(plugin.data_to_send()) == [Credited(stream)]
+    assert pod.send_window(stream) == 4 * INITIAL_WINDOW
+    assert pod.send_data(stream, b"a" * (5 * INITIAL_WINDOW)) == 4 * INITIAL_WINDOW
+    events = plugin.receive_data(pod.data_to_send())
+    assert sum(len(e.data) for e in events if isinstance(e, Data)) == 4 * INITIAL_WINDOW
+    wire = message(Kind.DATA, stream, b"over")  # one byte past the widened window
+    with pytest.raises(MuxError, match="the peer ignores flow control"):
+        plugin.receive_data(wire)
+
+
+@pytest.mark.parametrize("widened", [0, 3 * INITIAL_WINDOW])
+def test_credit_goes_back_in_batches_of_a_share_of_the_window(widened: int) -> None:
+    pod, plugin = pair()
+    stream = pod.open_stream()
+    plugin.receive_data(pod.data_to_send())
+    plugin.grant(stream, widened)
+    pod.receive_data(plugin.data_to_send())
+    window = INITIAL_WINDOW + widened
+    pod.send_data(stream, b"a" * window)
+    plugin.receive_data(pod.data_to_send())
+    batch = window // CREDIT_SHARE  # fewer, larger CREDITs for a wider window
+    plugin.consumed(stream, batch - 1)
     assert plugin.data_to_send() == b""
     plugin.consumed(stream, 1)
     assert pod.receive_data(plugin.data_to_send()) == [Credited(stream)]
-    assert pod.send_window(stream) == CREDIT_BATCH
+    assert pod.send_window(stream) == batch
+
+
+def test_a_window_grows_while_its_consumer_keeps_up_and_not_when_it_lags() -> None:
+    pod, plugin = pair()
+    plugin.max_window = 4 * INITIAL_WINDOW
+    fast, slow = pod.open_stream(), pod.open_stream()
+    plugin.receive_data(pod.data_to_send())
+    share = INITIAL_WINDOW // CREDIT_SHARE
+    for stream in (fast, slow):
+        pod.send_data(stream, b"a" * INITIAL_WINDOW)  # each sender used its whole window
+    plugin.receive_data(pod.data_to_send())
+    # The fast consumer took all but one share: its CREDIT doubles the window.
+    plugin.consumed(fast, INITIAL_WINDOW - share)
+    # The slow one took one share and leaves three waiting: a CREDIT of what it took.
+    plugin.consumed(slow, share)
+    assert pod.receive_data(plugin.data_to_send()) == [Credited(fast), Credited(slow)]
+    assert pod.send_window(fast) == INITIAL_WINDOW - share + INITIAL_WINDOW
+    assert pod.send_window(slow) == share
+    # Growth stops at max_window, and the receiver enforces the grown window.
+    sent = pod.send_data(fast, b"a" * (8 * INITIAL_WINDOW))
+    plugin.receive_data(pod.data_to_send())
+    plugin.consumed(fast, share + sent)
+    pod.receive_data(plugin.data_to_send())
+    assert pod.send_window(fast) == 4 * INITIAL_WINDOW
+    assert pod.send_data(fast, b"a" * (8 * INITIAL_WINDOW)) == 4 * INITIAL_WINDOW
+    plugin.receive_data(pod.data_to_send())
+    with pytest.raises(MuxError, match="the peer ignores flow control"):
+        plugin.receive_data(message(Kind.DATA, fast, b"over"))
 
 
 def test_one_stream_without_credit_leaves_the_others_their_window() -> None:

@@ -116,7 +116,7 @@ def test_extensions_and_differences_are_listed(level: int) -> None:
     extensions = [line.split()[0] for line in lines[start + 1 : middle]]
     assert extensions == [name.split()[0] for name, _ in EXTENSIONS] == [
         "--metrics", "frame=len16", "PROXY-SERVER", "--deny-connect", "MUX-LISTEN:<port>",
-        "--workers",
+        "MUX-ACCEPT:<port>", "--workers",
     ]
     assert lines[middle + 1 :] == [f"      {text}" for text in DIFFERENCES]
     assert all(len(line) <= 100 for line in lines[start:])

@@ -9,10 +9,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from kubectl_relay import podsecurity
 from kubectl_relay.engine.addresses import parse_address
 from kubectl_relay.engine.cli import parse_command_line
 from kubectl_relay.plugin import relaypod
+from kubectl_relay.plugin.muxforward import MUX_VARIABLE, uses_mux
 from kubectl_relay.plugin.relaypod import ClientInfo, PodSettings, TLSSettings, Toleration
 from tests.conftest import scaled
 from tests.operator.podsecurity import hardening_violations, restricted_violations
@@ -90,6 +93,28 @@ def test_the_command_is_a_valid_engine_command_line() -> None:
     line = parse_command_line(command[1:])
     for address in line.addresses:
         parse_address(address)
+
+
+def test_a_tcp_tunnels_relay_accepts_mux_streams_with_the_same_idle_exit() -> None:
+    first = relaypod.listen_address(600, mux=True)
+    assert first == "MUX-ACCEPT:8000,fork,reuseaddr,accept-timeout=600"
+    line = parse_command_line(relaypod.relay_command("quiet", first, "TCP:10.0.0.1:80")[1:])
+    assert [parse_address(address).keyword for address in line.addresses] == ["MUX-ACCEPT", "TCP"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "variable", "expected"),
+    [("tcp", None, True), ("tcp", "1", True), ("tcp", "0", False), ("udp", None, False),
+     ("tls", None, False), ("run", None, False)],
+)
+def test_only_tcp_tunnels_share_a_port_forward_unless_told_not_to(
+    monkeypatch: pytest.MonkeyPatch, mode: str, variable: str | None, expected: bool
+) -> None:
+    if variable is None:
+        monkeypatch.delenv(MUX_VARIABLE, raising=False)
+    else:
+        monkeypatch.setenv(MUX_VARIABLE, variable)
+    assert uses_mux(mode) is expected
 
 
 def test_the_relay_ends_its_sessions_before_the_kubelet_kills_the_pod() -> None:

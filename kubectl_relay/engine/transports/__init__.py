@@ -130,6 +130,7 @@ LISTENERS: TransportTable[ListenerFactory] = TransportTable({
     "SOCKET-LISTEN": "generic:listen",
     "SOCKET-RECVFROM": "generic:recvfrom",
     "VSOCK-LISTEN": "vsock:listen",
+    "MUX-ACCEPT": "mux:accept_streams",
 })
 
 #: Openers that answer the first address's peer before they connect (``OpenContext.peer``).

@@ -1,4 +1,7 @@
-"""``MUX-LISTEN:<port>``: every session is one stream on one multiplexed connection (an extension).
+"""``MUX-LISTEN`` and ``MUX-ACCEPT``: sessions as streams of one multiplexed connection.
+
+``MUX-LISTEN:<port>`` (second address) opens a stream on the mux peer for each session;
+``MUX-ACCEPT:<port>`` (first address) makes each stream the mux peer opens a session.
 
 ``relay TCP-LISTEN:8000,fork,reuseaddr MUX-LISTEN:4000`` is the relay pod of
 ``kubectl relay expose``: it accepts one mux peer at a time on port 4000 (the
@@ -18,21 +21,40 @@ local port.
   heard from for ``PEER_TIMEOUT_SECONDS`` (a client that vanished without
   closing), resetting its streams. Each reset is logged with the stream's
   number, as is each stream opened and closed.
+
+``relay MUX-ACCEPT:4000,fork TCP:web:80`` is the mirror, the relay pod of a
+``kubectl relay tcp`` tunnel: the plugin keeps one mux connection to port
+4000 (one port-forward) and opens a stream per local connection; each stream
+is accepted as a session (logged ``accepting connection from <label>``, the
+label being what the opener said: the local client's address) and relayed
+to the second address, half-close included.
+
+- The mux port listens from the first ``accept`` on; a new mux peer replaces
+  the one before (the plugin reconnecting), whose streams are reset; the
+  same heartbeat as above drops a peer that went silent.
+- ``accept-timeout`` counts from one accepted stream to the next, as
+  ``TCP-LISTEN``'s counts between connections (the relay pod's idle exit).
+  Once it passed, streams opened afterwards are reset ("the relay stopped
+  accepting") instead of waiting for an accept that never comes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Coroutine
+import socket
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from ..addresses import Address, AddressSpec
-from ..errors import OpenError
+from ..errors import AcceptTimeout, OpenError
 from ..log import NOTICE, logger
+from ..mux import INITIAL_WINDOW, TUNNEL_MAX_WINDOW, TUNNEL_WINDOW
 from ..muxing import Channel, MuxConnection
+from ..options import Options
 from . import tcp
 from .base import Listener, OpenContext, Stream
+from .sockets import SocketStream
 
 #: How long a session waits for a mux peer before it is refused.
 PEER_WAIT_SECONDS = 5.0
@@ -40,7 +62,10 @@ PEER_WAIT_SECONDS = 5.0
 PING_SECONDS = 10.0
 PEER_TIMEOUT_SECONDS = 35.0
 _KEYWORD = "MUX-LISTEN"
-_READ_SIZE = 64 * 1024
+_ACCEPT_KEYWORD = "MUX-ACCEPT"
+#: What the relay reads from its mux connection at once: a tunnel's bulk arrives in
+#: 256 KiB WebSocket messages, and each read costs a round of the protocol in Python.
+_READ_SIZE = 256 * 1024
 
 
 class _StreamCarrier:
@@ -50,9 +75,9 @@ class _StreamCarrier:
         self.stream = stream
         self._buffer = memoryview(bytearray(_READ_SIZE))
 
-    async def read(self) -> bytes:
+    async def read(self) -> memoryview:
         count = await self.stream.read_into(self._buffer)
-        return bytes(self._buffer[:count])
+        return self._buffer[:count]  # no copy: the protocol's decoder copies it
 
     async def write(self, data: bytes) -> None:
         await self.stream.write(memoryview(data))
@@ -62,11 +87,25 @@ class _StreamCarrier:
 
 
 class Hub:
-    """The mux port of one ``MUX-LISTEN`` address and the peer connected to it."""
+    """The mux port of one ``MUX-LISTEN`` (or ``MUX-ACCEPT``) address and its connected peer.
 
-    def __init__(self, address: Address, listener: Listener) -> None:
+    ``on_open`` gets the streams the peer opens (``MUX-ACCEPT``); without it
+    the peer may open none.
+    """
+
+    def __init__(
+        self,
+        address: Address,
+        listener: Listener,
+        on_open: Callable[[Channel], None] | None = None,
+        window: int = INITIAL_WINDOW,
+        max_window: int = 0,
+    ) -> None:
         self.address = address
         self.listener = listener
+        self.on_open = on_open
+        self.window = window
+        self.max_window = max_window
         self.peer: MuxConnection | None = None
         self._peer_ready = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -84,11 +123,18 @@ class Hub:
         """Accept mux peers, each replacing the one before."""
         while True:
             stream = await self.listener.accept()
+            if isinstance(stream, SocketStream):
+                # Many streams' small messages share the connection: Nagle's wait for
+                # an ACK would hold one stream's reply behind another's (40 ms each).
+                stream.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.peer is not None:
                 self.peer.close("replaced by a new mux peer")
             peer = MuxConnection(
                 _StreamCarrier(stream),
                 listener=True,
+                on_open=self.on_open,
+                window=self.window,
+                max_window=self.max_window,
                 ping_interval=PING_SECONDS,
                 ping_timeout=PEER_TIMEOUT_SECONDS,
             )
@@ -143,9 +189,7 @@ class MuxStream(Stream):
         self.label = f"mux stream {channel.id}"
 
     async def read_into(self, buffer: memoryview) -> int:
-        data = await self.channel.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+        return await self.channel.read_into(buffer)
 
     async def write(self, data: memoryview) -> None:
         await self.channel.write(data)
@@ -197,3 +241,59 @@ async def open_stream(address: Address, context: OpenContext) -> Stream:
     peer = context.env.get("SOCAT_PEERADDR")
     label = f"{peer}:{context.env.get('SOCAT_PEERPORT', '')}" if peer else ""
     return await hub.open_stream(label)
+
+
+class StreamListener(Listener):
+    """``MUX-ACCEPT``: each stream the connected mux peer opens is accepted as a session."""
+
+    def __init__(self, address: Address, peers: Listener) -> None:
+        self.address = address
+        self.label = peers.label
+        self.accept_timeout = address.options.seconds("accept-timeout")
+        self.hub = Hub(address, peers, on_open=self._opened, window=TUNNEL_WINDOW,
+                       max_window=TUNNEL_MAX_WINDOW)
+        self._incoming: asyncio.Queue[Channel] = asyncio.Queue()
+        self._accepting = True
+        self._started = False
+
+    async def accept(self) -> Stream:
+        """The next stream the peer opens; ``AcceptTimeout`` after ``accept-timeout`` without."""
+        if not self._started:
+            self._started = True
+            self.hub.start()
+        try:
+            async with asyncio.timeout(self.accept_timeout):
+                channel = await self._incoming.get()
+                while channel.was_reset:  # its peer went away before it was accepted
+                    await channel.aclose()
+                    channel = await self._incoming.get()
+        except TimeoutError:
+            self._stop_accepting("the relay stopped accepting (accept-timeout)")
+            raise AcceptTimeout(str(self.address), "accept: Connection timed out") from None
+        logger.log(NOTICE, "accepting connection from %s on %s",
+                   channel.label or f"mux stream {channel.id}", self.label)
+        return MuxStream(channel)
+
+    def _opened(self, channel: Channel) -> None:
+        if self._accepting:
+            self._incoming.put_nowait(channel)
+        else:
+            channel.reset("the relay stopped accepting")
+
+    def _stop_accepting(self, reason: str) -> None:
+        self._accepting = False
+        while not self._incoming.empty():
+            self._incoming.get_nowait().reset(reason)
+
+    async def aclose(self) -> None:
+        """Stop accepting peers and streams; reset what is still open."""
+        self._stop_accepting("the relay is stopping")
+        await self.hub.aclose()
+
+
+async def accept_streams(address: Address, context: OpenContext) -> Listener:
+    """``MUX-ACCEPT``'s listener: the mux port, bound now; peers accepted from ``accept`` on."""
+    # accept-timeout is about streams (StreamListener), not about mux peers.
+    socket_options = Options({k: v for k, v in address.options.items() if k != "accept-timeout"})
+    peers = await tcp.listen(Address("TCP-LISTEN", address.params, socket_options), context)
+    return StreamListener(address, peers)

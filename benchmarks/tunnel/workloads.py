@@ -1,0 +1,63 @@
+"""The three measurements, against a local port that a tunnel forwards to the target pod.
+
+Each is bounded: the bulk transfer by a socket timeout per call, the
+connection rate by its window, the round trips by their count and a timeout.
+The connection rate and latency clients are the benchmark's own peers
+(``benchmarks/peers/connector.py``, ``pingpong.py``), each a process of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+from ..peers.common import CHUNK, HOST, payload
+from ..processes import REPO_ROOT
+
+#: A bulk call (connect, one send, the answer) that takes longer than this fails the figure.
+BULK_STALL_SECONDS = 60.0
+
+
+def bulk(port: int, size: int) -> float:
+    """Send ``size`` bytes to the sink through ``port``; MB/s (10^6) until the sink's answer."""
+    chunk = memoryview(payload(CHUNK))
+    with socket.create_connection((HOST, port), timeout=BULK_STALL_SECONDS) as conn:
+        start = time.monotonic()
+        conn.sendall(b"S" + struct.pack(">Q", size))
+        left = size
+        while left > 0:
+            part = chunk[: min(left, CHUNK)]
+            conn.sendall(part)
+            left -= len(part)
+        answer = conn.recv(1)
+        elapsed = time.monotonic() - start
+    if answer != b"k":
+        raise ConnectionError(f"the sink did not confirm the {size} bytes (got {answer!r})")
+    return size / elapsed / 1e6
+
+
+def _peer(module: str, *args: str, timeout: float) -> dict[str, float]:
+    result = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.peers.{module}", *args],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{module} failed: {result.stderr.strip()[-400:]}")
+    figures: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def connection_rate(port: int, clients: int, seconds: float) -> dict[str, float]:
+    """Short connections (connect, 1 byte, its echo, close) per second: ``rate``, ``errors``."""
+    return _peer("connector", str(port), "--concurrency", str(clients),
+                 "--duration", str(seconds), timeout=seconds + 60)
+
+
+def latency(port: int, count: int) -> dict[str, float]:
+    """1-byte round trips on one connection: ``median_us``, ``p99_us``."""
+    return _peer("pingpong", str(port), str(count), "--warmup", str(max(10, count // 10)),
+                 "--timeout", "20", timeout=120)

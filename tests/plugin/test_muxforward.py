@@ -1,0 +1,179 @@
+"""A ``tcp`` tunnel's connections as streams of one port-forward (``muxforward``, ``Forwarder``).
+
+Real parts end to end on loopback, but the cluster: the plugin's
+``Forwarder`` on a real local socket, a real relay process running
+``MUX-ACCEPT:M,fork TCP:...`` (the relay pod's command) and a real echo
+server. In between, an HTTP-level stand-in for the API server's
+``pods/portforward`` (``v4.channel.k8s.io`` over a WebSocket, each one a TCP
+connection to M, as the kubelet makes), which counts the port-forwards and
+can break them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from kubernetes import client
+
+from kubectl_relay.plugin.connections import Connections
+from kubectl_relay.plugin.events import ConnectionClosed
+from kubectl_relay.plugin.kube import Cluster
+from kubectl_relay.plugin.muxforward import SharedPortForward
+from kubectl_relay.plugin.portforward import PROTOCOL, Forwarder, bind
+from kubectl_relay.plugin.targets import ListenAddress
+from tests.conftest import scaled
+from tests.support import RelayProcess, ThreadedServer, echo, exchange, free_port, wait_for_output
+
+POD = "kubectl-relay-test-0-1-abcde"
+
+
+class FakePortForward:
+    """``pods/portforward`` of one pod whose port is the relay's mux port on loopback."""
+
+    def __init__(self, mux_port: int) -> None:
+        self.mux_port = mux_port
+        self.opened: list[str] = []
+        self.sockets: list[web.WebSocketResponse] = []
+
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(protocols=(PROTOCOL,))
+        await ws.prepare(request)
+        self.opened.append(request.match_info["pod"])
+        self.sockets.append(ws)
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.mux_port)
+        port = struct.pack("<H", int(request.query["ports"]))
+        await ws.send_bytes(b"\x00" + port)  # each channel starts with the port
+        await ws.send_bytes(b"\x01" + port)
+
+        async def to_pod() -> None:
+            async for message in ws:
+                if message.type == WSMsgType.BINARY and message.data[:1] == b"\x00":
+                    writer.write(message.data[1:])
+                    await writer.drain()
+
+        async def from_pod() -> None:
+            while data := await reader.read(65536):
+                await ws.send_bytes(b"\x00" + data)
+
+        tasks = [asyncio.ensure_future(to_pod()), asyncio.ensure_future(from_pod())]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        writer.close()
+        await ws.close()
+        return ws
+
+    async def break_all(self) -> None:
+        """Close every port-forward (an API server restarting)."""
+        for ws in self.sockets:
+            await ws.close()
+
+
+class Route:
+    """The tunnel's side of ``PodRoute``: one pod, always there."""
+
+    def __init__(self) -> None:
+        self.failures: list[str] = []
+        self.uses = 0
+
+    async def pod(self) -> str:
+        return POD
+
+    def failed(self, pod: str, reason: str) -> None:
+        self.failures.append(reason)
+
+    def used(self, pod: str) -> None:
+        self.uses += 1
+
+
+@contextlib.asynccontextmanager
+async def tunnel(target_port: int) -> AsyncIterator[tuple[int, FakePortForward, list[Any], Route]]:
+    """A relay, the stand-in API server and a serving ``Forwarder`` with a shared port-forward."""
+    mux_port = free_port()
+    relay_args = ["-d", "-d", "-t", "10", f"MUX-ACCEPT:{mux_port},fork,reuseaddr,bind=127.0.0.1",
+                  f"TCP:127.0.0.1:{target_port}"]
+    fake = FakePortForward(mux_port)
+    app = web.Application()
+    app.router.add_get("/api/v1/namespaces/{namespace}/pods/{pod}/portforward", fake.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    api_port = runner.addresses[0][1]
+    cluster = Cluster(server=f"http://127.0.0.1:{api_port}", namespace="test", user="test",
+                      headers={}, ssl_context=False, configuration=client.Configuration(),
+                      request_timeout=scaled(10))
+    events: list[Any] = []
+    route = Route()
+    sock = bind(ListenAddress("127.0.0.1", 0), socket.SOCK_STREAM)
+    local_port = sock.getsockname()[1]
+    forwarder = Forwarder(
+        sock=sock, cluster=cluster, namespace="test", route=route, port=8000, tunnel=0,
+        on_event=events.append, connections=Connections(0, events.append, matching=False),
+        mux=SharedPortForward(cluster, "test", 8000),
+    )
+    with RelayProcess(relay_args) as relay:
+        await asyncio.to_thread(wait_for_output, relay, lambda _o, err: "listening on" in err)
+        serving = asyncio.ensure_future(forwarder.serve())
+        try:
+            yield local_port, fake, events, route
+        finally:
+            serving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
+            sock.close()
+            await cluster.aclose()
+            await runner.cleanup()
+            relay.stop()
+
+
+def closed_lines(events: list[Any]) -> list[ConnectionClosed]:
+    return [event for event in events if isinstance(event, ConnectionClosed)]
+
+
+async def all_closed(events: list[Any], count: int) -> list[ConnectionClosed]:
+    """The ``count`` "closed" lines, once the forwarder has told them (a client's EOF comes first)."""
+    async with asyncio.timeout(scaled(20)):
+        while len(closed_lines(events)) < count:
+            await asyncio.sleep(0.01)
+    return closed_lines(events)
+
+
+async def test_every_connection_is_a_stream_of_one_port_forward_with_its_half_close() -> None:
+    with ThreadedServer(echo) as server:
+        async with tunnel(server.port) as (port, fake, events, route):
+            payloads = [bytes([65 + i]) * (3000 + 50_000 * i) for i in range(8)]
+            replies = await asyncio.gather(
+                *(asyncio.to_thread(exchange, port, payload) for payload in payloads)
+            )
+            assert replies == payloads  # byte for byte, each after its client's half-close
+            assert fake.opened == [POD]  # one port-forward for all eight
+            assert route.uses == 8  # each connection restarts the pod's idle clock
+            closed = await all_closed(events, 8)
+    assert sorted((event.sent, event.received, event.error) for event in closed) == sorted(
+        (len(payload), len(payload), "") for payload in payloads
+    )
+
+
+async def test_a_broken_port_forward_ends_its_streams_with_a_line_and_the_next_one_reopens() -> None:
+    with ThreadedServer(echo) as server:
+        async with tunnel(server.port) as (port, fake, events, _):
+            with socket.create_connection(("127.0.0.1", port), timeout=scaled(20)) as held:
+                held.sendall(b"ping")
+                assert await asyncio.to_thread(held.recv, 4) == b"ping"  # its stream runs
+                await fake.break_all()
+                # The held connection ends (without the rest of a reply it never got).
+                with contextlib.suppress(ConnectionResetError):
+                    assert await asyncio.to_thread(held.recv, 1) == b""
+            assert await asyncio.to_thread(exchange, port, b"after the break") == b"after the break"
+            assert fake.opened == [POD, POD]
+            errors = [event.error for event in await all_closed(events, 2)]
+    assert errors[0].startswith(f"the port-forward to {POD} broke: "), errors
+    assert errors[1:] == [""]
