@@ -177,3 +177,18 @@ class PortForwardError(TunnelError):
         super().__init__(cause, fix)
         #: The pod's side refused the connection (nothing listens on the port).
         self.refused = refused
+
+
+def first_error(failures: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error to report from a task group's failures: the first plugin error, if any."""
+    flat: list[BaseException] = []
+
+    def walk(group: BaseExceptionGroup[BaseException]) -> None:
+        for exc in group.exceptions:
+            if isinstance(exc, BaseExceptionGroup):
+                walk(exc)
+            else:
+                flat.append(exc)
+
+    walk(failures)
+    return next((e for e in flat if isinstance(e, PluginError)), flat[0])

@@ -57,6 +57,7 @@ from .errors import (
     RelayPodError,
     TargetNotFound,
     Unschedulable,
+    first_error,
 )
 from .events import (
     EventSink,
@@ -794,17 +795,3 @@ class Tunnel:
                 failures.append((f"job/{relay.job}", "jobs.batch", exc))
         return failures
 
-
-def first_error(failures: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The error to report from a task group's failures: the first plugin error, if any."""
-    flat: list[BaseException] = []
-
-    def walk(group: BaseExceptionGroup[BaseException]) -> None:
-        for exc in group.exceptions:
-            if isinstance(exc, BaseExceptionGroup):
-                walk(exc)
-            else:
-                flat.append(exc)
-
-    walk(failures)
-    return next((e for e in flat if isinstance(e, PluginError)), flat[0])

@@ -37,10 +37,11 @@ import dataclasses
 from collections.abc import Sequence
 from typing import cast
 
+from .errors import first_error
 from .events import EventSink, Notice, SessionEvent
 from .exposing import Exposer, ExposeSpec
 from .kube import Cluster
-from .session import Session, SessionOptions, TunnelSpec, first_error
+from .session import Session, SessionOptions, TunnelSpec
 from .tunnelfile import FileTunnel
 
 
