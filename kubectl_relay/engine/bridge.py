@@ -53,11 +53,14 @@ from .log import INFO, NOTICE, logger
 from .metrics import METRICS
 from .transfer import (
     INITIAL_BLOCK_SIZE,
+    LINGER_FIRST_LOOK,
     STOP_POLL_SECONDS,
+    Lingering,
     TransferSettings,
     current_limit,
     failure_text,
     input_waiting,
+    linger_seconds,
     log_at_eof,
     log_cut,
     log_transfer_start,
@@ -67,7 +70,7 @@ from .transfer import (
     time_to_idle,
 )
 from .transports.base import OpenContext, Stream
-from .transports.sockets import SocketStream, abort_on_close, format_sockaddr
+from .transports.sockets import SocketStream, abort_on_close, format_sockaddr, unsent_bytes
 from .transports.sockopt import CONNECTION_FORMS
 from .transports.tcp import TcpListener, family_of, strerror, strip_brackets
 
@@ -247,6 +250,8 @@ class _End(asyncio.BufferedProtocol):
         self.queued = 0
         #: Bytes read after the other side failed, which it will never get.
         self.discarded = 0
+        #: Set while the session has ended and our kernel still sends to our peer.
+        self.lingering: Lingering | None = None
         self.counter = METRICS.bytes_total["left-to-right" if number == 1 else "right-to-left"]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -288,6 +293,10 @@ class _End(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         assert self.view is not None and self.transport is not None
+        if self.lingering is not None:  # the session has ended: read to keep our close a close
+            self.discarded += nbytes
+            self.give_back()
+            return
         block = self.view[:nbytes]
         peer = self.peer
         if peer is None:
@@ -344,6 +353,9 @@ class _End(asyncio.BufferedProtocol):
 
     def eof_received(self) -> bool:
         self.at_eof = True
+        if self.lingering is not None:  # nothing more comes: a close cannot turn into a reset
+            self.session.end_lingering(self)
+            return True
         if self.peer is not None:  # else _link reports it, in socat's order
             self.session.direction_done(self)
         return True  # keep our write half open for the other direction
@@ -393,6 +405,8 @@ class _Session:
         self.second: _End | None = None
         self.opening: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.linger_timer: asyncio.TimerHandle | None = None
+        self.failed = False  # a side failed: what is dropped meanwhile is said so
         self.closing = False  # a direction has ended: -t is in force
         self.written = 0  # bytes the sides' transports had sent at the last look
         self.finished = False
@@ -582,10 +596,10 @@ class _Session:
         if not self.closing:
             logger.log(NOTICE, "inactivity timeout triggered")
         limit = current_limit(self.settings, self.closing)
-        self._drop_held(f"nothing written for {limit:g}s", [side for side, _ in self._open_sides()])
-        self.finish(abort=True)
+        sides = [side for side, _ in self._open_sides()]
+        self.finish(abort=self._drop_held(f"nothing written for {limit:g}s", sides))
 
-    def _drop_held(self, why: str, reset: list[_End]) -> None:
+    def _drop_held(self, why: str, reset: list[_End]) -> bool:
         """Say what each open side still holds and will not deliver; reset ``reset`` if so."""
         dropped = False
         for side, transport in self._open_sides():
@@ -598,21 +612,26 @@ class _Session:
                     side_socket = side.transport.get_extra_info("socket")
                     if side_socket is not None:
                         abort_on_close(side_socket)
+        return dropped
 
     # -- ending ---------------------------------------------------------------
 
     def finish(self, *, abort: bool = False) -> None:
         """End the session: close both sides once what they hold is written, or now if ``abort``."""
         if self.finished:
+            if abort:  # sides still lingering are reset now
+                for side in (self.first, self.second):
+                    if side is not None and side.lingering is not None:
+                        side.lingering = None
+                        self._close_side(side, abort=True)
             return
         self.finished = True
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
         for side in (self.first, self.second):
-            if side is not None and side.discarded and side.peer is not None:
-                peer = side.peer
-                log_undelivered(side.discarded, peer.number, peer.fd_label, "the transfer failed")
+            if side is not None:
+                self._say_discarded(side)
         if self.opening is not None and self.opening is not asyncio.current_task():
             self.opening.cancel()
         self._close_sides(abort=abort)
@@ -629,7 +648,7 @@ class _Session:
             side.transport.get_write_buffer_size()
             for side in sides
             if side.transport is not None and not side.lost
-        )
+        ) + sum(side.lingering.queued for side in sides if side.lingering is not None)
         if self.finished and not held:
             self.abort()  # ended by itself, only closing
             return
@@ -647,11 +666,71 @@ class _Session:
 
     def _close_sides(self, *, abort: bool) -> None:
         for side in (self.first, self.second):
-            if side is not None and side.transport is not None and not side.lost:
-                if abort:
-                    side.transport.abort()
-                else:
-                    side.transport.close()
+            if side is not None and not (abort or side.at_eof):
+                self._start_lingering(side)
+            if side is not None and side.lingering is None:
+                self._close_side(side, abort=abort)
+        if any(side is not None and side.lingering is not None
+               for side in (self.first, self.second)):
+            self.linger_timer = self.loop.call_later(LINGER_FIRST_LOOK, self._look_lingering)
+
+    def _close_side(self, side: _End, *, abort: bool) -> None:
+        if side.transport is not None and not side.lost:
+            if abort:
+                side.transport.abort()
+            else:
+                side.transport.close()
+
+    def _queued(self, side: _End) -> int:
+        """What ``side`` still has to send: its transport's buffer and its kernel's queue."""
+        if side.transport is None or side.lost:
+            return 0
+        sock = side.transport.get_extra_info("socket")
+        kernel = 0 if sock is None else unsent_bytes(sock)
+        return side.transport.get_write_buffer_size() + kernel
+
+    def _start_lingering(self, side: _End) -> None:
+        """Keep ``side`` open while its peer has bytes of ours to take (``transfer.Lingering``)."""
+        transport = side.transport
+        if transport is None or side.lost or not (queued := self._queued(side)):
+            return  # the common case: nothing to wait for
+        side.lingering = Lingering(queued, linger_seconds(self.settings), self.loop.time())
+        if transport.can_write_eof():
+            transport.write_eof()  # once its buffered data is written
+        transport.resume_reading()
+
+    def _look_lingering(self) -> None:
+        self.linger_timer = None
+        now, wait = self.loop.time(), None
+        for side in (self.first, self.second):
+            if side is None or side.lingering is None:
+                continue
+            if (after := side.lingering.look(self._queued(side), now)) is None:
+                self.end_lingering(side)
+            else:
+                wait = after if wait is None else min(wait, after)
+        if wait is not None:
+            self.linger_timer = self.loop.call_later(wait, self._look_lingering)
+
+    def end_lingering(self, side: _End) -> None:
+        """``side``'s peer took everything, sent its EOF, or the bound ran out: close it."""
+        lingering, side.lingering = side.lingering, None
+        if lingering is None:
+            return
+        if lingering.expired:  # a reset, not a FIN that looks like the whole reply
+            lingering.log_expired(side.number, side.fd_label)
+            sock = None if side.transport is None else side.transport.get_extra_info("socket")
+            if sock is not None and not side.lost:
+                abort_on_close(sock)
+        self._say_discarded(side)
+        self._close_side(side, abort=lingering.expired)
+
+    def _say_discarded(self, side: _End) -> None:
+        """Say what ``side`` read and dropped since last said, for the peer that never gets it."""
+        if side.discarded and side.peer is not None:
+            why = "the transfer failed" if self.failed else "the session had ended"
+            log_undelivered(side.discarded, side.peer.number, side.peer.fd_label, why)
+            side.discarded = 0
 
     def _fail(self) -> None:
         METRICS.session_errors_total += 1
@@ -659,6 +738,7 @@ class _Session:
 
     def side_lost(self, side: _End, exc: Exception | None) -> None:
         if exc is not None and not self.finished:
+            self.failed = True
             logger.error("%s", _transfer_error(side, exc))
             METRICS.session_errors_total += 1
             self._deliver_after_failure(side)
