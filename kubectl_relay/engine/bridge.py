@@ -26,6 +26,8 @@ The semantics are those of ``transfer.py``, kept in the same words:
   ``E`` line and the peers reset;
 - a failed read or write logs one ``E`` line and ends only its session,
   once the other side got what was read for it (``_deliver_after_failure``);
+- a session that ends while a side's kernel still holds bytes for its peer
+  half-closes that side and reads on until the peer took them (``Lingering``);
 - backpressure: while one side has a block unwritten, the other is not read,
   so memory stays bounded by one block per direction;
 - ``-b`` bounds the reads, which grow from 8 KiB while they fill the buffer.
