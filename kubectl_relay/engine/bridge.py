@@ -26,11 +26,13 @@ The semantics are those of ``transfer.py``, kept in the same words:
   ``E`` line and the peers reset;
 - a failed read or write logs one ``E`` line and ends only its session,
   once the other side got what was read for it (``_deliver_after_failure``);
+- a session that ends while a side's kernel still holds bytes for its peer
+  half-closes that side and reads on until the peer took them (``Lingering``);
 - backpressure: while one side has a block unwritten, the other is not read,
   so memory stays bounded by one block per direction;
 - ``-b`` bounds the reads, which grow from 8 KiB while they fill the buffer.
 
-``eligible`` decides which runs take this path; everything else takes the
+``fastpath.eligible`` decides which runs take this path; everything else takes the
 general one, unchanged.
 """
 
@@ -38,27 +40,28 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import ipaddress
-import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from . import destinations
 from .acceptor import Acceptor
-from .addresses import Address, AddressSpec
+from .addresses import AddressSpec
 from .blocks import thread_pool
 from .driven import Driven
 from .errors import RelayError
+from .fastpath import direct_upstream
 from .log import INFO, NOTICE, logger
 from .metrics import METRICS
 from .transfer import (
     INITIAL_BLOCK_SIZE,
+    LINGER_FIRST_LOOK,
     STOP_POLL_SECONDS,
+    Lingering,
     TransferSettings,
     current_limit,
     failure_text,
     input_waiting,
+    linger_seconds,
     log_at_eof,
     log_cut,
     log_transfer_start,
@@ -67,32 +70,15 @@ from .transfer import (
     next_block_size,
     time_to_idle,
 )
-from .transports.base import OpenContext, Stream
-from .transports.sockets import SocketStream, abort_on_close, format_sockaddr
-from .transports.sockopt import CONNECTION_FORMS
-from .transports.tcp import TcpListener, family_of, strerror, strip_brackets
-
-#: First addresses served here: forking TCP listeners.
-LISTENERS = frozenset({"TCP-LISTEN", "TCP4-LISTEN", "TCP6-LISTEN"})
-#: Second addresses whose opener hands back a connected ``SocketStream``.
-CONNECTORS = frozenset({"TCP", "TCP4", "TCP6", "UNIX-CONNECT"})
-#: Options that need the general path: the listener's accept loop
-#: (``accept-timeout``) or the pump's per-block work. (``max-children`` is
-#: the ``Acceptor``'s.)
-GENERAL_PATH_OPTIONS = frozenset(
-    {
-        "accept-timeout", "readbytes", "ignoreeof", "crnl", "cr", "frame",
-        "escape", "cool-write", "end-close", *CONNECTION_FORMS,
-    }
-)
+from .transports.base import Stream
+from .transports.sockets import SocketStream, abort_on_close, format_sockaddr, unsent_bytes
+from .transports.tcp import TcpListener, strerror
 
 #: A direct connect that failed faster than this is tried again through the
 #: general opener, which words the error exactly as socat (with the socket's
 #: descriptor); a slower failure (a timeout, a slow name server) is reported
 #: at once rather than waited for twice.
 QUICK_FAILURE_SECONDS = 1.0
-
-_IP_FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
 
 #: Bytes a side may hold unwritten before the other side is no longer read:
 #: none. A block the kernel could not take at once stays in its buffer (lent,
@@ -104,21 +90,6 @@ PENDING_READ_LIMIT = 1024 * 1024
 
 #: Opens the second address for a session, given the first's ``SOCAT_*`` variables.
 OpenSecond = Callable[[Mapping[str, str]], Awaitable[Stream]]
-
-
-def eligible(
-    first: AddressSpec, second: AddressSpec, settings: TransferSettings, tracing: bool
-) -> bool:
-    """Whether a run takes the fast path: fork TCP listener, socket upstream, no per-block work."""
-    if not (isinstance(first, Address) and isinstance(second, Address)):
-        return False
-    if first.keyword not in LISTENERS or second.keyword not in CONNECTORS:
-        return False
-    if not first.options.flag("fork") or tracing or settings.unidirectional != "both":
-        return False
-    return not any(
-        name in address.options for address in (first, second) for name in GENERAL_PATH_OPTIONS
-    )
 
 
 @dataclass(frozen=True)
@@ -133,31 +104,6 @@ class Run:
     upstream: tuple[str, int, int] | None
     #: No peer checks, socket options or notices: accepted peers need no look.
     plain_accept: bool
-
-
-def direct_upstream(second: AddressSpec, family: int) -> tuple[str, int, int] | None:
-    """``(host, port, family)`` when the event loop can open ``second`` itself.
-
-    Only ``TCP``/``TCP4``/``TCP6`` to an IP address of the address's family,
-    with a numeric port and no options: the loop then connects in C. Names
-    go through the general opener, so that every lookup is ``tcp.resolve``'s
-    (``loop.getaddrinfo``).
-    """
-    if not isinstance(second, Address) or second.keyword not in ("TCP", "TCP4", "TCP6"):
-        return None
-    if second.options or len(second.params) != 2:
-        return None
-    host, port = strip_brackets(second.params[0]), second.params[1]
-    try:
-        version = ipaddress.ip_address(host).version
-    except ValueError:
-        return None
-    family = family_of(second, OpenContext(family=family))
-    if not port.isdigit() or family not in (socket.AF_UNSPEC, _IP_FAMILIES[version]):
-        return None
-    if not destinations.permits(host):
-        return None  # the general opener refuses it, in its words (--deny-connect)
-    return host, int(port), family
 
 
 @dataclass(frozen=True)
@@ -255,6 +201,8 @@ class _End(asyncio.BufferedProtocol):
         self.queued = 0
         #: Bytes read after the other side failed, which it will never get.
         self.discarded = 0
+        #: Set while the session has ended and our kernel still sends to our peer.
+        self.lingering: Lingering | None = None
         self.counter = METRICS.bytes_total["left-to-right" if number == 1 else "right-to-left"]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -298,6 +246,10 @@ class _End(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         assert self.view is not None and self.transport is not None
+        if self.lingering is not None:  # the session has ended: read to keep our close a close
+            self.discarded += nbytes
+            self.give_back()
+            return
         block = self.view[:nbytes]
         peer = self.peer
         if peer is None:
@@ -354,6 +306,9 @@ class _End(asyncio.BufferedProtocol):
 
     def eof_received(self) -> bool:
         self.at_eof = True
+        if self.lingering is not None:  # nothing more comes: a close cannot turn into a reset
+            self.session.end_lingering(self)
+            return True
         if self.peer is not None:  # else _link reports it, in socat's order
             self.session.direction_done(self)
         return True  # keep our write half open for the other direction
@@ -404,6 +359,8 @@ class _Session:
         self.opening: asyncio.Task[None] | Driven[_End | None] | None = None
         self.connecting_directly = False  # the loop connects: its notices are ours to say
         self.timer: asyncio.TimerHandle | None = None
+        self.linger_timer: asyncio.TimerHandle | None = None
+        self.failed = False  # a side failed: what is dropped meanwhile is said so
         self.closing = False  # a direction has ended: -t is in force
         self.written = 0  # bytes the sides' transports had sent at the last look
         self.finished = False
@@ -630,10 +587,10 @@ class _Session:
         if not self.closing:
             logger.log(NOTICE, "inactivity timeout triggered")
         limit = current_limit(self.settings, self.closing)
-        self._drop_held(f"nothing written for {limit:g}s", [side for side, _ in self._open_sides()])
-        self.finish(abort=True)
+        sides = [side for side, _ in self._open_sides()]
+        self.finish(abort=self._drop_held(f"nothing written for {limit:g}s", sides))
 
-    def _drop_held(self, why: str, reset: list[_End]) -> None:
+    def _drop_held(self, why: str, reset: list[_End]) -> bool:
         """Say what each open side still holds and will not deliver; reset ``reset`` if so."""
         dropped = False
         for side, transport in self._open_sides():
@@ -646,21 +603,26 @@ class _Session:
                     side_socket = side.transport.get_extra_info("socket")
                     if side_socket is not None:
                         abort_on_close(side_socket)
+        return dropped
 
     # -- ending ---------------------------------------------------------------
 
     def finish(self, *, abort: bool = False) -> None:
         """End the session: close both sides once what they hold is written, or now if ``abort``."""
         if self.finished:
+            if abort:  # sides still lingering are reset now
+                for side in (self.first, self.second):
+                    if side is not None and side.lingering is not None:
+                        side.lingering = None
+                        self._close_side(side, abort=True)
             return
         self.finished = True
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
         for side in (self.first, self.second):
-            if side is not None and side.discarded and side.peer is not None:
-                peer = side.peer
-                log_undelivered(side.discarded, peer.number, peer.fd_label, "the transfer failed")
+            if side is not None:
+                self._say_discarded(side)
         # Once linked, the opener only has to return: cancelling it then
         # would close the upstream under what it still has to write.
         if (
@@ -683,7 +645,7 @@ class _Session:
             side.transport.get_write_buffer_size()
             for side in sides
             if side.transport is not None and not side.lost
-        )
+        ) + sum(side.lingering.queued for side in sides if side.lingering is not None)
         if self.finished and not held:
             self.abort()  # ended by itself, only closing
             return
@@ -701,11 +663,71 @@ class _Session:
 
     def _close_sides(self, *, abort: bool) -> None:
         for side in (self.first, self.second):
-            if side is not None and side.transport is not None and not side.lost:
-                if abort:
-                    side.transport.abort()
-                else:
-                    side.transport.close()
+            if side is not None and not (abort or side.at_eof):
+                self._start_lingering(side)
+            if side is not None and side.lingering is None:
+                self._close_side(side, abort=abort)
+        if any(side is not None and side.lingering is not None
+               for side in (self.first, self.second)):
+            self.linger_timer = self.loop.call_later(LINGER_FIRST_LOOK, self._look_lingering)
+
+    def _close_side(self, side: _End, *, abort: bool) -> None:
+        if side.transport is not None and not side.lost:
+            if abort:
+                side.transport.abort()
+            else:
+                side.transport.close()
+
+    def _queued(self, side: _End) -> int:
+        """What ``side`` still has to send: its transport's buffer and its kernel's queue."""
+        if side.transport is None or side.lost:
+            return 0
+        sock = side.transport.get_extra_info("socket")
+        kernel = 0 if sock is None else unsent_bytes(sock)
+        return side.transport.get_write_buffer_size() + kernel
+
+    def _start_lingering(self, side: _End) -> None:
+        """Keep ``side`` open while its peer has bytes of ours to take (``transfer.Lingering``)."""
+        transport = side.transport
+        if transport is None or side.lost or not (queued := self._queued(side)):
+            return  # the common case: nothing to wait for
+        side.lingering = Lingering(queued, linger_seconds(self.settings), self.loop.time())
+        if transport.can_write_eof():
+            transport.write_eof()  # once its buffered data is written
+        transport.resume_reading()
+
+    def _look_lingering(self) -> None:
+        self.linger_timer = None
+        now, wait = self.loop.time(), None
+        for side in (self.first, self.second):
+            if side is None or side.lingering is None:
+                continue
+            if (after := side.lingering.look(self._queued(side), now)) is None:
+                self.end_lingering(side)
+            else:
+                wait = after if wait is None else min(wait, after)
+        if wait is not None:
+            self.linger_timer = self.loop.call_later(wait, self._look_lingering)
+
+    def end_lingering(self, side: _End) -> None:
+        """``side``'s peer took everything, sent its EOF, or the bound ran out: close it."""
+        lingering, side.lingering = side.lingering, None
+        if lingering is None:
+            return
+        if lingering.expired:  # a reset, not a FIN that looks like the whole reply
+            lingering.log_expired(side.number, side.fd_label)
+            sock = None if side.transport is None else side.transport.get_extra_info("socket")
+            if sock is not None and not side.lost:
+                abort_on_close(sock)
+        self._say_discarded(side)
+        self._close_side(side, abort=lingering.expired)
+
+    def _say_discarded(self, side: _End) -> None:
+        """Say what ``side`` read and dropped since last said, for the peer that never gets it."""
+        if side.discarded and side.peer is not None:
+            why = "the transfer failed" if self.failed else "the session had ended"
+            log_undelivered(side.discarded, side.peer.number, side.peer.fd_label, why)
+            side.discarded = 0
 
     def _fail(self) -> None:
         METRICS.session_errors_total += 1
@@ -713,6 +735,7 @@ class _Session:
 
     def side_lost(self, side: _End, exc: Exception | None) -> None:
         if exc is not None and not self.finished:
+            self.failed = True
             logger.error("%s", _transfer_error(side, exc))
             METRICS.session_errors_total += 1
             self._deliver_after_failure(side)

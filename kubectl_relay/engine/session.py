@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from . import bridge, framing
+from . import bridge, fastpath, framing
 from .acceptor import Slots
 from .addresses import Address, AddressSpec, DualAddress
 from .descriptors import ANY_SESSION, DescriptorBudget
@@ -303,7 +303,7 @@ class Relay:
             return False
         if isinstance(self.first, Address) and "children-shutup" in self.first.options:
             return False  # its sessions are not children logging at a level of their own
-        return bridge.eligible(
+        return fastpath.eligible(
             self.first, self.second, self.settings.transfer, self.settings.trace.enabled
         )
 

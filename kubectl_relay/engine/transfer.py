@@ -27,6 +27,9 @@ socat's man page, which this module follows:
   (uvloop always does), so a relay that was not scheduled for a moment (a
   loaded machine) would cut a reply already waiting in its socket. Before a
   timer ends a session, ``input_waiting`` looks (``poll`` with no wait).
+- A session's end never destroys what the kernel still sends: a TCP side
+  whose send queue is not empty when the session ends lingers (``Lingering``,
+  ``linger``) rather than closing into a reset. socat closes at once here.
 - ``-u``/``-U``: unidirectional mode, left to right / right to left.
 - ``readbytes=<n>``: "Reads only so many bytes from this address ... acts as
   if EOF" after that; ``ignoreeof``: "When EOF occurs on input data stream,
@@ -94,6 +97,14 @@ IGNOREEOF_POLL_SECONDS = 0.25
 
 #: How often a graceful stop looks whether the sessions it waits for have ended.
 STOP_POLL_SECONDS = 0.05
+
+#: A closing socket whose kernel still holds bytes for its peer stays open
+#: (reading and dropping what comes) until the peer takes them, unless it
+#: takes none for this long, or ``-t`` if longer (see ``Lingering``).
+LINGER_SECONDS = 5.0
+#: The first look at a lingering socket's send queue, doubled up to the last.
+LINGER_FIRST_LOOK = 0.01
+LINGER_LAST_LOOK = 0.25
 
 Direction = Literal[">", "<"]
 
@@ -425,7 +436,8 @@ async def transfer(
     """Relay between ``left`` (address 1) and ``right`` (address 2) until both sides are done.
 
     Raises ``OpenError`` when a read or write fails; the caller logs it and
-    decides the exit status. Does not close the streams: their opener does.
+    decides the exit status. Does not close the streams (their opener does),
+    unless one lingers (``Lingering``): then each closes when its own is done.
     ``in_flight``, if given, shows what the transfer holds while it runs.
     """
     clock = _ActivityClock()
@@ -469,6 +481,7 @@ async def _supervise(pumps: list[_Pump], settings: TransferSettings, clock: _Act
                 pump.piece = WRITE_PROGRESS_PIECE
     failures: list[OpenError] = []
     drained: list[_Drain] = []
+    reset = False
     async with asyncio.TaskGroup() as group:
         running = {group.create_task(pump.run_guarded()): pump for pump in pumps}
         closing = False
@@ -488,7 +501,7 @@ async def _supervise(pumps: list[_Pump], settings: TransferSettings, clock: _Act
                 if not closing:
                     logger.log(NOTICE, "inactivity timeout triggered")
                 limit = current_limit(settings, closing)
-                _drop_held(running.values(), f"nothing written for {limit:g}s")
+                reset = _drop_held(running.values(), f"nothing written for {limit:g}s")
                 for task in running:
                     task.cancel()
                 break
@@ -520,9 +533,11 @@ async def _supervise(pumps: list[_Pump], settings: TransferSettings, clock: _Act
                 closing = True
                 # socat's -t counts from the EOF, then from each later transfer.
                 clock.touch()
-        for drain in drained:  # the session ends: what still comes is not read
+        for drain in drained:  # the session ends: lingering reads on
             if drain.task is not None:
                 drain.task.cancel()
+    if not reset:
+        await _linger_sides(pumps, settings, drained)
     for drain in drained:
         drain.log()
     if failures:
@@ -537,7 +552,8 @@ class _Drain:
     Input left unread when a socket closes turns its close into a reset,
     and the reset discards what the kernel still had to send that peer:
     the bytes the other direction was delivering. So the survivor is read
-    until the session ends, and what it sent is said as undelivered.
+    until the session ends (then ``linger`` reads on while its peer still
+    has bytes to take), and what it sent is said as undelivered.
     """
 
     def __init__(self, failed: _Pump) -> None:
@@ -545,6 +561,7 @@ class _Drain:
         broken = failed.broken
         self.survivor = failed.sink if broken is failed.source else failed.source
         self.broken = broken
+        self.fd_label = broken.fd_label  # said after the session, when it may be closed
         self.count = 0
         self.task: asyncio.Task[None] | None = None
 
@@ -559,18 +576,143 @@ class _Drain:
     def log(self) -> None:
         if self.count:
             log_undelivered(
-                self.count, self.broken.number, self.broken.fd_label, "the transfer failed"
+                self.count, self.broken.number, self.fd_label, "the transfer failed"
             )
 
 
-def _drop_held(pumps: Iterable[_Pump], why: str) -> None:
-    """Say what ``pumps`` hold and will not deliver, and reset their peers."""
+def _drop_held(pumps: Iterable[_Pump], why: str) -> bool:
+    """Say what ``pumps`` hold and will not deliver, and reset their peers; True if any."""
+    dropped = False
     for pump in pumps:
         if pump.held:
             log_undelivered(pump.held, pump.sink.number, pump.sink.fd_label, why)
             pump.sink.stream.reset()
             pump.source.stream.reset()
             pump.held = 0
+            dropped = True
+    return dropped
+
+
+class Lingering:
+    """The close of a socket whose kernel still holds bytes for its peer: both paths' rule.
+
+    Linux answers input that reaches a closed socket (or a close with input
+    unread) with a reset, and the reset discards the send queue: a reply
+    handed to the kernel, gone unsaid while the peer still sends. So a
+    closing side half-closes (FIN after the data), reads and drops its
+    input, and closes once its queue is empty (all acknowledged), or at its
+    peer's EOF or reset. A peer that takes nothing for ``bound`` seconds is
+    reset and the bytes left said (``expired``), so a forking relay's
+    lingering sessions cannot pile up. Sessions count as running (and
+    toward ``max-children``) until their sockets close.
+    """
+
+    def __init__(self, queued: int, bound: float, now: float) -> None:
+        self.queued = queued
+        self.bound = bound
+        self.since = now  # the last progress: the queue shrank
+        self.wait = LINGER_FIRST_LOOK
+        self.expired = False
+
+    def look(self, queued: int, now: float) -> float | None:
+        """Seconds until the next look at the queue, or None: close now (reset if ``expired``)."""
+        if queued < self.queued:
+            self.since = now
+        self.queued = queued
+        if not queued:
+            return None
+        left = self.since + self.bound - now
+        if left <= 0:
+            self.expired = True
+            return None
+        wait, self.wait = self.wait, min(self.wait * 2, LINGER_LAST_LOOK)
+        return min(wait, left)
+
+    def log_expired(self, number: int, fd_label: str) -> None:
+        """The ``E`` line of a peer that took nothing for the bound."""
+        log_undelivered(
+            self.queued, number, fd_label, f"nothing taken for {self.bound:g}s while closing"
+        )
+
+
+def linger_seconds(settings: TransferSettings) -> float:
+    """How long a closing socket waits for its peer to take anything: ``-t``, at least a few s."""
+    return max(settings.close_timeout, LINGER_SECONDS)
+
+
+async def linger(side: Side, bound: float) -> int:
+    """Keep ``side`` open while its kernel still holds bytes for its peer (see ``Lingering``).
+
+    Returns how many bytes of input were read and dropped meanwhile. The
+    caller closes the stream after (reset if the bound ran out).
+    """
+    stream = side.stream
+    queued = stream.unsent()
+    if not queued:
+        return 0
+    loop = asyncio.get_running_loop()
+    lingering = Lingering(queued, bound, loop.time())
+    await stream.shutdown_write()
+    dropped = 0
+
+    async def discard() -> None:
+        nonlocal dropped
+        if not stream.readable:
+            await asyncio.Future()  # nothing to read: only the queue tells the end
+        view = memoryview(bytearray(INITIAL_BLOCK_SIZE))
+        with contextlib.suppress(OSError):
+            while count := await stream.read_into(view):
+                dropped += count
+
+    reader = asyncio.ensure_future(discard())
+    try:
+        wait = lingering.look(queued, loop.time())
+        while wait is not None:
+            await asyncio.wait({reader}, timeout=wait)
+            if reader.done():
+                break  # the peer's end or reset: nothing more can come
+            wait = lingering.look(stream.unsent(), loop.time())
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+    if lingering.expired:
+        lingering.log_expired(side.number, side.fd_label)
+        stream.reset()
+    return dropped
+
+
+async def _linger_sides(
+    pumps: list[_Pump], settings: TransferSettings, drained: list[_Drain]
+) -> None:
+    """Linger on every side of an ended session; say what they dropped meanwhile."""
+    sides: dict[int, Side] = {}
+    receivers: dict[int, tuple[int, str]] = {}  # where a side's input would have gone
+    for pump in pumps:
+        for side in (pump.source, pump.sink):
+            if not side.end_close:  # it serves the next peer: not ours to close
+                sides[id(side)] = side
+        receivers[id(pump.source)] = (pump.sink.number, pump.sink.fd_label)  # before closing
+    order = list(sides.values())
+    if not any(side.stream.unsent() for side in order):
+        return  # the common case: the opener closes them, nothing to wait for
+    bound = linger_seconds(settings)
+
+    async def linger_and_close(side: Side) -> int:
+        # A side with nothing queued closes now, as at any session's end:
+        # its peer must not wait for the other's lingering.
+        try:
+            return await linger(side, bound)
+        finally:
+            await side.stream.aclose()
+
+    dropped = await asyncio.gather(*(linger_and_close(side) for side in order))
+    for side, count in zip(order, dropped, strict=True):
+        drain = next((drain for drain in drained if drain.survivor is side), None)
+        if drain is not None:
+            drain.count += count
+        elif count and (receiver := receivers.get(id(side))) is not None:
+            log_undelivered(count, *receiver, "the session had ended")
 
 
 def time_to_idle(

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from kubectl_relay.engine import bridge
+from kubectl_relay.engine import fastpath
 from kubectl_relay.engine.addresses import parse_address
 from kubectl_relay.engine.session import FAST_PATH_VARIABLE, Relay, RunSettings
 from kubectl_relay.engine.trace import TraceSettings
@@ -221,7 +221,7 @@ def is_eligible(
     settings: TransferSettings = DEFAULTS,
     tracing: bool = False,
 ) -> bool:
-    return bridge.eligible(parse_address(first), parse_address(second), settings, tracing)
+    return fastpath.eligible(parse_address(first), parse_address(second), settings, tracing)
 
 
 @pytest.mark.parametrize(
@@ -285,7 +285,7 @@ def test_a_dual_address_is_not_eligible() -> None:
 def test_direct_upstream_for_plain_tcp(
     second: str, family: int, expected: tuple[str, int, int]
 ) -> None:
-    assert bridge.direct_upstream(parse_address(second), family) == expected
+    assert fastpath.direct_upstream(parse_address(second), family) == expected
 
 
 @pytest.mark.parametrize(
@@ -300,7 +300,7 @@ def test_direct_upstream_for_plain_tcp(
     ],
 )
 def test_no_direct_upstream_with_options_a_name_or_another_kind(second: str) -> None:
-    assert bridge.direct_upstream(parse_address(second), socket.AF_UNSPEC) is None
+    assert fastpath.direct_upstream(parse_address(second), socket.AF_UNSPEC) is None
 
 
 @pytest.mark.parametrize(("value", "expected"), [(None, True), ("1", True), ("0", False)])

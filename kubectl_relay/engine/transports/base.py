@@ -72,6 +72,14 @@ class Stream(abc.ABC):
     async def aclose(self) -> None:
         """Release everything; must be safe to call twice."""
 
+    def unsent(self) -> int:
+        """Bytes written that the kernel still holds for the peer (a TCP send queue).
+
+        Closing while the peer still sends would turn into a reset that
+        destroys them: ``transfer.linger`` waits for them first. Default: 0.
+        """
+        return 0
+
     def reset(self) -> None:  # noqa: B027 - a deliberate no-op default
         """Make the coming ``aclose`` abortive (a TCP reset), where the transport can.
 
