@@ -70,19 +70,23 @@ def test_refused_with_one_clear_line(address: str, message: str) -> None:
     assert message in error
 
 
-def wait_for_a_child(pid: int) -> None:
-    """Wait (bounded) until process ``pid`` has a child, from /proc."""
+def wait_for_a_child(pid: int, program: str = "cat") -> None:
+    """Wait (bounded) until process ``pid`` has a child running ``program`` and asleep, from
+    /proc: past its exec and its terminal set-up, waiting for input (a child signalled
+    earlier, while socat still set up the pty, read EIO instead of dying of the signal)."""
     deadline = time.monotonic() + scaled(15)
     while time.monotonic() < deadline:
         for entry in filter(str.isdigit, os.listdir("/proc")):
             try:
                 with open(f"/proc/{entry}/stat") as f:
-                    if f.read().rsplit(")", 1)[1].split()[1] == str(pid):
-                        return
-            except (OSError, IndexError):
+                    name, rest = f.read().split(" (", 1)[1].rsplit(")", 1)
+                state, parent = rest.split()[:2]
+                if parent == str(pid) and name == program and state == "S":
+                    return
+            except (OSError, IndexError, ValueError):
                 continue
         time.sleep(0.05)
-    pytest.fail(f"process {pid} started no child within {scaled(15):g} s")
+    pytest.fail(f"process {pid} started no {program} waiting for input within {scaled(15):g} s")
 
 
 @pytest.mark.parametrize("program", [pytest.param(RELAY, id="relay"),
