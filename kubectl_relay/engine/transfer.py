@@ -640,14 +640,14 @@ def linger_seconds(settings: TransferSettings) -> float:
     return max(settings.close_timeout, LINGER_SECONDS)
 
 
-async def linger(side: Side, bound: float) -> int:
-    """Keep ``side`` open while its kernel still holds bytes for its peer (see ``Lingering``).
+async def linger(side: Side, bound: float, queued: int) -> int:
+    """Keep ``side`` open while its kernel still holds ``queued`` bytes for its peer (see
+    ``Lingering``).
 
     Returns how many bytes of input were read and dropped meanwhile. The
     caller closes the stream after (reset if the bound ran out).
     """
     stream = side.stream
-    queued = stream.unsent()
     if not queued:
         return 0
     loop = asyncio.get_running_loop()
@@ -694,19 +694,22 @@ async def _linger_sides(
                 sides[id(side)] = side
         receivers[id(pump.source)] = (pump.sink.number, pump.sink.fd_label)  # before closing
     order = list(sides.values())
-    if not any(side.stream.unsent() for side in order):
+    queued = [side.stream.unsent() for side in order]  # one look each, used by linger
+    if not any(queued):
         return  # the common case: the opener closes them, nothing to wait for
     bound = linger_seconds(settings)
 
-    async def linger_and_close(side: Side) -> int:
+    async def linger_and_close(side: Side, unsent: int) -> int:
         # A side with nothing queued closes now, as at any session's end:
         # its peer must not wait for the other's lingering.
         try:
-            return await linger(side, bound)
+            return await linger(side, bound, unsent)
         finally:
             await side.stream.aclose()
 
-    dropped = await asyncio.gather(*(linger_and_close(side) for side in order))
+    dropped = await asyncio.gather(
+        *(linger_and_close(side, unsent) for side, unsent in zip(order, queued, strict=True))
+    )
     for side, count in zip(order, dropped, strict=True):
         drain = next((drain for drain in drained if drain.survivor is side), None)
         if drain is not None:
