@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import re
 import signal
 import subprocess
@@ -89,6 +90,28 @@ def wait_for_a_child(pid: int, program: str = "cat") -> None:
     pytest.fail(f"process {pid} started no {program} waiting for input within {scaled(15):g} s")
 
 
+# The numbers of the calls an event loop sleeps in: poll, select, epoll_wait, pselect6, ppoll,
+# epoll_pwait, epoll_pwait2 on x86-64; arm64 has only the last four.
+EVENT_WAITS = ({"72", "73", "22", "441"} if platform.machine() == "aarch64"
+               else {"7", "23", "232", "270", "271", "281", "441"})
+
+
+def wait_until_waiting_for_events(pid: int) -> None:
+    """Wait (bounded) until process ``pid`` sleeps in poll/select/epoll: past its set-up.
+    socat registers its signal passer in the parent after the fork (option phase PH_LATE),
+    so a child can be asleep in ``cat`` while a signal would still end socat itself."""
+    deadline = time.monotonic() + scaled(15)
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/syscall") as f:
+                if f.read().split(" ", 1)[0] in EVENT_WAITS:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    pytest.fail(f"process {pid} did not wait for events within {scaled(15):g} s")
+
+
 @pytest.mark.parametrize("program", [pytest.param(RELAY, id="relay"),
                                      pytest.param([SOCAT or "socat"], id="socat")])
 @pytest.mark.parametrize("address", ["EXEC:cat,pty,setsid,sigint", "EXEC:cat,pipes,sighup"])
@@ -108,6 +131,7 @@ def test_sigint_and_sighup_go_to_the_child_which_ends_the_session(
         # Its child started (a fixed second was too short on a loaded machine: the
         # signal then ended the program before it had a child to pass it to).
         wait_for_a_child(proc.pid)
+        wait_until_waiting_for_events(proc.pid)
         proc.send_signal(signum)
         _, stderr = proc.communicate(timeout=scaled(10))
     finally:
