@@ -161,6 +161,31 @@ def port_forward(background: Callable[..., Background], namespace: str, target: 
     return int(found.group(1))
 
 
+class PortForward:
+    """``kubectl port-forward TARGET :PORT``, started again when it has ended.
+
+    kubectl ends a port-forward when a stream to the pod fails ("lost connection to pod"),
+    as one does while the pod's listener or the Service behind it is not ready yet; its
+    local port then refuses every later connection.
+    """
+
+    def __init__(self, background: Callable[..., Background], namespace: str, target: str,
+                 port: int) -> None:
+        self.args = ("port-forward", "-n", namespace, target, f":{port}")
+        self.pattern = r"Forwarding from 127\.0\.0\.1:(\d+) -> " + str(port)
+        self.background = background
+        self.start()
+
+    def start(self) -> None:
+        self.forward = self.background(*self.args)
+        self.port = int(self.forward.wait_for(self.pattern).group(1))
+
+    def exchange(self, payload: bytes) -> bytes:
+        if self.forward.proc.poll() is not None:
+            self.start()
+        return exchange(self.port, payload)
+
+
 # -- port-forward and exec ---------------------------------------------------------------------
 
 
@@ -191,12 +216,13 @@ def test_the_debug_pod_of_the_use_cases_verbatim(
     spec = yaml.safe_load(DEBUG_POD)["spec"]["containers"][0]
     assert spec["command"] == ["socat", "-v", "TCP-LISTEN:8080", "fork", "TCP:problem-service:80"]
 
-    local = port_forward(background, namespace, "pod/socat-debug", 8080)
+    forward = PortForward(background, namespace, "pod/socat-debug", 8080)
     # A Service's endpoints (and kube-proxy's rules) can lag behind its pod's readiness.
-    wait_until("an echo through the debug pod", lambda: exchange(local, b"up?\n") == b"up?\n")
+    wait_until("an echo through the debug pod",
+               lambda: forward.exchange(b"up?\n") == b"up?\n")
     for number in range(3):  # fork: one connection after another
         message = b"debugging %d\n" % number
-        assert exchange(local, message) == message
+        assert forward.exchange(message) == message
     logs = wait_until("the -v trace in kubectl logs", lambda: (
         out if "debugging 2" in (out := cluster.kubectl(
             "logs", "-n", namespace, "socat-debug").stdout) else None))
@@ -211,9 +237,9 @@ def test_the_debug_pod_of_the_use_cases_verbatim(
     wait_until("the exec'd socat to listen", lambda: cluster.kubectl(
         "exec", "-n", namespace, "socat-debug", "--",
         "socat", "-u", "/dev/null", "TCP:localhost:9090", check=False).returncode == 0, 30)
-    local = port_forward(background, namespace, "pod/socat-debug", 9090)
+    forward = PortForward(background, namespace, "pod/socat-debug", 9090)
     wait_until("an echo through the exec'd socat",
-               lambda: exchange(local, b"through exec\n") == b"through exec\n")
+               lambda: forward.exchange(b"through exec\n") == b"through exec\n")
 
 
 # -- Pod Security "restricted" -------------------------------------------------------------------
