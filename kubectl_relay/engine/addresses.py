@@ -23,11 +23,18 @@ back where the host contains a colon.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
 from .errors import AddressError, shorten
 from .grammar import PARAM_ENDS, RawAddress, quote, tokenize
 from .options import Group, Options, format_option, parse_options
+from .records import Record
+
+# ``typing`` takes milliseconds to import, and parsing the first address is all
+# a TCP listener waits for at start-up (``cli``): mypy reads this name as
+# typing's own, and the annotations are never evaluated.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 _G = Group
 _IP = _G.IP4 | _G.IP6
@@ -59,8 +66,7 @@ HOST_PARAMS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class AddressKind:
+class AddressKind(Record):
     """One address type: its keyword, parameters and accepted option groups.
 
     ``params`` are the parameter names in order, as socat's help shows them;
@@ -70,13 +76,25 @@ class AddressKind:
     ``listening`` kinds are passive: they wait for peers.
     """
 
-    keyword: str
-    params: tuple[str, ...]
-    groups: Group
-    aliases: tuple[str, ...] = ()
-    listening: bool = False
-    optional: int = 0
-    skippable: str | None = None
+    __slots__ = ("aliases", "groups", "keyword", "listening", "optional", "params", "skippable")
+    keyword: Final[str]
+    params: Final[tuple[str, ...]]
+    groups: Final[Group]
+    aliases: Final[tuple[str, ...]]
+    listening: Final[bool]
+    optional: Final[int]
+    skippable: Final[str | None]
+
+    def __init__(self, keyword: str, params: tuple[str, ...], groups: Group,
+                 aliases: tuple[str, ...] = (), listening: bool = False, optional: int = 0,
+                 skippable: str | None = None) -> None:
+        self.keyword = keyword
+        self.params = params
+        self.groups = groups
+        self.aliases = aliases
+        self.listening = listening
+        self.optional = optional
+        self.skippable = skippable
 
     @property
     def min_params(self) -> int:
@@ -299,8 +317,7 @@ def address_kind(keyword: str) -> AddressKind | None:
     return _BY_NAME.get(keyword.upper())
 
 
-@dataclass(frozen=True)
-class Address:
+class Address(Record):
     """One parsed address.
 
     ``keyword`` is the canonical upper-case keyword after alias resolution
@@ -310,9 +327,16 @@ class Address:
     decimal).
     """
 
-    keyword: str
-    params: tuple[str, ...] = ()
-    options: Options = field(default_factory=Options)
+    __slots__ = ("keyword", "options", "params")
+    keyword: Final[str]
+    params: Final[tuple[str, ...]]
+    options: Final[Options]
+
+    def __init__(self, keyword: str, params: tuple[str, ...] = (),
+                 options: Options | None = None) -> None:
+        self.keyword = keyword
+        self.params = params
+        self.options = Options() if options is None else options
 
     def __str__(self) -> str:
         """The canonical spelling: ``TCP-LISTEN:8080,fork,reuseaddr``.
@@ -333,12 +357,16 @@ class Address:
         return text
 
 
-@dataclass(frozen=True)
-class DualAddress:
+class DualAddress(Record):
     """``A!!B``: read from ``reader``, write to ``writer``."""
 
-    reader: Address
-    writer: Address
+    __slots__ = ("reader", "writer")
+    reader: Final[Address]
+    writer: Final[Address]
+
+    def __init__(self, reader: Address, writer: Address) -> None:
+        self.reader = reader
+        self.writer = writer
 
     def __str__(self) -> str:
         """``reader!!writer`` in canonical spelling."""

@@ -31,9 +31,15 @@ wording and the offset of the opening character.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .errors import AddressError, shorten
+from .records import Record
+
+# ``typing`` takes milliseconds to import, and parsing the first address is all
+# a TCP listener waits for at start-up (``cli``): mypy reads this name as
+# typing's own, and the annotations are never evaluated.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 #: Separates the reading and the writing part of a dual address.
 DUAL_SEPARATOR = "!!"
@@ -65,8 +71,7 @@ _C_ESCAPES = {
 _CONTROL_ESCAPES = {value: "\\" + key for key, value in _C_ESCAPES.items() if key != "0"}
 
 
-@dataclass(frozen=True)
-class RawOption:
+class RawOption(Record):
     """One ``name[=value]`` as written, unquoted but not yet interpreted.
 
     ``value`` is ``None`` when there is no ``=``. ``position`` is the offset
@@ -74,14 +79,20 @@ class RawOption:
     end of the argument, which socat quotes in its option value messages.
     """
 
-    name: str
-    value: str | None
-    position: int
-    source: str
+    __slots__ = ("name", "position", "source", "value")
+    name: Final[str]
+    value: Final[str | None]
+    position: Final[int]
+    source: Final[str]
+
+    def __init__(self, name: str, value: str | None, position: int, source: str) -> None:
+        self.name = name
+        self.value = value
+        self.position = position
+        self.source = source
 
 
-@dataclass(frozen=True)
-class RawAddress:
+class RawAddress(Record):
     """One single address split into keyword, parameters and options.
 
     ``position`` is the offset of the keyword in the whole text and ``source``
@@ -89,11 +100,20 @@ class RawAddress:
     address quote that).
     """
 
-    keyword: str
-    params: tuple[str, ...]
-    options: tuple[RawOption, ...]
-    position: int
-    source: str
+    __slots__ = ("keyword", "options", "params", "position", "source")
+    keyword: Final[str]
+    params: Final[tuple[str, ...]]
+    options: Final[tuple[RawOption, ...]]
+    position: Final[int]
+    source: Final[str]
+
+    def __init__(self, keyword: str, params: tuple[str, ...], options: tuple[RawOption, ...],
+                 position: int, source: str) -> None:
+        self.keyword = keyword
+        self.params = params
+        self.options = options
+        self.position = position
+        self.source = source
 
 
 def tokenize(text: str) -> tuple[RawAddress, ...]:

@@ -23,11 +23,18 @@ import ipaddress
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from .errors import OptionError, shorten
 from .grammar import OPTION_VALUE_ENDS, RawOption, quote
+from .records import Record
+
+# ``typing`` takes milliseconds to import, and parsing the first address is all
+# a TCP listener waits for at start-up (``cli``): mypy reads this name as
+# typing's own, and the annotations (and OptionTarget, at the end) are never evaluated.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 #: A network accepted by ``range=`` (socat: ``range=<address>/<bits>`` or ``<address>:<mask>``).
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -35,8 +42,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 OptionValue = bool | int | float | str | tuple[Network, ...]
 
 
-@dataclass(frozen=True)
-class Options(Mapping[str, OptionValue]):
+class Options(Record, Mapping[str, OptionValue]):
     """The converted options of one address, keyed by canonical option name.
 
     Canonical names are socat's main spellings in lower case (``reuseaddr``,
@@ -44,7 +50,11 @@ class Options(Mapping[str, OptionValue]):
     the parser. Typed getters keep transports free of casts.
     """
 
-    by_name: Mapping[str, OptionValue] = field(default_factory=dict)
+    __slots__ = ("by_name",)
+    by_name: Final[Mapping[str, OptionValue]]
+
+    def __init__(self, by_name: Mapping[str, OptionValue] | None = None) -> None:
+        self.by_name = {} if by_name is None else by_name
 
     def __getitem__(self, name: str) -> OptionValue:
         return self.by_name[name]
@@ -189,18 +199,27 @@ _COUNT = (0, _INT_MAX)
 _BYTE = (0, 255)
 
 
-@dataclass(frozen=True)
-class OptionSpec:
+class OptionSpec(Record):
     """One option: its canonical name, how its value is read, where it applies."""
 
-    name: str
-    kind: ValueKind
-    groups: Group
-    aliases: tuple[str, ...] = ()
+    __slots__ = ("aliases", "bounds", "choices", "groups", "kind", "name")
+    name: Final[str]
+    kind: Final[ValueKind]
+    groups: Final[Group]
+    aliases: Final[tuple[str, ...]]
     #: Accepted range of a numeric value; ``None`` takes the kind's default.
-    bounds: tuple[int, int] | None = None
+    bounds: Final[tuple[int, int] | None]
     #: The accepted values of a text option (any case); empty: any text.
-    choices: tuple[str, ...] = ()
+    choices: Final[tuple[str, ...]]
+
+    def __init__(self, name: str, kind: ValueKind, groups: Group, aliases: tuple[str, ...] = (),
+                 bounds: tuple[int, int] | None = None, choices: tuple[str, ...] = ()) -> None:
+        self.name = name
+        self.kind = kind
+        self.groups = groups
+        self.aliases = aliases
+        self.bounds = bounds
+        self.choices = choices
 
     @property
     def limits(self) -> tuple[int, int] | None:
@@ -408,10 +427,7 @@ def lookup_option(name: str) -> OptionSpec | None:
     return _BY_NAME.get(name.lower())
 
 
-# ``typing`` takes milliseconds to import, and parsing the first address is
-# all a TCP listener waits for at start-up (``cli``): the protocol is the
-# type checker's only.
-TYPE_CHECKING = False
+# (``TYPE_CHECKING`` and ``Final``: see the top of the module.)
 if TYPE_CHECKING:
     from typing import Protocol
 

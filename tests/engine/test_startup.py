@@ -87,7 +87,7 @@ binds = []
 
 def note_binds(event, args):
     if event == "socket.bind":
-        loaded = ("asyncio", "ssl", "logging", "typing")
+        loaded = ("asyncio", "ssl", "logging", "typing", "dataclasses")
         binds.append(sorted(name for name in loaded if name in sys.modules))
 
 sys.addaudithook(note_binds)
