@@ -78,7 +78,11 @@ class Acceptor:
     def session_ended(self) -> None:
         """A session gave its descriptors back."""
         self.budget.session_ended()
-        self.ended.set()
+        if self.server is None:
+            # Accepting one by one: the accept waiting for room may go on. (While
+            # the loop's server accepts, only its closing wakes the accept task:
+            # a wake-up per session cost about 4% of a short connection.)
+            self.ended.set()
         if self.slots is not None:
             self.slots.release()
 
