@@ -784,7 +784,7 @@ class _Session:
             METRICS.sessions_active -= 1
             self.acceptor.session_ended()
             if not self.registry:  # the load is over: its buffers go back to the system
-                self.first.pool.clear()
+                self.first.pool.settle()
 
 
 def _transfer_error(side: _End, exc: Exception) -> str:

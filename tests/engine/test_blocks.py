@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import threading
 
-from kubectl_relay.engine.blocks import MIN_KEPT, POOL_BYTES, BufferPool, thread_pool
+from kubectl_relay.engine.blocks import (
+    KEPT_WHEN_SETTLED,
+    MIN_KEPT,
+    POOL_BYTES,
+    BufferPool,
+    thread_pool,
+)
+from kubectl_relay.engine.transfer import INITIAL_BLOCK_SIZE
 
 
 def test_a_buffer_given_back_is_the_next_one_taken_of_its_size() -> None:
@@ -27,13 +34,18 @@ def test_the_pool_keeps_a_bounded_number_of_each_size() -> None:
     assert pool.held() == POOL_BYTES + MIN_KEPT * large
 
 
-def test_clear_lets_every_kept_buffer_go() -> None:
+def test_settling_lets_every_buffer_go_but_two_for_the_next_first_reads() -> None:
     pool = BufferPool()
-    kept = pool.take(8192)
-    pool.give(kept)
-    pool.clear()
-    assert pool.held() == 0
-    assert pool.take(8192) is not kept
+    first_reads = [pool.take(INITIAL_BLOCK_SIZE) for _ in range(10)]
+    larger = [pool.take(size) for size in (65536, 65536, 4 * 1024 * 1024)]
+    for buffer in first_reads + larger:
+        pool.give(buffer)
+    pool.settle()
+    assert pool.held() == KEPT_WHEN_SETTLED * INITIAL_BLOCK_SIZE
+    again = [pool.take(INITIAL_BLOCK_SIZE) for _ in range(KEPT_WHEN_SETTLED + 1)]
+    assert sum(any(b is kept for kept in first_reads) for b in again) == KEPT_WHEN_SETTLED
+    fresh = pool.take(65536)
+    assert all(fresh is not kept for kept in larger)
 
 
 def test_every_thread_has_a_pool_of_its_own() -> None:
