@@ -641,11 +641,10 @@ class _Session:
     def cut(self, grace_period: float) -> None:
         """End at the end of a graceful stop: say what is dropped, and reset both peers."""
         sides = [side for side in (self.first, self.second) if side is not None]
+        # The reset below discards the kernels' send queues too (a lingering side's included).
         held = sum(len(data) for side in sides for data in side.early) + sum(
-            side.transport.get_write_buffer_size()
-            for side in sides
-            if side.transport is not None and not side.lost
-        ) + sum(side.lingering.queued for side in sides if side.lingering is not None)
+            self._queued(side) for side in sides
+        )
         if self.finished and not held:
             self.abort()  # ended by itself, only closing
             return

@@ -391,8 +391,13 @@ class InFlight:
         self.pumps: list[_Pump] = []
 
     def held(self) -> int:
-        """Bytes read and not yet written (a write in progress counts whole)."""
-        return sum(pump.held for pump in self.pumps)
+        """Bytes read and not yet written (a write in progress counts whole), and written
+        bytes the kernels still hold for the peers, which a reset discards (``reset``): a
+        lingering side's (``Lingering``) are all of that kind."""
+        sinks = {id(pump.sink.stream): pump.sink.stream for pump in self.pumps}
+        return sum(pump.held for pump in self.pumps) + sum(
+            stream.unsent() for stream in sinks.values()
+        )
 
     def reset(self) -> None:
         """Make the streams' coming close abortive: the peers see the cut as one."""
@@ -404,7 +409,8 @@ class InFlight:
 def log_cut(label: str, grace_period: float, held: int) -> None:
     """A session still running when a graceful stop's grace period ran out (or a second signal).
 
-    An error when the relay held bytes it will not deliver; else a warning.
+    An error when the relay, or its kernel, held bytes the cut's reset will not
+    deliver; else a warning.
     """
     if held:
         logger.error(

@@ -427,10 +427,11 @@ def test_a_session_still_running_at_the_end_of_a_stop_is_cut_with_a_line(
     assert download.received < len(payload)
     # A reset, not a clean end: the client can tell that the download is short.
     assert isinstance(download.error, ConnectionResetError), download.error
-    # A line for each session cut: an E line when the relay held bytes for it at
-    # that instant, a W line when all it had read was already in the kernel's
-    # hands (between two blocks; the download is short either way, as asserted
-    # above). wait_until_refused's probe may have become a session too.
+    # A line for each session cut: an E line when the relay or its kernel held
+    # bytes for it at that instant (the reset discards the kernel's send queue),
+    # a W line when its peer had taken everything. The download is short either
+    # way, as asserted above; wait_until_refused's probe may have become a
+    # session too.
     cut = [line for level in ("E", "W") for line in logged(relay.stderr_text, level)
            if "cut after" in line]
     assert cut and len(logged(relay.stderr_text, "E")) <= 1, relay.stderr_text

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import socket
 import threading
 import time
@@ -60,11 +61,13 @@ def ending_upstream(payload: bytes, ended: threading.Event) -> ThreadedServer:
 
 
 @contextlib.contextmanager
-def requested(variant: Variant, upstream: int) -> Iterator[tuple[RelayProcess, socket.socket]]:
+def requested(
+    variant: Variant, upstream: int, *options: str
+) -> Iterator[tuple[RelayProcess, socket.socket]]:
     """A relay (``-t 0.25``) to ``upstream``, and a client with a small window that asked."""
     listen = free_port()
-    args = [*variant.options, "-t", CLOSE_TIMEOUT, f"TCP-LISTEN:{listen},fork,reuseaddr",
-            variant.path.tcp(upstream)]
+    args = [*variant.options, *options, "-t", CLOSE_TIMEOUT,
+            f"TCP-LISTEN:{listen},fork,reuseaddr", variant.path.tcp(upstream)]
     with relay_listening(args, listen) as relay, socket.socket() as client:
         client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         client.settimeout(scaled(30))
@@ -154,4 +157,30 @@ def test_a_client_that_reads_nothing_is_reset_after_the_bound(variant: Variant) 
         assert re.fullmatch(
             r"\d+ bytes for socket 2 \(fd \d+\) not delivered: the session had ended", line
         ), relay.stderr_text
+    assert "Traceback" not in relay.stderr_text
+
+
+def test_a_stop_that_cuts_a_lingering_session_names_the_bytes_still_queued(
+    variant: Variant,
+) -> None:
+    """A graceful stop's grace period runs out while an ended session waits for a client that
+    reads nothing: the cut's reset discards the kernel's queue, so its line is the ``E`` form
+    with those bytes, not "no bytes held"."""
+    payload = os.urandom(1 << 20)
+    ended = threading.Event()
+    with (
+        ending_upstream(payload, ended) as server,
+        requested(variant, server.port, "--grace-period", "0.5") as (relay, _client),
+    ):
+        assert ended.wait(scaled(30)), "the session did not end"
+        status = relay.stop()
+        assert status == 128 + signal.SIGTERM, relay.stderr_text
+    cut = [line for level in ("E", "W") for line in logged(relay.stderr_text, level)
+           if "cut after" in line]
+    assert len(cut) == 1, relay.stderr_text
+    found = re.fullmatch(r"session with AF=2 127\.0\.0\.1:\d+ cut after the 0\.5s grace "
+                         r"period: up to (\d+) bytes not delivered", cut[0])
+    assert found, relay.stderr_text
+    assert 0 < int(found.group(1)) <= len(payload)
+    assert cut[0] in logged(relay.stderr_text, "E")
     assert "Traceback" not in relay.stderr_text
