@@ -666,7 +666,8 @@ async def linger(side: Side, bound: float, queued: int) -> int:
         if not stream.readable:
             await asyncio.Future()  # nothing to read: only the queue tells the end
         view = memoryview(bytearray(INITIAL_BLOCK_SIZE))
-        with contextlib.suppress(OSError):
+        # A failed read is the peer's end too (a TLS stream words it as OpenError).
+        with contextlib.suppress(OSError, OpenError):
             while count := await stream.read_into(view):
                 dropped += count
 

@@ -6,9 +6,10 @@ ends, closing that socket while the client still sends made Linux answer with
 a reset, and the reset discarded the whole queue: the client saw a clean end
 after a fraction of the reply. The relay now half-closes, reads and drops
 what comes, and closes once the client has taken everything, or resets it
-with an ``E`` line if it takes nothing for the bound (``transfer.Lingering``).
-Each test runs a real relay process between real loopback sockets; what is
-compared (bytes sent against bytes received) does not depend on speed.
+with an ``E`` line if it takes nothing for the bound (``transfer.Lingering``);
+a TLS side lingers the same way. Each test runs a real relay process between
+real loopback sockets; what is compared (bytes sent against bytes received)
+does not depend on speed.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ import os
 import re
 import signal
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import trustme
 
 from tests.conftest import scaled
 from tests.engine.test_data_in_flight import VARIANTS, Variant, logged
@@ -183,4 +187,103 @@ def test_a_stop_that_cuts_a_lingering_session_names_the_bytes_still_queued(
     assert found, relay.stderr_text
     assert 0 < int(found.group(1)) <= len(payload)
     assert cut[0] in logged(relay.stderr_text, "E")
+    assert "Traceback" not in relay.stderr_text
+
+
+# -- TLS: the relay's TLS side lingers as a plain TCP one does --------------------------------
+
+#: Slower than the TLS close's own bounded wait for the peer's end (2 s) would cover.
+TLS_READ_RATE = 1 << 20
+
+
+def slow_tls_client(port: int, ended: threading.Event) -> tuple[bytes, int]:
+    """Ask over TLS, read the reply at ``TLS_READ_RATE`` through a 64 KiB window and, once the
+    session has ended, send a byte every 20 ms meanwhile. What arrived, and the bytes sent after.
+
+    One thread drives TLS over memory buffers: an SSL object is not for two threads at once.
+    """
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.settimeout(scaled(30))
+        sock.connect(("127.0.0.1", port))
+
+        def take() -> bool:
+            sock.sendall(outgoing.read())
+            data = sock.recv(64 * 1024)
+            if data:
+                incoming.write(data)
+            else:
+                incoming.write_eof()
+            return bool(data)
+
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                assert take(), "the relay closed during the handshake"
+        tls.write(b"GET /big\n")
+        sock.sendall(outgoing.read())
+        received, sent_after, next_send = bytearray(), 0, 0.0
+        began = time.monotonic()
+        while True:
+            try:
+                chunk = tls.read(64 * 1024)
+            except ssl.SSLWantReadError:
+                try:
+                    take()
+                except ConnectionResetError:
+                    break  # what the reset discarded is missing from the reply
+                continue
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                break
+            if not chunk:
+                break
+            received += chunk
+            if ended.is_set() and sent_after < 500 and time.monotonic() >= next_send:
+                tls.write(b".")
+                sock.sendall(outgoing.read())
+                sent_after, next_send = sent_after + 1, time.monotonic() + 0.02
+            ahead = len(received) / TLS_READ_RATE - (time.monotonic() - began)
+            if ahead > 0:
+                time.sleep(ahead)
+    return bytes(received), sent_after
+
+
+@pytest.fixture(scope="module")
+def server_pem(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The relay's certificate and key in one file, from a CA made for the test."""
+    path = tmp_path_factory.mktemp("pki") / "server.pem"
+    issued = trustme.CA().issue_cert("localhost", "127.0.0.1")
+    issued.private_key_and_cert_chain_pem.write_to_path(str(path))
+    return path
+
+
+def test_a_slow_tls_client_that_sends_after_the_end_gets_the_whole_reply(
+    server_pem: Path,
+) -> None:
+    """``OPENSSL-LISTEN`` in front: the session ends by ``-t`` while megabytes of records are
+    still queued for the client, which reads them for longer than the TLS close's own wait
+    and sends meanwhile. Every byte arrives."""
+    payload = os.urandom(REPLY_SIZE)
+    ended = threading.Event()
+    listen = free_port()
+    with ending_upstream(payload, ended) as server:
+        args = ["-t", CLOSE_TIMEOUT,
+                f"OPENSSL-LISTEN:{listen},fork,reuseaddr,cert={server_pem},verify=0",
+                f"TCP:127.0.0.1:{server.port}"]
+        with relay_listening(args, listen) as relay:
+            received, sent_after = slow_tls_client(listen, ended)
+            relay.stop()
+    assert sent_after, "the session had not ended before the reply did"
+    assert len(received) == len(payload), f"{len(received)} of {len(payload)} bytes arrived"
+    assert received == payload
+    for line in logged(relay.stderr_text, "E"):
+        assert re.fullmatch(
+            r"\d+ bytes for socket 2 \(fd \d+\) not delivered: the session had ended", line
+        ), relay.stderr_text
     assert "Traceback" not in relay.stderr_text

@@ -405,6 +405,11 @@ class TLSStream(Stream):
             logger.info("SSL_shutdown(): %s", _reason(exc))
         await self._flush()
 
+    def unsent(self) -> int:
+        # Our records that the kernel still holds for the peer: a session's end
+        # waits for them before closing (``transfer.linger``), as for plain TCP.
+        return 0 if self._closed else len(self._unsent) + self.inner.unsent()
+
     def reset(self) -> None:
         # No close_notify either: it would tell the peer that the stream ended well.
         self._established = False
