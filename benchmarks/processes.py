@@ -16,6 +16,7 @@ import contextlib
 import ctypes
 import json
 import os
+import random
 import resource
 import select
 import signal
@@ -409,12 +410,22 @@ def sockets_in_time_wait() -> int | None:
     return None
 
 
+#: Listening ports for the candidates: below the ephemeral range (32768 and up by
+#: default), where the connection-rate workload's clients take tens of thousands of
+#: source ports, any of which a port picked a moment earlier could become.
+LISTEN_PORTS = range(20000, 30000)
+
+
 def free_port() -> int:
-    """A loopback TCP port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    """A loopback TCP port of ``LISTEN_PORTS`` that was free a moment ago."""
+    for port in random.sample(LISTEN_PORTS, 200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use, or in TIME_WAIT after an earlier run
+            return port
+    raise OSError(f"no free port among {LISTEN_PORTS}")
 
 
 def is_listening(port: int) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import re
 import resource
 import signal
@@ -22,14 +23,27 @@ from types import TracebackType
 
 from tests.conftest import RELAY, scaled
 
+#: The ports ``free_port`` hands out: below the kernel's ephemeral range (32768 and up by
+#: default), from which every connect() takes a source port, so that a port free a moment
+#: ago is not some client's by the time a relay binds it (under load, a test's listener
+#: was once refused so); below Kubernetes' NodePorts (30000-32767), which kube-proxy
+#: intercepts while the local cluster runs; above socat's test suite's (20000 and up, 700
+#: per shard: ``tests/socat_suite``).
+TEST_PORTS = range(26000, 30000)
+
 
 def free_port(family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM) -> int:
-    """A port that was free a moment ago on loopback."""
+    """A port of ``TEST_PORTS`` that was free a moment ago on loopback."""
     host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
-    with socket.socket(family, kind) as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port
+    for _ in range(1000):
+        port = random.choice(TEST_PORTS)
+        with socket.socket(family, kind) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue  # in use, or in TIME_WAIT: another one
+            return port
+    raise RuntimeError(f"no free port among {TEST_PORTS}")
 
 
 def is_listening(port: int, protocol: str = "tcp") -> bool:
