@@ -293,10 +293,11 @@ class _End(asyncio.BufferedProtocol):
         session.last_activity = session.loop.time()
         if session.log_blocks:
             log_transferred(nbytes, self.fd_label, peer.fd_label)
-        if (resized := next_block_size(self.size, nbytes, session.settings.block_size)) != (
-            self.size
-        ):
-            self.size = resized
+        size = self.size
+        # Only a full read or a grown buffer can change the size: a small message in a
+        # first-size buffer (the commonest block) skips the call.
+        if nbytes == size or size > INITIAL_BLOCK_SIZE:
+            self.size = next_block_size(size, nbytes, session.settings.block_size)
 
     def give_back(self) -> None:
         """Return the read buffer (nothing points at it) to the pool."""
