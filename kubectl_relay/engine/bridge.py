@@ -299,6 +299,14 @@ class _End(asyncio.BufferedProtocol):
         if nbytes == size or size > INITIAL_BLOCK_SIZE:
             self.size = next_block_size(size, nbytes, session.settings.block_size)
 
+    def reset_on_close(self) -> None:
+        """Make our coming close a reset (SO_LINGER 0): our peer must not take it for an end."""
+        transport = self.transport
+        if transport is not None and not self.lost:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                abort_on_close(sock)
+
     def give_back(self) -> None:
         """Return the read buffer (nothing points at it) to the pool."""
         if self.view is not None:
@@ -600,10 +608,7 @@ class _Session:
                 dropped = True
         if dropped:
             for side in reset:
-                if side.transport is not None and not side.lost:
-                    side_socket = side.transport.get_extra_info("socket")
-                    if side_socket is not None:
-                        abort_on_close(side_socket)
+                side.reset_on_close()
         return dropped
 
     # -- ending ---------------------------------------------------------------
@@ -650,10 +655,7 @@ class _Session:
             self.abort()  # ended by itself, only closing
             return
         for side in sides:  # the peers see the cut as one: a reset, not a FIN
-            if side.transport is not None and not side.lost:
-                side_socket = side.transport.get_extra_info("socket")
-                if side_socket is not None:
-                    abort_on_close(side_socket)
+            side.reset_on_close()
         transport = self.first.transport
         sock = None if transport is None else transport.get_extra_info("socket")
         peer = None if transport is None else transport.get_extra_info("peername")
@@ -716,9 +718,7 @@ class _Session:
             return
         if lingering.expired:  # a reset, not a FIN that looks like the whole reply
             lingering.log_expired(side.number, side.fd_label)
-            sock = None if side.transport is None else side.transport.get_extra_info("socket")
-            if sock is not None and not side.lost:
-                abort_on_close(sock)
+            side.reset_on_close()
         self._say_discarded(side)
         self._close_side(side, abort=lingering.expired)
 

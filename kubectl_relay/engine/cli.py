@@ -526,8 +526,9 @@ def _listen_early(first: AddressSpec, second: AddressSpec, line: CommandLine) ->
 
     Not when something else opens before the listener and may be counted on
     once the port answers (or fail the run first): ``--metrics``'s endpoint,
-    ``-r``/``-R``'s dump files, address 2's ``MUX-LISTEN`` port. Returns
-    whether it tried (``sockbind.close_early`` then undoes it).
+    ``-r``/``-R``'s dump files, address 2's ``MUX-LISTEN`` port. Which first
+    addresses qualify is ``listen_early``'s to say. Returns whether it asked
+    (``sockbind.close_early`` then undoes what it made).
     """
     from .addresses import Address  # noqa: PLC0415 - loaded by parse_address already
 
@@ -538,9 +539,7 @@ def _listen_early(first: AddressSpec, second: AddressSpec, line: CommandLine) ->
         or (line.raw_left, line.raw_right) != (None, None)
     ):
         return False
-    from .transports.sockbind import EARLY_KEYWORDS, listen_early  # noqa: PLC0415
+    from .transports.sockbind import listen_early  # noqa: PLC0415
 
-    if first.keyword not in EARLY_KEYWORDS:
-        return False
     listen_early(first, line.family)
     return True

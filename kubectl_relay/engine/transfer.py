@@ -27,9 +27,10 @@ socat's man page, which this module follows:
   (uvloop always does), so a relay that was not scheduled for a moment (a
   loaded machine) would cut a reply already waiting in its socket. Before a
   timer ends a session, ``input_waiting`` looks (``poll`` with no wait).
-- A session's end never destroys what the kernel still sends: a TCP side
-  whose send queue is not empty when the session ends lingers (``Lingering``,
-  ``linger``) rather than closing into a reset. socat closes at once here.
+- A session's end never destroys what the kernel still sends: a TCP (or TLS)
+  side whose send queue is not empty when the session ends lingers
+  (``Lingering``, ``linger``) rather than closing into a reset. socat closes
+  at once here.
 - ``-u``/``-U``: unidirectional mode, left to right / right to left.
 - ``readbytes=<n>``: "Reads only so many bytes from this address ... acts as
   if EOF" after that; ``ignoreeof``: "When EOF occurs on input data stream,

@@ -175,6 +175,20 @@ def bind_option(bind_text: str | None, text: str) -> tuple[str | None, str | Non
         raise OpenError(text, f'bind="{bind_text}": not a valid address') from None
 
 
+def listen_choice(address: Address, family: int, text: str) -> tuple[str | None, int, bool]:
+    """A TCP listener's ``bind`` host, its family and whether it is one dual-stack socket.
+
+    ``family`` is ``-4``/``-6``'s (or ``AF_UNSPEC``); with no ``pf``, 4/6
+    keyword, ``-4``/``-6`` or ``bind`` host, ``default_listen_family`` decides.
+    """
+    chosen = address_family(address, family)
+    host, _ = bind_option(address.options.text("bind"), text)
+    if chosen == socket.AF_UNSPEC and host is None:
+        chosen, dual_stack = default_listen_family()
+        return host, chosen, dual_stack
+    return host, chosen, False
+
+
 def resolver_flags(options: Options, flags: int) -> int:
     """``flags`` (the address's default) with the ``ai-*`` options set or cleared."""
     for name, flag in RESOLVER_FLAG_OPTIONS.items():
@@ -297,11 +311,7 @@ def listen_early(address: Address, family: int) -> None:
     (port,) = address.params
     options = address.options
     try:
-        chosen = address_family(address, family)
-        host, _ = bind_option(options.text("bind"), text)
-        dual_stack = False
-        if chosen == socket.AF_UNSPEC and host is None:
-            chosen, dual_stack = default_listen_family()
+        host, chosen, dual_stack = listen_choice(address, family, text)
         if not port:
             return  # "empty port/service": the transport says so
         flags = resolver_flags(options, socket.AI_PASSIVE)

@@ -46,6 +46,7 @@ from .sockbind import (
     bind_socket,
     default_listen_family,
     listen_backlog,
+    listen_choice,
     listen_socket,
     listening_socket,
     new_socket,
@@ -450,11 +451,7 @@ async def listen(address: Address, ctx: OpenContext) -> Listener:
     early = take_early(address, ctx.family)
     if early is not None:  # bound at start-up (sockbind.listen_early), before the event loop
         return TcpListener(early, text, options)
-    family = family_of(address, ctx)
-    host, _ = bind_option(options.text("bind"), text)
-    dual_stack = False
-    if family == socket.AF_UNSPEC and host is None:
-        family, dual_stack = default_listen_family()
+    host, family, dual_stack = listen_choice(address, ctx.family, text)
     try:
         return await _listen_on(host, port, family, dual_stack, options, text)
     except OpenError as exc:
