@@ -6,6 +6,7 @@ threads, and relay processes are terminated (then killed) on exit.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import random
@@ -18,9 +19,10 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from types import TracebackType
 
+from kubectl_relay.engine.muxing import Channel, MuxConnection, StreamsCarrier
 from tests.conftest import RELAY, scaled
 
 #: The ports ``free_port`` hands out: below the kernel's ephemeral range (32768 and up by
@@ -232,6 +234,14 @@ def echo(conn: socket.socket) -> None:
     conn.shutdown(socket.SHUT_WR)
 
 
+def late_reply(conn: socket.socket) -> None:
+    """Read to EOF, then answer: the server's side of a half-close from the client."""
+    received = b""
+    while data := conn.recv(65536):
+        received += data
+    conn.sendall(b"got " + str(len(received)).encode())
+
+
 def udp_echo(sock: socket.socket) -> None:
     """Echo one datagram back to its sender (times out quietly)."""
     with contextlib.suppress(TimeoutError):
@@ -363,3 +373,22 @@ def wait_for_output(
         if time.monotonic() > deadline:
             raise AssertionError(f"the relay never got there; stdout {stdout!r}, stderr:\n{stderr}")
         time.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def mux_client(
+    port: int, on_open: Callable[[Channel], None] | None = None
+) -> AsyncIterator[MuxConnection]:
+    """A mux connection to a relay's ``port`` from the connecting side, the plugin's.
+
+    ``on_open`` gets the streams the relay opens (``MUX-LISTEN``); without
+    it, the connection only opens streams (``MUX-ACCEPT``).
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    connection = MuxConnection(StreamsCarrier(reader, writer), listener=False, on_open=on_open)
+    runner = asyncio.ensure_future(connection.run())
+    try:
+        yield connection
+    finally:
+        connection.close("the test is over")
+        await runner

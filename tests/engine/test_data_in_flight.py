@@ -28,7 +28,6 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-import trustme
 
 from tests.conftest import RELAY, SOCAT, requires_socat, scaled
 from tests.engine.test_bridge import FAST, GENERAL, RelayPath
@@ -224,16 +223,6 @@ def test_many_half_closed_sessions_each_get_their_whole_reply(variant: Variant) 
 
 TLS_TRANSFER = 100_000
 TLS_RUNS = 50
-
-
-@pytest.fixture(scope="module")
-def server_pem(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A certificate and its key in one file, as socat users keep them."""
-    path = tmp_path_factory.mktemp("pki") / "server.pem"
-    trustme.CA().issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
-        str(path)
-    )
-    return path
 
 
 #: The sink starts reading this late: the TLS server holds the bytes unread

@@ -26,7 +26,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import trustme
 
 from tests.conftest import scaled
 from tests.engine.test_data_in_flight import VARIANTS, Variant, logged
@@ -252,15 +251,6 @@ def slow_tls_client(port: int, ended: threading.Event) -> tuple[bytes, int]:
             if ahead > 0:
                 time.sleep(ahead)
     return bytes(received), sent_after
-
-
-@pytest.fixture(scope="module")
-def server_pem(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The relay's certificate and key in one file, from a CA made for the test."""
-    path = tmp_path_factory.mktemp("pki") / "server.pem"
-    issued = trustme.CA().issue_cert("localhost", "127.0.0.1")
-    issued.private_key_and_cert_chain_pem.write_to_path(str(path))
-    return path
 
 
 def test_a_slow_tls_client_that_sends_after_the_end_gets_the_whole_reply(

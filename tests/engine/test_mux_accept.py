@@ -8,35 +8,21 @@ connection to M, a stream per connection, each relayed to the server S.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-from collections.abc import AsyncIterator
 
 import pytest
 
-from kubectl_relay.engine.muxing import Channel, MuxConnection, StreamsCarrier
+from kubectl_relay.engine.muxing import Channel, MuxConnection
 from tests.conftest import scaled
 from tests.support import (
     RelayProcess,
     ThreadedServer,
     echo,
     free_port,
+    late_reply,
     log_lines,
+    mux_client,
     wait_for_output,
 )
-
-
-@contextlib.asynccontextmanager
-async def mux_client(port: int) -> AsyncIterator[MuxConnection]:
-    """One mux connection to the relay's ``port``, as the plugin keeps it (opens, never accepts)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    connection = MuxConnection(StreamsCarrier(reader, writer), listener=False)
-    runner = asyncio.ensure_future(connection.run())
-    try:
-        yield connection
-    finally:
-        connection.close("the test is over")
-        await runner
 
 
 async def read_all(channel: Channel) -> bytes:
@@ -72,14 +58,6 @@ async def wait_log(relay: RelayProcess, text: str, count: int = 1) -> None:
     await asyncio.to_thread(wait_for_output, relay, lambda _out, err: err.count(text) >= count)
 
 
-def _late_reply(conn: socket.socket) -> None:
-    """Read to EOF, then answer: the server's side of a half-close from the client."""
-    received = b""
-    while data := conn.recv(65536):
-        received += data
-    conn.sendall(b"got " + str(len(received)).encode())
-
-
 async def test_every_stream_is_a_session_with_its_half_close() -> None:
     with ThreadedServer(echo) as server:
         # -t: after a stream's END, the reply of 30 at once may take longer than socat's 0.5 s.
@@ -101,7 +79,7 @@ async def test_every_stream_is_a_session_with_its_half_close() -> None:
 
 
 async def test_the_reply_after_the_clients_half_close_comes_back() -> None:
-    with ThreadedServer(_late_reply) as server:
+    with ThreadedServer(late_reply) as server:
         args, mux_port = accept_relay(server.port, "-t", "10")
         with RelayProcess(args) as relay:
             await wait_log(relay, "listening on")

@@ -15,7 +15,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 
 from kubectl_relay.engine.mux import INITIAL_WINDOW
-from kubectl_relay.engine.muxing import Channel, MuxConnection, StreamsCarrier, splice
+from kubectl_relay.engine.muxing import Channel, MuxConnection, splice
 from tests.conftest import scaled
 from tests.support import (
     RelayProcess,
@@ -23,7 +23,9 @@ from tests.support import (
     echo,
     exchange,
     free_port,
+    late_reply,
     log_lines,
+    mux_client,
     relay_listening,
     wait_for_output,
 )
@@ -35,7 +37,6 @@ async def mux_peer(port: int, local_port: int | list[int]) -> AsyncIterator[MuxC
 
     A list of ports: each new stream goes to the last port in it at that moment.
     """
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
     tasks: set[asyncio.Task[str]] = set()
     ports = local_port if isinstance(local_port, list) else [local_port]
 
@@ -52,13 +53,10 @@ async def mux_peer(port: int, local_port: int | list[int]) -> AsyncIterator[MuxC
         task = asyncio.ensure_future(serve(channel))
         tasks.add(task)
 
-    connection = MuxConnection(StreamsCarrier(reader, writer), listener=False, on_open=on_open)
-    runner = asyncio.ensure_future(connection.run())
     try:
-        yield connection
+        async with mux_client(port, on_open) as connection:
+            yield connection
     finally:
-        connection.close("the test is over")
-        await runner
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
@@ -94,14 +92,6 @@ async def test_many_concurrent_streams_with_half_close_each_way() -> None:
     assert any("session 30:" in line for line in opened), opened
 
 
-def _late_reply(conn: socket.socket) -> None:
-    """Read to EOF, then answer: the server's side of a half-close from the client."""
-    received = b""
-    while data := conn.recv(65536):
-        received += data
-    conn.sendall(b"got " + str(len(received)).encode())
-
-
 _RECEIVED_AFTER_EOF: list[bytes] = []
 
 
@@ -117,7 +107,7 @@ def _half_close_first(conn: socket.socket) -> None:
 
 async def test_half_close_from_the_client_keeps_the_reply() -> None:
     args, front, mux_port = mux_relay()
-    with ThreadedServer(_late_reply) as server, relay_listening(args, front) as relay:
+    with ThreadedServer(late_reply) as server, relay_listening(args, front) as relay:
         async with mux_peer(mux_port, server.port):
             await wait_connected(relay)
             reply = await asyncio.to_thread(exchange, front, b"x" * 300_000)
