@@ -274,7 +274,12 @@ async def test_a_dropped_service_is_deleted_and_a_deleted_deployment_recreated(
         await api.patch(API_VERSION, PLURAL, "web", {"spec": {"service": None}})
         await eventually("the Service to go",
                          lambda: _absent(api, "v1", "services", "web"))
-        assert (await api.tunnel("web"))["status"].get("serviceAddress") is None
+
+        async def no_service_address() -> bool:
+            return (await api.tunnel("web"))["status"].get("serviceAddress") is None
+
+        # kopf writes the handler's status after it returns, so after the deletion.
+        await eventually("the status to drop the Service's address", no_service_address)
         old = (await api.get("apps/v1", "deployments", "web"))["metadata"]["uid"]
         await api.delete("apps/v1", "deployments", "web")
 
