@@ -50,7 +50,7 @@ from .blocks import thread_pool
 from .driven import Driven
 from .errors import RelayError
 from .fastpath import direct_upstream
-from .log import INFO, NOTICE, logger
+from .log import INFO, NOTICE, logger, quiet_session
 from .metrics import METRICS
 from .transfer import (
     INITIAL_BLOCK_SIZE,
@@ -104,6 +104,8 @@ class Run:
     upstream: tuple[str, int, int] | None
     #: No peer checks, socket options or notices: accepted peers need no look.
     plain_accept: bool
+    #: ``--quiet-sessions``: the sessions' own notices are not logged.
+    quiet_sessions: bool
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,8 @@ class Stopping:
 
 
 async def serve(listener: TcpListener, second: AddressSpec, open_second: OpenSecond,
-                settings: TransferSettings, family: int, stopping: Stopping) -> None:
+                settings: TransferSettings, family: int, stopping: Stopping,
+                *, quiet_sessions: bool = False) -> None:
     """Accept and relay on ``listener`` until cancelled; then end every session at once.
 
     Once a graceful stop begins the listener closes (new peers are refused)
@@ -130,6 +133,7 @@ async def serve(listener: TcpListener, second: AddressSpec, open_second: OpenSec
         settings,
         direct_upstream(second, family),
         plain_accept=not listener.checks_peers and not logger.isEnabledFor(NOTICE),
+        quiet_sessions=quiet_sessions,
     )
     sessions: set[_Session] = set()
 
@@ -376,7 +380,7 @@ class _Session:
         self.last_activity = loop.time()
         self.log_blocks = logger.isEnabledFor(INFO)
         #: socat's -d -d notices: looked up once, not in three calls a session.
-        self.log_notices = logger.isEnabledFor(NOTICE)
+        self.log_notices = logger.isEnabledFor(NOTICE) and not run.quiet_sessions
 
     # -- set-up ---------------------------------------------------------------
 
@@ -421,6 +425,8 @@ class _Session:
 
     async def _connect(self) -> None:
         """Open the upstream the general way (in a task: openers may use timeouts)."""
+        if self.run.quiet_sessions:
+            quiet_session()  # the opener's notices are this session's
         try:
             second = await self._connect_general()
             if second is not None:

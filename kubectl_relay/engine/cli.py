@@ -106,6 +106,7 @@ class CommandLine:
         self.metrics_address: tuple[str, int] | None = None
         self.grace_period = DEFAULT_GRACE_PERIOD
         self.statistics = False  # --statistics
+        self.quiet_sessions = False  # --quiet-sessions (a relay extension)
         self.log_signals: int | None = None  # -S<sigmask>; None: socat's default set
         self.workers: int | Literal["auto"] = 1  # --workers (a relay extension)
         #: --deny-connect/--allow-connect (None: connect anywhere).
@@ -212,6 +213,8 @@ def parse_command_line(
             line.statistics = True
         elif arg == "--trace-session-ids":
             line.session_ids = True
+        elif arg == "--quiet-sessions":
+            line.quiet_sessions = True
         elif arg == "-V":
             line.show_version = True
         elif arg in ("-h", "-?", "-hh", "-hhh", "-??", "-???"):

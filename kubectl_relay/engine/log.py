@@ -45,6 +45,17 @@ logger = logging.getLogger("kubectl_relay.engine")
 _SEVERITIES = (DEBUG, INFO, NOTICE, WARNING, ERROR, FATAL)
 #: How many levels lower what the current task logs is (``children-shutup``).
 _shut_up_levels: ContextVar[int] = ContextVar("shut_up_levels", default=0)
+#: ``--quiet-sessions``: the current task (a session) logs no notices.
+_quiet_session: ContextVar[bool] = ContextVar("quiet_session", default=False)
+
+
+def quiet_session() -> None:
+    """``--quiet-sessions``: the current task (a session) logs no notices from here on.
+
+    Its warnings and errors are logged as before; the listener's notices
+    (``listening on``, ``accepting connection from``) are not the session's.
+    """
+    _quiet_session.set(True)
 
 
 def shut_up(levels: int) -> None:
@@ -60,17 +71,22 @@ def shut_up(levels: int) -> None:
 
 
 class _ShutUp(logging.Filter):
-    """Lowers records logged under ``shut_up``; drops those that fall below the level."""
+    """Lowers records logged under ``shut_up``; drops those that fall below the level.
+
+    Also drops the notices of a session under ``quiet_session``.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         levels = _shut_up_levels.get()
         if not levels:
-            return True
+            return record.levelno != NOTICE or not _quiet_session.get()
         rank = sum(1 for severity in _SEVERITIES[1:] if record.levelno >= severity)
         if rank < levels:
             return False  # below debug (socat: "level -= shutup", then below every -d)
         record.levelno = _SEVERITIES[rank - levels]
         record.levelname = logging.getLevelName(record.levelno)
+        if record.levelno == NOTICE and _quiet_session.get():
+            return False
         return record.levelno >= logger.getEffectiveLevel()
 
 

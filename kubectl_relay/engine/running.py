@@ -60,6 +60,7 @@ def run_settings(line: CommandLine) -> RunSettings:
         udp_fork_idle_timeout=(
             DEFAULT_UDP_FORK_IDLE_TIMEOUT if line.idle_timeout is None else None
         ),
+        quiet_sessions=line.quiet_sessions,
     )
 
 

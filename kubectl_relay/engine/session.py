@@ -35,7 +35,7 @@ from .acceptor import Slots
 from .addresses import Address, AddressSpec, DualAddress
 from .descriptors import ANY_SESSION, DescriptorBudget
 from .errors import AcceptTimeout, OpenError, RelayError, first_open_error
-from .log import NOTICE, SESSION_ID, logger, shut_up
+from .log import NOTICE, SESSION_ID, logger, quiet_session, shut_up
 from .metrics import METRICS, serve_metrics
 from .sharing import shared_slots
 from .trace import TraceOutput, TraceSettings
@@ -87,6 +87,8 @@ class RunSettings:
     #: The idle timeout of ``UDP-LISTEN,fork`` sessions when ``-T`` is not
     #: given; ``None`` keeps socat's behaviour (``-T 0`` asks for that).
     udp_fork_idle_timeout: float | None = None
+    #: ``--quiet-sessions`` (a relay extension): sessions log no notices.
+    quiet_sessions: bool = False
 
 
 class DualStream(Stream):
@@ -286,6 +288,7 @@ class Relay:
                     self.settings.transfer,
                     self.settings.family,
                     bridge.Stopping(self._stopping, lambda: self.grace_period),
+                    quiet_sessions=self.settings.quiet_sessions,
                 )
             else:
                 await self._serve(address, listener)
@@ -370,6 +373,8 @@ class Relay:
         if isinstance(self.first, Address):
             # What this session (a child process in socat) logs, from here on.
             shut_up(self.first.options.integer("children-shutup") or 0)
+        if self.settings.quiet_sessions:
+            quiet_session()
         try:
             await self._session(stream)
         except Exception as exc:  # a fault in one session must never reach another

@@ -87,6 +87,11 @@ GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
         ' "session N:" (a relay extension)',
     ),
     GlobalOption(
+        "--quiet-sessions",
+        "forked sessions log no notices, only their warnings and errors: with -d -d a"
+        " fork listener logs its own notices per connection, no more (a relay extension)",
+    ),
+    GlobalOption(
         "--deny-connect CIDR|NAME[,...]",
         "refuse to connect to these networks (checked after resolving) and host name"
         " patterns such as *.kube-system.svc.cluster.local (a relay extension)",
@@ -107,6 +112,7 @@ EXTENSIONS: tuple[tuple[str, str], ...] = (
     ("MUX-LISTEN:<port>", "each session is a stream on the one mux peer accepted on <port>"),
     ("MUX-ACCEPT:<port>", "each stream opened by the mux peer accepted on <port> is a session"),
     ("--workers N|auto", "TCP-LISTEN,fork on N cores: N processes accepting on one port"),
+    ("--quiet-sessions", "with -d -d, a fork listener logs its accepts, its sessions no notices"),
 )
 
 #: Where ``relay`` deliberately behaves otherwise than socat 1.8, as ``-h`` lists it.

@@ -97,6 +97,7 @@ def relay_args() -> tuple[str, ...]:
     return (
         "-t",
         f"{CLOSE_TIMEOUT:g}",
+        relaypod.QUIET_SESSIONS,  # each connection shows on the client's side
         f"TCP-LISTEN:{SERVICE_TARGET_PORT},fork,reuseaddr",
         f"MUX-LISTEN:{MUX_PORT}",
     )

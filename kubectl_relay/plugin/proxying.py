@@ -92,7 +92,8 @@ def policy_flags(settings: ProxySettings) -> list[str]:
 def relay_command(trace: TraceLevel, idle_timeout: float, settings: ProxySettings) -> list[str]:
     """The relay pod's command: the framed tunnel listener, then ``PROXY-SERVER``."""
     first = relaypod.listen_address(idle_timeout)
-    command = relaypod.relay_command(trace, first, "PROXY-SERVER")
+    # A session's notices say where each request went (``proxied``): they stay.
+    command = relaypod.relay_command(trace, first, "PROXY-SERVER", session_notices=True)
     # Global options go before the addresses.
     return [*command[:-2], *policy_flags(settings), *command[-2:]]
 

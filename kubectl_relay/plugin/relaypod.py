@@ -159,6 +159,10 @@ class ClientInfo:
     started: datetime
 
 
+#: The engine's option that keeps a session's notices out of the pod's log.
+QUIET_SESSIONS = "--quiet-sessions"
+
+
 def trace_flags(level: TraceLevel) -> list[str]:
     """The engine's options for a trace level.
 
@@ -205,9 +209,19 @@ def target_address(mode: Mode, endpoint: str, tls: TLSSettings | None = None) ->
     return ",".join([f"OPENSSL:{endpoint}", *options])
 
 
-def relay_command(trace: TraceLevel, first: str, second: str) -> list[str]:
-    """The container's command: ``relay [trace and stop options] FIRST SECOND``."""
-    return ["relay", *trace_flags(trace), *stop_flags(), first, second]
+def relay_command(
+    trace: TraceLevel, first: str, second: str, *, session_notices: bool = False
+) -> list[str]:
+    """The container's command: ``relay [trace and stop options] FIRST SECOND``.
+
+    ``--quiet-sessions`` unless ``session_notices``: of a session the client
+    shows its trace, warnings and errors, not its other notices (opening,
+    connected, transfer loop, EOF). Logged, each would cross the container
+    runtime, the kubelet and the API server to be dropped here, at several
+    lines per connection.
+    """
+    quiet = [] if session_notices else [QUIET_SESSIONS]
+    return ["relay", *trace_flags(trace), *quiet, *stop_flags(), first, second]
 
 
 def stop_flags() -> list[str]:

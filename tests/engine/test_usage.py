@@ -18,7 +18,8 @@ def test_usage_line() -> None:
 #: The global options the engine supports, and only those.
 SUPPORTED = (
     "-V -h -hh -hhh -d[ddd] -ly -lf -ls -lp -lu -lh -v -x -r -R -b -s -S -t -T -u -U -4 -6 -0 "
-    "--statistics --metrics --grace-period --workers --trace-session-ids --deny-connect --allow-connect"
+    "--statistics --metrics --grace-period --workers --trace-session-ids --quiet-sessions "
+    "--deny-connect --allow-connect"
 )
 
 
@@ -116,7 +117,7 @@ def test_extensions_and_differences_are_listed(level: int) -> None:
     extensions = [line.split()[0] for line in lines[start + 1 : middle]]
     assert extensions == [name.split()[0] for name, _ in EXTENSIONS] == [
         "--metrics", "frame=len16", "PROXY-SERVER", "--deny-connect", "MUX-LISTEN:<port>",
-        "MUX-ACCEPT:<port>", "--workers",
+        "MUX-ACCEPT:<port>", "--workers", "--quiet-sessions",
     ]
     assert lines[middle + 1 :] == [f"      {text}" for text in DIFFERENCES]
     assert all(len(line) <= 100 for line in lines[start:])

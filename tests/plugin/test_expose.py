@@ -193,6 +193,7 @@ def test_the_relay_pod_is_restricted_and_listens_where_the_service_sends() -> No
     assert spec.run_args == (
         "-t",
         "30",
+        "--quiet-sessions",
         f"TCP-LISTEN:{SERVICE_TARGET_PORT},fork,reuseaddr",
         f"MUX-LISTEN:{MUX_PORT}",
     )

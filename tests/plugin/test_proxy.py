@@ -74,6 +74,8 @@ def test_the_relay_command_maps_allow_and_deny_onto_the_engine() -> None:
     assert str(first) == relaypod.listen_address(600)
     assert str(second) == "PROXY-SERVER"
     assert "--deny-connect" not in relay_command("text", 600, ProxySettings())
+    # Where each request went is a session's notice: the proxy's sessions log theirs.
+    assert not line.quiet_sessions
 
 
 def test_the_tunnel_describes_itself_as_a_proxy() -> None:

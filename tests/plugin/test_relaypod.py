@@ -85,12 +85,14 @@ def test_the_command_is_a_valid_engine_command_line() -> None:
         "-lu",
         "--trace-session-ids",
         "-v",
+        "--quiet-sessions",
         "--grace-period",
         "3",
         "TCP-LISTEN:8000,fork,reuseaddr,frame=len16,accept-timeout=600",
         "TCP:10.0.0.1:80",
     ]
     line = parse_command_line(command[1:])
+    assert line.quiet_sessions
     for address in line.addresses:
         parse_address(address)
 

@@ -1,0 +1,80 @@
+"""``--quiet-sessions``: with ``-d -d`` a fork listener logs its accepts, its sessions no notices.
+
+A relay extension for busy listeners whose log is shipped somewhere (a relay
+pod's crosses the container runtime, the kubelet and the API server to
+``kubectl relay``): their warnings and errors are still logged, at their level.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support import (
+    ThreadedServer,
+    echo,
+    exchange,
+    free_port,
+    log_lines,
+    relay_listening,
+    wait_for_output,
+)
+
+#: What a session says at ``-d -d`` in socat's words, on either path.
+SESSION_NOTICES = ("opening connection to", "successfully connected from", "starting data transfer",
+                   "is at EOF")
+
+#: The fast path (``bridge``) and the general path (``readbytes`` is per-block work).
+PATHS = {
+    "fast path": lambda port: f"TCP4-LISTEN:{port},fork,reuseaddr",
+    "general path": lambda port: f"TCP4-LISTEN:{port},fork,reuseaddr,readbytes=1000000",
+}
+
+
+def served(first: str, port: int, upstream: int, *quiet: str, echoed: bool = True) -> str:
+    """The ``-d -d`` log of a relay from ``first`` to ``upstream`` after two exchanges."""
+    with relay_listening(["-d", "-d", *quiet, first, f"TCP4:127.0.0.1:{upstream}"], port) as relay:
+        for n in range(2):
+            try:
+                reply = exchange(port, b"ping %d" % n)
+            except ConnectionResetError:
+                reply = b""
+            assert reply == (b"ping %d" % n if echoed else b""), relay.stderr_text
+        # Both exchanges accepted (the readiness probe's connection may be too).
+        wait_for_output(relay, lambda _, err: err.count("accepting connection") >= 2)
+        assert relay.stop() == 143  # SIGTERM: the sessions end before the relay does
+    return relay.stderr_text
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_sessions_say_nothing_but_the_listener_says_each_accept(path: str) -> None:
+    port = free_port()
+    with ThreadedServer(echo) as server:
+        loud = served(PATHS[path](port), port, server.port)
+        port = free_port()
+        quiet = served(PATHS[path](port), port, server.port, "--quiet-sessions")
+    for notice in SESSION_NOTICES:
+        assert any(notice in line for line in log_lines(loud, "N")), (notice, loud)
+        assert not any(notice in line for line in log_lines(quiet, "N")), (notice, quiet)
+    # The listener's own notices stay: one accept per connection, and
+    # "listening on" each time it listens again.
+    accepts = [line for line in log_lines(quiet, "N") if line.startswith("accepting connection")]
+    assert len(accepts) >= 2, quiet
+    assert any(line.startswith("listening on") for line in log_lines(quiet, "N")), quiet
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_a_quiet_sessions_error_is_still_an_error(path: str) -> None:
+    port, closed = free_port(), free_port()  # nothing listens on closed: the connect is refused
+    log = served(PATHS[path](port), port, closed, "--quiet-sessions", echoed=False)
+    refused = [line for line in log_lines(log, "E") if "Connection refused" in line]
+    assert refused, log
+    assert not any(notice in line for line in log_lines(log, "N") for notice in SESSION_NOTICES)
+
+
+def test_children_shutup_lowers_first_then_quiet_drops_what_became_a_notice() -> None:
+    port, closed = free_port(), free_port()
+    first = f"TCP4-LISTEN:{port},fork,reuseaddr,children-shutup=2"
+    log = served(first, port, closed, "--quiet-sessions", echoed=False)
+    # Error - 2 = notice: dropped; the listener's notices are not the session's.
+    assert not any("Connection refused" in line for line in log.splitlines()), log
+    assert any(line.startswith("accepting connection") for line in log_lines(log, "N")), log
