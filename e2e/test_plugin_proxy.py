@@ -25,7 +25,7 @@ from collections.abc import Iterator
 import pytest
 
 from e2e.cluster import Cluster
-from e2e.cluster import poll as wait_until
+from e2e.cluster import poll as wait_until  # scales its timeout itself
 from e2e.conftest import Kube
 from e2e.test_plugin import Plugin, http_service, no_relay_left, relay_objects, shell_env
 from tests.conftest import _children, scaled
@@ -70,7 +70,7 @@ def namespace(cluster: Cluster, kube: Kube) -> Iterator[str]:
         # grace period (30 s) to go, and the namespace with them.
         kube.core.delete_collection_namespaced_pod(name, grace_period_seconds=0)
         cluster.start_namespace_deletion(name)
-        cluster.wait_namespaces_gone([name], timeout=scaled(180))
+        cluster.wait_namespaces_gone([name], timeout=180)
 
 
 def named_pod(cluster: Cluster, kube: Kube, namespace: str) -> None:
@@ -100,7 +100,7 @@ def named_pod(cluster: Cluster, kube: Kube, namespace: str) -> None:
         conditions = pod.status.conditions or []
         return any(c.type == "Ready" and c.status == "True" for c in conditions)
 
-    wait_until("pod web-0 ready", ready, scaled(90))
+    wait_until("pod web-0 ready", ready, 90)
 
 
 @pytest.fixture(scope="module")
