@@ -77,17 +77,16 @@ class _ShutUp(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        levels = _shut_up_levels.get()
-        if not levels:
-            return record.levelno != NOTICE or not _quiet_session.get()
-        rank = sum(1 for severity in _SEVERITIES[1:] if record.levelno >= severity)
-        if rank < levels:
-            return False  # below debug (socat: "level -= shutup", then below every -d)
-        record.levelno = _SEVERITIES[rank - levels]
-        record.levelname = logging.getLevelName(record.levelno)
-        if record.levelno == NOTICE and _quiet_session.get():
-            return False
-        return record.levelno >= logger.getEffectiveLevel()
+        if levels := _shut_up_levels.get():
+            rank = sum(1 for severity in _SEVERITIES[1:] if record.levelno >= severity)
+            if rank < levels:
+                return False  # below debug (socat: "level -= shutup", then below every -d)
+            record.levelno = _SEVERITIES[rank - levels]
+            record.levelname = logging.getLevelName(record.levelno)
+            if record.levelno < logger.getEffectiveLevel():
+                return False
+        # Lowered first: a quiet session's error lowered to a notice goes too.
+        return record.levelno != NOTICE or not _quiet_session.get()
 
 
 logger.addFilter(_ShutUp())
