@@ -39,14 +39,31 @@ FATAL = logging.CRITICAL
 
 logging.addLevelName(NOTICE, "NOTICE")
 
-logger = logging.getLogger("kubectl_relay.engine")
-
 #: socat's levels from the least to the most severe.
 _SEVERITIES = (DEBUG, INFO, NOTICE, WARNING, ERROR, FATAL)
 #: How many levels lower what the current task logs is (``children-shutup``).
 _shut_up_levels: ContextVar[int] = ContextVar("shut_up_levels", default=0)
 #: ``--quiet-sessions``: the current task (a session) logs no notices.
 _quiet_session: ContextVar[bool] = ContextVar("quiet_session", default=False)
+
+
+class _EngineLogger(logging.Logger):
+    """The engine's logger: a quiet session's notices are off, before any record is made.
+
+    A relay pod's mux session would otherwise make six or seven records (the
+    caller's frame looked up, the record built) only for ``_ShutUp`` to drop them.
+    """
+
+    def isEnabledFor(self, level: int) -> bool:
+        if level == NOTICE and _quiet_session.get():
+            return False
+        return super().isEnabledFor(level)
+
+
+_default_class = logging.getLoggerClass()
+logging.setLoggerClass(_EngineLogger)
+logger = logging.getLogger("kubectl_relay.engine")
+logging.setLoggerClass(_default_class)
 
 
 def quiet_session() -> None:

@@ -7,8 +7,12 @@ pod's crosses the container runtime, the kubelet and the API server to
 
 from __future__ import annotations
 
+import contextvars
+import logging
+
 import pytest
 
+from kubectl_relay.engine import log
 from tests.support import (
     ThreadedServer,
     echo,
@@ -78,3 +82,32 @@ def test_children_shutup_lowers_first_then_quiet_drops_what_became_a_notice() ->
     # Error - 2 = notice: dropped; the listener's notices are not the session's.
     assert not any("Connection refused" in line for line in log.splitlines()), log
     assert any(line.startswith("accepting connection") for line in log_lines(log, "N")), log
+
+
+def test_a_quiet_session_makes_no_notice_records_but_still_its_warnings() -> None:
+    """Off before any record is made (a mux pod's session would make six only to drop them)."""
+    made: list[logging.LogRecord] = []
+    previous_level = log.logger.level
+    log.logger.setLevel(log.NOTICE)
+    original = log.logger.makeRecord
+
+    def counting(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = original(*args, **kwargs)  # type: ignore[arg-type]
+        made.append(record)
+        return record
+
+    def in_a_session() -> tuple[bool, bool]:
+        log.quiet_session()
+        log.logger.log(log.NOTICE, "opening connection to %s", "x")
+        log.logger.warning("a warning")
+        return log.logger.isEnabledFor(log.NOTICE), log.logger.isEnabledFor(log.WARNING)
+
+    log.logger.makeRecord = counting  # type: ignore[method-assign]
+    try:
+        notices, warnings = contextvars.copy_context().run(in_a_session)
+        assert (notices, warnings) == (False, True)
+        assert [record.getMessage() for record in made] == ["a warning"]
+        assert log.logger.isEnabledFor(log.NOTICE)  # the listener's context: notices on
+    finally:
+        del log.logger.makeRecord
+        log.logger.setLevel(previous_level)
