@@ -6,12 +6,14 @@ supervisor. That is what makes every address combination, trace and
 conversion work, but for the commonest relay of all, a forking TCP listener
 in front of a TCP or UNIX upstream with nothing to convert or trace, most of
 its cost per connection is Python bookkeeping. Here the event loop (uvloop,
-in C) accepts, reads into our buffer and writes; Python runs one callback per
-block and a handful per connection. Measured with ``./dev bench`` on 2 cores
-(2026-11-24): short connections 2,600 -> 4,700 a second one at a time and
-4,500 -> 11,400 with 50 clients, against the general path; idle memory 29.5
--> 18.8 KiB per connection, then 3.6 with read buffers lent per read
-(``blocks``, 2026-12-06); the same bytes relayed.
+in C) accepts, reads and writes; Python runs one callback per block and a
+handful per connection (the two ends: ``ends.py``). Measured with ``./dev
+bench`` on 2 cores (2026-11-24): short connections 2,600 -> 4,700 a second
+one at a time and 4,500 -> 11,400 with 50 clients, against the general path;
+idle memory 29.5 -> 18.8 KiB per connection, then 3.6 with read buffers lent
+per read (``blocks``, 2026-12-06); the same bytes relayed. Small reads left
+to the loop's own buffer (2026-12-07): short connections 0.66 -> 0.82 times
+nginx's rate one at a time, 0.46 -> 0.68 with 50 clients.
 
 The semantics are those of ``transfer.py``, kept in the same words:
 
@@ -30,7 +32,8 @@ The semantics are those of ``transfer.py``, kept in the same words:
   half-closes that side and reads on until the peer took them (``Lingering``);
 - backpressure: while one side has a block unwritten, the other is not read,
   so memory stays bounded by one block per direction;
-- ``-b`` bounds the reads, which grow from 8 KiB while they fill the buffer.
+- ``-b`` bounds the reads; small ones are the event loop's (up to 256 KiB),
+  a burst's grow in our buffers while they fill them.
 
 ``fastpath.eligible`` decides which runs take this path; everything else takes the
 general one, unchanged.
@@ -42,18 +45,17 @@ import asyncio
 import errno
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from .acceptor import Acceptor
 from .addresses import AddressSpec
-from .blocks import thread_pool
 from .driven import Driven
+from .ends import End
 from .errors import RelayError
 from .fastpath import direct_upstream
 from .log import INFO, NOTICE, logger, quiet_session
 from .metrics import METRICS
 from .transfer import (
-    INITIAL_BLOCK_SIZE,
     LINGER_FIRST_LOOK,
     STOP_POLL_SECONDS,
     Lingering,
@@ -67,11 +69,10 @@ from .transfer import (
     log_transfer_start,
     log_transferred,
     log_undelivered,
-    next_block_size,
     time_to_idle,
 )
 from .transports.base import Stream
-from .transports.sockets import SocketStream, abort_on_close, format_sockaddr, unsent_bytes
+from .transports.sockets import SocketStream, format_sockaddr, unsent_bytes
 from .transports.tcp import TcpListener, strerror
 
 #: A direct connect that failed faster than this is tried again through the
@@ -79,14 +80,6 @@ from .transports.tcp import TcpListener, strerror
 #: descriptor); a slower failure (a timeout, a slow name server) is reported
 #: at once rather than waited for twice.
 QUICK_FAILURE_SECONDS = 1.0
-
-#: Bytes a side may hold unwritten before the other side is no longer read:
-#: none. A block the kernel could not take at once stays in its buffer (lent,
-#: not copied) and the other side waits until it is written, as socat does.
-WRITE_BUFFER_HIGH = 0
-
-#: Bytes read at most while our peer still holds some (early data, failures).
-PENDING_READ_LIMIT = 1024 * 1024
 
 #: Opens the second address for a session, given the first's ``SOCAT_*`` variables.
 OpenSecond = Callable[[Mapping[str, str]], Awaitable[Stream]]
@@ -135,11 +128,11 @@ async def serve(listener: TcpListener, second: AddressSpec, open_second: OpenSec
         plain_accept=not listener.checks_peers and not logger.isEnabledFor(NOTICE),
         quiet_sessions=quiet_sessions,
     )
-    sessions: set[_Session] = set()
+    sessions: set[Session] = set()
 
-    def new_session() -> _End:
+    def new_session() -> End:
         acceptor.session_started()
-        return _Session(loop, run, sessions, acceptor).first
+        return Session(loop, run, sessions, acceptor).first
 
     acceptor = Acceptor(loop, listener, new_session)
 
@@ -177,189 +170,14 @@ class _ConnectFailed(Exception):
     """The direct connection failed and was reported."""
 
 
-class _End(asyncio.BufferedProtocol):
-    """One side of a session: reads into its own buffer and writes to the other side."""
-
-    #: uvloop looks ``data_received`` up on every new transport and drops the
-    #: AttributeError a buffered protocol gives it: raising and dropping it
-    #: cost about 2% of a short connection. None says the same (uvloop reads
-    #: buffered protocols through ``get_buffer``, never through this).
-    data_received: ClassVar[None] = None
-
-    def __init__(self, session: _Session, number: int) -> None:
-        self.session = session
-        self.number = number  # socat's "socket 1"/"socket 2"
-        self.transport: asyncio.Transport | None = None
-        self.peer: _End | None = None  # set when both sides are connected
-        self.fd_label = "-1"
-        self.fd: int | None = None  # while the transport owns it (see ``unread_fd``)
-        self.size = min(INITIAL_BLOCK_SIZE, session.settings.block_size)
-        self.pool = thread_pool()  # buffers for one read each: idle sides hold none
-        self.view: memoryview | None = None  # borrowed for the read under way
-        #: A buffer our peer's transport still writes from, until it is empty.
-        self.lent: memoryview | None = None
-        self.early: list[bytes] = []  # read before the other side was connected
-        self.at_eof = False
-        self.lost = False
-        #: Bytes handed to our transport to write: less its write buffer, what went out.
-        self.queued = 0
-        #: Bytes read after the other side failed, which it will never get.
-        self.discarded = 0
-        #: Set while the session has ended and our kernel still sends to our peer.
-        self.lingering: Lingering | None = None
-        self.counter = METRICS.bytes_total["left-to-right" if number == 1 else "right-to-left"]
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not subclasses of asyncio.Transport, only alike.
-        stream_transport: asyncio.Transport = transport  # type: ignore[assignment]
-        self.transport = stream_transport
-        stream_transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
-        sock = transport.get_extra_info("socket")
-        self.fd = sock.fileno() if sock is not None else None
-        self.fd_label = str(self.fd) if self.fd is not None else "-1"
-        if self.number == 1:
-            self.session.accepted(self, sock)
-        else:
-            self.session.upstream_made(self)
-
-    def unread_fd(self) -> int | None:
-        """Our socket while the loop reads it: open, not paused, its EOF not yet read.
-
-        Never a closed transport's descriptor: the number may already be
-        another session's. A paused side is left out: the loop will not read
-        it, and its peer holds bytes (backpressure), which ``_holding`` counts.
-        """
-        transport = self.transport
-        if self.lost or self.at_eof or transport is None or transport.is_closing():
-            return None
-        return self.fd if transport.is_reading() else None
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        peer = self.peer
-        pending = peer.transport.get_write_buffer_size() if peer and peer.transport else 0
-        if self.lent is not None and not pending:  # the kernel holds all it had: free
-            self.pool.give(self.lent)
-            self.lent = None
-        if self.view is None:
-            self.view = self.pool.take(self.size)
-        if pending:
-            # The other side is behind: read no more than it may still queue,
-            # so that what waits for it stays near PENDING_READ_LIMIT.
-            return self.view[: max(INITIAL_BLOCK_SIZE, PENDING_READ_LIMIT - pending)]
-        return self.view
-
-    def buffer_updated(self, nbytes: int) -> None:
-        assert self.view is not None and self.transport is not None
-        if self.lingering is not None:  # the session has ended: read to keep our close a close
-            self.discarded += nbytes
-            self.give_back()
-            return
-        block = self.view[:nbytes]
-        peer = self.peer
-        if peer is None:
-            # uvloop starts reading right after connection_made, whatever it
-            # asked: keep the bytes until the other side exists.
-            self.early.append(bytes(block))
-            self.give_back()
-            self.transport.pause_reading()
-            return
-        if peer.lost:
-            # The other side failed: read on (input left unread would turn
-            # our close into a reset that discards what is owed to our peer),
-            # and count what is dropped.
-            self.discarded += nbytes
-            self.give_back()
-            return
-        sink = peer.transport
-        assert sink is not None
-        peer.queued += nbytes
-        # Ours no more before the write: one filling the sink calls pause_writing.
-        view, self.view = self.view, None
-        if sink.get_write_buffer_size():
-            # Queued behind unwritten data, the block would pin this whole
-            # buffer (up to 4 MiB) until written, and every read meanwhile
-            # another one: a copy of the block's size leaves the buffer free.
-            sink.write(bytes(block))
-            self.pool.give(view)
-        else:
-            sink.write(block)
-            if sink.get_write_buffer_size():
-                # uvloop keeps a view of what it could not write at once: the
-                # buffer is lent until that is written (see ``get_buffer``).
-                if self.lent is not None:
-                    self.pool.give(self.lent)  # the sink was empty: written out
-                self.lent = view
-            else:
-                self.pool.give(view)
-        self.counter[0] += nbytes
-        self.counter[1] += 1
-        session = self.session
-        session.last_activity = session.loop.time()
-        if session.log_blocks:
-            log_transferred(nbytes, self.fd_label, peer.fd_label)
-        size = self.size
-        # Only a full read or a grown buffer can change the size: a small message in a
-        # first-size buffer (the commonest block) skips the call.
-        if nbytes == size or size > INITIAL_BLOCK_SIZE:
-            self.size = next_block_size(size, nbytes, session.settings.block_size)
-
-    def reset_on_close(self) -> None:
-        """Make our coming close a reset (SO_LINGER 0): our peer must not take it for an end."""
-        transport = self.transport
-        if transport is not None and not self.lost:
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                abort_on_close(sock)
-
-    def give_back(self) -> None:
-        """Return the read buffer (nothing points at it) to the pool."""
-        if self.view is not None:
-            self.pool.give(self.view)
-            self.view = None
-
-    def eof_received(self) -> bool:
-        self.at_eof = True
-        if self.lingering is not None:  # nothing more comes: a close cannot turn into a reset
-            self.session.end_lingering(self)
-            return True
-        if self.peer is not None:  # else _link reports it, in socat's order
-            self.session.direction_done(self)
-        return True  # keep our write half open for the other direction
-
-    def pause_writing(self) -> None:
-        # We cannot take more: stop reading the side that feeds us, and let
-        # its read buffer go while it waits (a stalled session keeps only
-        # the block being written).
-        source = self.peer
-        if source is not None and source.transport is not None:
-            source.transport.pause_reading()
-            source.give_back()
-
-    def resume_writing(self) -> None:
-        peer = self.peer
-        if peer is not None and peer.transport is not None and not peer.at_eof:
-            peer.transport.resume_reading()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-        # The session, its ends and their transports refer to each other: a
-        # cycle that only Python's cycle collector frees, whenever it runs.
-        # Let the buffer go now, or bursts of sessions leave gigabytes behind.
-        # A lent one may still be in the other side's transport: not reused.
-        self.give_back()
-        self.lent = None
-        self.early.clear()
-        self.session.side_lost(self, exc)
-
-
-class _Session:
+class Session:
     """One accepted peer and its upstream: connecting, relaying, timing out, closing."""
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
         run: Run,
-        registry: set[_Session],
+        registry: set[Session],
         acceptor: Acceptor,
     ) -> None:
         self.loop = loop
@@ -367,9 +185,9 @@ class _Session:
         self.acceptor = acceptor
         self.settings = run.settings
         self.registry = registry
-        self.first = _End(self, 1)
-        self.second: _End | None = None
-        self.opening: asyncio.Task[None] | Driven[_End | None] | None = None
+        self.first = End(self, 1)
+        self.second: End | None = None
+        self.opening: asyncio.Task[None] | Driven[End | None] | None = None
         self.connecting_directly = False  # the loop connects: its notices are ours to say
         self.timer: asyncio.TimerHandle | None = None
         self.linger_timer: asyncio.TimerHandle | None = None
@@ -384,7 +202,7 @@ class _Session:
 
     # -- set-up ---------------------------------------------------------------
 
-    def accepted(self, first: _End, sock: Any) -> None:
+    def accepted(self, first: End, sock: Any) -> None:
         """The listener handed us a peer: check it as the general path does, then connect."""
         assert first.transport is not None
         first.transport.pause_reading()
@@ -409,14 +227,14 @@ class _Session:
             self.opening = driven
             driven.step()
 
-    def _direct_ended(self, outcome: _End | BaseException | None) -> None:
+    def _direct_ended(self, outcome: End | BaseException | None) -> None:
         """The direct connect is over: relayed, failed and said, or to be tried the general way."""
         self.opening = None
         if outcome is None:  # failed at once: the general opener words it exactly as socat
             self.opening = self.loop.create_task(self._connect())
             return
         try:
-            if isinstance(outcome, _End):
+            if isinstance(outcome, End):
                 self._close_unlinked(outcome)
             elif not isinstance(outcome, (_ConnectFailed, asyncio.CancelledError)):
                 raise outcome  # a defect: the loop's handler says it, as for a task's
@@ -435,17 +253,17 @@ class _Session:
             self.opening = None
             self._forget_if_gone()
 
-    def _close_unlinked(self, second: _End) -> None:
+    def _close_unlinked(self, second: End) -> None:
         """Close an upstream that ``upstream_made`` did not link: the first side went away."""
         if self.second is None:
             self.second = second
             self._close_sides(abort=True)
 
-    async def _connect_direct(self) -> _End | None:
+    async def _connect_direct(self) -> End | None:
         """Let the loop connect; None if that failed at once (the general opener retries)."""
         assert self.run.upstream is not None
         host, port, family = self.run.upstream
-        second = _End(self, 2)
+        second = End(self, 2)
         started = self.loop.time()
         self.connecting_directly = True
         try:
@@ -464,7 +282,7 @@ class _Session:
             self.connecting_directly = False
         return second
 
-    async def _connect_general(self) -> _End | None:
+    async def _connect_general(self) -> End | None:
         """Open the second address with its opener and hand its socket to the loop."""
         try:
             stream = await self.run.open_second({})
@@ -475,11 +293,11 @@ class _Session:
         if not isinstance(stream, SocketStream):  # pragma: no cover - CONNECTORS open sockets
             await stream.aclose()
             raise TypeError(f"fast path needs a socket upstream, got {stream!r}")
-        second = _End(self, 2)
+        second = End(self, 2)
         await self.loop.create_connection(lambda: second, sock=stream.detach())
         return second
 
-    def upstream_made(self, second: _End) -> None:
+    def upstream_made(self, second: End) -> None:
         """The upstream is connected: relay from here, in the loop iteration that connected it.
 
         The opener's task would resume one iteration later: the first bytes
@@ -497,7 +315,7 @@ class _Session:
         if not self.finished:  # else the opener closes it (``_connect``)
             self._link(second)
 
-    def _link(self, second: _End) -> None:
+    def _link(self, second: End) -> None:
         first = self.first
         assert first.transport is not None and second.transport is not None
         self.second = second
@@ -524,7 +342,7 @@ class _Session:
 
     # -- transfer -------------------------------------------------------------
 
-    def direction_done(self, source: _End) -> None:
+    def direction_done(self, source: End) -> None:
         """``source`` reached EOF: half-close its peer, and end the session if both are done."""
         if self.log_notices:
             log_at_eof(source.number, source.fd_label)
@@ -552,7 +370,7 @@ class _Session:
         if wait is not None and not self.finished:
             self.timer = self.loop.call_later(max(0.0, wait), self._check_idle)
 
-    def _open_sides(self) -> list[tuple[_End, asyncio.Transport]]:
+    def _open_sides(self) -> list[tuple[End, asyncio.Transport]]:
         """The sides still connected, with their transports."""
         return [
             (side, side.transport)
@@ -605,7 +423,7 @@ class _Session:
         sides = [side for side, _ in self._open_sides()]
         self.finish(abort=self._drop_held(f"nothing written for {limit:g}s", sides))
 
-    def _drop_held(self, why: str, reset: list[_End]) -> bool:
+    def _drop_held(self, why: str, reset: list[End]) -> bool:
         """Say what each open side still holds and will not deliver; reset ``reset`` if so."""
         dropped = False
         for side, transport in self._open_sides():
@@ -679,14 +497,14 @@ class _Session:
                for side in (self.first, self.second)):
             self.linger_timer = self.loop.call_later(LINGER_FIRST_LOOK, self._look_lingering)
 
-    def _close_side(self, side: _End, *, abort: bool) -> None:
+    def _close_side(self, side: End, *, abort: bool) -> None:
         if side.transport is not None and not side.lost:
             if abort:
                 side.transport.abort()
             else:
                 side.transport.close()
 
-    def _queued(self, side: _End) -> int:
+    def _queued(self, side: End) -> int:
         """What ``side`` still has to send: its transport's buffer and its kernel's queue."""
         if side.transport is None or side.lost:
             return 0
@@ -694,7 +512,7 @@ class _Session:
         kernel = 0 if sock is None else unsent_bytes(sock)
         return side.transport.get_write_buffer_size() + kernel
 
-    def _start_lingering(self, side: _End) -> None:
+    def _start_lingering(self, side: End) -> None:
         """Keep ``side`` open while its peer has bytes of ours to take (``transfer.Lingering``)."""
         transport = side.transport
         if transport is None or side.lost or not (queued := self._queued(side)):
@@ -717,7 +535,7 @@ class _Session:
         if wait is not None:
             self.linger_timer = self.loop.call_later(wait, self._look_lingering)
 
-    def end_lingering(self, side: _End) -> None:
+    def end_lingering(self, side: End) -> None:
         """``side``'s peer took everything, sent its EOF, or the bound ran out: close it."""
         lingering, side.lingering = side.lingering, None
         if lingering is None:
@@ -728,7 +546,7 @@ class _Session:
         self._say_discarded(side)
         self._close_side(side, abort=lingering.expired)
 
-    def _say_discarded(self, side: _End) -> None:
+    def _say_discarded(self, side: End) -> None:
         """Say what ``side`` read and dropped since last said, for the peer that never gets it."""
         if side.discarded and side.peer is not None:
             why = "the transfer failed" if self.failed else "the session had ended"
@@ -739,7 +557,7 @@ class _Session:
         METRICS.session_errors_total += 1
         self.abort()
 
-    def side_lost(self, side: _End, exc: Exception | None) -> None:
+    def side_lost(self, side: End, exc: Exception | None) -> None:
         if exc is not None and not self.finished:
             self.failed = True
             logger.error("%s", _transfer_error(side, exc))
@@ -750,7 +568,7 @@ class _Session:
             self.finish()
         self._forget_if_gone()
 
-    def _deliver_after_failure(self, failed: _End) -> None:
+    def _deliver_after_failure(self, failed: End) -> None:
         """One side failed: the other still gets what was read for it, then the session ends.
 
         What the failed side's transport still held is lost with it (said,
@@ -793,7 +611,7 @@ class _Session:
                 self.first.pool.settle()
 
 
-def _transfer_error(side: _End, exc: Exception) -> str:
+def _transfer_error(side: End, exc: Exception) -> str:
     """A failed read or write as the general path words it: ``read(5, 8192): ...``."""
     call = "write" if isinstance(exc, OSError) and exc.errno == errno.EPIPE else "read"
     return failure_text(call, side.fd_label, side.size, exc)
