@@ -1,5 +1,6 @@
-"""Read buffers lent to the fast path's sessions only while their data is in flight.
+"""Read buffers lent to the fast path's bulk reads only while their data is in flight.
 
+(Small messages are read through the event loop's own buffer: ``ends.py``.)
 A session of the fast path (``bridge.py``) reads a block, hands it to the
 other side's transport and is done with it, usually at once: the write goes
 straight into the kernel. Keeping a buffer per side between reads would cost
