@@ -67,9 +67,10 @@ MESSAGE_HEADER = 5
 MAX_DATA = MAX_PAYLOAD - MESSAGE_HEADER
 #: What a receiver grants each stream when it opens.
 INITIAL_WINDOW = 256 * 1024
-#: What the two ends of a ``kubectl relay tcp`` tunnel grant each stream (a CREDIT right
-#: after the OPEN): their credit crosses the API server and the kubelet, a round trip of
-#: milliseconds, and a stream moves at most one window per round trip.
+#: What the two ends of a ``kubectl relay tcp`` tunnel grant each stream (a CREDIT with
+#: the OPEN; the accepting end's with its first message on the stream): their credit
+#: crosses the API server and the kubelet, a round trip of milliseconds, and a stream
+#: moves at most one window per round trip.
 TUNNEL_WINDOW = 1024 * 1024
 #: What a tunnel's stream window grows to while its consumer keeps up (``MuxProtocol``'s
 #: ``max_window``): a bulk flow is then bound by its path, not by the credit round trip
@@ -175,6 +176,8 @@ class _StreamState:
     unacknowledged: int = 0
     #: The window we grant the stream (``INITIAL_WINDOW`` and every ``grant``).
     granted: int = INITIAL_WINDOW
+    #: Granted but not yet told (``grant_with_next``): goes out with our next message.
+    untold: int = 0
     sent_end: bool = False
     received_end: bool = False
 
@@ -237,6 +240,7 @@ class MuxProtocol:
         if state.sent_end:
             raise ValueError(f"stream {stream}: data after END")
         view = memoryview(data)[: state.send_window]
+        self._tell_grant(stream, state)
         for start in range(0, len(view), MAX_DATA):
             self._message(Kind.DATA, stream, view[start : start + MAX_DATA])
         state.send_window -= len(view)
@@ -248,6 +252,7 @@ class MuxProtocol:
         if state is None or state.sent_end:
             return
         state.sent_end = True
+        self._tell_grant(stream, state)
         self._message(Kind.END, stream, b"")
         self._forget_if_closed(stream, state)
 
@@ -274,11 +279,11 @@ class MuxProtocol:
             growth = 0
             if waiting <= share and state.granted < self.max_window:
                 growth = min(state.granted, self.max_window - state.granted)
-            increment = state.unacknowledged + growth
+            increment = state.unacknowledged + growth + state.untold
             self._message(Kind.CREDIT, stream, increment.to_bytes(4, "big"))
             state.receive_window += increment
-            state.granted += growth
-            state.unacknowledged = 0
+            state.granted += growth + state.untold
+            state.unacknowledged = state.untold = 0
 
     def grant(self, stream: int, count: int) -> None:
         """Widen the window of ``stream`` by ``count`` bytes now (beyond ``INITIAL_WINDOW``)."""
@@ -288,6 +293,25 @@ class MuxProtocol:
         self._message(Kind.CREDIT, stream, count.to_bytes(4, "big"))
         state.receive_window += count
         state.granted += count
+
+    def grant_with_next(self, stream: int, count: int) -> None:
+        """Widen the window of ``stream`` by ``count``, told with our next message on it.
+
+        For a stream the peer opened: its OPEN most often comes with data, and
+        our first DATA back (or our END, or our first CREDIT) then carries the
+        grant, one message fewer than a CREDIT of its own. Until then the peer
+        has ``INITIAL_WINDOW``, and our first CREDIT is due as for that window.
+        """
+        state = self._streams.get(stream)
+        if state is not None and not state.received_end and count > 0:
+            state.untold += count
+
+    def _tell_grant(self, stream: int, state: _StreamState) -> None:
+        if state.untold and not state.received_end:  # (after the peer's END: no use)
+            self._message(Kind.CREDIT, stream, state.untold.to_bytes(4, "big"))
+            state.receive_window += state.untold
+            state.granted += state.untold
+            state.untold = 0
 
     def send_ping(self, payload: bytes = b"") -> None:
         """A PING; the peer answers with a ``Pong`` of the same payload."""

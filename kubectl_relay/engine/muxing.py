@@ -318,7 +318,7 @@ class MuxConnection:
         if isinstance(event, Opened):
             channel = Channel(self, event.stream, event.label)
             self.channels[event.stream] = channel
-            self.protocol.grant(event.stream, self.window - INITIAL_WINDOW)
+            self.protocol.grant_with_next(event.stream, self.window - INITIAL_WINDOW)
             if self.on_open is None:
                 channel.reset("this end accepts no streams")
             else:

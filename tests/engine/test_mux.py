@@ -121,6 +121,50 @@ def test_a_grant_widens_the_window_at_once_and_is_still_enforced() -> None:
         plugin.receive_data(wire)
 
 
+def test_a_grant_for_a_peers_stream_rides_with_the_first_reply() -> None:
+    """A tunnel's short connection: OPEN and DATA in, then one message back, not two."""
+    pod, plugin = pair()
+    stream = plugin.open_stream()
+    plugin.send_data(stream, b"GET /")
+    pod.receive_data(plugin.data_to_send())
+    pod.grant_with_next(stream, 3 * INITIAL_WINDOW)
+    pod.consumed(stream, 5)
+    assert pod.data_to_send() == b""  # nothing goes out for the grant alone
+    pod.send_data(stream, b"200 OK")
+    assert pod.data_to_send() == (
+        message(Kind.CREDIT, stream, (3 * INITIAL_WINDOW).to_bytes(4, "big"))
+        + message(Kind.DATA, stream, b"200 OK")
+    )
+
+
+def test_an_untold_grant_goes_with_the_first_credit_and_the_sender_never_stalls() -> None:
+    """A bulk upload with no reply: the first CREDIT is due as for ``INITIAL_WINDOW``."""
+    pod, plugin = pair()
+    stream = plugin.open_stream()
+    pod.receive_data(plugin.data_to_send())
+    pod.grant_with_next(stream, 3 * INITIAL_WINDOW)
+    share = INITIAL_WINDOW // CREDIT_SHARE
+    assert plugin.send_data(stream, b"a" * share) == share
+    pod.receive_data(plugin.data_to_send())
+    pod.consumed(stream, share)
+    assert plugin.receive_data(pod.data_to_send()) == [Credited(stream)]
+    # What it had left, the share given back and the grant: never at zero on the way.
+    assert plugin.send_window(stream) == 4 * INITIAL_WINDOW
+    assert plugin.send_data(stream, b"a" * (4 * INITIAL_WINDOW)) == 4 * INITIAL_WINDOW
+    events = pod.receive_data(plugin.data_to_send())  # within the window: no MuxError
+    assert sum(len(e.data) for e in events if isinstance(e, Data)) == 4 * INITIAL_WINDOW
+
+
+def test_an_untold_grant_goes_before_the_end() -> None:
+    pod, plugin = pair()
+    stream = plugin.open_stream()
+    pod.receive_data(plugin.data_to_send())
+    pod.grant_with_next(stream, INITIAL_WINDOW)
+    pod.send_end(stream)
+    assert plugin.receive_data(pod.data_to_send()) == [Credited(stream), Ended(stream)]
+    assert plugin.send_window(stream) == 2 * INITIAL_WINDOW
+
+
 @pytest.mark.parametrize("widened", [0, 3 * INITIAL_WINDOW])
 def test_credit_goes_back_in_batches_of_a_share_of_the_window(widened: int) -> None:
     pod, plugin = pair()
