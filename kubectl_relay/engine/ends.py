@@ -34,8 +34,8 @@ PENDING_READ_LIMIT = 1024 * 1024
 SMALL_READ_MAX = 256 * 1024
 #: A small read this large means a bulk flow: from the next read on, into our buffers
 #: (no copy, and reads growing to ``-b``). Below it, a message costs one Python call
-#: instead of two and no buffer taken from the pool and given back: about a fifth less
-#: of the relay's CPU per 1-byte round trip, pinned to one CPU.
+#: instead of two and no buffer taken from the pool and given back: 11% less of the
+#: relay's CPU per 1-byte round trip (24.9 -> 22.1 µs, pinned to one CPU).
 BULK_READ = 128 * 1024
 #: The first size of those reads: the next step after the loop's largest.
 BULK_FIRST_SIZE = 4 * SMALL_READ_MAX
