@@ -14,30 +14,20 @@ import socket
 import time
 from functools import partial
 
-import pytest
-
 from kubectl_relay.engine.ends import SMALL_READ_MAX
-from kubectl_relay.engine.session import FAST_PATH_VARIABLE
 from tests.conftest import scaled
-from tests.engine.test_bridge import FAST, GENERAL, RelayPath
+from tests.engine.test_bridge import RelayPath, both  # noqa: F401 - the fixture
 from tests.support import ThreadedServer, echo, free_port, log_lines, recv_all, relay_listening
 
 BLOCK = re.compile(r"^transferred (\d+) bytes from (\d+) to (\d+)$")
 
 
-@pytest.fixture(params=[FAST, GENERAL], ids=lambda p: p.name)
-def both(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> RelayPath:
-    path: RelayPath = request.param
-    monkeypatch.setenv(FAST_PATH_VARIABLE, "1" if path.fast else "0")
-    return path
-
-
-def client_blocks(stderr: str, client_fd: str | None = None) -> tuple[str, list[int]]:
+def client_blocks(stderr: str) -> list[int]:
     """The sizes of the blocks read from the client (the first side a session logs)."""
     blocks = [match.groups() for line in log_lines(stderr, "I") if (match := BLOCK.match(line))]
     assert blocks, stderr
-    source = client_fd or blocks[0][1]
-    return source, [int(size) for size, read_from, _ in blocks if read_from == source]
+    client_fd = blocks[0][1]
+    return [int(size) for size, read_from, _ in blocks if read_from == client_fd]
 
 
 def sink(received: list[int], conn: socket.socket) -> None:
@@ -46,7 +36,7 @@ def sink(received: list[int], conn: socket.socket) -> None:
         received.append(len(data))
 
 
-def test_a_b_below_the_loops_read_bounds_every_read(both: RelayPath) -> None:
+def test_a_b_below_the_loops_read_bounds_every_read(both: RelayPath) -> None:  # noqa: F811
     payload = os.urandom(300_000)
     received: list[int] = []
     with ThreadedServer(partial(sink, received)) as server:
@@ -60,13 +50,13 @@ def test_a_b_below_the_loops_read_bounds_every_read(both: RelayPath) -> None:
             conn.sendall(payload)
             conn.shutdown(socket.SHUT_WR)
             recv_all(conn)
-    _, sizes = client_blocks(relay.stderr_text)
+    sizes = client_blocks(relay.stderr_text)
     assert sum(sizes) == len(payload) == sum(received)
     assert max(sizes) == 1000  # full blocks, none larger
 
 
 def test_a_burst_reads_in_large_blocks_and_small_messages_after_it_one_by_one(
-    both: RelayPath,
+    both: RelayPath,  # noqa: F811
 ) -> None:
     burst = os.urandom(24 << 20)
     chats = [b"ping %d\n" % i for i in range(10)]
@@ -94,7 +84,7 @@ def test_a_burst_reads_in_large_blocks_and_small_messages_after_it_one_by_one(
                 take(len(echoed) + len(chat))
                 time.sleep(0.01)
     assert bytes(echoed) == burst + b"".join(chats)
-    _, sizes = client_blocks(relay.stderr_text)
+    sizes = client_blocks(relay.stderr_text)
     assert sum(sizes) == len(burst) + sum(map(len, chats))
     # Larger than the event loop ever reads into its own buffer: our buffers, grown.
     assert max(sizes[: -len(chats)]) > SMALL_READ_MAX, sizes
