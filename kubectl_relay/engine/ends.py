@@ -66,8 +66,6 @@ class End(asyncio.Protocol):
         #: Set while the session has ended and our kernel still sends to our peer.
         self.lingering: Lingering | None = None
         self.counter = METRICS.bytes_total["left-to-right" if number == 1 else "right-to-left"]
-        #: Our transport's protocol while it reads bulk; None while it reads small.
-        self.bulk: BulkReads | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not subclasses of asyncio.Transport, only alike.
@@ -98,19 +96,11 @@ class End(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         """A small read (the loop's buffer, copied out): passed on as it is."""
-        nbytes = len(data)
-        if self.lingering is not None:  # the session has ended: read to keep our close a close
-            self.discarded += nbytes
-            return
         peer = self.peer
-        if peer is None:  # as in ``buffer_updated``
-            self.early.append(data)
-            assert self.transport is not None
-            self.transport.pause_reading()
+        if self.lingering is not None or peer is None or peer.lost:
+            self._not_relayed(data)
             return
-        if peer.lost:  # as in ``buffer_updated``
-            self.discarded += nbytes
-            return
+        nbytes = len(data)
         sink = peer.transport
         assert sink is not None
         if self.lent is not None and not sink.get_write_buffer_size():
@@ -126,15 +116,27 @@ class End(asyncio.Protocol):
         """Read into our own buffers from the next read on, ``BULK_FIRST_SIZE`` at first."""
         assert self.transport is not None
         self.size = min(self.session.settings.block_size, BULK_FIRST_SIZE)
-        self.bulk = BulkReads(self)
-        self.transport.set_protocol(self.bulk)
+        self.transport.set_protocol(BulkReads(self))
 
     def _read_small(self) -> None:
-        """The burst is over: the loop reads for us again; our buffer goes back now."""
+        """The burst is over: the loop reads for us again (a lent buffer goes back once written)."""
         assert self.transport is not None
-        self.bulk = None
-        self.give_back()
         self.transport.set_protocol(self)
+
+    def _not_relayed(self, data: bytes | memoryview) -> None:
+        """What we read that cannot go to our peer now: dropped (and counted), or kept."""
+        peer = self.peer
+        if self.lingering is not None or (peer is not None and peer.lost):
+            # The session has ended (read on to keep our close a close), or the
+            # other side failed (input left unread would turn our close into a
+            # reset that discards what is owed to our peer): count what is dropped.
+            self.discarded += len(data)
+            return
+        # uvloop starts reading right after connection_made, whatever it asked:
+        # keep the bytes until the other side exists.
+        self.early.append(bytes(data))
+        assert self.transport is not None
+        self.transport.pause_reading()
 
     def _transferred(self, nbytes: int, peer: End) -> None:
         """Count a block passed to ``peer`` (and say it at ``-d -d -d``)."""
@@ -161,24 +163,10 @@ class End(asyncio.Protocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         assert self.view is not None and self.transport is not None
-        if self.lingering is not None:  # the session has ended: read to keep our close a close
-            self.discarded += nbytes
-            self.give_back()
-            return
         block = self.view[:nbytes]
         peer = self.peer
-        if peer is None:
-            # uvloop starts reading right after connection_made, whatever it
-            # asked: keep the bytes until the other side exists.
-            self.early.append(bytes(block))
-            self.give_back()
-            self.transport.pause_reading()
-            return
-        if peer.lost:
-            # The other side failed: read on (input left unread would turn
-            # our close into a reset that discards what is owed to our peer),
-            # and count what is dropped.
-            self.discarded += nbytes
+        if self.lingering is not None or peer is None or peer.lost:
+            self._not_relayed(block)  # copies what it keeps, before the buffer goes back
             self.give_back()
             return
         sink = peer.transport
