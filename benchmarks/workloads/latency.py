@@ -43,8 +43,12 @@ class Latency(Workload):
         with on_one_cpu():
             pinned = self._round_trips(ctx, candidate)
         free = self._round_trips(ctx, candidate)
-        values = {key: number(pinned, key) for key in ("median_us", "p99_us")}
-        values |= {f"{key[:-3]}_free_us": number(free, key) for key in ("median_us", "p99_us")}
+        values = {
+            "median_us": number(pinned, "median_us"),
+            "p99_us": number(pinned, "p99_us"),
+            "median_free_us": number(free, "median_us"),
+            "p99_free_us": number(free, "p99_us"),
+        }
         details = {f"{key}{suffix}": result[key] for key in ("min_us", "p90_us", "mean_us")
                    for suffix, result in (("", pinned), ("_free", free))}
         return Measured(values, details)
