@@ -69,19 +69,19 @@ def test_sessions_say_nothing_but_the_listener_says_each_accept(path: str) -> No
 @pytest.mark.parametrize("path", list(PATHS))
 def test_a_quiet_sessions_error_is_still_an_error(path: str) -> None:
     port, closed = free_port(), free_port()  # nothing listens on closed: the connect is refused
-    log = served(PATHS[path](port), port, closed, "--quiet-sessions", echoed=False)
-    refused = [line for line in log_lines(log, "E") if "Connection refused" in line]
-    assert refused, log
-    assert not any(notice in line for line in log_lines(log, "N") for notice in SESSION_NOTICES)
+    stderr = served(PATHS[path](port), port, closed, "--quiet-sessions", echoed=False)
+    refused = [line for line in log_lines(stderr, "E") if "Connection refused" in line]
+    assert refused, stderr
+    assert not any(notice in line for line in log_lines(stderr, "N") for notice in SESSION_NOTICES)
 
 
 def test_children_shutup_lowers_first_then_quiet_drops_what_became_a_notice() -> None:
     port, closed = free_port(), free_port()
     first = f"TCP4-LISTEN:{port},fork,reuseaddr,children-shutup=2"
-    log = served(first, port, closed, "--quiet-sessions", echoed=False)
+    stderr = served(first, port, closed, "--quiet-sessions", echoed=False)
     # Error - 2 = notice: dropped; the listener's notices are not the session's.
-    assert not any("Connection refused" in line for line in log.splitlines()), log
-    assert any(line.startswith("accepting connection") for line in log_lines(log, "N")), log
+    assert not any("Connection refused" in line for line in stderr.splitlines()), stderr
+    assert any(line.startswith("accepting connection") for line in log_lines(stderr, "N")), stderr
 
 
 def test_a_quiet_session_makes_no_notice_records_but_still_its_warnings() -> None:

@@ -14,11 +14,12 @@ from kubectl_relay.plugin.cli.terminal import Renderer, rendered_line
 COLOR_SYSTEMS = (None, "standard", "256", "truecolor")
 
 
-def console(color_system: str | None, **options: object) -> Console:
+def console(color_system: str | None, width: int = 100, **options: object) -> Console:
+    """A console writing to a string, a terminal when it has colours; ``options`` override."""
+    settings = {"soft_wrap": True, "highlight": False, **options}
     return Console(
-        file=io.StringIO(), width=100, color_system=color_system,  # type: ignore[arg-type]
-        force_terminal=color_system is not None, soft_wrap=True, highlight=False,
-        **options,  # type: ignore[arg-type]
+        file=io.StringIO(), width=width, color_system=color_system,  # type: ignore[arg-type]
+        force_terminal=color_system is not None, **settings,  # type: ignore[arg-type]
     )
 
 
@@ -98,14 +99,11 @@ def test_what_needs_layout_is_left_to_rich(color_system: str | None, text: Text)
     ids=["record", "no-color", "quiet", "wrapping"],
 )
 def test_consoles_that_need_rich_get_rich(options: dict[str, object]) -> None:
-    settings = {"soft_wrap": True, **options}
-    out = Console(file=io.StringIO(), width=20, color_system="truecolor", force_terminal=True,
-                  highlight=False, **settings)  # type: ignore[arg-type]
+    out = console("truecolor", width=20, **options)
     line = Text("a line longer than twenty cells", style="bold cyan")
     assert rendered_line(out, line) is None
     Renderer(out).line(line)
-    reference = Console(file=io.StringIO(), width=20, color_system="truecolor",
-                        force_terminal=True, highlight=False, **settings)  # type: ignore[arg-type]
+    reference = console("truecolor", width=20, **options)
     reference.print(line)
     assert out.file.getvalue() == reference.file.getvalue()  # type: ignore[attr-defined]
     if options.get("record"):
