@@ -1,5 +1,9 @@
 """The programs compared: the relay engine, socat 1.8.0.3 (default and ``-b 1M``), HAProxy, nginx.
 
+Beside them, in the connection-rate and latency workloads, Python's floor:
+two relays written for this harness that only pass bytes and EOFs on
+(``peers.floor``), one on uvloop's transports and one on a bare epoll loop.
+
 socat and the relay run at their default settings (no ``-b``): what a user
 gets; "socat-b1M" is socat with a 1 MiB buffer, its best bulk setting.
 HAProxy and nginx (its ``stream`` module) forward TCP in TCP mode with a
@@ -25,17 +29,22 @@ from pathlib import Path
 from scripts import socat18
 
 #: A candidate's name: ``relay``, ``relay-workers``, ``relay-general``, ``socat``,
-#: ``socat-b1M``, ``haproxy``, ``nginx`` or ``direct`` (no program at all).
+#: ``socat-b1M``, ``haproxy``, ``nginx``, ``floor-uvloop``, ``floor-epoll`` or
+#: ``direct`` (no program at all).
 CandidateName = str
 
 #: Every name, in the order of a first round; later rounds rotate it (see ``runner``).
 ORDER: tuple[CandidateName, ...] = (
     "socat", "relay", "haproxy", "socat-b1M", "nginx", "relay-general", "relay-workers",
-    "direct",
+    "floor-uvloop", "floor-epoll", "direct",
 )
 
 #: The candidates compared with relay in every goal that names "every peer".
 PEERS: tuple[CandidateName, ...] = ("socat", "socat-b1M", "haproxy", "nginx")
+
+#: Python's floor (``peers.floor``): relays that only pass bytes on, measured
+#: where the engine's figure is mostly per-connection or per-message work.
+FLOORS: tuple[CandidateName, ...] = ("floor-uvloop", "floor-epoll")
 
 #: How a user runs the engine (the ``relay`` console script is the same entry point).
 RELAY_COMMAND = (sys.executable, "-m", "kubectl_relay.engine")
@@ -192,6 +201,13 @@ def relay_general(command: str | None = None) -> Candidate:
     """The engine forced onto its general path, to compare the fast path with."""
     base = relay(command)
     return Candidate("relay-general", ("env", GENERAL_PATH_ENVIRONMENT, *base.command))
+
+
+def floor(name: CandidateName) -> Candidate:
+    """``floor-uvloop`` or ``floor-epoll``: the least a Python relay does (``peers.floor``)."""
+    mode = name.removeprefix("floor-")
+    return Candidate(name, (sys.executable, "-m", "benchmarks.peers.floor", mode),
+                     socat_style=False)
 
 
 def relay_workers(command: str | None = None, workers: int = DEFAULT_RELAY_WORKERS) -> Candidate:

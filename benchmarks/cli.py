@@ -116,6 +116,7 @@ def candidates_from(args: argparse.Namespace) -> tuple[dict[CandidateName, Candi
         "relay-general": programs.relay_general(args.relay_command),
         "socat": socat,
         "socat-b1M": programs.socat_tuned(socat),
+        **{name: programs.floor(name) for name in programs.FLOORS},
     }
     skipped = []
     if args.relay_command and args.relay_workers is None:

@@ -160,7 +160,7 @@ def _row(label: str, unit: str, cells: Sequence[str]) -> str:
 #: The table's columns: relay first, the peers, then what is not a program.
 COLUMN_ORDER: tuple[CandidateName, ...] = (
     "relay", "relay-workers", "relay-general", "socat", "socat-b1M", "haproxy", "nginx",
-    "direct",
+    "floor-uvloop", "floor-epoll", "direct",
 )
 
 

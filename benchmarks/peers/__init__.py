@@ -11,4 +11,7 @@ they listen, and every peer prints its result as one last JSON line.
 - ``pingpong``: round trips of 1-byte messages (latency).
 - ``connector``: short connections, one at a time or concurrently (rate).
 - ``holder``: open idle connections and keep them until told to stop.
+
+``floor`` is not a peer but a candidate: a relay that only passes bytes on,
+started by the harness like the relay (see its docstring).
 """

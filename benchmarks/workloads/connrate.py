@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..candidates import PEERS, Candidate
+from ..candidates import FLOORS, PEERS, Candidate
 from ..processes import sockets_in_time_wait
 from ..results import Metric, Target, WorkloadResult, number, versus
 from .base import Context, Measured, Workload
@@ -16,7 +16,7 @@ class ConnectionRate(Workload):
     title = "short connections per second (fork)"
     with_direct = True
     #: relay-workers: ``--workers`` (2 by default), beside the one-process relay.
-    candidates = frozenset({"relay", "relay-workers", *PEERS})
+    candidates = frozenset({"relay", "relay-workers", *PEERS, *FLOORS})
 
     def __init__(self) -> None:
         self.description = (

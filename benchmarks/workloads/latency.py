@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..candidates import PEERS, Candidate
+from ..candidates import FLOORS, PEERS, Candidate
 from ..processes import on_one_cpu
 from ..results import Metric, number, versus
 from .base import Context, Measured, Workload
@@ -15,6 +15,7 @@ class Latency(Workload):
     name = "latency"
     title = "1-byte round-trip latency"
     with_direct = True
+    candidates = frozenset({"relay", *PEERS, *FLOORS})
 
     def __init__(self) -> None:
         self.description = (
