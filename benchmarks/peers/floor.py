@@ -8,7 +8,7 @@ both directions have ended or either fails.
 
 - ``uvloop``: on uvloop's transports, as the engine's fast path runs.
 - ``epoll``: a bare ``select.epoll`` loop with the plain socket calls (about
-  20 system calls per short connection against uvloop's 31).
+  20 system calls per short connection against 30 on uvloop).
 
 Beside the engine in ``connrate`` and ``latency`` (candidates ``floor-uvloop``
 and ``floor-epoll``), they show which part of a gap to HAProxy or nginx is

@@ -200,6 +200,8 @@ class Session:
         self.log_blocks = logger.isEnabledFor(INFO)
         #: socat's -d -d notices: looked up once, not in three calls a session.
         self.log_notices = logger.isEnabledFor(NOTICE) and not run.quiet_sessions
+        #: The ends look their sockets up as they connect (else on first use, see ``End.fd``).
+        self.needs_sockets = self.log_notices or self.log_blocks or not run.plain_accept
 
     # -- set-up ---------------------------------------------------------------
 

@@ -11,7 +11,7 @@ below the loop's read size reads bulk only: only our buffers keep it.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .blocks import thread_pool
 from .metrics import METRICS
@@ -49,8 +49,9 @@ class End(asyncio.Protocol):
         self.number = number  # socat's "socket 1"/"socket 2"
         self.transport: asyncio.Transport | None = None
         self.peer: End | None = None  # set when both sides are connected
-        self.fd_label = "-1"
-        self.fd: int | None = None  # while the transport owns it (see ``unread_fd``)
+        #: Our descriptor and its text in log lines (``-1``: none), looked up on first use.
+        self._fd: int | None = None
+        self._fd_label: str | None = None
         self.size = min(INITIAL_BLOCK_SIZE, session.settings.block_size)
         self.pool = thread_pool()  # buffers for one read each: idle sides hold none
         self.view: memoryview | None = None  # borrowed for the read under way
@@ -72,15 +73,41 @@ class End(asyncio.Protocol):
         stream_transport: asyncio.Transport = transport  # type: ignore[assignment]
         self.transport = stream_transport
         stream_transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
-        sock = transport.get_extra_info("socket")
-        self.fd = sock.fileno() if sock is not None else None
-        self.fd_label = str(self.fd) if self.fd is not None else "-1"
-        if self.session.settings.block_size < SMALL_READ_MAX:
+        session = self.session
+        # The socket costs uvloop a getsockname() and an object: only when a log line or
+        # the listener's peer checks need it now; else on first use (see ``fd``).
+        sock = self._look_up() if session.needs_sockets else None
+        if session.settings.block_size < SMALL_READ_MAX:
             self._read_bulk()  # -b bounds every read: only our buffers do
         if self.number == 1:
-            self.session.accepted(self, sock)
+            session.accepted(self, sock)
         else:
-            self.session.upstream_made(self)
+            session.upstream_made(self)
+
+    def _look_up(self) -> Any:
+        """Our transport's socket, noting its descriptor (None before or after the transport)."""
+        transport = self.transport
+        if transport is None:
+            return None  # not connected yet: looked up once it is
+        # uvloop makes it from the live handle: after connection_lost there is none.
+        sock = None if self.lost else transport.get_extra_info("socket")
+        self._fd = None if sock is None else sock.fileno()
+        self._fd_label = "-1" if self._fd is None else str(self._fd)
+        return sock
+
+    @property
+    def fd(self) -> int | None:
+        """Our descriptor while the transport owns it (see ``unread_fd``)."""
+        if self._fd_label is None:
+            self._look_up()
+        return self._fd
+
+    @property
+    def fd_label(self) -> str:
+        """Our descriptor as log lines name it: ``-1`` if it was never known while open."""
+        if self._fd_label is None:
+            self._look_up()
+        return self._fd_label or "-1"
 
     def unread_fd(self) -> int | None:
         """Our socket while the loop reads it: open, not paused, its EOF not yet read.
@@ -237,6 +264,13 @@ class End(asyncio.Protocol):
             peer.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        peer = self.peer
+        if self._fd_label is None and (
+            not self.session.finished or (peer is not None and peer.lingering is not None)
+        ):
+            # Closed under a running session, or before a peer that reads on: lines naming
+            # our fd may follow (what the peer drops for us, ``Session._say_discarded``).
+            self._look_up()
         self.lost = True
         # The session, its ends and their transports refer to each other: a
         # cycle that only Python's cycle collector frees, whenever it runs.
