@@ -36,7 +36,7 @@ from typing import TypeVar
 
 from .events import ConnectionClosed, ConnectionOpened, EventSink, Summarized, Traced
 from .summary import ConnectionSummary, Exchange
-from .tracing import Block, LogLine, TraceEvent
+from .tracing import Accepted, Block, LogLine, TraceEvent
 
 #: Bytes of each direction kept per connection to recognise its session.
 HEAD_BYTES = 4096
@@ -86,7 +86,9 @@ class Connections:
     whose unprintable bytes show as dots. ``summary``: ``--summary``.
     ``by_session``: without matching, number the trace by the relay's
     sessions (a proxy's: its trace starts after the proxy request, which
-    the local bytes hold, so bytes cannot match them).
+    the local bytes hold, so bytes cannot match them). ``quiet``: ``-q``,
+    no trace: the relay's accept notices are dropped (each connection has
+    its own lines), its errors and warnings shown.
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class Connections:
         match_wait: float = MATCH_WAIT,
         close_hold: float = CLOSE_HOLD,
         by_session: bool = False,
+        quiet: bool = False,
     ) -> None:
         self.tunnel = tunnel
         self.match_wait = match_wait
@@ -109,6 +112,7 @@ class Connections:
         self.text = text
         self.summary = summary
         self.by_session = by_session
+        self.quiet = quiet
         self._flows: list[Flow] = []  # unmatched or not yet closed, oldest first
         self._sessions: dict[tuple[str, int], Flow] = {}
         self._pending: dict[tuple[str, int], list[TraceEvent]] = {}
@@ -171,6 +175,8 @@ class Connections:
         """A trace event of relay pod ``pod``."""
         session = event.session if isinstance(event, Block | LogLine) else None
         if not self.matching or session is None:
+            if self.quiet and isinstance(event, Accepted):
+                return
             if not self.summary or isinstance(event, LogLine):
                 self.emit(Traced(self.tunnel, pod, event, session if self.by_session else None))
             return

@@ -305,6 +305,7 @@ class Tunnel:
             text=trace == "text",
             summary=self.options.summary,
             by_session=spec.proxy is not None,
+            quiet=trace == "quiet",
         )
         self._group: asyncio.TaskGroup | None = None
         self._mux = spec.proxy is None and uses_mux(spec.mode)

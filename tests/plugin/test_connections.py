@@ -114,6 +114,35 @@ def test_an_upstream_error_counts_what_reached_the_target() -> None:
     )
 
 
+def test_quiet_shows_each_connection_and_the_relays_errors_not_its_accepts() -> None:
+    """``-q``: no trace, so not the relay's accept notice either (the connection has its line)."""
+    log = TraceParser("text").feed(
+        b"2026/11/24 10:00:01.000002 relay[7] N accepting connection from AF=2 10.0.0.9:4000 on "
+        b"AF=2 10.0.0.5:8000\n"
+        b"2026/11/24 10:00:01.000003 relay[7] W read(6, 8192): unexpected EOF\n"
+    )
+
+    async def scenario(quiet: bool) -> str:
+        show, file = renderer()
+        connections = Connections(0, show, matching=False, quiet=quiet, close_hold=0.01)
+        flow = connections.opened(1, "127.0.0.1:50001")
+        connections.routed(flow, POD)
+        for event in log:
+            connections.traced(POD, event)
+        connections.data(flow, ">", b"x")
+        connections.closed(flow, "")
+        connections.flush()
+        return file.getvalue()
+
+    opened, closed = "connection 1 from 127.0.0.1:50001\n", "connection 1 closed: 1 bytes sent"
+    warning = "2026/11/24 10:00:01.000003 relay warning: read(6, 8192): unexpected EOF\n"
+    accepted = "2026/11/24 10:00:01.000002 relay accepted a connection\n"
+    quiet = asyncio.run(scenario(quiet=True))
+    assert quiet.startswith(opened + warning + closed), quiet
+    traced = asyncio.run(scenario(quiet=False))
+    assert traced.startswith(opened + accepted + warning + closed), traced
+
+
 def test_a_closed_line_is_not_held_forever() -> None:
     async def scenario() -> str:
         show, file = renderer()
