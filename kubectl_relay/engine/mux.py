@@ -288,11 +288,8 @@ class MuxProtocol:
     def grant(self, stream: int, count: int) -> None:
         """Widen the window of ``stream`` by ``count`` bytes now (beyond ``INITIAL_WINDOW``)."""
         state = self._streams.get(stream)
-        if state is None or state.received_end or count <= 0:
-            return
-        self._message(Kind.CREDIT, stream, count.to_bytes(4, "big"))
-        state.receive_window += count
-        state.granted += count
+        if state is not None and not state.received_end and count > 0:
+            self._widen(stream, state, count)
 
     def grant_with_next(self, stream: int, count: int) -> None:
         """Widen the window of ``stream`` by ``count``, told with our next message on it.
@@ -308,10 +305,14 @@ class MuxProtocol:
 
     def _tell_grant(self, stream: int, state: _StreamState) -> None:
         if state.untold and not state.received_end:  # (after the peer's END: no use)
-            self._message(Kind.CREDIT, stream, state.untold.to_bytes(4, "big"))
-            state.receive_window += state.untold
-            state.granted += state.untold
+            self._widen(stream, state, state.untold)
             state.untold = 0
+
+    def _widen(self, stream: int, state: _StreamState, count: int) -> None:
+        """Tell the peer ``stream``'s window is ``count`` bytes wider, and hold it to that."""
+        self._message(Kind.CREDIT, stream, count.to_bytes(4, "big"))
+        state.receive_window += count
+        state.granted += count
 
     def send_ping(self, payload: bytes = b"") -> None:
         """A PING; the peer answers with a ``Pong`` of the same payload."""
