@@ -484,7 +484,7 @@ class Session:
         for side in sides:  # the peers see the cut as one: a reset, not a FIN
             side.reset_on_close()
         transport = self.first.transport
-        sock = None if transport is None else transport.get_extra_info("socket")
+        sock = self.first.live_socket()
         peer = None if transport is None else transport.get_extra_info("peername")
         label = "?" if sock is None else format_sockaddr(sock.family, peer)
         log_cut(label, grace_period, held)
@@ -511,7 +511,7 @@ class Session:
         """What ``side`` still has to send: its transport's buffer and its kernel's queue."""
         if side.transport is None or side.lost:
             return 0
-        sock = side.transport.get_extra_info("socket")
+        sock = side.live_socket()
         kernel = 0 if sock is None else unsent_bytes(sock)
         return side.transport.get_write_buffer_size() + kernel
 

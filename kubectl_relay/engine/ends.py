@@ -76,7 +76,7 @@ class End(asyncio.Protocol):
         session = self.session
         # The socket costs uvloop a getsockname() and an object: only when a log line or
         # the listener's peer checks need it now; else on first use (see ``fd``).
-        sock = self._look_up() if session.needs_sockets else None
+        sock = self.live_socket() if session.needs_sockets else None
         if session.settings.block_size < SMALL_READ_MAX:
             self._read_bulk()  # -b bounds every read: only our buffers do
         if self.number == 1:
@@ -84,7 +84,7 @@ class End(asyncio.Protocol):
         else:
             session.upstream_made(self)
 
-    def _look_up(self) -> Any:
+    def live_socket(self) -> Any:
         """Our transport's socket, noting its descriptor (None before or after the transport)."""
         transport = self.transport
         if transport is None:
@@ -99,14 +99,14 @@ class End(asyncio.Protocol):
     def fd(self) -> int | None:
         """Our descriptor while the transport owns it (see ``unread_fd``)."""
         if self._fd_label is None:
-            self._look_up()
+            self.live_socket()
         return self._fd
 
     @property
     def fd_label(self) -> str:
         """Our descriptor as log lines name it: ``-1`` if it was never known while open."""
         if self._fd_label is None:
-            self._look_up()
+            self.live_socket()
         return self._fd_label or "-1"
 
     def unread_fd(self) -> int | None:
@@ -228,11 +228,9 @@ class End(asyncio.Protocol):
 
     def reset_on_close(self) -> None:
         """Make our coming close a reset (SO_LINGER 0): our peer must not take it for an end."""
-        transport = self.transport
-        if transport is not None and not self.lost:
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                abort_on_close(sock)
+        sock = self.live_socket()
+        if sock is not None:
+            abort_on_close(sock)
 
     def give_back(self) -> None:
         """Return the read buffer (nothing points at it) to the pool."""
@@ -270,7 +268,7 @@ class End(asyncio.Protocol):
         ):
             # Closed under a running session, or before a peer that reads on: lines naming
             # our fd may follow (what the peer drops for us, ``Session._say_discarded``).
-            self._look_up()
+            self.live_socket()
         self.lost = True
         # The session, its ends and their transports refer to each other: a
         # cycle that only Python's cycle collector frees, whenever it runs.
