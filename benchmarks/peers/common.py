@@ -44,11 +44,11 @@ def emit(message: dict[str, object]) -> None:
     sys.stdout.flush()
 
 
-def listen(backlog: int = 1024) -> socket.socket:
-    """A listening loopback TCP socket on a port the kernel chose."""
+def listen(backlog: int = 1024, port: int = 0) -> socket.socket:
+    """A listening loopback TCP socket on ``port`` (0: one the kernel chose)."""
     server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind((HOST, 0))
+    server.bind((HOST, port))
     server.listen(backlog)
     return server
 

@@ -27,6 +27,8 @@ from typing import cast
 
 import uvloop
 
+from .common import listen
+
 #: What one read of the epoll relay takes at most. ``recv(n)`` allocates n
 #: bytes each call: at uvloop's 256 KiB, glibc's allocator gave memory back
 #: to the system on every read, and a pinned round trip took 76 µs against 44.
@@ -48,10 +50,7 @@ def parse(argv: list[str]) -> tuple[str, int, tuple[str, int]]:
 
 
 def listening_socket(port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("0.0.0.0", port))
-    sock.listen(BACKLOG)
+    sock = listen(BACKLOG, port)
     sock.setblocking(False)
     return sock
 
