@@ -325,6 +325,14 @@ def recv_all(conn: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
+def recv_exactly(conn: socket.socket, count: int) -> bytes:
+    """``count`` bytes from ``conn``, or fewer if it closed first."""
+    data = b""
+    while len(data) < count and (chunk := conn.recv(count - len(data))):
+        data += chunk
+    return data
+
+
 @contextlib.contextmanager
 def relay_listening(
     args: Sequence[str], port: int, protocol: str = "tcp"

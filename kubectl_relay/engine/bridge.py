@@ -196,6 +196,8 @@ class Session:
         self.closing = False  # a direction has ended: -t is in force
         self.written = 0  # bytes the sides' transports had sent at the last look
         self.finished = False
+        #: The last transfer, as -t and -T count: kept up to date while ``timer`` runs
+        #: (set whenever it is armed), and read only by it.
         self.last_activity = loop.time()
         self.log_blocks = logger.isEnabledFor(INFO)
         #: socat's -d -d notices: looked up once, not in three calls a session.

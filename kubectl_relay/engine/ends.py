@@ -135,7 +135,16 @@ class End(asyncio.Protocol):
             self.lent = None
         peer.queued += nbytes
         sink.write(data)  # kept by the transport until written, if need be: ours no more
-        self._transferred(nbytes, peer)
+        # ``_transferred``, inline: the call was 8% of the relay's instructions per
+        # 1-byte round trip (callgrind), and every small message makes it.
+        counter = self.counter
+        counter[0] += nbytes
+        counter[1] += 1
+        session = self.session
+        if session.timer is not None:
+            session.last_activity = session.loop.time()
+        if session.log_blocks:
+            log_transferred(nbytes, self.fd_label, peer.fd_label)
         if nbytes >= BULK_READ:
             self._read_bulk()
 
@@ -170,7 +179,8 @@ class End(asyncio.Protocol):
         self.counter[0] += nbytes
         self.counter[1] += 1
         session = self.session
-        session.last_activity = session.loop.time()
+        if session.timer is not None:  # else no -t or -T applies yet: nobody reads it
+            session.last_activity = session.loop.time()
         if session.log_blocks:
             log_transferred(nbytes, self.fd_label, peer.fd_label)
 

@@ -51,9 +51,7 @@ class SharedCounters:
         """The sum of every worker's counters: those of the whole relay."""
         metrics = Metrics()
         for index in range(self.workers):
-            row = self.row(index)
-            for cell in range(ROW_CELLS):
-                metrics.row[cell] += row[cell]
+            metrics.add(self.row(index))
         return metrics
 
     def held(self, index: int) -> int:

@@ -43,6 +43,7 @@ from tests.support import (
     free_port,
     log_lines,
     recv_all,
+    recv_exactly,
     relay_listening,
     wait_for_output,
     wait_for_path,
@@ -616,6 +617,30 @@ def test_idle_timeout_ends_an_idle_fork_session(path: RelayPath) -> None:
             assert relay.proc.poll() is None, "the listener must outlive the session"
             assert exchange(listen, b"still listening") == b"still listening"
     assert "Traceback" not in relay.stderr_text
+
+
+def test_idle_timeout_counts_from_the_last_transfer(path: RelayPath) -> None:
+    # A message every 0.15 s for over twice -T: the session outlives -T while it is
+    # used, and ends once it is not.
+    with ThreadedServer(echo) as server:
+        listen = free_port()
+        args = ["-T", "0.5", f"TCP-LISTEN:{listen},fork", path.tcp(server.port)]
+        with (
+            relay_listening(args, listen),
+            socket.create_connection(("127.0.0.1", listen), timeout=scaled(10)) as conn,
+        ):
+            began = time.monotonic()
+            for number in range(8):
+                message = b"message %d" % number
+                conn.sendall(message)
+                assert recv_exactly(conn, len(message)) == message, f"after {number} messages"
+                time.sleep(0.15)
+            used_for = time.monotonic() - began
+            last = time.monotonic()
+            assert closed_by_peer(conn)
+            idle_for = time.monotonic() - last
+    assert used_for > 1.0, used_for  # twice -T: the session would have ended on the way
+    assert 0.3 <= idle_for < scaled(3), idle_for
 
 
 def test_close_timeout_ends_a_session_whose_upstream_never_answers(path: RelayPath) -> None:

@@ -24,6 +24,7 @@ from tests.support import (
     free_port,
     log_lines,
     recv_all,
+    recv_exactly,
     relay_listening,
     run_relay,
     wait_for_output,
@@ -174,16 +175,6 @@ def socks5_request(port: int, request: bytes) -> tuple[bytes, socket.socket]:
     assert conn.recv(2) == b"\x05\x00"
     conn.sendall(request)
     return recv_exactly(conn, 10), conn
-
-
-def recv_exactly(conn: socket.socket, count: int) -> bytes:
-    data = b""
-    while len(data) < count:
-        chunk = conn.recv(count - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 def name_request(name: str, port: int) -> bytes:
