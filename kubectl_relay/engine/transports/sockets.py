@@ -21,6 +21,11 @@ from .base import ReadinessWatch, Stream
 _AF_VSOCK = getattr(socket, "AF_VSOCK", 40)
 #: Linux's TCP_CLOSE state (include/net/tcp_states.h): reset, or never connected.
 _TCP_CLOSE = 7
+#: The states with our FIN sent and not yet acknowledged (FIN_WAIT1, LAST_ACK, CLOSING): the
+#: FIN takes a sequence number, so SIOCOUTQ counts it as one more byte. A receiver may delay
+#: its ACK (up to 40 ms on Linux), and a half-closed session cut meanwhile said "up to 1
+#: bytes not delivered" for no byte at all.
+_TCP_FIN_UNACKNOWLEDGED = (4, 9, 11)
 
 
 def ip_text(family: int, host: str) -> str:
@@ -71,12 +76,15 @@ def unsent_bytes(sock: socket.socket) -> int:
     try:
         answer = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
         queued: int = struct.unpack("i", answer)[0]
-        # A reset connection's queue is gone, though the count may stay:
-        # the state (tcp_info's first byte) says so.
-        if queued and sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == _TCP_CLOSE:
+        if not queued:
             return 0
+        state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
     except OSError:
         return 0
+    if state == _TCP_CLOSE:
+        return 0  # a reset connection's queue is gone, though the count may stay
+    if state in _TCP_FIN_UNACKNOWLEDGED:
+        return queued - 1  # the FIN is no byte of data
     return queued
 
 

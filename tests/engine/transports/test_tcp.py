@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
 import re
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -18,7 +20,7 @@ from kubectl_relay.engine.log import NOTICE
 from kubectl_relay.engine.options import OptionValue
 from kubectl_relay.engine.transports import tcp
 from kubectl_relay.engine.transports.base import Listener, OpenContext, Stream
-from kubectl_relay.engine.transports.sockets import SocketStream
+from kubectl_relay.engine.transports.sockets import SocketStream, unsent_bytes
 from tests.conftest import SOCAT, requires_socat, scaled
 from tests.engine.transports.streams import address, read_all, send_all, socat_echoes_through
 
@@ -485,3 +487,43 @@ async def test_tos_and_ttl() -> None:
             await client.aclose()
             await server.aclose()
             await listener.aclose()
+
+
+def test_unsent_bytes_counts_data_not_a_fin_waiting_for_its_ack() -> None:
+    # Linux delays the ACK of a FIN (the receiver enters its delayed-ACK mode): right after a
+    # shutdown, SIOCOUTQ is 1 for the FIN's sequence number, with no byte of data unsent.
+    fin_waiting = 0
+    for _ in range(20):
+        with (
+            socket.create_server(("127.0.0.1", 0)) as listener,
+            socket.create_connection(listener.getsockname()) as client,
+            listener.accept()[0] as server,
+        ):
+            client.sendall(b"acknowledged")
+            assert server.recv(64) == b"acknowledged"
+            client.shutdown(socket.SHUT_WR)
+            state = client.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+            unsent = unsent_bytes(client)
+            if state == 4:  # FIN_WAIT1: our FIN not acknowledged yet
+                fin_waiting += 1
+                assert unsent == 0
+    assert fin_waiting, "every FIN was acknowledged before the look: nothing was tested"
+
+
+def test_unsent_bytes_counts_what_a_full_peer_has_not_taken() -> None:
+    with (
+        socket.create_server(("127.0.0.1", 0)) as listener,
+        socket.create_connection(listener.getsockname()) as client,
+        listener.accept()[0] as server,
+    ):
+        client.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            for _ in range(1024):  # the server reads nothing: its window closes, our buffer fills
+                client.send(b"x" * 65536)
+        assert unsent_bytes(client) > 0
+        server.setblocking(False)
+        deadline = time.monotonic() + scaled(5)
+        while unsent_bytes(client) and time.monotonic() < deadline:
+            with contextlib.suppress(BlockingIOError):
+                server.recv(1 << 20)  # everything, until the client's kernel holds nothing
+        assert unsent_bytes(client) == 0
