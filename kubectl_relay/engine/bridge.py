@@ -68,7 +68,6 @@ from .transfer import (
     log_at_eof,
     log_cut,
     log_transfer_start,
-    log_transferred,
     log_undelivered,
     time_to_idle,
 )
@@ -334,10 +333,7 @@ class Session:
             for data in side.early:
                 side.peer.transport.write(data)
                 side.peer.queued += len(data)
-                side.counter[0] += len(data)
-                side.counter[1] += 1
-                if self.log_blocks:
-                    log_transferred(len(data), side.fd_label, side.peer.fd_label)
+                side.transferred(len(data), side.peer)
             side.early.clear()
         for side in (first, second):
             if side.at_eof:

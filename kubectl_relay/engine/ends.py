@@ -135,7 +135,7 @@ class End(asyncio.Protocol):
             self.lent = None
         peer.queued += nbytes
         sink.write(data)  # kept by the transport until written, if need be: ours no more
-        # ``_transferred``, inline: the call was 8% of the relay's instructions per
+        # ``transferred``, inline: the call was 8% of the relay's instructions per
         # 1-byte round trip (callgrind), and every small message makes it.
         counter = self.counter
         counter[0] += nbytes
@@ -174,7 +174,7 @@ class End(asyncio.Protocol):
         assert self.transport is not None
         self.transport.pause_reading()
 
-    def _transferred(self, nbytes: int, peer: End) -> None:
+    def transferred(self, nbytes: int, peer: End) -> None:
         """Count a block passed to ``peer`` (and say it at ``-d -d -d``)."""
         self.counter[0] += nbytes
         self.counter[1] += 1
@@ -227,7 +227,7 @@ class End(asyncio.Protocol):
                 self.lent = view
             else:
                 self.pool.give(view)
-        self._transferred(nbytes, peer)
+        self.transferred(nbytes, peer)
         size = self.size
         # Only a full read or a grown buffer can change the size: a small message in a
         # first-size buffer skips the call.

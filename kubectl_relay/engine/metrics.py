@@ -83,9 +83,9 @@ class Metrics:
         """Add the counters of a shared row (another worker's) to ours."""
         for index in range(_SESSION_CELLS):
             self.row[index] += row[index]
-        for index, cell in enumerate(self.bytes_total.values()):
-            cell[0] += row[_SESSION_CELLS + 2 * index]
-            cell[1] += row[_SESSION_CELLS + 2 * index + 1]
+        for name, cells in _direction_cells(row).items():
+            self.bytes_total[name][0] += cells[0]
+            self.bytes_total[name][1] += cells[1]
 
     def share(self, row: memoryview) -> None:
         """Keep the counters in ``row`` (``ROW_CELLS`` or more ``q`` cells) from now on.
@@ -95,9 +95,7 @@ class Metrics:
         for index, value in enumerate(self.cells()):
             row[index] = value
         self.row = row
-        first = _SESSION_CELLS
-        self.bytes_total = {name: row[first + 2 * index : first + 2 * index + 2]
-                            for index, name in enumerate(DIRECTIONS)}  # fmt: skip
+        self.bytes_total = _direction_cells(row)
 
     def render(self) -> str:
         """The counters in the Prometheus text format."""
@@ -117,6 +115,13 @@ class Metrics:
         for direction, cell in self.bytes_total.items():
             lines.append(f'relay_bytes_total{{direction="{direction}"}} {cell[0]}')
         return "\n".join(lines) + "\n"
+
+
+def _direction_cells(row: memoryview) -> dict[str, list[int] | memoryview]:
+    """Each direction's two cells (bytes, blocks) in a shared row, after the session counters."""
+    first = _SESSION_CELLS
+    return {name: row[first + 2 * index : first + 2 * index + 2]
+            for index, name in enumerate(DIRECTIONS)}  # fmt: skip
 
 
 #: The counters of this process.
