@@ -522,7 +522,8 @@ def test_a_broken_port_forward_and_a_deleted_pod_are_recovered(
 
     # Port-forward requests failing for a while: the connection waits and retries. (The
     # tunnel's one port-forward, for every connection, broken first: the next opens it.)
-    faults.fail("GET", r"/portforward", status=503, times=2)
+    # Two failures: the SPDY upgrade, then the WebSocket tried after it.
+    faults.fail("*", r"/portforward", status=503, times=2)
     assert faults.break_portforwards() == 1
     wait_until("the plugin to see its port-forward end again",
                lambda: plugin.text.count("the next connection opens it again") >= 2)
@@ -534,6 +535,46 @@ def test_a_broken_port_forward_and_a_deleted_pod_are_recovered(
     kube.core.delete_namespaced_pod(first_pod[4:], namespace)
     plugin.wait_for("starting a new relay pod")
     wait_until("a new relay pod", lambda: exchange(port, b"again\n") == b"again\n", 30)
+    assert plugin.stop() == 0
+    no_relay_left(kube, namespace)
+
+
+def test_port_forwards_go_over_spdy_and_fall_back_to_the_websocket(
+    cluster: Cluster,
+    namespace: str,
+    kube: Kube,
+    faults: FaultProxyThread,
+    plugins: Callable[..., Plugin],
+) -> None:
+    echo_service(cluster, kube, namespace)
+    payload = os.urandom(3 << 20)
+
+    def relayed_through_faults() -> tuple[int, Plugin]:
+        """A tunnel through the fault proxy, and 3 MiB echoed through it."""
+        port = free_port()
+        plugin = tunnel(plugins, namespace, "tcp", "svc/echo:80", "--listen", str(port),
+                        kubeconfig=faults.kubeconfig)
+        assert exchange(port, payload) == payload
+        return port, plugin
+
+    # Every WebSocket port-forward (a GET) refused: the tunnel still works, so it is SPDY (a POST).
+    faults.fail("GET", r"/portforward", status=500, times=None)
+    _, plugin = relayed_through_faults()
+    assert faults.fired == 0
+    assert plugin.stop() == 0
+
+    # A front that refuses SPDY upgrades (as one that strips them makes the API server answer):
+    # the WebSocket carries the tunnel, said once.
+    faults.clear()
+    faults.fail("POST", r"/portforward", status=400, times=None,
+                message="Upgrade request required")
+    port, plugin = relayed_through_faults()
+    faults.break_portforwards()  # the next connection opens a port-forward again: no SPDY try
+    wait_until("the plugin to see its port-forward end",
+               lambda: "the next connection opens it again" in plugin.text)
+    assert exchange(port, b"again\n") == b"again\n"
+    assert faults.fired == 1
+    assert plugin.text.count("refused port-forwards over SPDY (400 Upgrade request required)") == 1
     assert plugin.stop() == 0
     no_relay_left(kube, namespace)
 
@@ -750,7 +791,7 @@ def test_concurrent_connections_each_carry_their_number_in_order(
             for index, conn in enumerate(conns):
                 word = f"conn{index}-round{round_}\n".encode()
                 conn.sendall(word)
-                assert conn.recv(100) == word
+                assert conn.recv(100) == word, plugin.text
         peers = [conn.getsockname()[1] for conn in conns]
         for conn in conns:
             conn.shutdown(socket.SHUT_WR)

@@ -47,8 +47,8 @@ class Carrier(Protocol):
         connection hands it to the protocol, which copies it, before reading again.
         """
 
-    async def write(self, data: bytes) -> None:
-        """Send all of ``data``."""
+    async def write(self, data: bytes | bytearray) -> None:
+        """Send all of ``data`` (which is the carrier's from then on: it may keep it queued)."""
 
     async def aclose(self) -> None:
         """Close it (safe to call twice)."""
@@ -65,7 +65,7 @@ class StreamsCarrier:
         """The next bytes; ``b""`` at the end."""
         return await self.reader.read(64 * 1024)
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes | bytearray) -> None:
         """Send all of ``data``."""
         self.writer.write(data)
         await self.writer.drain()

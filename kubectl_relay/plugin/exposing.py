@@ -45,7 +45,7 @@ from . import relaypod
 from .errors import ApiError, ClusterError, PluginError, PortForwardError
 from .events import ConnectionClosed, ConnectionOpened, EventSink, Exposed, Notice
 from .kube import Cluster, job_path
-from .portforward import BACKOFF_FIRST, BACKOFF_MAX, RETRY_FOR, PortForwardStream
+from .portforward import BACKOFF_FIRST, BACKOFF_MAX, RETRY_FOR, open_port_forward
 from .relaypod import ClientInfo
 from .session import RelayPod, Session, SessionOptions, TunnelSpec
 
@@ -307,8 +307,8 @@ class Exposer:
         try:
             while True:
                 try:
-                    stream = await PortForwardStream.open(
-                        self.cluster, relay.namespace, relay.pod, MUX_PORT
+                    stream = await open_port_forward(
+                        self.cluster, relay.namespace, relay.pod, MUX_PORT, self.emit
                     )
                 except PluginError as exc:
                     now = time.monotonic()

@@ -26,7 +26,7 @@ import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict, cast
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import yaml
@@ -225,6 +225,8 @@ class Cluster:
         self._proxy = proxy
         self._groups = tuple(groups)
         self._session: aiohttp.ClientSession | None = None
+        #: Why port-forwards go over the WebSocket: the SPDY upgrade was refused ("" if not).
+        self.spdy_refused = ""
 
     @classmethod
     def from_options(cls, options: KubeOptions) -> Cluster:
@@ -383,13 +385,65 @@ class Cluster:
         except aiohttp.WSServerHandshakeError as exc:
             raise api_error(exc.status, exc.message, self.namespace) from None
         except TimeoutError:
-            raise ClusterError(
-                f"the API server at {self.server} did not open {path} within "
-                f"{self.request_timeout:g}s",
-                "check the cluster's health, or raise --request-timeout",
-            ) from None
+            raise self._not_opened(path) from None
         except aiohttp.ClientError as exc:
             raise unreachable(self.server, exc) from None
+
+    def _not_opened(self, path: str) -> ClusterError:
+        return ClusterError(
+            f"the API server at {self.server} did not open {path} within "
+            f"{self.request_timeout:g}s",
+            "check the cluster's health, or raise --request-timeout",
+        )
+
+    async def upgrade(
+        self, path: str, upgrade: str, protocol: str
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection switched to ``upgrade`` by ``POST path`` (``pods/portforward`` over SPDY).
+
+        aiohttp upgrades only to WebSockets, so this request is written by hand,
+        with the session's TLS settings and headers. ``ApiError`` when the API
+        server answers anything but ``101`` naming ``protocol``, ``ClusterError``
+        when it cannot be reached. Not through a proxy (``proxy_uses_websocket``).
+        """
+        url = urlsplit(self.server)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        request = "".join([
+            f"POST {url.path.rstrip('/')}{path} HTTP/1.1\r\nHost: {url.netloc}\r\n",
+            *(f"{name}: {value}\r\n" for name, value in self._header_items()),
+            f"X-Stream-Protocol-Version: {protocol}\r\nConnection: Upgrade\r\n",
+            f"Upgrade: {upgrade}\r\nContent-Length: 0\r\n\r\n",
+        ])
+        writer: asyncio.StreamWriter | None = None
+        try:
+            try:
+                async with asyncio.timeout(self.request_timeout):
+                    reader, writer = await asyncio.open_connection(
+                        url.hostname, port, ssl=self._ssl or None
+                    )
+                    writer.write(request.encode())
+                    status, headers = await _response_head(reader)
+                    length = 0 if status == 101 else int(headers.get("content-length") or 0)
+                    body = await reader.readexactly(min(length, 1 << 16)) if length else b""
+            except TimeoutError:
+                raise self._not_opened(path) from None
+            except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
+                raise unreachable(self.server, exc) from None
+            if status != 101:
+                raise api_error(status, body.decode(errors="replace"), self.namespace)
+            if headers.get("x-stream-protocol-version") != protocol:
+                raise ApiError(101, "", f"the API server switched {path} to protocol "
+                               f"{headers.get('x-stream-protocol-version')!r}, not {protocol}")
+        except BaseException:
+            if writer is not None:
+                writer.close()
+            raise
+        return reader, writer
+
+    @property
+    def proxy_uses_websocket(self) -> bool:
+        """Whether a proxy stands before the API server: only aiohttp's WebSockets go through it."""
+        return self._proxy is not None
 
     async def aclose(self) -> None:
         """Close the HTTP session."""
@@ -583,6 +637,19 @@ def api_error(status: int, text: str, namespace: str) -> ApiError:
             status, reason, message or "Unauthorized", "log in again or check the kubeconfig's user"
         )
     return ApiError(status, reason, message, "")
+
+
+async def _response_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+    """An HTTP response's status and headers (names in lower case); ``ValueError`` if malformed."""
+    parts = (await reader.readline()).split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
+        raise ValueError(f"not an HTTP response: {b' '.join(parts)[:80]!r}")
+    status = int(parts[1])
+    headers: dict[str, str] = {}
+    while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers
 
 
 def unreachable(server: str, exc: BaseException) -> ClusterError:

@@ -1,7 +1,7 @@
 """One port-forward per tunnel: every local TCP connection is a stream of the mux protocol.
 
 ``kubectl port-forward`` opens one upgraded connection and a stream pair per
-local connection; opening a WebSocket per connection (``portforward.py``)
+local connection; opening a port-forward per connection (``portforward.py``)
 costs a TLS handshake, an HTTP upgrade and the API server's and kubelet's
 set-up each time. A ``tcp`` tunnel's relay pod therefore runs
 ``relay MUX-ACCEPT:8000,fork,... TCP:target`` (``engine/transports/mux.py``)
@@ -34,7 +34,7 @@ from ..engine.mux import TUNNEL_MAX_WINDOW, TUNNEL_WINDOW
 from ..engine.muxing import Channel, MuxConnection
 from .events import EventSink, Notice
 from .kube import Cluster
-from .portforward import PortForwardStream
+from .portforward import open_port_forward
 
 #: The environment variable that turns the shared port-forward off (``0``).
 MUX_VARIABLE = "KUBECTL_RELAY_MUX"
@@ -69,7 +69,7 @@ class SharedPortForward:
     async def open(self, pod: str, label: str) -> Channel:
         """A new stream to ``pod``; opens the port-forward first when there is none to it.
 
-        Raises what ``PortForwardStream.open`` raises, and ``ConnectionResetError``
+        Raises what ``open_port_forward`` raises, and ``ConnectionResetError``
         when the carrier ended just now (the caller retries).
         """
         async with self._lock:
@@ -79,7 +79,9 @@ class SharedPortForward:
                     connection.close(f"{_OUR_CLOSE} moved to relay pod {pod}")
                 # One with streams still running stays, as a connection of its own to
                 # the old pod would: it ends when they do and that relay exits.
-                stream = await PortForwardStream.open(self.cluster, self.namespace, pod, self.port)
+                stream = await open_port_forward(
+                    self.cluster, self.namespace, pod, self.port, self.emit
+                )
                 connection = MuxConnection(
                     stream, listener=False, ping_interval=PING_SECONDS,
                     ping_timeout=SILENCE_SECONDS, window=TUNNEL_WINDOW,
@@ -111,7 +113,7 @@ class SharedPortForward:
     def refused(channel: Channel) -> bool:
         """Whether the carrier of ``channel`` ended as the pod refused it (nothing listens)."""
         carrier = channel.connection.carrier
-        return isinstance(carrier, PortForwardStream) and carrier.refused
+        return bool(getattr(carrier, "refused", False))
 
     async def aclose(self) -> None:
         """Close the port-forward; its streams are reset."""

@@ -1,14 +1,16 @@
 """Local listeners whose connections reach the relay pod through the API server's port-forward.
 
-The port-forward protocol is ``v4.channel.k8s.io`` over a WebSocket (what the
-kubelet and the Python client speak): per requested port, channel 0 carries
-data and channel 1 errors; every binary message starts with its channel byte,
-and the first message of each channel carries the port number (2 bytes,
-little-endian). It has no half-close and no multiplexing beyond the port
-list. A ``tcp`` tunnel therefore keeps one WebSocket to its relay pod and
+A port-forward speaks SPDY/3.1 where the API server takes it (``spdyforward.py``,
+``open_port_forward``: the container runtime spends less per byte on it), else
+``v4.channel.k8s.io`` over a WebSocket (``PortForwardStream``): per requested
+port, channel 0 carries data and channel 1 errors; every binary message starts
+with its channel byte, and the first message of each channel carries the port
+number (2 bytes, little-endian). Neither carries a half-close to the pod (the
+runtime ends a forward at its first end of data), nor multiplexes beyond the
+port list. A ``tcp`` tunnel therefore keeps one port-forward to its relay pod and
 carries each local connection as a stream of the mux protocol on it
 (``Forwarder.mux``, see ``muxforward.py``); ``udp``, ``tls``, ``proxy`` and
-``run`` tunnels give every local connection a WebSocket of its own: a broken
+``run`` tunnels give every local connection a port-forward of its own: a broken
 one ends only its own connection, and the listener stays open for the next.
 
 On a tunnel stream of its own, both ends speak ``frame=len16`` (``engine/framing.py``):
@@ -37,14 +39,17 @@ from ..engine.frames import END_FRAME, FrameDecoder, encode
 from ..engine.muxing import SPLICE_READ_SIZE, splice
 from .connections import Connections, Flow
 from .errors import ApiError, ClusterError, LocalPortInUse, PluginError, PortForwardError
-from .events import EventSink, ForwardRetry
+from .events import EventSink, ForwardRetry, Notice
 from .kube import Cluster, pod_path
+from .spdyforward import SpdyPortForward
 from .targets import ListenAddress
 
 if TYPE_CHECKING:
     from .muxforward import SharedPortForward
 
 PROTOCOL = "v4.channel.k8s.io"
+#: The environment variable that keeps every port-forward on the WebSocket (``0``).
+SPDY_VARIABLE = "KUBECTL_RELAY_SPDY"
 _DATA, _ERROR = 0, 1
 #: Largest read from a local connection (one frame, one WebSocket message).
 READ_SIZE = 0xFFFF
@@ -121,7 +126,7 @@ class PortForwardStream:
             ):
                 return b""
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes | bytearray) -> None:
         """Send data to the pod."""
         try:
             await self._ws.send_bytes(bytes((_DATA,)) + data)
@@ -132,6 +137,43 @@ class PortForwardStream:
         """Close the WebSocket."""
         with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
             await self._ws.close()
+
+
+#: A port-forward of either protocol: the same ``read``, ``write``, ``aclose`` and ``refused``.
+PodStream = PortForwardStream | SpdyPortForward
+
+
+async def open_port_forward(
+    cluster: Cluster, namespace: str, pod: str, port: int, emit: EventSink | None = None
+) -> PodStream:
+    """A port-forward to ``port`` of ``pod``, over SPDY where it can be, else the WebSocket.
+
+    SPDY costs the container runtime a quarter of the CPU per byte sent
+    (``spdyforward.py``). When the SPDY upgrade is refused with any status but
+    401, 403 and 404 (which the WebSocket would get too), this attempt goes
+    over the WebSocket; if that one opens, SPDY is what the API server (or
+    something in front of it) refuses, and the rest of the run keeps to the
+    WebSocket, said once through ``emit``. A failure of both (a 503 while the
+    server restarts) is the caller's to retry. A kubeconfig with a proxy, and
+    ``KUBECTL_RELAY_SPDY=0``, keep to the WebSocket too.
+    """
+    refusal = None
+    if not cluster.spdy_refused and os.environ.get(SPDY_VARIABLE, "1") != "0" and (
+        not cluster.proxy_uses_websocket
+    ):
+        try:
+            return await SpdyPortForward.open(cluster, namespace, pod, port)
+        except ApiError as exc:
+            if exc.status in (401, 403, 404):
+                raise
+            refusal = exc
+    stream = await PortForwardStream.open(cluster, namespace, pod, port)
+    if refusal is not None and not cluster.spdy_refused:
+        cluster.spdy_refused = f"{refusal.status} {refusal}"
+        if emit is not None:
+            emit(Notice(f"the API server refused port-forwards over SPDY ({cluster.spdy_refused}); "
+                        "they go over the WebSocket, which is slower", warning=True))
+    return stream
 
 
 class PodRoute(Protocol):
@@ -224,9 +266,12 @@ class Forwarder:
 
     # -- opening the tunnel connection ---------------------------------------------------------
 
-    async def _open(self, number: int) -> PortForwardStream:
+    async def _open(self, number: int) -> PodStream:
         _, stream = await self._retrying(
-            number, lambda pod: PortForwardStream.open(self.cluster, self.namespace, pod, self.port)
+            number,
+            lambda pod: open_port_forward(
+                self.cluster, self.namespace, pod, self.port, self.on_event
+            ),
         )
         return stream
 
@@ -389,7 +434,7 @@ class Forwarder:
 async def _pipe(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
-    stream: PortForwardStream,
+    stream: PodStream,
     record: Record,
 ) -> None:
     """Relay one TCP connection in frames, half-closes included, until both directions end."""
@@ -420,7 +465,7 @@ async def _udp_pipe(
     transport: asyncio.DatagramTransport,
     addr: tuple[object, ...],
     queue: asyncio.Queue[bytes | None],
-    stream: PortForwardStream,
+    stream: PodStream,
     record: Record,
     idle: float,
 ) -> None:
@@ -480,7 +525,7 @@ async def _both(
 async def _plain_pipe(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
-    stream: PortForwardStream,
+    stream: PodStream,
     record: Record,
 ) -> None:
     """Relay one TCP connection as plain bytes (no half-close: the port-forward has none)."""

@@ -79,7 +79,7 @@ class _StreamCarrier:
         count = await self.stream.read_into(self._buffer)
         return self._buffer[:count]  # no copy: the protocol's decoder copies it
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes | bytearray) -> None:
         await self.stream.write(memoryview(data))
 
     async def aclose(self) -> None:
