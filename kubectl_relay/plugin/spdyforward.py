@@ -173,10 +173,9 @@ class SpdyPortForward:
         try:
             for start in range(0, len(view), MAX_FRAME):
                 part = view[start : start + MAX_FRAME]
-                # Header and payload in two writes with nothing between them (no await):
-                # joining them would copy the payload once more.
-                self._writer.write(_HEAD.pack(_DATA_STREAM, len(part)))
-                self._writer.write(part)
+                # One call, so one send (a write each would be a send each, over TLS);
+                # joining them here would copy the payload once more.
+                self._writer.writelines((_HEAD.pack(_DATA_STREAM, len(part)), part))
             await self._writer.drain()
         except (ConnectionError, RuntimeError) as exc:
             raise PortForwardError(f"the port-forward to {self.pod} broke: {exc}") from None
