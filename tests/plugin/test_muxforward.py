@@ -6,7 +6,9 @@ Real parts end to end on loopback, but the cluster: the plugin's
 server. In between, an HTTP-level stand-in for the API server's
 ``pods/portforward`` (``v4.channel.k8s.io`` over a WebSocket, each one a TCP
 connection to M, as the kubelet makes), which counts the port-forwards and
-can break them.
+can break them. It speaks no SPDY, so the plugin falls back to the WebSocket
+here, as it does before an API server that refuses SPDY (the real kubelet and
+containerd, over both, are in ``e2e/test_plugin.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from aiohttp import WSMsgType, web
 from kubernetes import client
 
 from kubectl_relay.plugin.connections import Connections
-from kubectl_relay.plugin.events import ConnectionClosed
+from kubectl_relay.plugin.events import ConnectionClosed, Notice
 from kubectl_relay.plugin.kube import Cluster
 from kubectl_relay.plugin.muxforward import SharedPortForward
 from kubectl_relay.plugin.portforward import PROTOCOL, Forwarder, bind
@@ -117,7 +119,7 @@ async def tunnel(target_port: int) -> AsyncIterator[tuple[int, FakePortForward, 
     forwarder = Forwarder(
         sock=sock, cluster=cluster, namespace="test", route=route, port=8000, tunnel=0,
         on_event=events.append, connections=Connections(0, events.append, matching=False),
-        mux=SharedPortForward(cluster, "test", 8000),
+        mux=SharedPortForward(cluster, "test", 8000, events.append),
     )
     with RelayProcess(relay_args) as relay:
         await asyncio.to_thread(wait_for_output, relay, lambda _o, err: "listening on" in err)
@@ -160,6 +162,20 @@ async def test_every_connection_is_a_stream_of_one_port_forward_with_its_half_cl
     assert sorted((event.sent, event.received, event.error) for event in closed) == sorted(
         (len(payload), len(payload), "") for payload in payloads
     )
+
+
+async def test_an_api_server_without_spdy_gets_the_websocket_and_one_warning() -> None:
+    # The stand-in routes only GET: the SPDY upgrade (a POST) gets 405 Method Not Allowed.
+    with ThreadedServer(echo) as server:
+        async with tunnel(server.port) as (port, fake, events, _):
+            for payload in (b"first", b"second"):
+                assert await asyncio.to_thread(exchange, port, payload) == payload
+                await fake.break_all()  # the next connection opens a port-forward again
+                await all_closed(events, 1 if payload == b"first" else 2)
+            assert fake.opened == [POD, POD]
+    warnings = [e.text for e in events if isinstance(e, Notice) and "SPDY" in e.text]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("the API server refused port-forwards over SPDY (405 "), warnings
 
 
 async def test_a_broken_port_forward_ends_its_streams_with_a_line_and_the_next_one_reopens() -> None:
