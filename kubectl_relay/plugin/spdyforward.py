@@ -31,7 +31,6 @@ What this end speaks, from the SPDY/3.1 draft and Kubernetes'
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import struct
 import zlib
 
@@ -50,6 +49,8 @@ FLAG_FIN = 0x01
 _HEAD = struct.Struct(">II")
 #: Largest payload of one frame (the length field has 24 bits).
 MAX_FRAME = (1 << 24) - 1
+#: How long closing waits for the API server's side of the TLS close.
+CLOSE_SECONDS = 5.0
 #: Client stream ids are odd: the error stream first, as kubectl opens them.
 _ERROR_STREAM, _DATA_STREAM = 1, 3
 
@@ -181,10 +182,17 @@ class SpdyPortForward:
             raise PortForwardError(f"the port-forward to {self.pod} broke: {exc}") from None
 
     async def aclose(self) -> None:
-        """Close the connection (the server ends both streams)."""
+        """Close the connection (the server ends both streams); safe to call twice.
+
+        The TLS close waits for the API server's answer, bounded: a connection
+        that died unseen (a laptop that slept) is dropped after ``CLOSE_SECONDS``.
+        """
         self._writer.close()
-        with contextlib.suppress(OSError):
-            await self._writer.wait_closed()
+        try:
+            async with asyncio.timeout(CLOSE_SECONDS):
+                await self._writer.wait_closed()
+        except (OSError, TimeoutError):
+            self._writer.transport.abort()
 
 
 def _stream_of(payload: bytes) -> int:
