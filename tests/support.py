@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import random
 import re
@@ -102,6 +103,11 @@ class RelayProcess:
         self.args = list(args)
         self._stdout = tempfile.TemporaryFile()  # noqa: SIM115 - closed by wait()
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by wait()
+        for sink in (self._stdout, self._stderr):
+            # The relay's writes share this file offset with our reads (wait_for_output
+            # seeks to 0 and reads while it runs): without O_APPEND a line it wrote
+            # between our seek and our read landed at offset 0, over its first lines.
+            fcntl.fcntl(sink, fcntl.F_SETFL, fcntl.fcntl(sink, fcntl.F_GETFL) | os.O_APPEND)
 
         def limit_open_files() -> None:  # in the child, before exec (``ulimit -n``)
             if open_files_limit is not None:
