@@ -31,7 +31,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 import aiohttp
 
@@ -390,12 +390,19 @@ class Forwarder:
         forwarder = self
 
         class Protocol(asyncio.DatagramProtocol):
+            # Its own transport, from connection_made: uvloop delivers a datagram that
+            # waited on the bound socket before create_datagram_endpoint has returned.
+            transport: asyncio.DatagramTransport
+
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                self.transport = cast(asyncio.DatagramTransport, transport)
+
             def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
                 queue = forwarder._udp_sessions.get(addr)
                 if queue is None:
                     queue = asyncio.Queue()
                     forwarder._udp_sessions[addr] = queue
-                    group.create_task(forwarder._udp_session(transport, addr, queue))
+                    group.create_task(forwarder._udp_session(self.transport, addr, queue))
                 queue.put_nowait(data)
 
         transport, _ = await loop.create_datagram_endpoint(Protocol, sock=self.sock)

@@ -178,6 +178,39 @@ async def test_an_api_server_without_spdy_gets_the_websocket_and_one_warning() -
     assert warnings[0].startswith("the API server refused port-forwards over SPDY (405 "), warnings
 
 
+async def test_a_datagram_that_waited_on_the_bound_socket_starts_its_session() -> None:
+    # The tunnel binds its port before the relay pod is ready, so datagrams can wait there;
+    # uvloop hands them to the protocol before create_datagram_endpoint has returned.
+    sock = bind(ListenAddress("127.0.0.1", 0), socket.SOCK_DGRAM)
+    cluster = Cluster(server="http://127.0.0.1:1", namespace="test", user="test", headers={},
+                      ssl_context=False, configuration=client.Configuration(),
+                      request_timeout=scaled(10))
+    forwarder = Forwarder(
+        sock=sock, cluster=cluster, namespace="test", route=Route(), port=8000, tunnel=0,
+        on_event=lambda _: None, connections=Connections(0, lambda _: None, matching=False),
+        udp=True,
+    )
+    started: asyncio.Queue[tuple[object, bytes | None]] = asyncio.Queue()
+
+    async def session(transport: object, addr: object, queue: asyncio.Queue[bytes | None]) -> None:
+        await started.put((transport, await queue.get()))
+
+    forwarder._udp_session = session  # type: ignore[method-assign]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        sender.sendto(b"waited", sock.getsockname())
+        serving = asyncio.ensure_future(forwarder.serve())
+        try:
+            async with asyncio.timeout(scaled(10)):
+                transport, first = await started.get()
+        finally:
+            serving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
+            sock.close()
+    assert first == b"waited"
+    assert callable(getattr(transport, "sendto", None))  # the endpoint's, for the replies
+
+
 async def test_a_broken_port_forward_ends_its_streams_with_a_line_and_the_next_one_reopens() -> None:
     with ThreadedServer(echo) as server:
         async with tunnel(server.port) as (port, fake, events, _):
