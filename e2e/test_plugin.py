@@ -37,7 +37,7 @@ from e2e.cluster import poll as wait_until
 from e2e.conftest import Kube
 from e2e.faultproxy import FaultProxyThread
 from tests.conftest import scaled
-from tests.support import exchange, free_port
+from tests.support import exchange, free_port, recv_all
 
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 
@@ -269,6 +269,29 @@ def echo_service(cluster: Cluster, kube: Kube, namespace: str, name: str = "echo
             for subset in kube.core.read_namespaced_endpoints(name, namespace).subsets or []
         ),
     )
+    routed(kube.core.read_namespaced_service(name, namespace).spec.cluster_ip, 80)
+
+
+def routed(cluster_ip: str, port: int, seconds: float = 15.0) -> None:
+    """Wait (bounded) until kube-proxy routes ``cluster_ip:port``: an echo through it from here.
+
+    kube-proxy writes a new Service's rules a moment after its endpoints, and a
+    relay pod connecting before that is refused. Its rules serve connections
+    from the node too, so where the tests run on the node (the local cluster)
+    an echo through the cluster IP says the route is there. Where they cannot
+    reach cluster IPs, this gives up after ``seconds`` and the test goes on.
+    """
+    deadline = time.monotonic() + scaled(seconds)
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((cluster_ip, port), timeout=1.0) as conn:
+                conn.sendall(b"routed?\n")
+                conn.shutdown(socket.SHUT_WR)
+                if recv_all(conn) == b"routed?\n":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
 
 
 def round_trip(port: int, payload: bytes) -> bytes:
