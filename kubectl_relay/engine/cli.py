@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from .addresses import AddressSpec
     from .destinations import ConnectPolicy
-    from .running import LoopFactory
+    from .loops import LoopFactory
     from .trace import TraceSettings
 
 #: socket.AF_UNSPEC: 0 wherever there are sockets (POSIX and Windows alike).

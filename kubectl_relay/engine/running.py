@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import signals
 from .addresses import Address, AddressSpec
 from .log import NOTICE, logger
+from .loops import LoopFactory, uvloop_factory
 from .session import DEFAULT_UDP_FORK_IDLE_TIMEOUT, Relay, RunSettings
 from .statistics import log_statistics
 from .transfer import DEFAULT_BLOCK_SIZE, TransferSettings
@@ -37,8 +37,6 @@ from .transports.tcp import TcpListener
 
 if TYPE_CHECKING:
     from .cli import CommandLine
-
-LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 #: The signal that stops gracefully when ``--grace-period`` is not 0.
 GRACEFUL_SIGNAL = signal.SIGTERM
@@ -91,7 +89,7 @@ def run(
             assert isinstance(first, Address)  # refusal() checked it
             return workers.run_workers(line, first, second, count, loop_factory)
     settings = run_settings(line)
-    factory = loop_factory or _default_loop_factory()
+    factory = loop_factory or uvloop_factory()
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
             status = runner.run(
@@ -111,15 +109,6 @@ async def open_first_listener(first: Address, line: CommandLine) -> TcpListener:
     listener = await Relay(first, first, run_settings(line)).open_listener(first)
     assert isinstance(listener, TcpListener)  # workers.refusal() admits TCP listeners only
     return listener
-
-
-def _default_loop_factory() -> LoopFactory | None:
-    try:
-        import uvloop  # noqa: PLC0415 - optional speed-up, absent on some platforms
-    except ImportError:
-        return None
-    factory: LoopFactory = uvloop.new_event_loop
-    return factory
 
 
 async def _run_until_signal(

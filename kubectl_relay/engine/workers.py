@@ -50,7 +50,7 @@ from .statistics import log_statistics
 
 if TYPE_CHECKING:
     from .cli import CommandLine
-    from .running import LoopFactory
+    from .loops import LoopFactory
 
 #: First addresses workers can share: forking TCP listeners.
 SHARED_LISTENERS = frozenset({"TCP-LISTEN", "TCP4-LISTEN", "TCP6-LISTEN"})

@@ -8,6 +8,7 @@ import signal
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from ...engine.loops import uvloop_factory
 from ..kube import Cluster, KubeOptions
 
 T = TypeVar("T")
@@ -54,29 +55,17 @@ def run_session(coroutine: Coroutine[Any, Any, T]) -> T:
                 with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
                     loop.remove_signal_handler(signum)
 
-    with asyncio.Runner(loop_factory=_uvloop_factory()) as runner:
+    # On uvloop where it is installed: a tunnel's every message crosses the loop and,
+    # to the API server, TLS, and uvloop's C loop and TLS layer took the plugin's CPU
+    # per 1-byte round trip through a tunnel from 211-234 µs to 166-175 (the local
+    # cluster, /proc over 4,000 round trips, two runs each).
+    with asyncio.Runner(loop_factory=uvloop_factory()) as runner:
         try:
             return runner.run(until_signal())
         except KeyboardInterrupt:
             # Where the loop cannot handle signals (Windows), the runner turns
             # Ctrl-C into KeyboardInterrupt after cancelling the session.
             raise Interrupted(signal.SIGINT) from None
-
-
-def _uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's loop where it is installed (not on Windows), else asyncio's.
-
-    A tunnel's every message crosses the loop and, to the API server, TLS:
-    uvloop's C loop and TLS layer took the plugin's CPU per 1-byte round trip
-    through a tunnel from 211 to 234 µs down to 166 to 175 (the local cluster,
-    ``/proc`` over 4,000 round trips, two runs each).
-    """
-    try:
-        import uvloop  # noqa: PLC0415 - optional, absent on some platforms
-    except ImportError:
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
 
 
 async def with_cluster(
