@@ -37,7 +37,7 @@ from e2e.cluster import poll as wait_until
 from e2e.conftest import Kube
 from e2e.faultproxy import FaultProxyThread
 from tests.conftest import scaled
-from tests.support import exchange, free_port, recv_all
+from tests.support import exchange, free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 
@@ -284,11 +284,8 @@ def routed(cluster_ip: str, port: int, seconds: float = 15.0) -> None:
     deadline = time.monotonic() + scaled(seconds)
     while time.monotonic() < deadline:
         try:
-            with socket.create_connection((cluster_ip, port), timeout=1.0) as conn:
-                conn.sendall(b"routed?\n")
-                conn.shutdown(socket.SHUT_WR)
-                if recv_all(conn) == b"routed?\n":
-                    return
+            if exchange(port, b"routed?\n", host=cluster_ip, timeout=1.0) == b"routed?\n":
+                return
         except OSError:
             pass
         time.sleep(0.2)

@@ -298,9 +298,14 @@ def exchange_at_once(port: int, count: int) -> list[bytes]:
     return replies
 
 
-def exchange(port: int, payload: bytes, host: str = "127.0.0.1") -> bytes:
-    """Send ``payload``, half-close, and return everything received until EOF."""
-    with socket.create_connection((host, port), timeout=scaled(10)) as conn:
+def exchange(
+    port: int, payload: bytes, host: str = "127.0.0.1", timeout: float | None = None
+) -> bytes:
+    """Send ``payload``, half-close, and return everything received until EOF.
+
+    ``timeout`` bounds each socket call (default: 10 s, scaled).
+    """
+    with socket.create_connection((host, port), timeout=timeout or scaled(10)) as conn:
         conn.sendall(payload)
         conn.shutdown(socket.SHUT_WR)
         return recv_all(conn)
