@@ -38,13 +38,21 @@ def test_data_goes_through_the_terminal() -> None:
         assert (done.returncode, done.stdout) == (0, payload), (name, done.stderr)
 
 
-@pytest.mark.serial  # beside a busy worker socat itself once relayed none of tty's output
 def test_the_childs_stdin_is_a_terminal() -> None:
     for name, done in both("-", "EXEC:tty,pty,echo=0").items():
         assert done.returncode == 0, (name, done.stderr)
         assert re.fullmatch(rb"/dev/pts/\d+\r?\n", done.stdout), (name, done.stdout)
     # -u: the relay only reads from the child, whose stdin stays the relay's own.
-    for name, done in both("-u", "EXEC:tty,pty", "-").items():
+    # socat 1.8.0.3 itself relays none of tty's output in about 1 run of 50, idle or
+    # loaded (4 of 160 here; relay 0 of 160): it can take the child's exit for the
+    # end before reading what the child left in the pty. So socat gets three tries,
+    # the relay one.
+    runs = both("-u", "EXEC:tty,pty", "-")
+    for _ in range(2):
+        if not runs["socat"].stdout:
+            runs["socat"] = subprocess.run([SOCAT, "-t", "5", "-u", "EXEC:tty,pty", "-"],
+                                           capture_output=True, timeout=scaled(30), check=False)
+    for name, done in runs.items():
         assert done.stdout == b"not a tty\r\n", (name, done.stdout, done.stderr)
 
 
