@@ -54,7 +54,7 @@ from .driven import Driven
 from .ends import End
 from .errors import RelayError
 from .fastpath import direct_upstream
-from .log import INFO, NOTICE, logger, quiet_session
+from .log import INFO, NOTICE, logger, peer_notices, quiet_session
 from .metrics import METRICS
 from .transfer import (
     LINGER_FIRST_LOOK,
@@ -125,7 +125,7 @@ async def serve(listener: TcpListener, second: AddressSpec, open_second: OpenSec
         open_second,
         settings,
         direct_upstream(second, family),
-        plain_accept=not listener.checks_peers and not logger.isEnabledFor(NOTICE),
+        plain_accept=not listener.checks_peers and not peer_notices(),
         quiet_sessions=quiet_sessions,
     )
     sessions: set[Session] = set()
@@ -213,7 +213,8 @@ class Session:
         listener = self.run.listener
         if not self.run.plain_accept:
             admitted = sock is not None and listener.admit_peer(sock) is not None
-            logger.log(NOTICE, "listening on %s", listener.label)
+            if peer_notices():
+                logger.log(NOTICE, "listening on %s", listener.label)
             if not admitted:
                 first.transport.close()  # refused (range, sourceport...): logged by admit_peer
                 self.finished = True

@@ -107,6 +107,7 @@ class CommandLine:
         self.grace_period = DEFAULT_GRACE_PERIOD
         self.statistics = False  # --statistics
         self.quiet_sessions = False  # --quiet-sessions (a relay extension)
+        self.quiet_accepts = False  # --quiet-accepts (a relay extension)
         self.log_signals: int | None = None  # -S<sigmask>; None: socat's default set
         self.workers: int | Literal["auto"] = 1  # --workers (a relay extension)
         #: --deny-connect/--allow-connect (None: connect anywhere).
@@ -215,6 +216,8 @@ def parse_command_line(
             line.session_ids = True
         elif arg == "--quiet-sessions":
             line.quiet_sessions = True
+        elif arg == "--quiet-accepts":
+            line.quiet_accepts = True
         elif arg == "-V":
             line.show_version = True
         elif arg in ("-h", "-?", "-hh", "-hhh", "-??", "-???"):
@@ -412,7 +415,12 @@ def default_progname(argv0: str) -> str:
 
 def _configure_logging(line: CommandLine) -> None:
     """Set up the log as the command line's ``-d``, ``-l*`` options say (``UsageError`` if not)."""
-    from .log import configure, level_from_d_count, level_from_d_number  # noqa: PLC0415
+    from .log import (  # noqa: PLC0415
+        configure,
+        level_from_d_count,
+        level_from_d_number,
+        quiet_accepts,
+    )
 
     level = (
         level_from_d_count(line.d_count)
@@ -428,6 +436,7 @@ def _configure_logging(line: CommandLine) -> None:
         syslog_facility=line.syslog_facility,
         stderr=line.log_stderr,
     )
+    quiet_accepts(line.quiet_accepts)
 
 
 def _log_error(error: RelayError, line: CommandLine | None, progname: str) -> int:

@@ -45,6 +45,8 @@ _SEVERITIES = (DEBUG, INFO, NOTICE, WARNING, ERROR, FATAL)
 _shut_up_levels: ContextVar[int] = ContextVar("shut_up_levels", default=0)
 #: ``--quiet-sessions``: the current task (a session) logs no notices.
 _quiet_session: ContextVar[bool] = ContextVar("quiet_session", default=False)
+#: ``--quiet-accepts``: listeners log no notices per accepted peer.
+_quiet_accepts = False
 
 
 class _EngineLogger(logging.Logger):
@@ -73,6 +75,25 @@ def quiet_session() -> None:
     (``listening on``, ``accepting connection from``) are not the session's.
     """
     _quiet_session.set(True)
+
+
+def quiet_accepts(quiet: bool) -> None:
+    """``--quiet-accepts``: a listener says ``listening on`` once, nothing per accepted peer.
+
+    A relay pod's client that shows no connections needs no line per
+    connection, and each line crosses the container runtime, the kubelet and
+    the API server to reach it.
+    """
+    global _quiet_accepts
+    _quiet_accepts = quiet
+
+
+def peer_notices() -> bool:
+    """Whether a listener logs ``accepting connection from`` (and ``listening on`` again) per peer.
+
+    ``-d -d`` without ``--quiet-accepts``.
+    """
+    return not _quiet_accepts and logger.isEnabledFor(NOTICE)
 
 
 def shut_up(levels: int) -> None:
@@ -429,7 +450,7 @@ def configure(
 
 def reset() -> None:
     """Remove and close the handlers ``configure`` installed; let records propagate again."""
-    global _progname
+    global _progname, _quiet_accepts
     for handler in list(logger.handlers):
         if getattr(handler, _OUR_HANDLER, False):
             logger.removeHandler(handler)
@@ -437,6 +458,7 @@ def reset() -> None:
     logger.setLevel(logging.NOTSET)
     logger.propagate = True
     _progname = "relay"
+    _quiet_accepts = False
 
 
 def _open_syslog(facility_name: str) -> logging.Handler | None:

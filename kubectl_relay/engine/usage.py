@@ -92,6 +92,11 @@ GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
         " fork listener logs its own notices per connection, no more (a relay extension)",
     ),
     GlobalOption(
+        "--quiet-accepts",
+        'with -d -d, a listener says "listening on" once and logs nothing per accepted'
+        " connection (a relay extension)",
+    ),
+    GlobalOption(
         "--deny-connect CIDR|NAME[,...]",
         "refuse to connect to these networks (checked after resolving) and host name"
         " patterns such as *.kube-system.svc.cluster.local (a relay extension)",
@@ -113,6 +118,7 @@ EXTENSIONS: tuple[tuple[str, str], ...] = (
     ("MUX-ACCEPT:<port>", "each stream opened by the mux peer accepted on <port> is a session"),
     ("--workers N|auto", "TCP-LISTEN,fork on N cores: N processes accepting on one port"),
     ("--quiet-sessions", "with -d -d, a fork listener logs its accepts, its sessions no notices"),
+    ("--quiet-accepts", "with -d -d, a listener logs no notice per accepted connection"),
 )
 
 #: Where ``relay`` deliberately behaves otherwise than socat 1.8, as ``-h`` lists it.

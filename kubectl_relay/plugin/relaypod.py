@@ -161,18 +161,24 @@ class ClientInfo:
 
 #: The engine's option that keeps a session's notices out of the pod's log.
 QUIET_SESSIONS = "--quiet-sessions"
+#: The engine's option that keeps the listener's notice per connection out of it.
+QUIET_ACCEPTS = "--quiet-accepts"
 
 
 def trace_flags(level: TraceLevel) -> list[str]:
     """The engine's options for a trace level.
 
-    ``-d -d`` always: its notices say when a connection is accepted (the
-    client shows them with the trace) and errors always reach the client.
+    ``-d -d`` always: its notices say when the relay listens (the client
+    waits for that) and when a connection is accepted (the client shows
+    them with the trace), and errors always reach the client. Quiet, the
+    client shows no connections: ``--quiet-accepts`` keeps the listener to
+    its first notice, where each line per connection would cross the
+    container runtime, the kubelet and the API server only to be dropped.
     ``-lu`` gives log lines microseconds like the trace's headers.
     ``--trace-session-ids`` numbers the sessions in the trace and the log,
     so that the client can tell which connection a block or error is about.
     """
-    data = {"quiet": [], "text": ["-v"], "hex": ["-x"], "rows": ["-v", "-x"]}[level]
+    data = {"quiet": [QUIET_ACCEPTS], "text": ["-v"], "hex": ["-x"], "rows": ["-v", "-x"]}[level]
     return ["-d", "-d", "-lu", "--trace-session-ids", *data]
 
 

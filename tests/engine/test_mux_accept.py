@@ -8,6 +8,7 @@ connection to M, a stream per connection, each relayed to the server S.
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
@@ -140,3 +141,23 @@ async def test_accept_timeout_counts_between_streams_and_ends_the_relay() -> Non
                 assert await asyncio.to_thread(relay.wait, scaled(20)) == 0
     assert "accept: Connection timed out" in "\n".join(log_lines(relay.stderr_text, "W"))
     assert "Traceback" not in relay.stderr_text
+
+
+async def test_quiet_accepts_say_listening_once_and_no_stream_accepted() -> None:
+    """A quiet ``kubectl relay`` tunnel's relay pod: one line at start, none per stream."""
+    with ThreadedServer(echo) as server:
+        args, mux_port = accept_relay(server.port, "--quiet-accepts", "--quiet-sessions")
+        with RelayProcess(args) as relay:
+            await wait_log(relay, "listening on")
+            async with mux_client(mux_port) as connection:
+                for n in range(3):
+                    assert await exchange(connection, b"ping %d" % n, "127.0.0.1:5000") == (
+                        b"ping %d" % n
+                    )
+            relay.stop()
+    notices = [line for line in log_lines(relay.stderr_text, "N")
+               if not line.startswith(("exiting", "socat_signal"))]
+    # One notice for the mux peer (a port-forward), none for its streams.
+    assert len(notices) == 2, relay.stderr_text
+    assert notices[0] == f"listening on AF=2 127.0.0.1:{mux_port}", relay.stderr_text
+    assert re.fullmatch(r"mux peer AF=2 127\.0\.0\.1:\d+ connected", notices[1]), notices

@@ -1,8 +1,11 @@
-"""``--quiet-sessions``: with ``-d -d`` a fork listener logs its accepts, its sessions no notices.
+"""``--quiet-sessions`` and ``--quiet-accepts``: ``-d -d`` without the notices per connection.
 
-A relay extension for busy listeners whose log is shipped somewhere (a relay
-pod's crosses the container runtime, the kubelet and the API server to
-``kubectl relay``): their warnings and errors are still logged, at their level.
+With ``--quiet-sessions`` a fork listener logs its accepts, its sessions no
+notices; with ``--quiet-accepts`` the listener says ``listening on`` once and
+nothing per accepted peer. Relay extensions for busy listeners whose log is
+shipped somewhere (a relay pod's crosses the container runtime, the kubelet
+and the API server to ``kubectl relay``): their warnings and errors are
+still logged, at their level.
 """
 
 from __future__ import annotations
@@ -34,8 +37,12 @@ PATHS = {
 }
 
 
-def served(first: str, port: int, upstream: int, *quiet: str, echoed: bool = True) -> str:
-    """The ``-d -d`` log of a relay from ``first`` to ``upstream`` after two exchanges."""
+def served(first: str, port: int, upstream: int, *quiet: str, echoed: bool = True,
+           logged: str = "accepting connection") -> str:
+    """The ``-d -d`` log of a relay from ``first`` to ``upstream`` after two exchanges.
+
+    ``logged``: what the log says twice once both exchanges were accepted.
+    """
     with relay_listening(["-d", "-d", *quiet, first, f"TCP4:127.0.0.1:{upstream}"], port) as relay:
         for n in range(2):
             try:
@@ -44,7 +51,7 @@ def served(first: str, port: int, upstream: int, *quiet: str, echoed: bool = Tru
                 reply = b""
             assert reply == (b"ping %d" % n if echoed else b""), relay.stderr_text
         # Both exchanges accepted (the readiness probe's connection may be too).
-        wait_for_output(relay, lambda _, err: err.count("accepting connection") >= 2)
+        wait_for_output(relay, lambda _, err: err.count(logged) >= 2)
         assert relay.stop() == 143  # SIGTERM: the sessions end before the relay does
     return relay.stderr_text
 
@@ -111,3 +118,30 @@ def test_a_quiet_session_makes_no_notice_records_but_still_its_warnings() -> Non
     finally:
         del log.logger.makeRecord
         log.logger.setLevel(previous_level)
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_quiet_accepts_leave_one_listening_notice_and_the_sessions_own(path: str) -> None:
+    port = free_port()
+    with ThreadedServer(echo) as server:
+        stderr = served(PATHS[path](port), port, server.port, "--quiet-accepts",
+                        logged="starting data transfer")
+    notices = log_lines(stderr, "N")
+    assert [line for line in notices if line.startswith("listening on")] == [
+        f"listening on AF=2 0.0.0.0:{port}"
+    ], notices
+    assert not any(line.startswith("accepting connection") for line in notices), notices
+    # The sessions' notices are --quiet-sessions' business, not this option's.
+    assert sum("starting data transfer" in line for line in notices) >= 2, notices
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_quiet_accepts_and_sessions_leave_the_listener_and_the_errors(path: str) -> None:
+    port, closed = free_port(), free_port()  # nothing listens on closed: the connect is refused
+    stderr = served(PATHS[path](port), port, closed, "--quiet-accepts", "--quiet-sessions",
+                    echoed=False, logged="Connection refused")
+    stopping = ("socat_signal", "exiting")  # the SIGTERM that ended the run
+    assert [line for line in log_lines(stderr, "N") if not line.startswith(stopping)] == [
+        f"listening on AF=2 0.0.0.0:{port}"
+    ], stderr
+    assert len([line for line in log_lines(stderr, "E") if "Connection refused" in line]) >= 2

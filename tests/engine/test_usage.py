@@ -19,6 +19,7 @@ def test_usage_line() -> None:
 SUPPORTED = (
     "-V -h -hh -hhh -d[ddd] -ly -lf -ls -lp -lu -lh -v -x -r -R -b -s -S -t -T -u -U -4 -6 -0 "
     "--statistics --metrics --grace-period --workers --trace-session-ids --quiet-sessions "
+    "--quiet-accepts "
     "--deny-connect --allow-connect"
 )
 
@@ -117,7 +118,7 @@ def test_extensions_and_differences_are_listed(level: int) -> None:
     extensions = [line.split()[0] for line in lines[start + 1 : middle]]
     assert extensions == [name.split()[0] for name, _ in EXTENSIONS] == [
         "--metrics", "frame=len16", "PROXY-SERVER", "--deny-connect", "MUX-LISTEN:<port>",
-        "MUX-ACCEPT:<port>", "--workers", "--quiet-sessions",
+        "MUX-ACCEPT:<port>", "--workers", "--quiet-sessions", "--quiet-accepts",
     ]
     assert lines[middle + 1 :] == [f"      {text}" for text in DIFFERENCES]
     assert all(len(line) <= 100 for line in lines[start:])

@@ -149,7 +149,7 @@ def test_target_addresses_per_mode() -> None:
 
 def test_trace_levels() -> None:
     numbered = ["-d", "-d", "-lu", "--trace-session-ids"]
-    assert relaypod.trace_flags("quiet") == numbered
+    assert relaypod.trace_flags("quiet") == [*numbered, "--quiet-accepts"]
     assert relaypod.trace_flags("hex") == [*numbered, "-x"]
     assert relaypod.trace_flags("rows") == [*numbered, "-v", "-x"]
 

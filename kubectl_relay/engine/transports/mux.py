@@ -48,7 +48,7 @@ from typing import Any
 
 from ..addresses import Address, AddressSpec
 from ..errors import AcceptTimeout, OpenError
-from ..log import NOTICE, logger
+from ..log import NOTICE, logger, peer_notices
 from ..mux import INITIAL_WINDOW, TUNNEL_MAX_WINDOW, TUNNEL_WINDOW
 from ..muxing import Channel, MuxConnection
 from ..options import Options
@@ -270,8 +270,9 @@ class StreamListener(Listener):
         except TimeoutError:
             self._stop_accepting("the relay stopped accepting (accept-timeout)")
             raise AcceptTimeout(str(self.address), "accept: Connection timed out") from None
-        logger.log(NOTICE, "accepting connection from %s on %s",
-                   channel.label or f"mux stream {channel.id}", self.label)
+        if peer_notices():
+            logger.log(NOTICE, "accepting connection from %s on %s",
+                       channel.label or f"mux stream {channel.id}", self.label)
         return MuxStream(channel)
 
     def _opened(self, channel: Channel) -> None:

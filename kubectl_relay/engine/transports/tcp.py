@@ -32,7 +32,7 @@ from typing import Any
 from .. import destinations
 from ..addresses import Address
 from ..errors import AcceptTimeout, OpenError
-from ..log import NOTICE, logger
+from ..log import NOTICE, logger, peer_notices
 from ..options import Network, Options
 from .base import Listener, OpenContext, Stream, wait_readable
 from .sockbind import (
@@ -114,7 +114,8 @@ class SocketListener(Listener):
     Each ``accept`` logs ``listening on ...`` (socat does so every time it
     waits), accepts, logs ``accepting connection from ... on ...``, and
     hands the connection to ``_admit``, which may refuse it (``range``,
-    ``sourceport``); a refused peer is closed and the loop goes on.
+    ``sourceport``); a refused peer is closed and the loop goes on. With
+    ``--quiet-accepts`` only the first ``listening on`` is logged.
     """
 
     def __init__(self, sock: socket.socket, text: str, options: Options) -> None:
@@ -128,10 +129,13 @@ class SocketListener(Listener):
         self.sockname: object = sock.getsockname()
         self.label = format_sockaddr(sock.family, self.sockname)
         self._closed = False
+        self._announced = False
 
     async def accept(self) -> Stream:
         while True:
-            logger.log(NOTICE, "listening on %s", self.label)
+            if not self._announced or peer_notices():
+                logger.log(NOTICE, "listening on %s", self.label)
+                self._announced = True
             conn = await self._accept_one()
             try:
                 stream = self._admit(conn)
@@ -220,12 +224,13 @@ class TcpListener(SocketListener):
             logger.log(NOTICE, "getpeername(%d, ...): %s", conn.fileno(), strerror(exc))
             return None
         peer_text = format_sockaddr(conn.family, peer)
-        logger.log(
-            NOTICE,
-            "accepting connection from %s on %s",
-            peer_text,
-            format_sockaddr(conn.family, local),
-        )
+        if peer_notices():
+            logger.log(
+                NOTICE,
+                "accepting connection from %s on %s",
+                peer_text,
+                format_sockaddr(conn.family, local),
+            )
         if self.ranges:
             if not in_ranges(peer[0], self.ranges):
                 logger.warning("refusing connection from %s due to range option", peer_text)

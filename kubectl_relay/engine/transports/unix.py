@@ -30,7 +30,7 @@ import socket
 
 from ..addresses import Address
 from ..errors import OpenError
-from ..log import NOTICE, logger
+from ..log import NOTICE, logger, peer_notices
 from ..options import Options
 from .base import Listener, OpenContext, Stream
 from .sockets import SocketStream, format_sockaddr, unix_path_text
@@ -226,12 +226,13 @@ class UnixListener(SocketListener):
             peer = conn.getpeername() or ANONYMOUS
         except OSError:
             peer = ANONYMOUS
-        logger.log(
-            NOTICE,
-            "accepting connection from %s on %s",
-            format_sockaddr(socket.AF_UNIX, peer),
-            self.label,
-        )
+        if peer_notices():
+            logger.log(
+                NOTICE,
+                "accepting connection from %s on %s",
+                format_sockaddr(socket.AF_UNIX, peer),
+                self.label,
+            )
         env = {"SOCAT_PEERADDR": unix_path_text(peer), "SOCAT_SOCKADDR": unix_path_text(self.path)}
         return SocketStream(conn, env=env)
 

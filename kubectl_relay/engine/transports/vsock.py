@@ -23,7 +23,7 @@ import struct
 
 from ..addresses import Address
 from ..errors import OpenError
-from ..log import NOTICE, logger
+from ..log import NOTICE, logger, peer_notices
 from ..numbers import strtol
 from .base import Listener, OpenContext, Stream, wait_writable
 from .sockets import SocketStream, format_sockaddr
@@ -128,7 +128,8 @@ class VsockListener(SocketListener):
             peer = format_sockaddr(conn.family, conn.getpeername())
         except OSError:
             peer = "?"
-        logger.log(NOTICE, "accepting connection from %s on %s", peer, self.label)
+        if peer_notices():
+            logger.log(NOTICE, "accepting connection from %s on %s", peer, self.label)
         return SocketStream(conn)
 
 
