@@ -72,6 +72,21 @@ class _Server(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
 
 
+#: A GET through the exposed Service from the client pod, retried for up to 30 s.
+WARM_UP = (
+    "import time, urllib.request\n"
+    "for _ in range(60):\n"
+    "    try:\n"
+    "        urllib.request.urlopen('http://dev-api/warm-up', timeout=10).read()\n"
+    "        print('true')\n"
+    "        break\n"
+    "    except OSError:\n"
+    "        time.sleep(0.5)\n"
+    "else:\n"
+    "    print('false')\n"
+)
+
+
 def body_of(path: str) -> str:
     return f"laptop answers {path}\n" * 100
 
@@ -127,6 +142,9 @@ def shared(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         victim.proc.wait()
         plugins.append(expose(env, namespace, port, "dev-api"))
         cluster.wait_pod(namespace, "client", timeout=120)
+        # kube-proxy programs the Service a moment after its endpoint is ready:
+        # until then the client's connections fail with "No route to host".
+        assert in_cluster(cluster, namespace, WARM_UP) is True
         yield {"namespace": namespace, "plugin": plugins[-1], "env": env}
     finally:
         for plugin in plugins:
@@ -154,14 +172,7 @@ def test_twenty_concurrent_requests_reach_the_local_server(
     cluster: Cluster, shared: dict[str, Any]
 ) -> None:
     script = (
-        "import json, threading, time, urllib.request\n"
-        # kube-proxy programs the Service a moment after its endpoint is ready.
-        "for _ in range(60):\n"
-        "    try:\n"
-        "        urllib.request.urlopen('http://dev-api/warm-up', timeout=10).read()\n"
-        "        break\n"
-        "    except OSError:\n"
-        "        time.sleep(0.5)\n"
+        "import json, threading, urllib.request\n"
         "results = {}\n"
         "def get(n):\n"
         "    try:\n"
