@@ -176,8 +176,7 @@ async def _run_until_signal(
             raise
         status = 128 + received[0] if received else 0
     finally:
-        for handled in (*caught, signal.SIGUSR1):
-            loop.remove_signal_handler(handled)
+        signals.stop_handling(loop, (*caught, signal.SIGUSR1))
         if stop_fd is not None:
             loop.remove_reader(stop_fd)
     if received:

@@ -259,8 +259,7 @@ async def _supervise(
         stop_gracefully()
         if metrics_server is not None:
             metrics_server.close()
-        for handled in (*caught, signal.SIGUSR1):
-            loop.remove_signal_handler(handled)
+        signals.stop_handling(loop, (*caught, signal.SIGUSR1))
     status = max(statuses, default=0)
     if received:
         logger.log(signals.exit_log_level(received[0]), "exiting on signal %d", received[0])

@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -131,6 +132,51 @@ def test_signals_give_128_plus_the_signal_logged_at_socats_level(
         for line in log_lines(relay.stderr_text, other)
         if line.startswith("exiting on signal")
     ]
+
+
+#: ``relay ARGS`` whose exit holds the event loop's teardown (``asyncio.Runner.close``) for
+#: 2 s once the run has ended, and says "teardown" on stderr as it begins.
+SLOW_TEARDOWN = (
+    "import asyncio, sys, time\n"
+    "from kubectl_relay.engine.cli import main\n"
+    "close = asyncio.Runner.close\n"
+    "def held(runner):\n"
+    "    sys.stderr.write('teardown\\n')\n"
+    "    sys.stderr.flush()\n"
+    "    time.sleep(2)\n"
+    "    close(runner)\n"
+    "asyncio.Runner.close = held\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_second_signal_while_the_relay_exits_ends_it_without_a_traceback(sig: int) -> None:
+    """A second Ctrl-C once the run has ended: Python's KeyboardInterrupt was back by then."""
+    listen = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_TEARDOWN, "-dd", f"TCP-LISTEN:{listen},fork", "PIPE"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_port(listen)
+        proc.send_signal(sig)
+        deadline = time.monotonic() + scaled(20)
+        stderr = b""
+        while b"teardown\n" not in stderr:
+            assert time.monotonic() < deadline and proc.poll() is None, stderr
+            stderr += os.read(proc.stderr.fileno(), 4096) if proc.stderr else b""
+        proc.send_signal(sig)  # within the 2 s the teardown is held
+        _, rest = proc.communicate(timeout=scaled(20))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    text = (stderr + rest).decode(errors="replace")
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
+    assert f"exiting on signal {int(sig)}" in text
+    # The second one ends the exit at once, as an uncaught signal does.
+    assert proc.returncode == -sig, text
 
 
 def test_a_signal_left_out_of_the_s_mask_ends_the_relay_silently() -> None:
