@@ -81,11 +81,11 @@ def test_relay_listens_and_socat_connects(tmp_path: Path) -> None:
 def test_relay_connects_to_socat(tmp_path: Path, keyword: str) -> None:
     (name,) = names(tmp_path, 1)
     payload = os.urandom(200_000)
-    with socat_serving(f"ABSTRACT-LISTEN:{name}", "PIPE", bound=name):
-        # -t 10: stdin's EOF comes at once, and from then on a pause of over 0.5 s
-        # (the default) in the echo ends the session, as it ends socat's; a loaded
-        # machine made one (49,152 of 200,000 bytes back). The echo's own EOF ends
-        # the session as soon as it is all back.
+    # -t 10 on both: stdin's EOF comes at once, and from then on a pause of over 0.5 s
+    # (the default) in the echo ends the session, the relay's and the echoing socat's;
+    # a loaded machine made one on each side (49,152 of 200,000 bytes back, then a
+    # shorter echo in R35). The echo's own EOF ends both as soon as it is all back.
+    with socat_serving("-t", "10", f"ABSTRACT-LISTEN:{name}", "PIPE", bound=name):
         done = run_relay(["-t", "10", "-", f"{keyword}:{name}"], input=payload, timeout=20)
     assert done.returncode == 0, done.stderr
     assert done.stdout == payload
