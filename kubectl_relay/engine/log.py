@@ -80,9 +80,9 @@ def quiet_session() -> None:
 def quiet_accepts(quiet: bool) -> None:
     """``--quiet-accepts``: a listener says ``listening on`` once, nothing per accepted peer.
 
-    A relay pod's client that shows no connections needs no line per
-    connection, and each line crosses the container runtime, the kubelet and
-    the API server to reach it.
+    A relay pod's client that does not show the relay's accepts needs no line
+    per connection, and each line crosses the container runtime, the kubelet
+    and the API server to reach it.
     """
     global _quiet_accepts
     _quiet_accepts = quiet

@@ -171,9 +171,10 @@ def trace_flags(level: TraceLevel) -> list[str]:
     ``-d -d`` always: its notices say when the relay listens (the client
     waits for that) and when a connection is accepted (the client shows
     them with the trace), and errors always reach the client. Quiet, the
-    client shows no connections: ``--quiet-accepts`` keeps the listener to
-    its first notice, where each line per connection would cross the
-    container runtime, the kubelet and the API server only to be dropped.
+    client shows no accepts (only its own connection lines):
+    ``--quiet-accepts`` keeps the listener to its first notice, where each
+    line per connection would cross the container runtime, the kubelet and
+    the API server only to be dropped.
     ``-lu`` gives log lines microseconds like the trace's headers.
     ``--trace-session-ids`` numbers the sessions in the trace and the log,
     so that the client can tell which connection a block or error is about.
