@@ -7,7 +7,8 @@ serves (``None`` as a runner's ``loop_factory``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterable
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
@@ -20,3 +21,17 @@ def uvloop_factory() -> LoopFactory | None:
         return None
     factory: LoopFactory = uvloop.new_event_loop
     return factory
+
+
+def stop_handling(loop: asyncio.AbstractEventLoop, signums: Iterable[int]) -> None:
+    """Take ``signums`` back from the loop: from then on, one ends the process at once.
+
+    The run has ended and the relay exits. asyncio gives SIGINT back to
+    Python's handler, whose KeyboardInterrupt, raised by a second Ctrl-C in
+    the loop's teardown, printed a traceback (and sometimes exit status 1);
+    SIGINT's default ends the process as SIGTERM's does, without a word.
+    """
+    for signum in signums:
+        loop.remove_signal_handler(signum)
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)

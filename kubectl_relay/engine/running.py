@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from . import signals
 from .addresses import Address, AddressSpec
 from .log import NOTICE, logger
-from .loops import LoopFactory, uvloop_factory
+from .loops import LoopFactory, stop_handling, uvloop_factory
 from .session import DEFAULT_UDP_FORK_IDLE_TIMEOUT, Relay, RunSettings
 from .statistics import log_statistics
 from .transfer import DEFAULT_BLOCK_SIZE, TransferSettings
@@ -176,7 +176,7 @@ async def _run_until_signal(
             raise
         status = 128 + received[0] if received else 0
     finally:
-        signals.stop_handling(loop, (*caught, signal.SIGUSR1))
+        stop_handling(loop, (*caught, signal.SIGUSR1))
         if stop_fd is not None:
             loop.remove_reader(stop_fd)
     if received:

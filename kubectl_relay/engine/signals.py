@@ -29,12 +29,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Iterable
 from types import FrameType
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import asyncio
 
 #: socat's default ``-S`` mask.
 DEFAULT_MASK = sum(
@@ -88,20 +83,6 @@ def catch_early(mask: int | None) -> None:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
     for signum in wanted:
         signal.signal(signum, _note)
-
-
-def stop_handling(loop: asyncio.AbstractEventLoop, signums: Iterable[int]) -> None:
-    """Take ``signums`` back from the loop: from then on, one ends the relay at once.
-
-    The run has ended and the relay exits. asyncio gives SIGINT back to
-    Python's handler, whose KeyboardInterrupt, raised by a second Ctrl-C in
-    the loop's teardown, printed a traceback (and sometimes exit status 1);
-    SIGINT's default ends the process as SIGTERM's does, without a word.
-    """
-    for signum in signums:
-        loop.remove_signal_handler(signum)
-        if signum == signal.SIGINT:
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def take_early() -> int | None:

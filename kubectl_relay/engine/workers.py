@@ -44,6 +44,7 @@ from . import signals
 from .addresses import Address, AddressSpec, DualAddress
 from .errors import RelayError, UsageError, shorten
 from .log import NOTICE, logger
+from .loops import stop_handling
 from .metrics import start_metrics_server
 from .sharing import SharedCounters, SharedSlots, Worker, become_worker
 from .statistics import log_statistics
@@ -259,7 +260,7 @@ async def _supervise(
         stop_gracefully()
         if metrics_server is not None:
             metrics_server.close()
-        signals.stop_handling(loop, (*caught, signal.SIGUSR1))
+        stop_handling(loop, (*caught, signal.SIGUSR1))
     status = max(statuses, default=0)
     if received:
         logger.log(signals.exit_log_level(received[0]), "exiting on signal %d", received[0])
