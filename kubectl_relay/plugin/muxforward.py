@@ -3,11 +3,12 @@
 ``kubectl port-forward`` opens one upgraded connection and a stream pair per
 local connection; opening a port-forward per connection (``portforward.py``)
 costs a TLS handshake, an HTTP upgrade and the API server's and kubelet's
-set-up each time. A ``tcp`` tunnel's relay pod therefore runs
-``relay MUX-ACCEPT:8000,fork,... TCP:target`` (``engine/transports/mux.py``)
-and the plugin keeps one port-forward to it, the carrier of a
-``MuxConnection``, opening a stream per local connection (labelled with the
-client's address, which the relay logs as it accepts the stream). Each
+set-up each time. The relay pod of a ``tcp``, ``tls`` or ``proxy`` tunnel
+therefore runs ``relay MUX-ACCEPT:8000,fork,... TCP:target`` (``OPENSSL:...``,
+``PROXY-SERVER``; ``engine/transports/mux.py``) and the plugin keeps one
+port-forward to it, the carrier of a ``MuxConnection``, opening a stream per
+local connection (labelled with the client's address, which the relay logs
+as it accepts the stream). Each
 stream has its own half-close and credit window (``TUNNEL_WINDOW``, 1 MiB, growing to
 ``TUNNEL_MAX_WINDOW``, 4 MiB, while its reader keeps up), so a slow connection holds back
 only itself.
@@ -45,9 +46,14 @@ SILENCE_SECONDS = 35.0
 _OUR_CLOSE = "the tunnel"
 
 
+#: The tunnels whose connections are byte streams to the relay pod: ``udp`` carries
+#: datagrams (framed on a stream of their own), and ``run`` the user's own relay command.
+MUX_MODES = frozenset({"tcp", "tls", "proxy"})
+
+
 def uses_mux(mode: str) -> bool:
     """Whether a tunnel of ``mode`` carries its connections as streams of one port-forward."""
-    return mode == "tcp" and os.environ.get(MUX_VARIABLE, "1") != "0"
+    return mode in MUX_MODES and os.environ.get(MUX_VARIABLE, "1") != "0"
 
 
 class SharedPortForward:

@@ -7,10 +7,10 @@ port, channel 0 carries data and channel 1 errors; every binary message starts
 with its channel byte, and the first message of each channel carries the port
 number (2 bytes, little-endian). Neither carries a half-close to the pod (the
 runtime ends a forward at its first end of data), nor multiplexes beyond the
-port list. A ``tcp`` tunnel therefore keeps one port-forward to its relay pod and
-carries each local connection as a stream of the mux protocol on it
-(``Forwarder.mux``, see ``muxforward.py``); ``udp``, ``tls``, ``proxy`` and
-``run`` tunnels give every local connection a port-forward of its own: a broken
+port list. A ``tcp``, ``tls`` or ``proxy`` tunnel therefore keeps one port-forward
+to its relay pod and carries each local connection as a stream of the mux
+protocol on it (``Forwarder.mux``, see ``muxforward.py``); ``udp`` and ``run``
+tunnels give every local connection a port-forward of its own: a broken
 one ends only its own connection, and the listener stays open for the next.
 
 On a tunnel stream of its own, both ends speak ``frame=len16`` (``engine/framing.py``):

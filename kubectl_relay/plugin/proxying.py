@@ -1,14 +1,16 @@
 """``kubectl relay proxy``: a local SOCKS5/SOCKS4a/HTTP proxy that connects from the cluster.
 
-The relay pod runs the engine's ``PROXY-SERVER`` behind the usual framed
+The relay pod runs the engine's ``PROXY-SERVER`` behind the tunnel's usual
 listener::
 
     relay -d -d ... [--deny-connect ...] [--allow-connect ...] \\
-        TCP-LISTEN:8000,fork,reuseaddr,frame=len16,accept-timeout=600 PROXY-SERVER
+        MUX-ACCEPT:8000,fork,reuseaddr,accept-timeout=600 PROXY-SERVER
 
-so every local connection is carried over the port-forward exactly as a
-``tcp`` tunnel's, and the relay reads the proxy request from it, resolves the
-name with the cluster's DNS (from the relay pod's namespace: ``web.shop`` and
+so every local connection is a stream of the tunnel's one port-forward,
+exactly as a ``tcp`` tunnel's (``muxforward.py``; with ``KUBECTL_RELAY_MUX=0``
+a framed ``TCP-LISTEN`` and a port-forward per connection), and the relay
+reads the proxy request from it, resolves the name with the cluster's DNS
+(from the relay pod's namespace: ``web.shop`` and
 ``web.shop.svc.cluster.local`` both work, ``web`` for the pod's own
 namespace), checks the destination and connects. Its ``N`` line ``proxy:
 SOCKS5 request from ... to web.shop:8080`` is what the trace shows for each
@@ -89,9 +91,11 @@ def policy_flags(settings: ProxySettings) -> list[str]:
     return flags
 
 
-def relay_command(trace: TraceLevel, idle_timeout: float, settings: ProxySettings) -> list[str]:
-    """The relay pod's command: the framed tunnel listener, then ``PROXY-SERVER``."""
-    first = relaypod.listen_address(idle_timeout)
+def relay_command(
+    trace: TraceLevel, idle_timeout: float, settings: ProxySettings, *, mux: bool = True
+) -> list[str]:
+    """The relay pod's command: the tunnel's listener (mux, else framed), ``PROXY-SERVER``."""
+    first = relaypod.listen_address(idle_timeout, mux=mux)
     # A session's notices say where each request went (``proxied``): they stay.
     command = relaypod.relay_command(trace, first, "PROXY-SERVER", session_notices=True)
     # Global options go before the addresses.

@@ -308,7 +308,7 @@ class Tunnel:
             quiet=trace == "quiet",
         )
         self._group: asyncio.TaskGroup | None = None
-        self._mux = spec.proxy is None and uses_mux(spec.mode)
+        self._mux = uses_mux(spec.mode)
 
     # -- setup ----------------------------------------------------------------------------------
 
@@ -463,7 +463,9 @@ class Tunnel:
             return ["relay", *relaypod.trace_flags(trace), *relaypod.stop_flags(),
                     *self.spec.run_args]
         if self.spec.proxy is not None:
-            return proxying.relay_command(trace, self.options.pod.idle_timeout, self.spec.proxy)
+            return proxying.relay_command(
+                trace, self.options.pod.idle_timeout, self.spec.proxy, mux=self._mux
+            )
         assert endpoint is not None
         first = relaypod.listen_address(self.options.pod.idle_timeout, mux=self._mux)
         second = relaypod.target_address(self.spec.mode, endpoint.address, self.tls)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 import struct
@@ -28,7 +29,15 @@ from kubectl_relay.plugin.targets import ListenAddress
 from kubectl_relay.plugin.tracing import Block, LogLine
 from tests.conftest import scaled
 from tests.plugin.test_cli import kubeconfig, render, run
-from tests.support import ThreadedServer, echo, free_port, relay_listening
+from tests.support import (
+    RelayProcess,
+    ThreadedServer,
+    echo,
+    free_port,
+    mux_client,
+    relay_listening,
+    wait_for_output,
+)
 
 __all__ = ["kubeconfig"]  # the fixture, used by name
 
@@ -71,8 +80,11 @@ def test_the_relay_command_maps_allow_and_deny_onto_the_engine() -> None:
         denied_names=("*.kube-system.*",),
     )
     first, second = (parse_address(text) for text in line.addresses)
-    assert str(first) == relaypod.listen_address(600)
+    assert str(first) == relaypod.listen_address(600, mux=True)
     assert str(second) == "PROXY-SERVER"
+    # KUBECTL_RELAY_MUX=0: the framed listener of a port-forward per connection.
+    framed = parse_command_line(relay_command("text", 600, settings, mux=False)[1:])
+    assert framed.addresses[0] == relaypod.listen_address(600)
     assert "--deny-connect" not in relay_command("text", 600, ProxySettings())
     # Where each request went is a session's notice: the proxy's sessions log theirs.
     assert not line.quiet_sessions
@@ -84,13 +96,59 @@ def test_the_tunnel_describes_itself_as_a_proxy() -> None:
     assert spec.shown_target() == DESCRIPTION
 
 
+def pod_command(port: int, *, mux: bool) -> list[str]:
+    """The relay pod's own command, to run here on ``port``: its listener and PROXY-SERVER."""
+    command = relay_command("text", 60, ProxySettings(deny=("*.forbidden.test",)), mux=mux)
+    return [arg.replace(str(relaypod.POD_PORT), str(port)) for arg in command[1:]]
+
+
+def socks5_connect(host: str, target: int) -> bytes:
+    """A SOCKS5 greeting (no authentication) and a CONNECT to ``host:target``, at once."""
+    request = b"\x05\x01\x00\x03" + bytes((len(host),)) + host.encode() + struct.pack("!H", target)
+    return b"\x05\x01\x00" + request
+
+
+async def test_the_pod_command_proxies_each_stream_and_refuses() -> None:
+    """Each local connection a stream of the tunnel's one port-forward (``MUX-ACCEPT``)."""
+    port = free_port()
+    with ThreadedServer(echo) as server, RelayProcess(pod_command(port, mux=True)) as relay:
+        await asyncio.to_thread(wait_for_output, relay, lambda _out, err: "listening on" in err)
+        async with mux_client(port) as connection:
+
+            async def proxied(host: str, target: int, data: bytes) -> tuple[bytes, bool]:
+                """What came back on a new stream, and whether the relay reset it then."""
+                channel = await connection.open("127.0.0.1:5000")
+                received = b""
+                try:
+                    await channel.write(socks5_connect(host, target) + data)
+                    await channel.end()
+                    async with asyncio.timeout(scaled(20)):
+                        while chunk := await channel.read():
+                            received += chunk
+                except ConnectionResetError:
+                    return received, True
+                finally:
+                    await channel.aclose()
+                return received, False
+
+            allowed, refused = await asyncio.gather(
+                proxied("localhost", server.port, b"ping"),
+                proxied("db.forbidden.test", 5432, b"never sent"),
+            )
+    # The method reply, the CONNECT reply (succeeded), the echo, and the echo's end.
+    assert allowed[0][:4] == b"\x05\x00\x05\x00" and allowed[0].endswith(b"ping"), allowed
+    assert not allowed[1]
+    # Refused by the rules (reply 2), then the relay's end of the session: as over a
+    # port-forward of its own, the client has its reply before the stream goes.
+    assert refused[0][:4] == b"\x05\x00\x05\x02", refused
+    assert b"never sent" not in refused[0]
+
+
 @pytest.fixture
 def pod_relay() -> Iterator[int]:
-    """The relay pod's own command, run here: the tunnel's framed listener and PROXY-SERVER."""
+    """The relay pod's command with ``KUBECTL_RELAY_MUX=0``: the framed listener per connection."""
     port = free_port()
-    command = relay_command("text", 60, ProxySettings(deny=("*.forbidden.test",)))
-    command = [arg.replace(str(relaypod.POD_PORT), str(port)) for arg in command[1:]]
-    with relay_listening(command, port):
+    with relay_listening(pod_command(port, mux=False), port):
         yield port
 
 
@@ -112,7 +170,7 @@ def framed_socks5(port: int, host: str, target: int) -> tuple[socket.socket, byt
     return conn, frames[1] if len(frames) > 1 else b""
 
 
-def test_the_pod_command_proxies_and_refuses(pod_relay: int) -> None:
+def test_the_framed_pod_command_proxies_and_refuses(pod_relay: int) -> None:
     with ThreadedServer(echo) as server:
         conn, reply = framed_socks5(pod_relay, "localhost", server.port)
         with conn:

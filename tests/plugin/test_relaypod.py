@@ -106,10 +106,10 @@ def test_a_tcp_tunnels_relay_accepts_mux_streams_with_the_same_idle_exit() -> No
 
 @pytest.mark.parametrize(
     ("mode", "variable", "expected"),
-    [("tcp", None, True), ("tcp", "1", True), ("tcp", "0", False), ("udp", None, False),
-     ("tls", None, False), ("run", None, False)],
+    [("tcp", None, True), ("tcp", "1", True), ("tcp", "0", False), ("tls", None, True),
+     ("proxy", None, True), ("proxy", "0", False), ("udp", None, False), ("run", None, False)],
 )
-def test_only_tcp_tunnels_share_a_port_forward_unless_told_not_to(
+def test_stream_tunnels_share_a_port_forward_unless_told_not_to(
     monkeypatch: pytest.MonkeyPatch, mode: str, variable: str | None, expected: bool
 ) -> None:
     if variable is None:
