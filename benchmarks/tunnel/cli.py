@@ -12,6 +12,8 @@ relay image. The flow:
    port-forward prints none either: one port-forward, a mux stream per
    connection) and the same with ``KUBECTL_RELAY_MUX=0`` (a port-forward
    per connection, as before the mux);
+   and ``kubectl relay proxy -q``, with the mux and with a port-forward per
+   connection (its own table: port-forward has no proxy);
 3. interleaved rounds: round ``i`` runs every workload on every tunnel, in
    an order rotated by ``i``; each figure is the median over the rounds and
    each ratio ``relay / port-forward`` the median of the ratios within the
@@ -47,6 +49,10 @@ HEADINGS = {
     PER_CONNECTION: "kubectl relay tcp, KUBECTL_RELAY_MUX=0",
     RELAY: "kubectl relay tcp",
 }
+
+#: The proxy tunnels, compared with each other: one client's SOCKS5 short connections.
+PROXY_MUX, PROXY_PER_CONNECTION = "proxy", "proxy-per-connection"
+PROXIES = {PROXY_MUX: "1", PROXY_PER_CONNECTION: "0"}  # KUBECTL_RELAY_MUX
 
 #: Each figure: its label, whether more is better, and how to print it.
 FIGURES: dict[str, tuple[str, bool, str]] = {
@@ -125,6 +131,15 @@ def run(args: argparse.Namespace, report: Callable[[str], None]) -> dict[str, ob
                 ["kubectl", "relay", "tcp", "--image", args.image, "-n", namespace, "-q",
                  *args.relay_arg, f"pod/{pod}:{target.TARGET_PORT}", "--listen", str(port)],
                 port, "Press Ctrl-C", scratch / f"{name}.log", env={"KUBECTL_RELAY_MUX": mux})
+        for name, mux in PROXIES.items():
+            port = free_port()
+            tunnels[name] = target.start_tunnel(
+                name,
+                ["kubectl", "relay", "proxy", "--image", args.image, "-n", namespace, "-q",
+                 "--listen", str(port)],
+                port, "Press Ctrl-C", scratch / f"{name}.log", env={"KUBECTL_RELAY_MUX": mux})
+        pod_ip = target.kubectl("get", "pod", "-n", namespace, pod,
+                                "-o", "jsonpath={.status.podIP}").strip()
         document["ready_seconds"] = {n: t.ready_after for n, t in tunnels.items()}
         for number in range(args.rounds):
             shift = number % len(CANDIDATES)
@@ -133,6 +148,15 @@ def run(args: argparse.Namespace, report: Callable[[str], None]) -> dict[str, ob
             for name in order:
                 try:
                     samples[name] = _measure(tunnels[name].port, args)
+                except (OSError, RuntimeError, ValueError) as exc:
+                    failures.append(f"round {number + 1}, {name}: {exc}")
+                    samples[name] = {}
+            proxies = list(PROXIES)
+            for name in proxies[number % 2 :] + proxies[: number % 2]:
+                try:
+                    rate = workloads.socks5_rate(tunnels[name].port, pod_ip,
+                                                 target.TARGET_PORT, args.seconds)
+                    samples[name] = {"conn_1": rate["rate"], "conn_1_errors": rate["errors"]}
                 except (OSError, RuntimeError, ValueError) as exc:
                     failures.append(f"round {number + 1}, {name}: {exc}")
                     samples[name] = {}
@@ -192,7 +216,29 @@ def render(document: dict[str, object], bulk_mib: int) -> str:
                  + ", ".join(f"{name} {errors[name]:g}" for name in CANDIDATES))
     for failure in document["failures"]:  # type: ignore[attr-defined]
         lines.append(f"FAILED: {failure}")
-    return "\n".join(lines)
+    return "\n".join(lines) + _render_proxies(rounds)
+
+
+def _render_proxies(rounds: list[dict[str, dict[str, float]]]) -> str:
+    """The proxy tunnels' table (empty when no round measured them)."""
+    if not any(PROXY_MUX in r for r in rounds):
+        return ""
+    rates = {name: _median([r[name]["conn_1"] for r in rounds if "conn_1" in r.get(name, {})])
+             for name in PROXIES}
+    ratio = _median([r[PROXY_MUX]["conn_1"] / r[PROXY_PER_CONNECTION]["conn_1"] for r in rounds
+                     if "conn_1" in r.get(PROXY_MUX, {})
+                     and r.get(PROXY_PER_CONNECTION, {}).get("conn_1")])
+    errors = sum(r.get(name, {}).get("conn_1_errors", 0) for r in rounds for name in PROXIES)
+    cells = ["-" if value is None else f"{value:,.1f}" for value in rates.values()]
+    return "\n".join([
+        "",
+        "",
+        "| through `kubectl relay proxy -q` | mux | KUBECTL_RELAY_MUX=0 | mux / per connection |",
+        "|---|---|---|---|",
+        "| SOCKS5 short connections/s, 1 client | " + " | ".join(cells) + " | "
+        + ("-" if ratio is None else f"{ratio:.2f}x") + " |",
+        f"failed proxied connections: {errors:g}",
+    ])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

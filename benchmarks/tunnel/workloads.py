@@ -1,9 +1,10 @@
-"""The three measurements, against a local port that a tunnel forwards to the target pod.
+"""The measurements, against a local port that a tunnel forwards to the target pod.
 
 Each is bounded: the bulk transfer by a socket timeout per call, the
-connection rate by its window, the round trips by their count and a timeout.
+connection rates by their window, the round trips by their count and a timeout.
 The connection rate and latency clients are the benchmark's own peers
-(``benchmarks/peers/connector.py``, ``pingpong.py``), each a process of its own.
+(``benchmarks/peers/connector.py``, ``pingpong.py``), each a process of its own;
+``socks5_rate``, one client through ``kubectl relay proxy``, runs here.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from ..processes import REPO_ROOT
 
 #: A bulk call (connect, one send, the answer) that takes longer than this fails the figure.
 BULK_STALL_SECONDS = 60.0
+#: A proxied short connection that takes longer than this counts as an error.
+CONNECTION_STALL_SECONDS = 10.0
 
 
 def bulk(port: int, size: int) -> float:
@@ -61,3 +64,34 @@ def latency(port: int, count: int) -> dict[str, float]:
     """1-byte round trips on one connection: ``median_us``, ``p99_us``."""
     return _peer("pingpong", str(port), str(count), "--warmup", str(max(10, count // 10)),
                  "--timeout", "20", timeout=120)
+
+
+def socks5_rate(port: int, target_ip: str, target_port: int, seconds: float) -> dict[str, float]:
+    """One client's short connections per second through a SOCKS5 proxy on ``port``.
+
+    Each: connect, a SOCKS5 greeting and CONNECT to ``target_ip:target_port`` at
+    once, the two replies, 1 byte and its echo, close. ``rate`` and ``errors``.
+    """
+    request = (b"\x05\x01\x00" + b"\x05\x01\x00\x01" + socket.inet_aton(target_ip)
+               + struct.pack(">H", target_port))
+    done = errors = 0
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        try:
+            with socket.create_connection((HOST, port), timeout=CONNECTION_STALL_SECONDS) as conn:
+                conn.sendall(request)
+                replies = b""
+                while len(replies) < 12:  # 2 + a CONNECT reply with an IPv4 address
+                    chunk = conn.recv(64)
+                    if not chunk:
+                        raise ConnectionError(f"closed after {replies!r}")
+                    replies += chunk
+                if replies[:4] != b"\x05\x00\x05\x00":
+                    raise ConnectionError(f"refused: {replies!r}")
+                conn.sendall(b"E")
+                if conn.recv(1) != b"E":
+                    raise ConnectionError("no echo")
+            done += 1
+        except OSError:
+            errors += 1
+    return {"rate": done / (time.monotonic() - start), "errors": errors}
