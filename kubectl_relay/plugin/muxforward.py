@@ -35,7 +35,7 @@ from ..engine.mux import TUNNEL_MAX_WINDOW, TUNNEL_WINDOW
 from ..engine.muxing import Channel, MuxConnection
 from .events import EventSink, Notice
 from .kube import Cluster
-from .portforward import open_port_forward
+from .portforward import PodStream, open_port_forward
 
 #: The environment variable that turns the shared port-forward off (``0``).
 MUX_VARIABLE = "KUBECTL_RELAY_MUX"
@@ -119,7 +119,7 @@ class SharedPortForward:
     def refused(channel: Channel) -> bool:
         """Whether the carrier of ``channel`` ended as the pod refused it (nothing listens)."""
         carrier = channel.connection.carrier
-        return bool(getattr(carrier, "refused", False))
+        return isinstance(carrier, PodStream) and carrier.refused
 
     async def aclose(self) -> None:
         """Close the port-forward; its streams are reset."""

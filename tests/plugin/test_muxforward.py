@@ -95,6 +95,12 @@ class Route:
         self.uses += 1
 
 
+def plain_cluster(server: str) -> Cluster:
+    """A ``Cluster`` for an API server (or its stand-in) at ``server``, over plain HTTP."""
+    return Cluster(server=server, namespace="test", user="test", headers={}, ssl_context=False,
+                   configuration=client.Configuration(), request_timeout=scaled(10))
+
+
 @contextlib.asynccontextmanager
 async def tunnel(target_port: int) -> AsyncIterator[tuple[int, FakePortForward, list[Any], Route]]:
     """A relay, the stand-in API server and a serving ``Forwarder`` with a shared port-forward."""
@@ -109,9 +115,7 @@ async def tunnel(target_port: int) -> AsyncIterator[tuple[int, FakePortForward, 
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     api_port = runner.addresses[0][1]
-    cluster = Cluster(server=f"http://127.0.0.1:{api_port}", namespace="test", user="test",
-                      headers={}, ssl_context=False, configuration=client.Configuration(),
-                      request_timeout=scaled(10))
+    cluster = plain_cluster(f"http://127.0.0.1:{api_port}")
     events: list[Any] = []
     route = Route()
     sock = bind(ListenAddress("127.0.0.1", 0), socket.SOCK_STREAM)
@@ -182,9 +186,7 @@ async def test_a_datagram_that_waited_on_the_bound_socket_starts_its_session() -
     # The tunnel binds its port before the relay pod is ready, so datagrams can wait there;
     # uvloop hands them to the protocol before create_datagram_endpoint has returned.
     sock = bind(ListenAddress("127.0.0.1", 0), socket.SOCK_DGRAM)
-    cluster = Cluster(server="http://127.0.0.1:1", namespace="test", user="test", headers={},
-                      ssl_context=False, configuration=client.Configuration(),
-                      request_timeout=scaled(10))
+    cluster = plain_cluster("http://127.0.0.1:1")  # never asked: no pod is opened
     forwarder = Forwarder(
         sock=sock, cluster=cluster, namespace="test", route=Route(), port=8000, tunnel=0,
         on_event=lambda _: None, connections=Connections(0, lambda _: None, matching=False),

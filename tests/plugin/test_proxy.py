@@ -102,10 +102,13 @@ def pod_command(port: int, *, mux: bool) -> list[str]:
     return [arg.replace(str(relaypod.POD_PORT), str(port)) for arg in command[1:]]
 
 
+#: A SOCKS5 greeting: version 5, one method, no authentication.
+SOCKS5_HELLO = b"\x05\x01\x00"
+
+
 def socks5_connect(host: str, target: int) -> bytes:
-    """A SOCKS5 greeting (no authentication) and a CONNECT to ``host:target``, at once."""
-    request = b"\x05\x01\x00\x03" + bytes((len(host),)) + host.encode() + struct.pack("!H", target)
-    return b"\x05\x01\x00" + request
+    """A SOCKS5 CONNECT request to ``host:target`` (after the greeting)."""
+    return b"\x05\x01\x00\x03" + bytes((len(host),)) + host.encode() + struct.pack("!H", target)
 
 
 async def test_the_pod_command_proxies_each_stream_and_refuses() -> None:
@@ -120,7 +123,7 @@ async def test_the_pod_command_proxies_each_stream_and_refuses() -> None:
                 channel = await connection.open("127.0.0.1:5000")
                 received = b""
                 try:
-                    await channel.write(socks5_connect(host, target) + data)
+                    await channel.write(SOCKS5_HELLO + socks5_connect(host, target) + data)
                     await channel.end()
                     async with asyncio.timeout(scaled(20)):
                         while chunk := await channel.read():
@@ -156,10 +159,8 @@ def framed_socks5(port: int, host: str, target: int) -> tuple[socket.socket, byt
     """A SOCKS5 CONNECT in frames, as the plugin's port-forward carries it; the reply."""
     conn = socket.create_connection(("127.0.0.1", port), timeout=scaled(10))
     decoder = FrameDecoder()
-    conn.sendall(encode(b"\x05\x01\x00"))
-    conn.sendall(
-        encode(b"\x05\x01\x00\x03" + bytes((len(host),)) + host.encode() + struct.pack("!H", target))
-    )
+    conn.sendall(encode(SOCKS5_HELLO))
+    conn.sendall(encode(socks5_connect(host, target)))
     frames: list[bytes] = []
     while len(frames) < 2:
         chunk = conn.recv(65536)
