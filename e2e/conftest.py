@@ -34,7 +34,12 @@ from e2e.cluster import (
     poll,
 )
 from e2e.faultproxy import FaultProxyThread
-from tests.conftest import no_leaked_children, no_leaked_threads, scaled
+from tests.conftest import (
+    no_leaked_children,
+    no_leaked_threads,
+    pytest_assertrepr_compare,
+    scaled,
+)
 
 __all__ = [
     "SHARED_OPERATOR",
@@ -48,6 +53,7 @@ __all__ = [
     "no_leaked_children",
     "no_leaked_threads",
     "no_operator",
+    "pytest_assertrepr_compare",
     "restricted_namespace",
 ]
 

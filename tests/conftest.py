@@ -43,6 +43,32 @@ def pytest_asyncio_loop_factories(
     return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 
+#: Byte strings longer than this are compared by summary, not by pytest's full diff: in CI
+#: (where pytest does not truncate) a diff of a megabyte is 40,000 lines, and the log's tail,
+#: all that may survive of it, then no longer names the test or says where the bytes differ.
+LONG_BYTES = 4096
+
+
+def pytest_assertrepr_compare(op: str, left: object, right: object) -> list[str] | None:
+    """``a == b`` on long bytes: the lengths, and where they first differ."""
+    if op != "==" or not isinstance(left, bytes | bytearray) or not isinstance(right, bytes | bytearray):
+        return None
+    if max(len(left), len(right)) <= LONG_BYTES:
+        return None
+    same = next((i for i, (a, b) in enumerate(zip(left, right, strict=False)) if a != b),
+                min(len(left), len(right)))
+    lines = [f"{len(left):,} bytes == {len(right):,} bytes: they first differ at offset {same:,}"]
+    if same == len(left):
+        lines.append(f"the left side is the right side's first {same:,} bytes: "
+                     f"its last {len(right) - same:,} are missing")
+    elif same == len(right):
+        lines.append(f"the left side is the right side and {len(left) - same:,} bytes more")
+    else:
+        lines.append(f"left:  ...{bytes(left[max(0, same - 8):same + 24])!r}")
+        lines.append(f"right: ...{bytes(right[max(0, same - 8):same + 24])!r}")
+    return lines
+
+
 @pytest.fixture(autouse=True)
 def fresh_engine_logging() -> Iterator[None]:
     """Undo the engine's log configuration after tests that run the CLI in-process."""

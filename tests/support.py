@@ -86,8 +86,25 @@ def wait_for_path(path: str, timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
+#: The ``-t`` of every relay these helpers start without one. socat's default, 0.5 s, ends a
+#: session that has seen one EOF as soon as the other side says nothing for that long, and on
+#: a loaded machine a peer that is still echoing (a thread here, cat, socat) sometimes does:
+#: the reply then came back short (R35: 49,152 of 200,000 bytes). Tests of ``-t`` itself pass
+#: it (test_relay_behaviour.py's half-close and close-timeout tests).
+PATIENT_CLOSE_TIMEOUT = "10"
+
+
+def patient(args: Sequence[str]) -> list[str]:
+    """``args`` with ``-t`` set to ``PATIENT_CLOSE_TIMEOUT`` unless they set it."""
+    if any(arg.startswith("-t") for arg in args):
+        return list(args)
+    return ["-t", PATIENT_CLOSE_TIMEOUT, *args]
+
+
 class RelayProcess:
     """``relay ARGS`` as a user runs it: a pipe on stdin, stdout and stderr kept in files.
+
+    Without ``-t`` in ``args`` it gets ``PATIENT_CLOSE_TIMEOUT``.
 
     Files rather than pipes for the output: nobody reads a pipe while the
     test runs, and a ``-v`` trace would fill it and stall the relay.
@@ -100,7 +117,7 @@ class RelayProcess:
         stdin: int | None = subprocess.PIPE,
         open_files_limit: int | None = None,
     ) -> None:
-        self.args = list(args)
+        self.args = patient(args)
         self._stdout = tempfile.TemporaryFile()  # noqa: SIM115 - closed by wait()
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by wait()
         for sink in (self._stdout, self._stderr):
@@ -165,9 +182,9 @@ class RelayProcess:
 def run_relay(
     args: Sequence[str], *, input: bytes = b"", timeout: float = 10.0
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run ``relay ARGS`` to completion with ``input`` on stdin."""
+    """Run ``relay ARGS`` to completion with ``input`` on stdin (``-t``: see ``patient``)."""
     return subprocess.run(
-        [*RELAY, *args], input=input, capture_output=True, timeout=scaled(timeout), check=False
+        [*RELAY, *patient(args)], input=input, capture_output=True, timeout=scaled(timeout), check=False
     )
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import SOCAT, requires_socat, scaled
 from tests.support import (
+    PATIENT_CLOSE_TIMEOUT,
     PeakCounter,
     RelayProcess,
     ThreadedServer,
@@ -42,7 +43,8 @@ def slow_replier(conn: socket.socket) -> None:
 def test_half_close_keeps_a_reply_flowing_after_the_clients_eof() -> None:
     with ThreadedServer(slow_replier) as server:
         listen = free_port()
-        args = [f"TCP-LISTEN:{listen},fork", f"TCP:127.0.0.1:{server.port}"]
+        # socat's default -t, given as such: the pauses add up to more than it.
+        args = ["-t", "0.5", f"TCP-LISTEN:{listen},fork", f"TCP:127.0.0.1:{server.port}"]
         with relay_listening(args, listen):
             reply = exchange(listen, b"ask")
     assert reply == b"0:ask1:ask2:ask3:ask4:ask"
@@ -305,7 +307,8 @@ def test_relay_client_to_real_socat_listener() -> None:
     listen = free_port()
     payload = os.urandom(1 << 20)
     socat = subprocess.Popen(
-        [SOCAT, f"TCP-LISTEN:{listen},reuseaddr", "PIPE"], stderr=subprocess.PIPE
+        [SOCAT, "-t", PATIENT_CLOSE_TIMEOUT, f"TCP-LISTEN:{listen},reuseaddr", "PIPE"],
+        stderr=subprocess.PIPE,
     )
     try:
         wait_for_port(listen)

@@ -203,7 +203,8 @@ def test_end_close_leaves_the_child_running(tmp_path: Path) -> None:
     done = tmp_path / "done"
     # The child lets go of the relay's stderr, which run_relay waits on.
     child = f"SYSTEM:exec 2>/dev/null; sleep 1; touch {done},end-close"
-    result = run_relay(["/dev/null", child], timeout=10)
+    # -t 0.5, socat's default: the relay ends by it, a second before the child.
+    result = run_relay(["-t", "0.5", "/dev/null", child], timeout=10)
     assert result.returncode == 0, result.stderr
     assert not done.exists()  # the relay ended without waiting for the child
     for _ in range(int(scaled(50))):
@@ -219,10 +220,12 @@ def test_end_close_leaves_the_child_running(tmp_path: Path) -> None:
 def test_fork_on_listening_second_address_serves_peer_after_peer(tmp_path: Path) -> None:
     """``EXEC:cat,end-close UNIX-LISTEN:sock,fork``: one cat, every client in turn."""
     path = tmp_path / "sock"
-    with RelayProcess(["EXEC:cat,end-close", f"UNIX-LISTEN:{path},fork"]) as relay:
+    # The one cat never ends its output, so each session ends by -t: the server's (0.5 s,
+    # socat's default) hands cat to the next client before this client's (1 s) ends.
+    with RelayProcess(["-t", "0.5", "EXEC:cat,end-close", f"UNIX-LISTEN:{path},fork"]) as relay:
         wait_for_path(str(path))
         replies = [
-            run_relay(["-", f"UNIX-CONNECT:{path}"], input=f"peer {n}\n".encode()).stdout
+            run_relay(["-t", "1", "-", f"UNIX-CONNECT:{path}"], input=f"peer {n}\n".encode()).stdout
             for n in (1, 2)
         ]
         assert relay.proc.poll() is None, relay.stderr_text  # still serving
@@ -234,7 +237,10 @@ def test_fork_on_connecting_address_connects_again() -> None:
     with socket.create_server(("127.0.0.1", 0)) as server:
         server.settimeout(scaled(10))
         port = server.getsockname()[1]
-        args = [f"TCP:127.0.0.1:{port},fork,max-children=2,interval=0.1", "SYSTEM:echo hello"]
+        # -t 0.5: each session ends by it after echo's EOF, as the peers stay open, and
+        # frees a child for the third connection.
+        args = ["-t", "0.5", f"TCP:127.0.0.1:{port},fork,max-children=2,interval=0.1",
+                "SYSTEM:echo hello"]
         with RelayProcess(args) as relay:
             peers = [server.accept()[0] for _ in range(3)]
             greetings = []

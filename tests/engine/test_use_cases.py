@@ -101,7 +101,8 @@ def test_port_forwarding_lines(template: str) -> None:
 def test_named_pipe(tmp_path: os.PathLike[str]) -> None:
     # relay PIPE:/tmp/pipe -   (what is written into the FIFO comes back out of it)
     path = os.path.join(tmp_path, "pipe")
-    result = run_relay([f"PIPE:{path}", "-"], input=b"through the fifo\n")
+    # -t 0.5, socat's default: a FIFO never ends, so the relay ends by it after stdin's EOF.
+    result = run_relay(["-t", "0.5", f"PIPE:{path}", "-"], input=b"through the fifo\n")
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"through the fifo\n"
 

@@ -96,7 +96,8 @@ class TLSEchoServer:
 def test_tls_server_to_the_terminal(pki: dict[str, Path], trusting_ca: None) -> None:
     # relay OPENSSL-LISTEN:443,cert=server.pem,fork -
     listen = free_port()
-    relay = RelayProcess([f"OPENSSL-LISTEN:{listen},cert={pki['server']},fork", "-"])
+    # -t 0.5, socat's default: stdin stays open, so the session ends by it once the client has.
+    relay = RelayProcess(["-t", "0.5", f"OPENSSL-LISTEN:{listen},cert={pki['server']},fork", "-"])
     with relay:
         wait_for_port(listen)
         relay.proc.stdin.write(b"hello over tls\n")  # type: ignore[union-attr]

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SOCAT, scaled
-from tests.support import free_port, run_relay, wait_for_port
+from tests.support import PATIENT_CLOSE_TIMEOUT, free_port, run_relay, wait_for_port
 
 DANTED = shutil.which("danted") or (
     "/usr/sbin/danted" if os.path.exists("/usr/sbin/danted") else None
@@ -211,7 +211,8 @@ def same_as_socat(address: str, data: bytes, *, refused: bool = False) -> None:
     assert SOCAT is not None
     ours = run_relay(["-", address], input=data)
     theirs = subprocess.run(
-        [SOCAT, "-", address], input=data, capture_output=True, timeout=scaled(10), check=False
+        [SOCAT, "-t", PATIENT_CLOSE_TIMEOUT, "-", address],
+        input=data, capture_output=True, timeout=scaled(10), check=False,
     )
     ours_logged = [line.split("] ", 1)[1] for line in ours.stderr.decode().splitlines()]
     theirs_logged = [line.split("] ", 1)[1] for line in theirs.stderr.decode().splitlines()]

@@ -8,6 +8,7 @@ import subprocess
 from kubectl_relay.engine.addresses import Address
 from kubectl_relay.engine.options import Options, OptionValue
 from kubectl_relay.engine.transports.base import Listener, Stream
+from tests.support import PATIENT_CLOSE_TIMEOUT
 
 
 def address(keyword: str, *params: str, **options: OptionValue) -> Address:
@@ -43,7 +44,7 @@ async def socat_echoes_through(listener: Listener, socat: str, connect: str, dat
     """The real socat connects to ``listener`` with ``connect`` and echoes (``EXEC:cat``)
     what it gets: the accepted stream must read back exactly ``data``. Closes the listener."""
     echo = await asyncio.create_subprocess_exec(
-        socat, connect, "EXEC:cat", stdin=subprocess.DEVNULL
+        socat, "-t", PATIENT_CLOSE_TIMEOUT, connect, "EXEC:cat", stdin=subprocess.DEVNULL
     )
     try:
         server = await listener.accept()

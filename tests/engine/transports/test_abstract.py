@@ -17,7 +17,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SOCAT, requires_socat, scaled
-from tests.support import RelayProcess, log_lines, run_relay, wait_for_output
+from tests.support import (
+    PATIENT_CLOSE_TIMEOUT,
+    RelayProcess,
+    log_lines,
+    run_relay,
+    wait_for_output,
+)
 
 pytestmark = requires_socat
 
@@ -68,7 +74,8 @@ def test_relay_listens_and_socat_connects(tmp_path: Path) -> None:
         assert not os.path.lexists(name)  # abstract: no file system entry
         for payload in (b"first peer\n", os.urandom(100_000)):
             done = subprocess.run(
-                [SOCAT, "-", f"ABSTRACT-CONNECT:{name}"], input=payload,
+                [SOCAT, "-t", PATIENT_CLOSE_TIMEOUT, "-", f"ABSTRACT-CONNECT:{name}"],
+                input=payload,
                 capture_output=True, timeout=scaled(20), check=False,
             )
             assert done.returncode == 0, done.stderr

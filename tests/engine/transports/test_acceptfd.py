@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import RELAY, scaled
-from tests.support import log_lines, recv_all, run_relay
+from tests.support import log_lines, patient, recv_all, run_relay
 
 PAYLOAD = b"through an inherited socket\n" * 200
 
@@ -22,7 +22,7 @@ def relay_on(listener: socket.socket, args: Sequence[str]) -> Iterator[subproces
     """``relay ARGS`` with ``listener`` as an inherited descriptor; stopped on exit."""
     with tempfile.TemporaryFile() as stderr:
         proc = subprocess.Popen(
-            [*RELAY, *args], pass_fds=(listener.fileno(),), stdin=subprocess.DEVNULL, stderr=stderr
+            [*RELAY, *patient(args)], pass_fds=(listener.fileno(),), stdin=subprocess.DEVNULL, stderr=stderr
         )
         try:
             yield proc

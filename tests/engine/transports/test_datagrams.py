@@ -134,11 +134,12 @@ def test_unix_recvfrom_without_fork_serves_one_datagram(tmp_path: Path) -> None:
 @pytest.mark.parametrize("option", ["", ",socktype=2", ",type=1"])
 def test_socketpair_echoes(option: str) -> None:
     payload = b"echo through a socket pair\n" * 100
-    result = run_relay(["-", f"SOCKETPAIR{option}"], input=payload)
+    # -t 0.5, socat's default: a socket pair never ends, so the relay ends by it.
+    result = run_relay(["-t", "0.5", "-", f"SOCKETPAIR{option}"], input=payload)
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout == payload
     assert "writing to and reading from unnamed socketpair" in log_lines(
-        run_relay(["-d", "-d", "-", "SOCKETPAIR"]).stderr.decode(), "N"
+        run_relay(["-t", "0.5", "-d", "-d", "-", "SOCKETPAIR"]).stderr.decode(), "N"
     )
 
 
