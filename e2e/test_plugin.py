@@ -206,18 +206,23 @@ def no_relay_left(kube: Kube, namespace: str) -> None:
     wait_until("no relay Job or pod left", lambda: not relay_objects(kube, namespace), 15)
 
 
-def echo_service(cluster: Cluster, kube: Kube, namespace: str, name: str = "echo") -> None:
+def echo_service(
+    cluster: Cluster, kube: Kube, namespace: str, name: str = "echo", *, slow: bool = False
+) -> None:
     """A Deployment echoing TCP and UDP on 8080, a Service on 80 (TCP) and 53 (UDP).
 
     The echo servers are the relay image: ``relay TCP-LISTEN:8080,fork PIPE``
     sends every connection's bytes back and half-closes after them; the UDP
-    one answers each datagram.
+    one answers each datagram. ``-t 10``: the echo goes on after the client's
+    half-close, and socat's 0.5 s would cut it short whenever it paused that long.
+    ``slow``: also port 81 (``slow``), which reads a request to its end, says
+    nothing for 2 s, then answers with its length.
     """
-    containers = [
+    containers: list[dict[str, Any]] = [
         {
             "name": "main",
             "image": cluster.relay_image,
-            "command": ["relay", "TCP-LISTEN:8080,fork,reuseaddr", "PIPE"],
+            "command": ["relay", "-t", "10", "TCP-LISTEN:8080,fork,reuseaddr", "PIPE"],
             "ports": [{"name": "echo", "containerPort": 8080}],
             "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
         },
@@ -228,6 +233,19 @@ def echo_service(cluster: Cluster, kube: Kube, namespace: str, name: str = "echo
             "ports": [{"name": "echo-udp", "containerPort": 8080, "protocol": "UDP"}],
         },
     ]
+    ports = [
+        {"name": "tcp", "port": 80, "targetPort": 8080, "protocol": "TCP"},
+        {"name": "dns", "port": 53, "targetPort": 8080, "protocol": "UDP"},
+    ]
+    if slow:
+        containers.append({
+            "name": "slow",
+            "image": cluster.relay_image,
+            "command": ["relay", "-t", "10", "TCP-LISTEN:8081,fork,reuseaddr",
+                        "SYSTEM:sleep 2; wc -c"],
+            "readinessProbe": {"tcpSocket": {"port": 8081}, "periodSeconds": 1},
+        })
+        ports.append({"name": "slow", "port": 81, "targetPort": 8081, "protocol": "TCP"})
     kube.apps.create_namespaced_deployment(
         namespace,
         {
@@ -250,13 +268,7 @@ def echo_service(cluster: Cluster, kube: Kube, namespace: str, name: str = "echo
             "apiVersion": "v1",
             "kind": "Service",
             "metadata": {"name": name},
-            "spec": {
-                "selector": {"app": name},
-                "ports": [
-                    {"name": "tcp", "port": 80, "targetPort": 8080, "protocol": "TCP"},
-                    {"name": "dns", "port": 53, "targetPort": 8080, "protocol": "UDP"},
-                ],
-            },
+            "spec": {"selector": {"app": name}, "ports": ports},
         },
     )
     cluster.wait_deployment(namespace, name)
@@ -346,6 +358,17 @@ def test_tcp_tunnel_relays_bytes_and_streams_the_trace(
     assert plugin.stop(signal.SIGINT) == 0
     assert "deleted relay pod" in plugin.text
     no_relay_left(kube, namespace)
+
+
+def test_a_client_that_half_closes_gets_a_reply_that_took_the_server_seconds(
+    cluster: Cluster, namespace: str, kube: Kube, plugins: Callable[..., Plugin]
+) -> None:
+    """The relay pod waits for the reply (its -t); at socat's 0.5 s the client got nothing."""
+    echo_service(cluster, kube, namespace, slow=True)
+    port = free_port()
+    plugin = tunnel(plugins, namespace, "tcp", "svc/echo:slow", "--listen", str(port), "-q")
+    assert exchange(port, b"question\n" * 100) == b"900\n"
+    assert plugin.stop(signal.SIGINT) == 0
 
 
 def test_relay_namespace_runs_the_pod_there_and_looks_the_target_up_in_the_targets(

@@ -104,7 +104,8 @@ def patient(args: Sequence[str]) -> list[str]:
 class RelayProcess:
     """``relay ARGS`` as a user runs it: a pipe on stdin, stdout and stderr kept in files.
 
-    Without ``-t`` in ``args`` it gets ``PATIENT_CLOSE_TIMEOUT``.
+    Without ``-t`` in ``args`` it gets ``PATIENT_CLOSE_TIMEOUT``, unless ``as_given``
+    (a command under test, whose ``-t`` or lack of one is the point).
 
     Files rather than pipes for the output: nobody reads a pipe while the
     test runs, and a ``-v`` trace would fill it and stall the relay.
@@ -116,8 +117,9 @@ class RelayProcess:
         *,
         stdin: int | None = subprocess.PIPE,
         open_files_limit: int | None = None,
+        as_given: bool = False,
     ) -> None:
-        self.args = patient(args)
+        self.args = list(args) if as_given else patient(args)
         self._stdout = tempfile.TemporaryFile()  # noqa: SIM115 - closed by wait()
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by wait()
         for sink in (self._stdout, self._stderr):

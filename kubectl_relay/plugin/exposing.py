@@ -53,11 +53,6 @@ from .session import RelayPod, Session, SessionOptions, TunnelSpec
 MUX_PORT = 4000
 #: The port the Service sends connections to in the relay pod.
 SERVICE_TARGET_PORT = relaypod.POD_PORT
-#: The relay's ``-t``: after a client's half-close, how long its session waits for the
-#: first (and each further) byte of the reply. socat's 0.5 s is made for a peer next
-#: door; here the reply crosses the port-forward from a laptop, and a local server may
-#: think for a while. A session whose both directions end closes at once regardless.
-CLOSE_TIMEOUT = 30.0
 #: The client's heartbeat of its mux connection (the relay pings too).
 PING_SECONDS = 10.0
 SILENCE_SECONDS = 35.0
@@ -96,7 +91,7 @@ def relay_args() -> tuple[str, ...]:
     """The relay pod's command line: the Service's connections become streams on the mux port."""
     return (
         "-t",
-        f"{CLOSE_TIMEOUT:g}",
+        f"{relaypod.CLOSE_TIMEOUT:g}",
         relaypod.QUIET_SESSIONS,  # each connection shows on the client's side
         f"TCP-LISTEN:{SERVICE_TARGET_PORT},fork,reuseaddr",
         f"MUX-LISTEN:{MUX_PORT}",

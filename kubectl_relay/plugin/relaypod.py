@@ -52,6 +52,12 @@ TERMINATION_GRACE_SECONDS = 5
 #: The relay's own ``--grace-period``, inside the pod's: sessions still
 #: running when it ends are cut with a log line before the kubelet's SIGKILL.
 RELAY_GRACE_SECONDS = 3
+#: The relay's ``-t`` in the pods of stream tunnels: after a client's half-close, how long
+#: its session waits for the first (and each further) byte of the reply. socat's 0.5 s is
+#: made for a peer next door; here the reply crosses the port-forward to a laptop, and a
+#: server may think for a while about a request it has read to the end: at 0.5 s the client
+#: got an empty reply. A session whose both directions end closes at once regardless.
+CLOSE_TIMEOUT = 30.0
 #: The port the relay listens on inside its pod (any port works: the pod has its own network).
 POD_PORT = 8000
 #: The relay pod's lease, renewed by its client every ``LEASE_RENEW_PERIOD`` seconds.
@@ -216,10 +222,23 @@ def target_address(mode: Mode, endpoint: str, tls: TLSSettings | None = None) ->
     return ",".join([f"OPENSSL:{endpoint}", *options])
 
 
+def close_timeout(mode: Mode) -> float | None:
+    """The relay pod's ``-t`` for a tunnel of ``mode``: ``CLOSE_TIMEOUT``, but socat's default
+    for ``udp``, whose target never ends and would hold each finished session that long."""
+    return None if mode == "udp" else CLOSE_TIMEOUT
+
+
 def relay_command(
-    trace: TraceLevel, first: str, second: str, *, session_notices: bool = False
+    trace: TraceLevel,
+    first: str,
+    second: str,
+    *,
+    session_notices: bool = False,
+    close_timeout: float | None = CLOSE_TIMEOUT,
 ) -> list[str]:
-    """The container's command: ``relay [trace and stop options] FIRST SECOND``.
+    """The container's command: ``relay [trace, stop and -t options] FIRST SECOND``.
+
+    ``close_timeout``: the ``-t`` (``None``: socat's default; see ``close_timeout()``).
 
     ``--quiet-sessions`` unless ``session_notices``: of a session the client
     shows its trace, warnings and errors, not its other notices (opening,
@@ -228,7 +247,8 @@ def relay_command(
     lines per connection.
     """
     quiet = [] if session_notices else [QUIET_SESSIONS]
-    return ["relay", *trace_flags(trace), *quiet, *stop_flags(), first, second]
+    patience = [] if close_timeout is None else ["-t", f"{close_timeout:g}"]
+    return ["relay", *trace_flags(trace), *quiet, *stop_flags(), *patience, first, second]
 
 
 def stop_flags() -> list[str]:

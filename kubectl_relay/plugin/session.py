@@ -469,7 +469,8 @@ class Tunnel:
         assert endpoint is not None
         first = relaypod.listen_address(self.options.pod.idle_timeout, mux=self._mux)
         second = relaypod.target_address(self.spec.mode, endpoint.address, self.tls)
-        return relaypod.relay_command(trace, first, second)
+        patience = relaypod.close_timeout(self.spec.mode)
+        return relaypod.relay_command(trace, first, second, close_timeout=patience)
 
     async def _start_pod(self, endpoint: Endpoint | None) -> RelayPod:
         """Create a relay Job and wait until its pod runs and its relay listens."""

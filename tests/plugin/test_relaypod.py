@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,11 +16,20 @@ import pytest
 from kubectl_relay import podsecurity
 from kubectl_relay.engine.addresses import parse_address
 from kubectl_relay.engine.cli import parse_command_line
-from kubectl_relay.plugin import relaypod
+from kubectl_relay.plugin import proxying, relaypod
 from kubectl_relay.plugin.muxforward import MUX_VARIABLE, uses_mux
-from kubectl_relay.plugin.relaypod import ClientInfo, PodSettings, TLSSettings, Toleration
+from kubectl_relay.plugin.proxying import ProxySettings
+from kubectl_relay.plugin.relaypod import ClientInfo, Mode, PodSettings, TLSSettings, Toleration
 from tests.conftest import scaled
 from tests.operator.podsecurity import hardening_violations, restricted_violations
+from tests.support import (
+    RelayProcess,
+    ThreadedServer,
+    free_port,
+    mux_client,
+    recv_all,
+    wait_for_output,
+)
 
 CLIENT = ClientInfo(
     "alice@example.com", "0123abcd", "laptop", 4242, datetime(2026, 11, 24, tzinfo=UTC)
@@ -88,6 +99,8 @@ def test_the_command_is_a_valid_engine_command_line() -> None:
         "--quiet-sessions",
         "--grace-period",
         "3",
+        "-t",
+        "30",
         "TCP-LISTEN:8000,fork,reuseaddr,frame=len16,accept-timeout=600",
         "TCP:10.0.0.1:80",
     ]
@@ -102,6 +115,50 @@ def test_a_tcp_tunnels_relay_accepts_mux_streams_with_the_same_idle_exit() -> No
     assert first == "MUX-ACCEPT:8000,fork,reuseaddr,accept-timeout=600"
     line = parse_command_line(relaypod.relay_command("quiet", first, "TCP:10.0.0.1:80")[1:])
     assert [parse_address(address).keyword for address in line.addresses] == ["MUX-ACCEPT", "TCP"]
+
+
+@pytest.mark.parametrize("mode", ["tcp", "tls", "udp"])
+def test_stream_tunnels_wait_for_a_reply_after_a_half_close_and_datagram_ones_do_not(
+    mode: Mode,
+) -> None:
+    second = relaypod.target_address(mode, "10.0.0.1:80")
+    patience = relaypod.close_timeout(mode)
+    command = relaypod.relay_command("quiet", "MUX-ACCEPT:8000", second, close_timeout=patience)
+    expected = 0.5 if mode == "udp" else relaypod.CLOSE_TIMEOUT  # 0.5: socat's default
+    assert parse_command_line(command[1:]).close_timeout == expected
+
+
+def test_a_proxy_tunnels_pod_waits_for_replies_as_a_tcp_tunnels_does() -> None:
+    command = proxying.relay_command("quiet", 60, ProxySettings())
+    assert parse_command_line(command[1:]).close_timeout == relaypod.CLOSE_TIMEOUT
+
+
+def slow_answer(conn: socket.socket) -> None:
+    """Read the request to its end, think for 1.5 s, then say how long it was."""
+    request = recv_all(conn)
+    time.sleep(1.5)
+    conn.sendall(b"%d bytes\n" % len(request))
+
+
+async def test_a_tcp_tunnels_pod_gives_a_client_that_half_closed_a_slow_reply() -> None:
+    """The pod's own command, run here: socat's -t 0.5 cut such a session with no reply."""
+    port = free_port()
+    with ThreadedServer(slow_answer) as server:
+        first = relaypod.listen_address(60, mux=True).replace(str(relaypod.POD_PORT), str(port))
+        second = relaypod.target_address("tcp", f"127.0.0.1:{server.port}")
+        command = relaypod.relay_command("quiet", first, second)
+        with RelayProcess(command[1:], as_given=True) as relay:
+            await asyncio.to_thread(wait_for_output, relay, lambda _out, err: "listening on" in err)
+            async with mux_client(port) as connection:
+                channel = await connection.open("127.0.0.1:5000")
+                await channel.write(b"x" * 1000)
+                await channel.end()
+                reply = b""
+                async with asyncio.timeout(scaled(20)):
+                    while chunk := await channel.read():
+                        reply += chunk
+                await channel.aclose()
+    assert reply == b"1000 bytes\n"
 
 
 @pytest.mark.parametrize(
