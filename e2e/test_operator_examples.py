@@ -171,7 +171,10 @@ def ca_secret(kube: Kube, namespace: str, name: str, key: str, ca: trustme.CA) -
 
 def test_traced_relay(cluster: Cluster, installed: None, namespace: str,
                       kube: Kube) -> None:
-    stub(kube, namespace, "problem-service", cluster.relay_image, 80)
+    """The problem service thinks for 2 s before it echoes: the client half-closes at once,
+    and the relay (``-t 30``, ``spec.closeTimeoutSeconds``) still waits for the answer."""
+    stub(kube, namespace, "problem-service", cluster.relay_image, 80,
+         "relay", "-t", "10", "TCP-LISTEN:80,fork,reuseaddr", "SYSTEM:sleep 2; cat")
     apply_example(cluster, namespace, "traced-relay.yaml")
     wait_ready(cluster, namespace, "traced-relay")
     listing = kubectl(cluster, "get", "-n", namespace, "socattunnels").stdout

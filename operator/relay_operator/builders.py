@@ -136,7 +136,7 @@ def relay_command(spec: TunnelSpec) -> list[str]:
     reads in ``kubectl logs`` when a shared tunnel misbehaves. ``-v``/``-x``
     add the data trace. ``--deny-connect``/``--allow-connect`` carry the
     destination policy's networks, which the relay checks on the addresses
-    the connect host resolves to.
+    the connect host resolves to. ``-t``: ``spec.closeTimeoutSeconds``.
     """
     return [
         "relay",
@@ -146,6 +146,8 @@ def relay_command(spec: TunnelSpec) -> list[str]:
         *TRACING_FLAGS[spec.tracing],
         "-d",
         "-d",
+        "-t",
+        str(spec.close_timeout),
         spec.listen,
         spec.connect,
     ]

@@ -119,6 +119,11 @@ RESERVED_PREFIX = "relay.kubectl-relay.io/"
 #: (``relay --metrics``). Not a common service port, so that a tunnel rarely
 #: wants it for itself; one that does is told to listen elsewhere.
 METRICS_PORT = 9464
+#: ``spec.closeTimeoutSeconds`` when not given: the relay's ``-t``, how long a connection one
+#: side has ended (a client's half-close) waits for the other side's next byte. socat's 0.5 s
+#: cut off a server that thought longer about a request it had read to the end.
+DEFAULT_CLOSE_TIMEOUT = 30
+MAX_CLOSE_TIMEOUT = 3600
 
 
 # --- Raw bodies, as the API server (or kopf) hands them over -----------------
@@ -171,6 +176,7 @@ class TunnelSpecBody(TypedDict):
     listen: str
     connect: str
     tracing: NotRequired[Tracing]
+    closeTimeoutSeconds: NotRequired[int]
     replicas: NotRequired[int]
     service: NotRequired[ServiceBody]
     tls: NotRequired[TLSBody]
@@ -274,6 +280,7 @@ class TunnelSpec:
     protocol: Protocol
     port: int
     tracing: Tracing = "Disabled"
+    close_timeout: int = DEFAULT_CLOSE_TIMEOUT
     replicas: int = 1
     service: ServiceSpec | None = None
     secret_mounts: tuple[SecretMount, ...] = ()
@@ -730,6 +737,7 @@ SPEC_FIELDS = (
     "listen",
     "connect",
     "tracing",
+    "closeTimeoutSeconds",
     "replicas",
     "service",
     "tls",
@@ -763,6 +771,7 @@ def parse_spec(body: TunnelBody, policy: TunnelPolicy | None = None) -> TunnelSp
     connect_rules = _check_connect(connect, namespace, policy)
 
     tracing = choice(spec, "tracing", "spec", get_args(Tracing), "Disabled")
+    close_timeout = integer(spec, "closeTimeoutSeconds", "spec", 0, MAX_CLOSE_TIMEOUT)
     replicas = integer(spec, "replicas", "spec", 0, 2**31 - 1)
     service = _service(spec, port)
 
@@ -785,6 +794,7 @@ def parse_spec(body: TunnelBody, policy: TunnelPolicy | None = None) -> TunnelSp
         protocol=protocol,
         port=port,
         tracing=tracing,
+        close_timeout=DEFAULT_CLOSE_TIMEOUT if close_timeout is None else close_timeout,
         replicas=1 if replicas is None else replicas,
         service=service,
         secret_mounts=(*listen_mounts, *connect_mounts),

@@ -157,7 +157,7 @@ def test_container_runs_the_relay_with_the_wired_addresses() -> None:
     (container,) = pod_spec(desired_deployment(spec, OWNER, SETTINGS))["containers"]
     assert container["image"] == "ghcr.io/kubectl-relay/relay:0.1.0"
     assert container["command"] == [
-        "relay", "--metrics", "9464", "--deny-connect", DENIED, "-v", "-d", "-d",
+        "relay", "--metrics", "9464", "--deny-connect", DENIED, "-v", "-d", "-d", "-t", "30",
         spec.listen, spec.connect,
     ]  # fmt: skip
     assert container["ports"] == [
@@ -200,7 +200,7 @@ def test_tracing_flags(tracing: str, flags: list[str]) -> None:
     (container,) = pod_spec(desired_deployment(tunnel(tracing=tracing), OWNER, SETTINGS))[
         "containers"
     ]
-    assert container["command"][5:-2] == [*flags, "-d", "-d"]
+    assert container["command"][5:-4] == [*flags, "-d", "-d"]
 
 
 def test_tls_secrets_are_mounted_read_only_where_the_address_points() -> None:

@@ -220,6 +220,8 @@ BAD_TUNNELS: list[Any] = [
     pytest.param({"spec": {"tracing": "Off"}}, id="tracing-not-in-enum"),
     pytest.param({"spec": {"tracing": False}}, id="tracing-boolean"),
     pytest.param({"spec": {"replicas": -1}}, id="negative-replicas"),
+    pytest.param({"spec": {"closeTimeoutSeconds": 3601}}, id="close-timeout-range"),
+    pytest.param({"spec": {"closeTimeoutSeconds": 0.5}}, id="close-timeout-fraction"),
     pytest.param({"spec": {"service": {"type": "ExternalName"}}}, id="service-type"),
     pytest.param({"spec": {"service": {"port": 0}}}, id="service-port-0"),
     pytest.param({"spec": {"service": {"nodePort": 80}}}, id="node-port-range"),
@@ -281,6 +283,7 @@ def test_crd_defaults_are_parse_specs_defaults(crd: dict[str, Any]) -> None:
     defaulted = apply_defaults(schema_of(crd), raw)
     assert defaulted["spec"]["tracing"] == "Disabled"
     assert defaulted["spec"]["replicas"] == 1
+    assert defaulted["spec"]["closeTimeoutSeconds"] == 30
     assert defaulted["spec"]["service"] == {"type": "ClusterIP"}
     assert defaulted["spec"]["tls"]["listen"]["ca"]["key"] == "ca.crt"
     assert parse_spec(defaulted) == parse_spec(raw)

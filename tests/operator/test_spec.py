@@ -154,6 +154,7 @@ VALID = [
         {},
         {
             "tracing": "Disabled",
+            "close_timeout": 30,
             "replicas": 1,
             "service": None,
             "ttl": None,
@@ -161,6 +162,9 @@ VALID = [
             "warnings": (),
         },
         id="defaults",
+    ),
+    pytest.param(
+        {"closeTimeoutSeconds": 0}, {"close_timeout": 0}, id="close-timeout-zero-as-socat-t-0"
     ),
     pytest.param(
         {"service": {}, "replicas": 0, "tracing": "TextAndHex"},
@@ -390,8 +394,8 @@ INVALID = [
     ),
     pytest.param(
         {"servce": {}},
-        "spec.servce: unknown field; spec accepts allowedSources, connect, listen, pod, "
-        "replicas, service, tls, tracing, ttl",
+        "spec.servce: unknown field; spec accepts allowedSources, closeTimeoutSeconds, connect, "
+        "listen, pod, replicas, service, tls, tracing, ttl",
         id="unknown-field",
     ),
     pytest.param(
@@ -403,6 +407,16 @@ INVALID = [
         {"tracing": False},
         "spec.tracing: expected a string, got a boolean",
         id="yaml-read-off-as-false",
+    ),
+    pytest.param(
+        {"closeTimeoutSeconds": 7200},
+        "spec.closeTimeoutSeconds: 7200 is out of range (from 0 to 3600)",
+        id="close-timeout-range",
+    ),
+    pytest.param(
+        {"closeTimeoutSeconds": 0.5},
+        "spec.closeTimeoutSeconds: expected an integer, got the number 0.5",
+        id="close-timeout-fraction",
     ),
     pytest.param(
         {"replicas": -1}, "spec.replicas: -1 is out of range (from 0 to 2147483647)", id="replicas"
