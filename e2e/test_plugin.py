@@ -405,6 +405,10 @@ def test_udp_tunnel_keeps_datagram_boundaries(
                 plugin.stop()
                 pytest.fail(f"no reply to {datagram!r}; output:\n{plugin.text}\n{plugin.error}")
     assert replies == datagrams
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:  # a second sender
+        other.settimeout(scaled(20))
+        other.sendto(b"another sender", ("127.0.0.1", port))
+        assert other.recvfrom(65536)[0] == b"another sender"
     plugin.wait_for("length=7 from=3 to=9")  # the trace counts the UDP stream's offsets
     assert plugin.stop(signal.SIGTERM) == 128 + signal.SIGTERM
     no_relay_left(kube, namespace)

@@ -12,8 +12,9 @@ relay image. The flow:
    port-forward prints none either: one port-forward, a mux stream per
    connection) and the same with ``KUBECTL_RELAY_MUX=0`` (a port-forward
    per connection, as before the mux);
-   and ``kubectl relay proxy -q``, with the mux and with a port-forward per
-   connection (its own table: port-forward has no proxy);
+   and ``kubectl relay proxy -q`` and ``kubectl relay udp -q``, each with the mux
+   and with a port-forward per connection (tables of their own: port-forward
+   has no proxy, and no UDP);
 3. interleaved rounds: round ``i`` runs every workload on every tunnel, in
    an order rotated by ``i``; each figure is the median over the rounds and
    each ratio ``relay / port-forward`` the median of the ratios within the
@@ -50,9 +51,12 @@ HEADINGS = {
     RELAY: "kubectl relay tcp",
 }
 
-#: The proxy tunnels, compared with each other: one client's SOCKS5 short connections.
+#: Tunnels compared only with themselves, the mux on and off (KUBECTL_RELAY_MUX): one
+#: client's SOCKS5 short connections through a proxy tunnel, new senders through a udp one.
 PROXY_MUX, PROXY_PER_CONNECTION = "proxy", "proxy-per-connection"
-PROXIES = {PROXY_MUX: "1", PROXY_PER_CONNECTION: "0"}  # KUBECTL_RELAY_MUX
+PROXIES = {PROXY_MUX: "1", PROXY_PER_CONNECTION: "0"}
+UDP_MUX, UDP_PER_CONNECTION = "udp", "udp-per-connection"
+UDPS = {UDP_MUX: "1", UDP_PER_CONNECTION: "0"}
 
 #: Each figure: its label, whether more is better, and how to print it.
 FIGURES: dict[str, tuple[str, bool, str]] = {
@@ -77,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="window of each connection-rate figure (default 3)")
     parser.add_argument("--round-trips", type=int, default=500, metavar="N",
                         help="timed 1-byte round trips per latency figure (default 500)")
+    parser.add_argument("--udp-senders", type=int, default=100, metavar="N",
+                        help="new UDP senders per round and udp tunnel (default 100)")
     parser.add_argument("--image", default=os.environ.get("RELAY_E2E_IMAGE") or DEFAULT_IMAGE,
                         help="image of the target pod and the relay pod")
     parser.add_argument("--relay-arg", action="append", default=[], metavar="ARG",
@@ -138,6 +144,13 @@ def run(args: argparse.Namespace, report: Callable[[str], None]) -> dict[str, ob
                 ["kubectl", "relay", "proxy", "--image", args.image, "-n", namespace, "-q",
                  "--listen", str(port)],
                 port, "Press Ctrl-C", scratch / f"{name}.log", env={"KUBECTL_RELAY_MUX": mux})
+        for name, mux in UDPS.items():
+            port = free_port()  # free for TCP a moment ago, and almost surely for UDP
+            tunnels[name] = target.start_tunnel(
+                name,
+                ["kubectl", "relay", "udp", "--image", args.image, "-n", namespace, "-q",
+                 f"pod/{pod}:{target.TARGET_PORT}", "--listen", str(port)],
+                port, "Press Ctrl-C", scratch / f"{name}.log", env={"KUBECTL_RELAY_MUX": mux})
         pod_ip = target.kubectl("get", "pod", "-n", namespace, pod,
                                 "-o", "jsonpath={.status.podIP}").strip()
         document["ready_seconds"] = {n: t.ready_after for n, t in tunnels.items()}
@@ -151,15 +164,17 @@ def run(args: argparse.Namespace, report: Callable[[str], None]) -> dict[str, ob
                 except (OSError, RuntimeError, ValueError) as exc:
                     failures.append(f"round {number + 1}, {name}: {exc}")
                     samples[name] = {}
-            proxies = list(PROXIES)
-            for name in proxies[number % 2 :] + proxies[: number % 2]:
-                try:
-                    rate = workloads.socks5_rate(tunnels[name].port, pod_ip,
-                                                 target.TARGET_PORT, args.seconds)
-                    samples[name] = {"conn_1": rate["rate"], "conn_1_errors": rate["errors"]}
-                except (OSError, RuntimeError, ValueError) as exc:
-                    failures.append(f"round {number + 1}, {name}: {exc}")
-                    samples[name] = {}
+            pairs = [(list(PROXIES), lambda port: workloads.socks5_rate(
+                          port, pod_ip, target.TARGET_PORT, args.seconds)),
+                     (list(UDPS), lambda port: workloads.udp_senders(port, args.udp_senders))]
+            for names, measure in pairs:
+                for name in names[number % 2 :] + names[: number % 2]:
+                    try:
+                        rate = measure(tunnels[name].port)
+                        samples[name] = {"conn_1": rate["rate"], "conn_1_errors": rate["errors"]}
+                    except (OSError, RuntimeError, ValueError) as exc:
+                        failures.append(f"round {number + 1}, {name}: {exc}")
+                        samples[name] = {}
             samples["load"] = {"load1": os.getloadavg()[0]}
             rounds.append(samples)
             report(f"round {number + 1}/{args.rounds} done ({', '.join(order)}); "
@@ -216,28 +231,35 @@ def render(document: dict[str, object], bulk_mib: int) -> str:
                  + ", ".join(f"{name} {errors[name]:g}" for name in CANDIDATES))
     for failure in document["failures"]:  # type: ignore[attr-defined]
         lines.append(f"FAILED: {failure}")
-    return "\n".join(lines) + _render_proxies(rounds)
+    return "\n".join(lines) + "".join([
+        _render_pair(rounds, PROXY_MUX, PROXY_PER_CONNECTION, "kubectl relay proxy -q",
+                     "SOCKS5 short connections/s, 1 client", "proxied connections"),
+        _render_pair(rounds, UDP_MUX, UDP_PER_CONNECTION, "kubectl relay udp -q",
+                     "new UDP senders/s (a datagram and its echo each), 1 client",
+                     "UDP senders"),
+    ])
 
 
-def _render_proxies(rounds: list[dict[str, dict[str, float]]]) -> str:
-    """The proxy tunnels' table (empty when no round measured them)."""
-    if not any(PROXY_MUX in r for r in rounds):
+def _render_pair(rounds: list[dict[str, dict[str, float]]], mux: str, per_connection: str,
+                 tunnel: str, label: str, counted: str) -> str:
+    """A table of one tunnel with the mux and without (empty when no round measured it)."""
+    if not any(mux in r for r in rounds):
         return ""
-    rates = {name: _median([r[name]["conn_1"] for r in rounds if "conn_1" in r.get(name, {})])
-             for name in PROXIES}
-    ratio = _median([r[PROXY_MUX]["conn_1"] / r[PROXY_PER_CONNECTION]["conn_1"] for r in rounds
-                     if "conn_1" in r.get(PROXY_MUX, {})
-                     and r.get(PROXY_PER_CONNECTION, {}).get("conn_1")])
-    errors = sum(r.get(name, {}).get("conn_1_errors", 0) for r in rounds for name in PROXIES)
-    cells = ["-" if value is None else f"{value:,.1f}" for value in rates.values()]
+    rates = [_median([r[name]["conn_1"] for r in rounds if "conn_1" in r.get(name, {})])
+             for name in (mux, per_connection)]
+    ratio = _median([r[mux]["conn_1"] / r[per_connection]["conn_1"] for r in rounds
+                     if "conn_1" in r.get(mux, {}) and r.get(per_connection, {}).get("conn_1")])
+    errors = sum(r.get(name, {}).get("conn_1_errors", 0) for r in rounds
+                 for name in (mux, per_connection))
+    cells = ["-" if value is None else f"{value:,.1f}" for value in rates]
     return "\n".join([
         "",
         "",
-        "| through `kubectl relay proxy -q` | mux | KUBECTL_RELAY_MUX=0 | mux / per connection |",
+        f"| through `{tunnel}` | mux | KUBECTL_RELAY_MUX=0 | mux / per connection |",
         "|---|---|---|---|",
-        "| SOCKS5 short connections/s, 1 client | " + " | ".join(cells) + " | "
+        f"| {label} | " + " | ".join(cells) + " | "
         + ("-" if ratio is None else f"{ratio:.2f}x") + " |",
-        f"failed proxied connections: {errors:g}",
+        f"failed {counted}: {errors:g}",
     ])
 
 

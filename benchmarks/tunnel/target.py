@@ -9,7 +9,8 @@ cluster) as one server on ``TARGET_PORT`` that both tunnels reach:
   figure never depends on how a tunnel passes a half-close (``kubectl
   port-forward`` has none of its own);
 - any other connection is an *echo*: every byte comes back (the connection
-  rate and latency peers send 1 byte and wait for it).
+  rate and latency peers send 1 byte and wait for it);
+- on UDP, the same port answers each datagram with itself.
 
 One thread per connection: its cost per connection (tens of microseconds) is
 small next to a tunnel's milliseconds, and the same for both candidates.
@@ -59,6 +60,14 @@ def serve(conn):
             conn.sendall(data)
             data = conn.recv(65536)
 
+def udp_echo():
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("0.0.0.0", PORT))
+    while True:
+        data, peer = sock.recvfrom(65536)
+        sock.sendto(data, peer)
+
+threading.Thread(target=udp_echo, daemon=True).start()
 server = socket.socket()
 server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 server.bind(("0.0.0.0", PORT))

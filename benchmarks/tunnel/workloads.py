@@ -4,7 +4,8 @@ Each is bounded: the bulk transfer by a socket timeout per call, the
 connection rates by their window, the round trips by their count and a timeout.
 The connection rate and latency clients are the benchmark's own peers
 (``benchmarks/peers/connector.py``, ``pingpong.py``), each a process of its own;
-``socks5_rate``, one client through ``kubectl relay proxy``, runs here.
+``socks5_rate``, one client through ``kubectl relay proxy``, and ``udp_senders``, one
+through ``kubectl relay udp``, run here.
 """
 
 from __future__ import annotations
@@ -94,4 +95,26 @@ def socks5_rate(port: int, target_ip: str, target_port: int, seconds: float) -> 
             done += 1
         except OSError:
             errors += 1
+    return {"rate": done / (time.monotonic() - start), "errors": errors}
+
+
+def udp_senders(port: int, count: int) -> dict[str, float]:
+    """New UDP senders per second through ``port``, ``count`` of them one after the other.
+
+    Each, as a resolver's query from a fresh source port: a socket of its own, one
+    datagram, its echo, close. A tunnel opens a session for every sender. ``rate``
+    and ``errors`` (an echo missing for ``CONNECTION_STALL_SECONDS``).
+    """
+    done = errors = 0
+    start = time.monotonic()
+    for _ in range(count):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            sender.settimeout(CONNECTION_STALL_SECONDS)
+            try:
+                sender.sendto(b"Q", (HOST, port))
+                if sender.recv(64) != b"Q":
+                    raise ConnectionError("not the echo")
+                done += 1
+            except OSError:
+                errors += 1
     return {"rate": done / (time.monotonic() - start), "errors": errors}

@@ -21,6 +21,10 @@ only itself.
 - The plugin PINGs the relay, as the relay PINGs it: a port-forward that
   died without closing (a laptop that slept) is noticed.
 
+A ``udp`` tunnel's relay runs ``MUX-ACCEPT:8000,fork,...,frame=len16 UDP:target``: each
+local sender is a stream, its datagrams length-prefixed in it as they were on a
+port-forward of their own.
+
 ``KUBECTL_RELAY_MUX=0`` in the environment turns this off: a port-forward
 per connection again (for comparisons, and as a way around a problem).
 """
@@ -46,9 +50,10 @@ SILENCE_SECONDS = 35.0
 _OUR_CLOSE = "the tunnel"
 
 
-#: The tunnels whose connections are byte streams to the relay pod: ``udp`` carries
-#: datagrams (framed on a stream of their own), and ``run`` the user's own relay command.
-MUX_MODES = frozenset({"tcp", "tls", "proxy"})
+#: The tunnels whose connections are streams of the shared port-forward: ``udp`` ones a
+#: stream per local sender, its datagrams framed (``frame=len16``) inside it; not ``run``,
+#: the user's own relay command, whose first address is not a mux listener.
+MUX_MODES = frozenset({"tcp", "tls", "proxy", "udp"})
 
 
 def uses_mux(mode: str) -> bool:

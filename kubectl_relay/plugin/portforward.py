@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 import aiohttp
 
 from ..engine.frames import END_FRAME, FrameDecoder, encode
-from ..engine.muxing import SPLICE_READ_SIZE, splice
+from ..engine.muxing import SPLICE_READ_SIZE, Channel, splice
 from .connections import Connections, Flow
 from .errors import ApiError, ClusterError, LocalPortInUse, PluginError, PortForwardError
 from .events import EventSink, ForwardRetry, Notice
@@ -60,6 +60,10 @@ BACKOFF_MAX = 5.0
 RETRY_FOR = 30.0
 #: A UDP sender without traffic for this long has its tunnel connection closed.
 UDP_SESSION_IDLE = 60.0
+#: After a quiet sender's end frame, how long its session waits for the relay's end (the
+#: relay's -t, 0.5 s, and a margin): replies still come meanwhile, and the stream then ends
+#: without a reset, which the relay would log as a warning.
+UDP_END_WAIT = 2.0
 #: Reports bytes that went through a connection: ``>`` towards the target, ``<`` back.
 Record = Callable[[str, bytes], None]
 _Opened = TypeVar("_Opened")
@@ -363,24 +367,37 @@ class Forwarder:
         record: Record,
     ) -> str:
         """One TCP connection as a stream of the shared port-forward; its error ("" if none)."""
-        mux = self.mux
-        assert mux is not None
-        pod, channel = await self._retrying(number, lambda pod: mux.open(pod, flow.peer))
-        self.connections.routed(flow, pod)
+        pod, channel = await self._open_stream(number, flow)
 
         def towards(direction: str, data: bytes) -> None:
             # splice says ">" for what the stream brings (from the target).
             record("<" if direction == ">" else ">", data)
 
         problem = await splice(channel, reader, writer, towards)
-        if broke := mux.broke(channel):
-            if mux.refused(channel):
-                self.route.failed(pod, broke)  # the tunnel checks on the pod
-            return f"the port-forward to {pod} broke: {broke}"
+        if broke := self._stream_error(pod, channel):
+            return broke
         if problem and not channel.was_reset:
             return f"local connection: {problem}"
         # A reset by the relay (its target refused, say) ends the connection as a
         # relay closing its own connection does: the relay's log line says why.
+        return ""
+
+    async def _open_stream(self, number: int, flow: Flow) -> tuple[str, Channel]:
+        """A new stream of the shared port-forward for ``flow`` (retried); its pod and it."""
+        mux = self.mux
+        assert mux is not None
+        pod, channel = await self._retrying(number, lambda pod: mux.open(pod, flow.peer))
+        self.connections.routed(flow, pod)
+        return pod, channel
+
+    def _stream_error(self, pod: str, channel: Channel) -> str:
+        """Why a stream of the shared port-forward ended, if it broke with it ("" if not)."""
+        mux = self.mux
+        assert mux is not None
+        if broke := mux.broke(channel):
+            if mux.refused(channel):
+                self.route.failed(pod, broke)  # the tunnel checks on the pod
+            return f"the port-forward to {pod} broke: {broke}"
         return ""
 
     # -- UDP ----------------------------------------------------------------------------------
@@ -425,6 +442,9 @@ class Forwarder:
             self.connections.data(flow, direction, data)
 
         try:
+            if self.mux is not None:
+                error = await self._udp_stream(number, flow, transport, addr, queue, record)
+                return
             stream = await self._open(number)
             self.connections.routed(flow, stream.pod)
             try:
@@ -436,6 +456,25 @@ class Forwarder:
         finally:
             self._udp_sessions.pop(addr, None)
             self.connections.closed(flow, error)
+
+    async def _udp_stream(
+        self,
+        number: int,
+        flow: Flow,
+        transport: asyncio.DatagramTransport,
+        addr: tuple[object, ...],
+        queue: asyncio.Queue[bytes | None],
+        record: Record,
+    ) -> str:
+        """One UDP sender as a stream of the shared port-forward; its error ("" if none)."""
+        pod, channel = await self._open_stream(number, flow)
+        try:
+            await _udp_pipe(transport, addr, queue, channel, record, self.udp_idle)
+        except ConnectionResetError:
+            pass  # the relay reset the stream: its log line says why
+        finally:
+            await channel.aclose()
+        return self._stream_error(pod, channel)
 
 
 async def _pipe(
@@ -472,7 +511,7 @@ async def _udp_pipe(
     transport: asyncio.DatagramTransport,
     addr: tuple[object, ...],
     queue: asyncio.Queue[bytes | None],
-    stream: PodStream,
+    stream: PodStream | Channel,
     record: Record,
     idle: float,
 ) -> None:
@@ -501,9 +540,12 @@ async def _udp_pipe(
                 record("<", frame)
 
     # The session ends when the sender went quiet (up) or the relay ended it (down).
-    tasks = [asyncio.ensure_future(up()), asyncio.ensure_future(down())]
+    sending, receiving = asyncio.ensure_future(up()), asyncio.ensure_future(down())
+    tasks = [sending, receiving]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if done == {sending} and sending.exception() is None:
+            done |= (await asyncio.wait([receiving], timeout=UDP_END_WAIT))[0]
     finally:
         for task in tasks:
             task.cancel()

@@ -189,11 +189,17 @@ def trace_flags(level: TraceLevel) -> list[str]:
     return ["-d", "-d", "-lu", "--trace-session-ids", *data]
 
 
-def listen_address(idle_timeout: float, *, port: int = POD_PORT, mux: bool = False) -> str:
-    """The relay's tunnel-facing address: framed (or mux streams), forking, idle exit."""
+def listen_address(
+    idle_timeout: float, *, port: int = POD_PORT, mux: bool = False, datagrams: bool = False
+) -> str:
+    """The relay's tunnel-facing address: framed (or mux streams), forking, idle exit.
+
+    ``datagrams``: mux streams framed too (``udp``), which keep the datagrams' boundaries.
+    """
     idle = f"{idle_timeout:g}"
     if mux:
-        return f"MUX-ACCEPT:{port},fork,reuseaddr,accept-timeout={idle}"
+        framed = ",frame=len16" if datagrams else ""
+        return f"MUX-ACCEPT:{port},fork,reuseaddr,accept-timeout={idle}{framed}"
     return f"TCP-LISTEN:{port},fork,reuseaddr,frame=len16,accept-timeout={idle}"
 
 

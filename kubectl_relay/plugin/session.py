@@ -467,7 +467,9 @@ class Tunnel:
                 trace, self.options.pod.idle_timeout, self.spec.proxy, mux=self._mux
             )
         assert endpoint is not None
-        first = relaypod.listen_address(self.options.pod.idle_timeout, mux=self._mux)
+        first = relaypod.listen_address(
+            self.options.pod.idle_timeout, mux=self._mux, datagrams=self.spec.mode == "udp"
+        )
         second = relaypod.target_address(self.spec.mode, endpoint.address, self.tls)
         patience = relaypod.close_timeout(self.spec.mode)
         return relaypod.relay_command(trace, first, second, close_timeout=patience)

@@ -30,7 +30,15 @@ from kubectl_relay.plugin.muxforward import SharedPortForward
 from kubectl_relay.plugin.portforward import PROTOCOL, Forwarder, bind
 from kubectl_relay.plugin.targets import ListenAddress
 from tests.conftest import scaled
-from tests.support import RelayProcess, ThreadedServer, echo, exchange, free_port, wait_for_output
+from tests.support import (
+    RelayProcess,
+    ThreadedServer,
+    echo,
+    exchange,
+    free_port,
+    log_lines,
+    wait_for_output,
+)
 
 POD = "kubectl-relay-test-0-1-abcde"
 
@@ -102,11 +110,20 @@ def plain_cluster(server: str) -> Cluster:
 
 
 @contextlib.asynccontextmanager
-async def tunnel(target_port: int) -> AsyncIterator[tuple[int, FakePortForward, list[Any], Route]]:
-    """A relay, the stand-in API server and a serving ``Forwarder`` with a shared port-forward."""
+async def tunnel(
+    target_port: int, *, udp: bool = False, udp_idle: float = 60.0
+) -> AsyncIterator[tuple[int, FakePortForward, list[Any], Route, RelayProcess]]:
+    """A relay, the stand-in API server and a serving ``Forwarder`` with a shared port-forward.
+
+    ``udp``: a ``udp`` tunnel's, its relay the pod's (framed streams, socat's -t), its
+    senders' sessions ending after ``udp_idle`` seconds of quiet.
+    """
     mux_port = free_port()
-    relay_args = ["-d", "-d", "-t", "10", f"MUX-ACCEPT:{mux_port},fork,reuseaddr,bind=127.0.0.1",
-                  f"TCP:127.0.0.1:{target_port}"]
+    listen = f"MUX-ACCEPT:{mux_port},fork,reuseaddr,bind=127.0.0.1"
+    if udp:
+        relay_args = ["-d", "-d", f"{listen},frame=len16", f"UDP:127.0.0.1:{target_port},shut-none"]
+    else:
+        relay_args = ["-d", "-d", "-t", "10", listen, f"TCP:127.0.0.1:{target_port}"]
     fake = FakePortForward(mux_port)
     app = web.Application()
     app.router.add_get("/api/v1/namespaces/{namespace}/pods/{pod}/portforward", fake.handle)
@@ -118,18 +135,19 @@ async def tunnel(target_port: int) -> AsyncIterator[tuple[int, FakePortForward, 
     cluster = plain_cluster(f"http://127.0.0.1:{api_port}")
     events: list[Any] = []
     route = Route()
-    sock = bind(ListenAddress("127.0.0.1", 0), socket.SOCK_STREAM)
+    sock = bind(ListenAddress("127.0.0.1", 0), socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
     local_port = sock.getsockname()[1]
     forwarder = Forwarder(
         sock=sock, cluster=cluster, namespace="test", route=route, port=8000, tunnel=0,
         on_event=events.append, connections=Connections(0, events.append, matching=False),
-        mux=SharedPortForward(cluster, "test", 8000, events.append),
+        udp=udp, udp_idle=udp_idle, mux=SharedPortForward(cluster, "test", 8000, events.append),
     )
-    with RelayProcess(relay_args) as relay:
+    # As given: a udp tunnel's relay has socat's -t, as in its pod.
+    with RelayProcess(relay_args, as_given=True) as relay:
         await asyncio.to_thread(wait_for_output, relay, lambda _o, err: "listening on" in err)
         serving = asyncio.ensure_future(forwarder.serve())
         try:
-            yield local_port, fake, events, route
+            yield local_port, fake, events, route, relay
         finally:
             serving.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -154,7 +172,7 @@ async def all_closed(events: list[Any], count: int) -> list[ConnectionClosed]:
 
 async def test_every_connection_is_a_stream_of_one_port_forward_with_its_half_close() -> None:
     with ThreadedServer(echo) as server:
-        async with tunnel(server.port) as (port, fake, events, route):
+        async with tunnel(server.port) as (port, fake, events, route, _):
             payloads = [bytes([65 + i]) * (3000 + 50_000 * i) for i in range(8)]
             replies = await asyncio.gather(
                 *(asyncio.to_thread(exchange, port, payload) for payload in payloads)
@@ -171,7 +189,7 @@ async def test_every_connection_is_a_stream_of_one_port_forward_with_its_half_cl
 async def test_an_api_server_without_spdy_gets_the_websocket_and_one_warning() -> None:
     # The stand-in routes only GET: the SPDY upgrade (a POST) gets 405 Method Not Allowed.
     with ThreadedServer(echo) as server:
-        async with tunnel(server.port) as (port, fake, events, _):
+        async with tunnel(server.port) as (port, fake, events, _, _):
             for payload in (b"first", b"second"):
                 assert await asyncio.to_thread(exchange, port, payload) == payload
                 await fake.break_all()  # the next connection opens a port-forward again
@@ -215,7 +233,7 @@ async def test_a_datagram_that_waited_on_the_bound_socket_starts_its_session() -
 
 async def test_a_broken_port_forward_ends_its_streams_with_a_line_and_the_next_one_reopens() -> None:
     with ThreadedServer(echo) as server:
-        async with tunnel(server.port) as (port, fake, events, _):
+        async with tunnel(server.port) as (port, fake, events, _, _):
             with socket.create_connection(("127.0.0.1", port), timeout=scaled(20)) as held:
                 held.sendall(b"ping")
                 assert await asyncio.to_thread(held.recv, 4) == b"ping"  # its stream runs
@@ -228,3 +246,45 @@ async def test_a_broken_port_forward_ends_its_streams_with_a_line_and_the_next_o
             errors = [event.error for event in await all_closed(events, 2)]
     assert errors[0].startswith(f"the port-forward to {POD} broke: "), errors
     assert errors[1:] == [""]
+
+
+def shout(sock: socket.socket) -> None:
+    """Answer a datagram with it in capitals, twice (boundaries must hold); quiet on timeout."""
+    with contextlib.suppress(TimeoutError):
+        data, peer = sock.recvfrom(65536)
+        sock.sendto(data.upper(), peer)
+        sock.sendto(data.upper() + b"!", peer)
+
+
+def ask(port: int, questions: list[bytes]) -> list[bytes]:
+    """From a socket of its own: each question, then its two answers."""
+    answers = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        sender.settimeout(scaled(10))
+        for question in questions:
+            sender.sendto(question, ("127.0.0.1", port))
+            answers += [sender.recv(65536), sender.recv(65536)]
+    return answers
+
+
+async def test_every_udp_sender_is_a_framed_stream_of_one_port_forward() -> None:
+    """A ``udp`` tunnel: one port-forward for every sender, boundaries kept, quiet ends."""
+    with ThreadedServer(shout, kind=socket.SOCK_DGRAM) as server:
+        async with tunnel(server.port, udp=True, udp_idle=0.5) as (port, fake, events, _, relay):
+            senders = [[b"dig %d.%d" % (n, i) for i in range(3)] for n in range(5)]
+            answers = await asyncio.gather(
+                *(asyncio.to_thread(ask, port, questions) for questions in senders)
+            )
+            assert fake.opened == [POD]  # five senders, one port-forward
+            closed = await all_closed(events, 5)  # each after its half second of quiet
+    assert answers == [
+        [answer for q in questions for answer in (q.upper(), q.upper() + b"!")]
+        for questions in senders
+    ]
+    assert sorted((event.sent, event.received, event.error) for event in closed) == sorted(
+        (sum(map(len, q)), sum(2 * len(x) + 1 for x in q), "") for q in senders
+    )
+    # A session ends by its end frame and the relay's: no stream is reset on the way (the
+    # relay's other warnings are the test's end: its mux peer gone, and SIGTERM).
+    warned = log_lines(relay.stderr_text, "W") + log_lines(relay.stderr_text, "E")
+    assert not [line for line in warned if "mux stream" in line], warned

@@ -117,6 +117,12 @@ def test_a_tcp_tunnels_relay_accepts_mux_streams_with_the_same_idle_exit() -> No
     assert [parse_address(address).keyword for address in line.addresses] == ["MUX-ACCEPT", "TCP"]
 
 
+def test_a_udp_tunnels_relay_frames_the_datagrams_of_each_mux_stream() -> None:
+    first = relaypod.listen_address(600, mux=True, datagrams=True)
+    assert first == "MUX-ACCEPT:8000,fork,reuseaddr,accept-timeout=600,frame=len16"
+    assert parse_address(first).options.text("frame") == "len16"
+
+
 @pytest.mark.parametrize("mode", ["tcp", "tls", "udp"])
 def test_stream_tunnels_wait_for_a_reply_after_a_half_close_and_datagram_ones_do_not(
     mode: Mode,
@@ -164,9 +170,10 @@ async def test_a_tcp_tunnels_pod_gives_a_client_that_half_closed_a_slow_reply() 
 @pytest.mark.parametrize(
     ("mode", "variable", "expected"),
     [("tcp", None, True), ("tcp", "1", True), ("tcp", "0", False), ("tls", None, True),
-     ("proxy", None, True), ("proxy", "0", False), ("udp", None, False), ("run", None, False)],
+     ("proxy", None, True), ("proxy", "0", False), ("udp", None, True), ("udp", "0", False),
+     ("run", None, False)],
 )
-def test_stream_tunnels_share_a_port_forward_unless_told_not_to(
+def test_tunnels_share_a_port_forward_unless_told_not_to_but_run_ones(
     monkeypatch: pytest.MonkeyPatch, mode: str, variable: str | None, expected: bool
 ) -> None:
     if variable is None:
