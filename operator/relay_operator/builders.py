@@ -26,9 +26,10 @@ from kubectl_relay.podsecurity import (
     restricted_pod_security_context,
 )
 
+from .bodies import TunnelBody
 from .fields import Resources, parse_quantity, required_string
 from .settings import Settings
-from .spec import METRICS_PORT, TRACING_FLAGS, TunnelBody, TunnelSpec
+from .spec import METRICS_PORT, TRACING_FLAGS, TunnelSpec
 
 GROUP = "relay.kubectl-relay.io"
 VERSION = "v1alpha1"

@@ -35,6 +35,7 @@ from typing import Literal, cast
 from kubectl_relay.jsontypes import JSONObject
 
 from .apply import changes, contains, controller_of, is_controlled_by, patch_for, with_last_applied
+from .bodies import TunnelBody
 from .builders import (
     API_VERSION,
     desired_deployment,
@@ -55,7 +56,7 @@ from .errors import (
 from .fields import parse_ttl
 from .metrics import OperatorMetrics, Result
 from .settings import Settings
-from .spec import TunnelBody, TunnelSpec, check_secret, expires_at, parse_spec
+from .spec import TunnelSpec, check_secret, expires_at, parse_spec
 from .status import VALID, Condition, Event, Phase, invalid, report, valid
 
 PLURAL = "socattunnels"

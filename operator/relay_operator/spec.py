@@ -24,11 +24,18 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal, NotRequired, TypedDict, get_args
+from typing import Literal, get_args
 
 from kubectl_relay.engine.addresses import Address, DualAddress, parse_address
 from kubectl_relay.engine.errors import RelayError
 
+from .bodies import (
+    Effect,
+    ServiceType,
+    TolerationOperator,
+    Tracing,
+    TunnelBody,
+)
 from .errors import AddressError, SecretError, SpecError
 from .fields import (
     DNS_LABEL,
@@ -62,13 +69,8 @@ from .policy import (
     is_service,
 )
 
-# Not "Off": YAML 1.1 (kubectl's and PyYAML's) reads an unquoted Off as false.
-Tracing = Literal["Disabled", "Text", "Hex", "TextAndHex"]
-ServiceType = Literal["ClusterIP", "NodePort", "LoadBalancer"]
 Protocol = Literal["TCP", "UDP"]
 Side = Literal["listen", "connect"]
-Effect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
-TolerationOperator = Literal["Exists", "Equal"]
 #: Taints of the control plane's nodes (``node-role.kubernetes.io/control-plane``, ``.../master``).
 CONTROL_PLANE_TAINT_PREFIX = "node-role.kubernetes.io/"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -124,83 +126,6 @@ METRICS_PORT = 9464
 #: cut off a server that thought longer about a request it had read to the end.
 DEFAULT_CLOSE_TIMEOUT = 30
 MAX_CLOSE_TIMEOUT = 3600
-
-
-# --- Raw bodies, as the API server (or kopf) hands them over -----------------
-
-
-class SecretRefBody(TypedDict):
-    secretName: str
-    key: NotRequired[str]
-
-
-class TLSSideBody(TypedDict, total=False):
-    certificate: SecretRefBody
-    ca: SecretRefBody
-
-
-class TLSBody(TypedDict, total=False):
-    listen: TLSSideBody
-    connect: TLSSideBody
-
-
-class ServiceBody(TypedDict, total=False):
-    type: ServiceType
-    port: int
-    nodePort: int
-    annotations: dict[str, str]
-
-
-class ResourcesBody(TypedDict, total=False):
-    requests: dict[str, str | int]
-    limits: dict[str, str | int]
-
-
-class TolerationBody(TypedDict, total=False):
-    key: str
-    operator: TolerationOperator
-    value: str
-    effect: Effect
-    tolerationSeconds: int
-
-
-class PodBody(TypedDict, total=False):
-    resources: ResourcesBody
-    nodeSelector: dict[str, str]
-    tolerations: list[TolerationBody]
-    labels: dict[str, str]
-    annotations: dict[str, str]
-
-
-class TunnelSpecBody(TypedDict):
-    listen: str
-    connect: str
-    tracing: NotRequired[Tracing]
-    closeTimeoutSeconds: NotRequired[int]
-    replicas: NotRequired[int]
-    service: NotRequired[ServiceBody]
-    tls: NotRequired[TLSBody]
-    allowedSources: NotRequired[list[str]]
-    ttl: NotRequired[str]
-    pod: NotRequired[PodBody]
-
-
-class MetadataBody(TypedDict, total=False):
-    name: str
-    namespace: str
-    uid: str
-    generation: int
-    resourceVersion: str
-    creationTimestamp: str
-    labels: dict[str, str]
-    annotations: dict[str, str]
-
-
-class TunnelBody(TypedDict, total=False):
-    apiVersion: str
-    kind: str
-    metadata: MetadataBody
-    spec: TunnelSpecBody
 
 
 # --- The resolved spec --------------------------------------------------------
