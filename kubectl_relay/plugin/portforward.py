@@ -441,20 +441,26 @@ class Forwarder:
         def record(direction: str, data: bytes) -> None:
             self.connections.data(flow, direction, data)
 
+        def retire() -> None:
+            # The session is ending: the sender's next datagram starts a new one rather
+            # than wait in this queue, which nobody reads any more.
+            if self._udp_sessions.get(addr) is queue:
+                del self._udp_sessions[addr]
+
         try:
             if self.mux is not None:
-                error = await self._udp_stream(number, flow, transport, addr, queue, record)
+                error = await self._udp_stream(number, flow, transport, addr, queue, record, retire)
                 return
             stream = await self._open(number)
             self.connections.routed(flow, stream.pod)
             try:
-                await _udp_pipe(transport, addr, queue, stream, record, self.udp_idle)
+                await _udp_pipe(transport, addr, queue, stream, record, retire, self.udp_idle)
             finally:
                 await stream.aclose()
         except PluginError as exc:
             error = str(exc)
         finally:
-            self._udp_sessions.pop(addr, None)
+            retire()
             self.connections.closed(flow, error)
 
     async def _udp_stream(
@@ -465,11 +471,12 @@ class Forwarder:
         addr: tuple[object, ...],
         queue: asyncio.Queue[bytes | None],
         record: Record,
+        retire: Callable[[], None],
     ) -> str:
         """One UDP sender as a stream of the shared port-forward; its error ("" if none)."""
         pod, channel = await self._open_stream(number, flow)
         try:
-            await _udp_pipe(transport, addr, queue, channel, record, self.udp_idle)
+            await _udp_pipe(transport, addr, queue, channel, record, retire, self.udp_idle)
         except ConnectionResetError:
             pass  # the relay reset the stream: its log line says why
         finally:
@@ -513,9 +520,14 @@ async def _udp_pipe(
     queue: asyncio.Queue[bytes | None],
     stream: PodStream | Channel,
     record: Record,
+    retire: Callable[[], None],
     idle: float,
 ) -> None:
-    """Relay one UDP sender's datagrams as frames until it stays quiet for ``idle`` seconds."""
+    """Relay one UDP sender's datagrams as frames until it stays quiet for ``idle`` seconds.
+
+    ``retire`` is called as the session starts to end (the sender quiet, or the relay's
+    end): its next datagrams go to a new session.
+    """
 
     async def up() -> None:
         while True:
@@ -525,6 +537,7 @@ async def _udp_pipe(
             except TimeoutError:
                 datagram = None
             if datagram is None:
+                retire()
                 await stream.write(END_FRAME)
                 return
             await stream.write(encode(datagram))
@@ -544,6 +557,7 @@ async def _udp_pipe(
     tasks = [sending, receiving]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        retire()
         if done == {sending} and sending.exception() is None:
             done |= (await asyncio.wait([receiving], timeout=UDP_END_WAIT))[0]
     finally:

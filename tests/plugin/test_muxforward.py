@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import socket
 import struct
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -111,17 +112,18 @@ def plain_cluster(server: str) -> Cluster:
 
 @contextlib.asynccontextmanager
 async def tunnel(
-    target_port: int, *, udp: bool = False, udp_idle: float = 60.0
+    target_port: int, *, udp: bool = False, udp_idle: float = 60.0, udp_t: str = "0.5"
 ) -> AsyncIterator[tuple[int, FakePortForward, list[Any], Route, RelayProcess]]:
     """A relay, the stand-in API server and a serving ``Forwarder`` with a shared port-forward.
 
-    ``udp``: a ``udp`` tunnel's, its relay the pod's (framed streams, socat's -t), its
-    senders' sessions ending after ``udp_idle`` seconds of quiet.
+    ``udp``: a ``udp`` tunnel's, its relay the pod's (framed streams, socat's -t unless
+    ``udp_t``), its senders' sessions ending after ``udp_idle`` seconds of quiet.
     """
     mux_port = free_port()
     listen = f"MUX-ACCEPT:{mux_port},fork,reuseaddr,bind=127.0.0.1"
     if udp:
-        relay_args = ["-d", "-d", f"{listen},frame=len16", f"UDP:127.0.0.1:{target_port},shut-none"]
+        relay_args = ["-d", "-d", "-t", udp_t, f"{listen},frame=len16",
+                      f"UDP:127.0.0.1:{target_port},shut-none"]
     else:
         relay_args = ["-d", "-d", "-t", "10", listen, f"TCP:127.0.0.1:{target_port}"]
     fake = FakePortForward(mux_port)
@@ -142,8 +144,7 @@ async def tunnel(
         on_event=events.append, connections=Connections(0, events.append, matching=False),
         udp=udp, udp_idle=udp_idle, mux=SharedPortForward(cluster, "test", 8000, events.append),
     )
-    # As given: a udp tunnel's relay has socat's -t, as in its pod.
-    with RelayProcess(relay_args, as_given=True) as relay:
+    with RelayProcess(relay_args) as relay:
         await asyncio.to_thread(wait_for_output, relay, lambda _o, err: "listening on" in err)
         serving = asyncio.ensure_future(forwarder.serve())
         try:
@@ -288,3 +289,27 @@ async def test_every_udp_sender_is_a_framed_stream_of_one_port_forward() -> None
     # relay's other warnings are the test's end: its mux peer gone, and SIGTERM).
     warned = log_lines(relay.stderr_text, "W") + log_lines(relay.stderr_text, "E")
     assert not [line for line in warned if "mux stream" in line], warned
+
+
+async def test_a_sender_that_speaks_again_while_its_session_ends_gets_a_new_one() -> None:
+    """Its quiet session sent its end and waits for the relay's (here its -t, 5 s, then at
+    most ``UDP_END_WAIT``): a datagram sent meanwhile starts a new session, not lost in
+    the old one's queue."""
+    with ThreadedServer(shout, kind=socket.SOCK_DGRAM) as server:
+        async with tunnel(server.port, udp=True, udp_idle=0.3, udp_t="5") as (port, _, events, _, _):
+
+            def chat() -> list[bytes]:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+                    sender.settimeout(scaled(10))
+                    answers = []
+                    # 1.2 s: 0.9 s after the first session went quiet, 1.1 s before it ends.
+                    for question, pause in ((b"first", 1.2), (b"again", 0.0)):
+                        sender.sendto(question, ("127.0.0.1", port))
+                        answers += [sender.recv(64), sender.recv(64)]
+                        time.sleep(pause)
+                    return answers
+
+            answers = await asyncio.to_thread(chat)
+            closed = await all_closed(events, 2)
+    assert answers == [b"FIRST", b"FIRST!", b"AGAIN", b"AGAIN!"]
+    assert [(event.sent, event.received) for event in closed] == [(5, 11), (5, 11)]
