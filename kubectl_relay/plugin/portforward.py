@@ -7,16 +7,18 @@ port, channel 0 carries data and channel 1 errors; every binary message starts
 with its channel byte, and the first message of each channel carries the port
 number (2 bytes, little-endian). Neither carries a half-close to the pod (the
 runtime ends a forward at its first end of data), nor multiplexes beyond the
-port list. A ``tcp``, ``tls`` or ``proxy`` tunnel therefore keeps one port-forward
-to its relay pod and carries each local connection as a stream of the mux
-protocol on it (``Forwarder.mux``, see ``muxforward.py``); ``udp`` and ``run``
-tunnels give every local connection a port-forward of its own: a broken
-one ends only its own connection, and the listener stays open for the next.
+port list. A ``tcp``, ``tls``, ``proxy`` or ``udp`` tunnel therefore keeps one
+port-forward to its relay pod and carries each local connection (each UDP
+sender) as a stream of the mux protocol on it (``Forwarder.mux``, see
+``muxforward.py``); ``run`` tunnels, and all with ``KUBECTL_RELAY_MUX=0``, give
+every local connection a port-forward of its own: a broken one ends only its
+own connection, and the listener stays open for the next.
 
-On a tunnel stream of its own, both ends speak ``frame=len16`` (``engine/framing.py``):
+On a port-forward of its own, both ends speak ``frame=len16`` (``engine/framing.py``):
 length-prefixed frames, an empty frame for end of data. That keeps a TCP
 client's half-close (the relay shuts down its write side towards the target
-and the reply still flows back) and UDP datagram boundaries.
+and the reply still flows back) and UDP datagram boundaries, which a ``udp``
+tunnel's mux streams keep the same way.
 
 Opening a port-forward is retried with exponential backoff (the API server
 restarting, the pod being replaced); refusals (401, 403) are not.
