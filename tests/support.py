@@ -430,3 +430,23 @@ async def mux_client(
     finally:
         connection.close("the test is over")
         await runner
+
+
+async def read_stream(channel: Channel) -> bytes:
+    """Everything until a mux stream's end (its half-close); ``ConnectionResetError`` if reset."""
+    received = b""
+    async with asyncio.timeout(scaled(20)):
+        while data := await channel.read():
+            received += data
+    return received
+
+
+async def mux_exchange(connection: MuxConnection, payload: bytes, label: str = "") -> bytes:
+    """Send ``payload`` on a new stream, half-close, read the whole reply."""
+    channel = await connection.open(label)
+    try:
+        await channel.write(payload)
+        await channel.end()
+        return await read_stream(channel)
+    finally:
+        await channel.aclose()

@@ -12,7 +12,6 @@ import re
 
 import pytest
 
-from kubectl_relay.engine.muxing import Channel, MuxConnection
 from tests.conftest import scaled
 from tests.support import (
     RelayProcess,
@@ -22,28 +21,10 @@ from tests.support import (
     late_reply,
     log_lines,
     mux_client,
+    mux_exchange,
+    read_stream,
     wait_for_output,
 )
-
-
-async def read_all(channel: Channel) -> bytes:
-    """Everything until the stream's end (its half-close); ``ConnectionResetError`` if reset."""
-    received = b""
-    async with asyncio.timeout(scaled(20)):
-        while data := await channel.read():
-            received += data
-    return received
-
-
-async def exchange(connection: MuxConnection, payload: bytes, label: str = "") -> bytes:
-    """Send ``payload`` on a new stream, half-close, read the whole reply."""
-    channel = await connection.open(label)
-    try:
-        await channel.write(payload)
-        await channel.end()
-        return await read_all(channel)
-    finally:
-        await channel.aclose()
 
 
 def accept_relay(target: int, *options: str, address_options: str = "") -> tuple[list[str], int]:
@@ -68,7 +49,7 @@ async def test_every_stream_is_a_session_with_its_half_close() -> None:
             async with mux_client(mux_port) as connection:
                 payloads = [bytes([i]) * (1000 + 7919 * i) for i in range(30)]
                 replies = await asyncio.gather(*(
-                    exchange(connection, payload, f"127.0.0.1:{5000 + i}")
+                    mux_exchange(connection, payload, f"127.0.0.1:{5000 + i}")
                     for i, payload in enumerate(payloads)
                 ))
                 assert replies == payloads
@@ -86,7 +67,7 @@ async def test_the_reply_after_the_clients_half_close_comes_back() -> None:
             await wait_log(relay, "listening on")
             async with mux_client(mux_port) as connection:
                 # More than a stream's window (256 KiB): credit flows while the server reads.
-                assert await exchange(connection, b"x" * 1_000_000) == b"got 1000000"
+                assert await mux_exchange(connection, b"x" * 1_000_000) == b"got 1000000"
             relay.stop()
 
 
@@ -100,13 +81,13 @@ async def test_a_refused_target_resets_the_stream_and_the_next_one_works() -> No
             async with mux_client(refused_port) as connection:
                 for _ in range(2):  # the mux connection outlives a failed session
                     with pytest.raises(ConnectionResetError):
-                        await exchange(connection, b"nobody home", "127.0.0.1:1")
+                        await mux_exchange(connection, b"nobody home", "127.0.0.1:1")
             relay.stop()
         assert any("Connection refused" in line for line in log_lines(relay.stderr_text, "E"))
         with RelayProcess(args) as relay:
             await wait_log(relay, "listening on")
             async with mux_client(mux_port) as connection:
-                assert await exchange(connection, b"still here") == b"still here"
+                assert await mux_exchange(connection, b"still here") == b"still here"
             relay.stop()
 
 
@@ -122,9 +103,9 @@ async def test_a_new_mux_peer_replaces_the_old_one_whose_streams_are_reset() -> 
                 await wait_log(relay, "accepting connection from 127.0.0.1:1111")
                 async with mux_client(mux_port) as new:
                     with pytest.raises(ConnectionResetError):
-                        await read_all(pending)
+                        await read_stream(pending)
                     await pending.aclose()
-                    assert await exchange(new, b"on the new peer") == b"on the new peer"
+                    assert await mux_exchange(new, b"on the new peer") == b"on the new peer"
             relay.stop()
     warnings = log_lines(relay.stderr_text, "W")
     assert any("replaced by a new mux peer" in line for line in warnings), warnings
@@ -136,7 +117,7 @@ async def test_accept_timeout_counts_between_streams_and_ends_the_relay() -> Non
         with RelayProcess(args) as relay:
             await wait_log(relay, "listening on")
             async with mux_client(mux_port) as connection:
-                assert await exchange(connection, b"one") == b"one"
+                assert await mux_exchange(connection, b"one") == b"one"
                 # No stream for a second: the relay stops accepting and exits as socat does.
                 assert await asyncio.to_thread(relay.wait, scaled(20)) == 0
     assert "accept: Connection timed out" in "\n".join(log_lines(relay.stderr_text, "W"))
@@ -151,7 +132,7 @@ async def test_quiet_accepts_say_listening_once_and_no_stream_accepted() -> None
             await wait_log(relay, "listening on")
             async with mux_client(mux_port) as connection:
                 for n in range(3):
-                    assert await exchange(connection, b"ping %d" % n, "127.0.0.1:5000") == (
+                    assert await mux_exchange(connection, b"ping %d" % n, "127.0.0.1:5000") == (
                         b"ping %d" % n
                     )
             relay.stop()

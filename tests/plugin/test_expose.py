@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from kubectl_relay.engine.muxing import Channel, MuxConnection, StreamsCarrier
+from kubectl_relay.engine.muxing import MuxConnection, StreamsCarrier
 from kubectl_relay.plugin import relaypod
 from kubectl_relay.plugin.events import ConnectionClosed, ConnectionOpened, SessionEvent
 from kubectl_relay.plugin.exposing import (
@@ -36,7 +36,7 @@ from kubectl_relay.plugin.relaypod import ClientInfo, PodSettings
 from tests.conftest import scaled
 from tests.operator.podsecurity import hardening_violations, restricted_violations
 from tests.plugin.test_cli import kubeconfig, run  # noqa: F401 - the fixture is used by name
-from tests.support import ThreadedServer, echo, free_port
+from tests.support import ThreadedServer, echo, free_port, read_stream
 
 CLIENT = ClientInfo("dev", "a1b2c3d4", "laptop", 4242, datetime(2026, 12, 6, tzinfo=UTC))
 SPEC = ExposeSpec(local_port=8080, name="dev-api", service_port=80)
@@ -228,13 +228,6 @@ async def relay_side(local_port: int, shown: list[SessionEvent]) -> AsyncIterato
         await asyncio.gather(*tasks)
 
 
-async def read_all(channel: Channel) -> bytes:
-    data = b""
-    while chunk := await channel.read():
-        data += chunk
-    return data
-
-
 async def test_each_stream_reaches_the_local_port_with_half_close() -> None:
     shown: list[SessionEvent] = []
     with ThreadedServer(echo) as server:
@@ -244,7 +237,7 @@ async def test_each_stream_reaches_the_local_port_with_half_close() -> None:
                 await channel.write(b"request %d " % n * 1000)
                 await channel.end()
             async with asyncio.timeout(scaled(20)):
-                replies = await asyncio.gather(*(read_all(c) for c in channels))
+                replies = await asyncio.gather(*(read_stream(c) for c in channels))
             assert replies == [b"request %d " % n * 1000 for n in range(5)]
             for channel in channels:
                 await channel.aclose()

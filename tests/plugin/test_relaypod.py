@@ -27,6 +27,7 @@ from tests.support import (
     ThreadedServer,
     free_port,
     mux_client,
+    mux_exchange,
     recv_all,
     wait_for_output,
 )
@@ -156,14 +157,7 @@ async def test_a_tcp_tunnels_pod_gives_a_client_that_half_closed_a_slow_reply() 
         with RelayProcess(command[1:], as_given=True) as relay:
             await asyncio.to_thread(wait_for_output, relay, lambda _out, err: "listening on" in err)
             async with mux_client(port) as connection:
-                channel = await connection.open("127.0.0.1:5000")
-                await channel.write(b"x" * 1000)
-                await channel.end()
-                reply = b""
-                async with asyncio.timeout(scaled(20)):
-                    while chunk := await channel.read():
-                        reply += chunk
-                await channel.aclose()
+                reply = await mux_exchange(connection, b"x" * 1000, "127.0.0.1:5000")
     assert reply == b"1000 bytes\n"
 
 
