@@ -130,30 +130,32 @@ def run(args: argparse.Namespace, report: Callable[[str], None]) -> dict[str, ob
             ["kubectl", "port-forward", "-n", namespace, f"pod/{pod}",
              f"{pf_port}:{target.TARGET_PORT}"],
             pf_port, "Forwarding from", scratch / "port-forward.log")
+
+        def relay_tunnel(name: str, mux: str, mode: str, *mode_args: str) -> target.Tunnel:
+            """``kubectl relay MODE ... -q`` on a free port, the mux on (``mux`` "1") or off."""
+            port = free_port()  # free for TCP a moment ago (and, for udp, almost surely for UDP)
+            return target.start_tunnel(
+                name,
+                ["kubectl", "relay", mode, "--image", args.image, "-n", namespace, "-q",
+                 *mode_args, "--listen", str(port)],
+                port, "Press Ctrl-C", scratch / f"{name}.log", env={"KUBECTL_RELAY_MUX": mux})
+
+        in_pod = f"pod/{pod}:{target.TARGET_PORT}"
         for name, mux in ((PER_CONNECTION, "0"), (RELAY, "1")):
-            port = free_port()
-            tunnels[name] = target.start_tunnel(
-                name,
-                ["kubectl", "relay", "tcp", "--image", args.image, "-n", namespace, "-q",
-                 *args.relay_arg, f"pod/{pod}:{target.TARGET_PORT}", "--listen", str(port)],
-                port, "Press Ctrl-C", scratch / f"{name}.log", env={"KUBECTL_RELAY_MUX": mux})
+            tunnels[name] = relay_tunnel(name, mux, "tcp", *args.relay_arg, in_pod)
         for name, mux in PROXIES.items():
-            port = free_port()
-            tunnels[name] = target.start_tunnel(
-                name,
-                ["kubectl", "relay", "proxy", "--image", args.image, "-n", namespace, "-q",
-                 "--listen", str(port)],
-                port, "Press Ctrl-C", scratch / f"{name}.log", env={"KUBECTL_RELAY_MUX": mux})
+            tunnels[name] = relay_tunnel(name, mux, "proxy")
         for name, mux in UDPS.items():
-            port = free_port()  # free for TCP a moment ago, and almost surely for UDP
-            tunnels[name] = target.start_tunnel(
-                name,
-                ["kubectl", "relay", "udp", "--image", args.image, "-n", namespace, "-q",
-                 f"pod/{pod}:{target.TARGET_PORT}", "--listen", str(port)],
-                port, "Press Ctrl-C", scratch / f"{name}.log", env={"KUBECTL_RELAY_MUX": mux})
+            tunnels[name] = relay_tunnel(name, mux, "udp", in_pod)
         pod_ip = target.kubectl("get", "pod", "-n", namespace, pod,
                                 "-o", "jsonpath={.status.podIP}").strip()
         document["ready_seconds"] = {n: t.ready_after for n, t in tunnels.items()}
+        # The tunnels measured only against themselves (mux on and off), and how.
+        pairs: list[tuple[list[str], Callable[[int], dict[str, float]]]] = [
+            (list(PROXIES), lambda port: workloads.socks5_rate(
+                port, pod_ip, target.TARGET_PORT, args.seconds)),
+            (list(UDPS), lambda port: workloads.udp_senders(port, args.udp_senders)),
+        ]
         for number in range(args.rounds):
             shift = number % len(CANDIDATES)
             order = CANDIDATES[shift:] + CANDIDATES[:shift]
@@ -164,9 +166,6 @@ def run(args: argparse.Namespace, report: Callable[[str], None]) -> dict[str, ob
                 except (OSError, RuntimeError, ValueError) as exc:
                     failures.append(f"round {number + 1}, {name}: {exc}")
                     samples[name] = {}
-            pairs = [(list(PROXIES), lambda port: workloads.socks5_rate(
-                          port, pod_ip, target.TARGET_PORT, args.seconds)),
-                     (list(UDPS), lambda port: workloads.udp_senders(port, args.udp_senders))]
             for names, measure in pairs:
                 for name in names[number % 2 :] + names[: number % 2]:
                     try:
