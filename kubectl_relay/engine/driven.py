@@ -1,4 +1,4 @@
-"""Running a coroutine on its futures' callbacks, without a task (the fast path's connect)."""
+"""Running a coroutine on its futures' callbacks, without a task (connects, accepts)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ T = TypeVar("T")
 
 
 class Driven(Generic[T]):
-    """A coroutine run on its futures' callbacks, without a task: for the direct connect.
+    """A coroutine run on its futures' callbacks, without a task: the direct connect, an accept.
 
     A task costs its creation, its registration among the loop's tasks and a
-    loop iteration per step; one connect per connection needs none of that,
+    loop iteration per step; a connect or an accept per connection needs none of that,
     only to be resumed when the future it awaits is done. ``cancel`` cancels
     that future, so the coroutine sees ``CancelledError`` as under a task.
     The coroutine must not need ``asyncio.current_task()`` (no timeouts).

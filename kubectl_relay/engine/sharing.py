@@ -94,16 +94,26 @@ class SharedSlots:
                 ) from None
         os.write(self.write_fd, b"s" * limit)
 
+    @property
+    def wake_fd(self) -> int:
+        """Readable while a slot is free."""
+        return self.read_fd
+
+    def take(self) -> bool:
+        """Take a slot if one is free."""
+        try:
+            if os.read(self.read_fd, 1):
+                self.counters.add_held(self.index, 1)
+                return True
+        except BlockingIOError:
+            pass
+        return False
+
     async def acquire(self) -> bool:
         """Take a slot, waiting (without accepting) until one is free."""
-        while True:
-            try:
-                if os.read(self.read_fd, 1):
-                    self.counters.add_held(self.index, 1)
-                    return True
-            except BlockingIOError:
-                pass
+        while not self.take():
             await _readable(self.read_fd)
+        return True
 
     def release(self) -> None:
         """Give a slot back (a session ended, or an accept failed)."""
