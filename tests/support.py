@@ -116,7 +116,7 @@ class RelayProcess:
         args: Sequence[str],
         *,
         stdin: int | None = subprocess.PIPE,
-        open_files_limit: int | None = None,
+        open_files_limit: int | tuple[int, int] | None = None,
         as_given: bool = False,
     ) -> None:
         self.args = list(args) if as_given else patient(args)
@@ -129,8 +129,10 @@ class RelayProcess:
             fcntl.fcntl(sink, fcntl.F_SETFL, fcntl.fcntl(sink, fcntl.F_GETFL) | os.O_APPEND)
 
         def limit_open_files() -> None:  # in the child, before exec (``ulimit -n``)
-            if open_files_limit is not None:
+            if isinstance(open_files_limit, int):
                 resource.setrlimit(resource.RLIMIT_NOFILE, (open_files_limit, open_files_limit))
+            elif open_files_limit is not None:  # (soft, hard): ``ulimit -Sn`` under a hard limit
+                resource.setrlimit(resource.RLIMIT_NOFILE, open_files_limit)
 
         self.proc = subprocess.Popen(
             [*RELAY, *self.args],

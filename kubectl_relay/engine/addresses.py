@@ -396,6 +396,15 @@ def is_listening(address: Address) -> bool:
     return kind is not None and kind.listening
 
 
+def runs_program(spec: AddressSpec) -> bool:
+    """Whether ``spec`` starts a program: ``EXEC``, ``SYSTEM``, ``SHELL``, either side of ``!!``."""
+    parts = (spec.reader, spec.writer) if isinstance(spec, DualAddress) else (spec,)
+    return any(
+        (kind := address_kind(part.keyword)) is not None and bool(kind.groups & _G.EXEC)
+        for part in parts
+    )
+
+
 def _single(raw: RawAddress, text: str) -> Address:
     kind, written, params = _resolve(raw, text)
     if not kind.min_params <= len(params) <= kind.max_params:

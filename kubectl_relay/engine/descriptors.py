@@ -82,6 +82,37 @@ def open_descriptors() -> int:
         return 3
 
 
+#: Where the kernel caps a process's descriptors when the hard limit is "unlimited".
+NR_OPEN_FILE = "/proc/sys/fs/nr_open"
+
+
+def raise_open_files_limit() -> tuple[int, int] | None:
+    """Raise the soft descriptor limit to the hard one; ``(before, after)`` if it rose.
+
+    A soft limit of 1,024 (still the default of many shells and of recent
+    container runtimes) is kept for programs that use ``select()``; this one
+    uses epoll. Under it a forking listener serves about 500 sessions at
+    once (two descriptors each) and leaves the others in the backlog. Go
+    programs raise it at start-up for the same reason, and HAProxy sets it
+    from its ``maxconn``.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard
+    if hard == resource.RLIM_INFINITY:  # not a value setrlimit takes for descriptors
+        try:
+            with open(NR_OPEN_FILE, encoding="ascii") as ceiling:
+                wanted = int(ceiling.read())
+        except (OSError, ValueError):
+            return None
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return None
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (OSError, ValueError):
+        return None  # refused (a sandbox): the budget works within the old limit
+    return soft, wanted
+
+
 #: The descriptors this process was started with (``record_inherited_descriptors``);
 #: ``None`` until recorded (the engine used as a library: any descriptor goes).
 _inherited_fds: frozenset[int] | None = None

@@ -25,7 +25,8 @@ import signal
 from typing import TYPE_CHECKING
 
 from . import signals
-from .addresses import Address, AddressSpec
+from .addresses import Address, AddressSpec, runs_program
+from .descriptors import raise_open_files_limit
 from .log import NOTICE, logger
 from .loops import LoopFactory, stop_handling, uvloop_factory
 from .session import DEFAULT_UDP_FORK_IDLE_TIMEOUT, Relay, RunSettings
@@ -77,6 +78,13 @@ def run(
     calls this again in each worker with the ``listener`` it bound and the
     ``stop_fd`` whose end (EOF) means a graceful stop.
     """
+    # A program run by EXEC or SYSTEM keeps the limit the relay was given, as under
+    # socat: one that uses select(), or closes every descriptor up to the limit,
+    # expects it.
+    if not (runs_program(first) or runs_program(second)):
+        raised = raise_open_files_limit()
+        if raised is not None:
+            logger.debug("open files limit raised from %d to %d", *raised)
     if line.workers != 1:
         from . import workers  # noqa: PLC0415 - only for a run with workers
 

@@ -437,3 +437,73 @@ def test_out_of_descriptors_the_relay_serves_every_client_late(relay_path: str) 
     # Every client that was not served would have its E line; all are served.
     assert log_lines(stderr, "E") == [], stderr
     assert served == CLIENTS
+
+
+# -- a soft descriptor limit below the hard one: raised, as Go programs do ----------
+
+SOFT_FDS = 64
+HARD_FDS = 1024
+HELD_AT_ONCE = 100
+
+
+def _soft_open_files_limit(pid: int) -> int:
+    """The soft ``Max open files`` of process ``pid``."""
+    with open(f"/proc/{pid}/limits", encoding="ascii") as limits:
+        for line in limits:
+            if line.startswith("Max open files"):
+                return int(line.split()[3])
+    raise AssertionError(f"no open files limit for {pid}")
+
+
+def test_a_soft_descriptor_limit_below_the_hard_one_is_raised(relay_path: str) -> None:
+    """``ulimit -Sn 64`` under a hard limit of 1,024: 100 sessions held at once all get replies.
+
+    Within 64 descriptors about 20 sessions fit and the others would wait in the backlog
+    for one to end, and none ends here before every reply came back.
+    """
+    listen = free_port()
+
+    async def run() -> tuple[list[bytes], int, str]:
+        async with echo_upstream() as upstream_port:
+            with RelayProcess(
+                [f"TCP-LISTEN:{listen},fork,reuseaddr", f"TCP:127.0.0.1:{upstream_port}"],
+                open_files_limit=(SOFT_FDS, HARD_FDS),
+            ) as relay:
+                await asyncio.to_thread(wait_for_port, listen)
+                streams = [
+                    await asyncio.open_connection("127.0.0.1", listen) for _ in range(HELD_AT_ONCE)
+                ]
+                try:
+                    for index, (_, writer) in enumerate(streams):
+                        writer.write(b"session %03d\n" % index)
+                    replies = await asyncio.wait_for(
+                        asyncio.gather(*(reader.readline() for reader, _ in streams)),
+                        timeout=scaled(30),
+                    )
+                    soft = _soft_open_files_limit(relay.proc.pid)
+                finally:
+                    for _, writer in streams:
+                        writer.close()
+                    await asyncio.gather(*(writer.wait_closed() for _, writer in streams))
+                # Waited for off the loop: the upstream on it ends the sessions meanwhile.
+                await asyncio.to_thread(relay.stop)
+            return replies, soft, relay.stderr_text
+
+    with open_files_at_least(4 * HELD_AT_ONCE):
+        replies, soft, stderr = asyncio.run(run())
+    assert soft == HARD_FDS
+    assert replies == [b"session %03d\n" % index for index in range(HELD_AT_ONCE)]
+    assert "Traceback" not in stderr
+
+
+def test_a_program_keeps_the_soft_descriptor_limit_the_relay_was_given() -> None:
+    """EXEC and SYSTEM children get the relay's own limit, as under socat.
+
+    A program that uses ``select()``, or closes every descriptor up to its limit,
+    expects the limit it was started with.
+    """
+    with RelayProcess(
+        ["-u", "SYSTEM:ulimit -Sn", "STDOUT"], open_files_limit=(SOFT_FDS, HARD_FDS)
+    ) as relay:
+        status = relay.wait()
+    assert (status, relay.stdout_bytes) == (0, b"%d\n" % SOFT_FDS), relay.stderr_text
