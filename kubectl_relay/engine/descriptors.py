@@ -89,12 +89,13 @@ NR_OPEN_FILE = "/proc/sys/fs/nr_open"
 def raise_open_files_limit() -> tuple[int, int] | None:
     """Raise the soft descriptor limit to the hard one; ``(before, after)`` if it rose.
 
-    A soft limit of 1,024 (still the default of many shells and of recent
-    container runtimes) is kept for programs that use ``select()``; this one
-    uses epoll. Under it a forking listener serves about 500 sessions at
-    once (two descriptors each) and leaves the others in the backlog. Go
-    programs raise it at start-up for the same reason, and HAProxy sets it
-    from its ``maxconn``.
+    A soft limit of 1,024 is kept for programs that use ``select()``; this
+    one uses epoll. Under it a forking listener serves about 500 sessions at
+    once (two descriptors each) and leaves the others in the backlog. It is
+    what containers get from containerd 2 (1,024 soft, 524,288 hard: AKS
+    nodes with containerd 2, Docker 29), whose notes ask software that needs
+    more to raise its own soft limit; Go programs do it at start-up, and
+    HAProxy sets it from its ``maxconn``.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = hard
