@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import socket
 import time
@@ -60,6 +61,12 @@ BACKOFF_FIRST = 0.2
 BACKOFF_MAX = 5.0
 #: How long a connection keeps trying before it gives up.
 RETRY_FOR = 30.0
+#: A local connection that cannot be accepted for want of a descriptor (or of kernel
+#: memory) waits in the listen backlog until one closes: the tunnel goes on.
+OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: How soon to try accepting again meanwhile, and how often to say so at most.
+ACCEPT_RETRY_SECONDS = 0.1
+SHORTAGE_WARNING_EVERY = 10.0
 #: A UDP sender without traffic for this long has its tunnel connection closed.
 UDP_SESSION_IDLE = 60.0
 #: After a quiet sender's end frame, how long its session waits for the relay's end (the
@@ -320,8 +327,24 @@ class Forwarder:
 
     async def _serve_tcp(self, group: asyncio.TaskGroup) -> None:
         loop = asyncio.get_running_loop()
+        warned = -SHORTAGE_WARNING_EVERY  # when the last shortage was said
         while True:
-            conn, peer = await loop.sock_accept(self.sock)
+            try:
+                conn, peer = await loop.sock_accept(self.sock)
+            except OSError as exc:
+                if exc.errno not in OUT_OF_DESCRIPTORS:
+                    raise
+                # A burst runs short again at each accept that one close allowed: say it
+                # once a while, not per connection.
+                if time.monotonic() - warned >= SHORTAGE_WARNING_EVERY:
+                    self.on_event(Notice(
+                        f"cannot accept another local connection ({exc.strerror}): the next "
+                        "ones wait until one closes (ulimit -n raises the limit)",
+                        warning=True,
+                    ))
+                    warned = time.monotonic()
+                await asyncio.sleep(ACCEPT_RETRY_SECONDS)
+                continue
             group.create_task(self._tcp_connection(conn, peer))
 
     async def _tcp_connection(self, conn: socket.socket, peer: tuple[object, ...]) -> None:

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 import socket
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,6 +27,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from kubernetes import client
 
+from kubectl_relay.engine.descriptors import open_descriptors
 from kubectl_relay.plugin.connections import Connections
 from kubectl_relay.plugin.events import ConnectionClosed, Notice
 from kubectl_relay.plugin.kube import Cluster
@@ -39,6 +43,7 @@ from tests.support import (
     free_port,
     log_lines,
     wait_for_output,
+    wait_for_port,
 )
 
 POD = "kubectl-relay-test-0-1-abcde"
@@ -247,6 +252,76 @@ async def test_a_broken_port_forward_ends_its_streams_with_a_line_and_the_next_o
             errors = [event.error for event in await all_closed(events, 2)]
     assert errors[0].startswith(f"the port-forward to {POD} broke: "), errors
     assert errors[1:] == [""]
+
+
+#: Clients in a process of their own (their sockets must not count against the test's
+#: limit): on a line on stdin, BURST connections at once, each sends its number and
+#: half-closes; prints how many got exactly theirs back.
+BURST_CLIENTS = """
+import socket, sys
+port, count = int(sys.argv[1]), int(sys.argv[2])
+sys.stdin.readline()
+conns = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(count)]
+for index, conn in enumerate(conns):
+    conn.sendall(b"client %d" % index)
+    conn.shutdown(socket.SHUT_WR)
+served = 0
+for index, conn in enumerate(conns):
+    reply = b""
+    while chunk := conn.recv(4096):
+        reply += chunk
+    served += reply == b"client %d" % index
+print(served)
+"""
+BURST = 30
+#: Descriptors the tunnel may open beyond those it has when the burst starts.
+ROOM = 5
+
+
+async def test_a_burst_beyond_the_open_files_limit_waits_for_closes_and_the_tunnel_goes_on() -> None:
+    """Out of descriptors, a local connection waits in the backlog; the tunnel used to end."""
+    echo_port = free_port()  # an echo in a process of its own, as the clients
+    with RelayProcess([f"TCP-LISTEN:{echo_port},fork,reuseaddr", "PIPE"]):
+        await asyncio.to_thread(wait_for_port, echo_port)
+        async with tunnel(echo_port) as (port, fake, events, _, _):
+            assert await asyncio.to_thread(exchange, port, b"first") == b"first"
+            clients = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", BURST_CLIENTS, str(port), str(BURST),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            )
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_descriptors() + ROOM, hard))
+            try:
+                served, _ = await asyncio.wait_for(clients.communicate(b"go\n"), scaled(60))
+            finally:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            assert await asyncio.to_thread(exchange, port, b"after") == b"after"
+            assert fake.opened == [POD]
+    assert served == b"%d\n" % BURST
+    warnings = [  # the stand-in refuses SPDY: that warning is another test's
+        event.text for event in events
+        if isinstance(event, Notice) and event.warning and "SPDY" not in event.text
+    ]
+    assert warnings == [
+        "cannot accept another local connection (Too many open files): the next ones wait "
+        "until one closes (ulimit -n raises the limit)"
+    ], warnings
+
+
+def test_a_session_raises_its_soft_open_files_limit_to_the_hard_one() -> None:
+    """Each local connection is a descriptor: ``ulimit -Sn 64`` under 1,024 gives 1,024."""
+    code = (
+        "import resource\n"
+        "from kubectl_relay.plugin.cli.running import run_session\n"
+        "async def limits(): return resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "print(*run_session(limits()))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=scaled(30),
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (64, 1024)),
+        check=False,
+    )
+    assert result.stdout.split() == ["1024", "1024"], result.stderr
 
 
 def shout(sock: socket.socket) -> None:

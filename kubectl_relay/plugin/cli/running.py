@@ -27,8 +27,22 @@ class Interrupted(Exception):
         self.signum = signum
 
 
+def raise_open_files_limit() -> None:
+    """Let a tunnel hold as many local connections as the hard limit allows (Linux).
+
+    Each local connection is a descriptor, and the soft limit many shells set
+    is 1,024. Windows has no such limit (nor the ``resource`` module).
+    """
+    try:
+        from ...engine.descriptors import raise_open_files_limit as raise_soft_limit  # noqa: PLC0415
+    except ImportError:
+        return
+    raise_soft_limit()
+
+
 def run_session(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run ``coroutine`` on a new event loop; a handled signal cancels it (``Interrupted``)."""
+    raise_open_files_limit()
     received: list[int] = []
 
     async def until_signal() -> T:
