@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import resource
+import time
 
 #: Descriptors a session of the fast path takes (its peer and its upstream).
 SOCKET_SESSION = 2
@@ -27,6 +28,8 @@ ANY_SESSION = 2
 #: Kept free for what is not a session: the metrics endpoint serves up to 8
 #: connections, plus name lookups, a trace or log file, a child's pipes.
 RESERVED = 16
+#: The most often the shortage is said.
+FULL_WARNING_EVERY = 10.0
 
 
 class DescriptorBudget:
@@ -44,7 +47,7 @@ class DescriptorBudget:
         self.per_session = per_session
         self.base = open_descriptors()
         self.sessions = 0
-        self._full = False
+        self._warned = -FULL_WARNING_EVERY  # when the shortage was last said
 
     def has_room(self, more: int = 0) -> bool:
         """Whether a new session's descriptors (and ``more``) fit, with ``RESERVED`` to spare."""
@@ -54,7 +57,9 @@ class DescriptorBudget:
         room = needed <= self.limit
         if more:
             return room
-        if not room and not self._full:
+        # A listener at its limit runs short again at each session that frees room:
+        # said once a while, not per session (it was 22 lines for 30 sessions).
+        if not room and time.monotonic() - self._warned >= FULL_WARNING_EVERY:
             # Imported here: ``cli`` records the inherited descriptors before
             # it knows whether it will log at all (``-V`` loads no ``logging``).
             from .log import logger  # noqa: PLC0415
@@ -62,7 +67,7 @@ class DescriptorBudget:
             logger.warning(
                 "open files limit (%d) reached: not accepting until a session ends", self.limit
             )
-        self._full = not room
+            self._warned = time.monotonic()
         return room
 
     def session_started(self) -> None:

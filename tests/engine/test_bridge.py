@@ -569,9 +569,11 @@ def test_running_out_of_descriptors_delays_sessions_not_fails_them(both: RelayPa
             assert exchange(listen, b"after") == b"after"
             assert relay.stop() == 128 + signal.SIGTERM
     assert log_lines(relay.stderr_text, "E") == []
-    # Not asserted: the "open files limit (40) reached" warning. One CI run
-    # (2026-12-06) served all 30 late, as above, without printing it, and
-    # local runs always print it; why is open (issue 12's note).
+    # Not asserted: that the "open files limit (40) reached" warning comes. One CI
+    # run (2026-12-06) served all 30 late, as above, without printing it, and local
+    # runs always print it; why is open (issue 12's note). But once at most: it was
+    # said again at every session that let the next peer in.
+    assert relay.stderr_text.count("open files limit") <= 1, relay.stderr_text
     assert "Traceback" not in relay.stderr_text
 
 
