@@ -242,9 +242,10 @@ class Acceptor:
             peer.close()
             if self.slots is not None and self.started == started:
                 self.slots.release()  # no session took it (its end gives it back)
-            if not isinstance(outcome, OSError):
+            if isinstance(outcome, OSError):
+                self._log_failure(outcome)
+            elif not isinstance(outcome, asyncio.CancelledError):  # the loop is closing
                 raise outcome  # a defect: the loop's handler says it
-            self._log_failure(outcome)
 
         Driven(self.loop.connect_accepted_socket(self.factory, peer), ended).step()
 

@@ -87,10 +87,6 @@ def open_descriptors() -> int:
         return 3
 
 
-#: Where the kernel caps a process's descriptors when the hard limit is "unlimited".
-NR_OPEN_FILE = "/proc/sys/fs/nr_open"
-
-
 def raise_open_files_limit() -> tuple[int, int] | None:
     """Raise the soft descriptor limit to the hard one; ``(before, after)`` if it rose.
 
@@ -103,20 +99,15 @@ def raise_open_files_limit() -> tuple[int, int] | None:
     HAProxy sets it from its ``maxconn``.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = hard
-    if hard == resource.RLIM_INFINITY:  # not a value setrlimit takes for descriptors
-        try:
-            with open(NR_OPEN_FILE, encoding="ascii") as ceiling:
-                wanted = int(ceiling.read())
-        except (OSError, ValueError):
-            return None
-    if soft == resource.RLIM_INFINITY or soft >= wanted:
+    # An "unlimited" hard limit is more than setrlimit grants a process (fs.nr_open):
+    # left as it is (Go's same attempt fails there).
+    if resource.RLIM_INFINITY in (soft, hard) or soft >= hard:
         return None
     try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     except (OSError, ValueError):
         return None  # refused (a sandbox): the budget works within the old limit
-    return soft, wanted
+    return soft, hard
 
 
 #: The descriptors this process was started with (``record_inherited_descriptors``);
