@@ -67,7 +67,8 @@ OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno
 #: How soon to try accepting again meanwhile, and how often to say so at most.
 ACCEPT_RETRY_SECONDS = 0.1
 SHORTAGE_WARNING_EVERY = 10.0
-#: A UDP sender without traffic for this long has its tunnel connection closed.
+#: A UDP sender's session with no datagram either way for this long ends (``--session-idle``):
+#: its stream (or port-forward) and the relay's socket to the target are closed.
 UDP_SESSION_IDLE = 60.0
 #: After a quiet sender's end frame, how long its session waits for the relay's end (the
 #: relay's -t, 0.5 s, and a margin): replies still come meanwhile, and the stream then ends
@@ -548,29 +549,42 @@ async def _udp_pipe(
     retire: Callable[[], None],
     idle: float,
 ) -> None:
-    """Relay one UDP sender's datagrams as frames until it stays quiet for ``idle`` seconds.
+    """Relay one UDP sender's datagrams as frames until no datagram went either way for
+    ``idle`` seconds.
 
-    ``retire`` is called as the session starts to end (the sender quiet, or the relay's
-    end): its next datagrams go to a new session.
+    Replies count: a target that streams to a sender that asked once (a subscription, a
+    media stream) keeps the session. ``retire`` is called as the session starts to end
+    (quiet, or the relay's end): the sender's next datagrams go to a new session.
     """
+    loop = asyncio.get_running_loop()
+    last_heard = loop.time()  # the last datagram, either way
 
     async def up() -> None:
+        nonlocal last_heard
         while True:
-            try:
-                async with asyncio.timeout(idle):
-                    datagram = await queue.get()
-            except TimeoutError:
-                datagram = None
+            quiet_left = last_heard + idle - loop.time()
+            datagram = None
+            if not queue.empty():  # one that came as the time ran out still goes
+                datagram = queue.get_nowait()
+            elif quiet_left > 0:
+                try:
+                    async with asyncio.timeout(quiet_left):
+                        datagram = await queue.get()
+                except TimeoutError:
+                    continue  # a reply may have come meanwhile: count again
             if datagram is None:
                 retire()
                 await stream.write(END_FRAME)
                 return
+            last_heard = loop.time()
             await stream.write(encode(datagram))
             record(">", datagram)
 
     async def down() -> None:
+        nonlocal last_heard
         decoder = FrameDecoder()
         while data := await stream.read():
+            last_heard = loop.time()
             for frame in decoder.feed(data):
                 if not frame:
                     return

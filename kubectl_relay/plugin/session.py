@@ -75,7 +75,7 @@ from .kube import Cluster, Endpoint, Pod, job_path, pod_path, pod_ready
 from .lifecycle import ApiWatch, cleanup_error
 from .muxforward import SharedPortForward, uses_mux
 from .podstatus import container_state, start_error, termination, waiting_reason
-from .portforward import Forwarder, bind, bound_text
+from .portforward import UDP_SESSION_IDLE, Forwarder, bind, bound_text
 from .relaypod import ClientInfo, Mode, PodSettings, TLSSettings, TraceLevel
 from .targets import Kind, ListenAddress, Target
 from .tracing import LogLine, TraceMode, TraceParser
@@ -123,6 +123,8 @@ class TunnelSpec:
     run_args: tuple[str, ...] = ()
     run_port: int | None = None
     proxy: proxying.ProxySettings | None = None
+    #: ``udp``: a sender's session ends after this long with no datagram either way.
+    session_idle: float = UDP_SESSION_IDLE
 
     def shown_target(self) -> str:
         """What the tunnel reaches, as its messages and the Job's annotation say."""
@@ -404,6 +406,7 @@ class Tunnel:
             on_event=self.emit,
             connections=self.connections,
             udp=self.spec.mode == "udp",
+            udp_idle=self.spec.session_idle,
             framed=self.spec.mode != "run",
             mux=SharedPortForward(self.cluster, self.namespace, port, self.emit)
             if self._mux else None,

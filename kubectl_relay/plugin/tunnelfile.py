@@ -18,6 +18,8 @@ The file is YAML::
         namespace: kube-system   # the targets' namespace, where the relay pods run
         target: kube-dns:53
         listen: 5353
+        session-idle: 10s        # a sender's session ends this long after its last
+                                 # datagram either way (default 60s)
         trace: quiet             # replaces the default trace
       - name: db
         kind: tls
@@ -63,6 +65,7 @@ import yaml
 
 from .errors import Mistake, TunnelFileError
 from .exposing import ExposeSpec
+from .portforward import UDP_SESSION_IDLE
 from .proxying import DEFAULT_PROXY_PORT, ProxySettings, check_pattern
 from .relaypod import PodSettings, TLSSettings, Toleration, TraceLevel
 from .runcommand import RunCommandError, run_spec
@@ -74,7 +77,7 @@ from .yamlcheck import NodeReader, compose, describe, did_you_mean, key_path, li
 #: The kinds of tunnel a file may hold, and the keys each takes besides ``COMMON_KEYS``.
 KIND_KEYS: Mapping[str, tuple[str, ...]] = {
     "tcp": ("target", "listen"),
-    "udp": ("target", "listen"),
+    "udp": ("target", "listen", "session-idle"),
     "tls": ("target", "listen", "insecure", "cafile", "cert", "key", "tls-secret", "server-name"),
     "run": ("command", "listen"),
     "proxy": ("listen", "allow", "deny"),
@@ -411,6 +414,7 @@ class _Reader(NodeReader):
                 )
                 listens.append((item, item_path, listen))
         tls, files = self.tls(found, path) if kind == "tls" else (None, {})
+        session_idle = self.session_idle(found, path)
         specs = []
         name = self.tunnel_name(found)
         for (_, _, target), (listen_node, listen_path, listen) in zip(
@@ -420,8 +424,20 @@ class _Reader(NodeReader):
                 protocol = "udp" if kind == "udp" else "tcp"
                 self.take_port(protocol, listen, listen_node, listen_path, name)
             if target is not None and listen is not None:
-                specs.append(TunnelSpec(kind, target, listen, tls=tls, tls_files=files))  # type: ignore[arg-type]
+                specs.append(TunnelSpec(kind, target, listen, tls=tls, tls_files=files,  # type: ignore[arg-type]
+                                        session_idle=session_idle))
         return specs
+
+    def session_idle(self, found: dict[str, yaml.Node], path: str) -> float:
+        """``udp``'s ``session-idle``, as the flag: a duration of more than 0."""
+        if "session-idle" not in found:
+            return UDP_SESSION_IDLE
+        node, where = found["session-idle"], key_path(path, "session-idle")
+        seconds = self.parsed(node, where, parse_duration, DURATION_FORMS, numbers=True)
+        if seconds is not None and seconds <= 0:
+            self.mistake(node, where, "must be more than 0 (0 would end each session at once)",
+                         f"a duration of more than 0 ({DURATION_FORMS})")
+        return seconds or UDP_SESSION_IDLE
 
     def take_port(
         self, protocol: str, listen: ListenAddress, node: yaml.Node, path: str, tunnel: str

@@ -7,6 +7,7 @@ types and the tunnel file's loader both report it, each in its own way.
 
 from __future__ import annotations
 
+import math
 import re
 
 from .relaypod import Toleration
@@ -22,9 +23,13 @@ def parse_duration(text: str) -> float:
     """``30``, ``30s``, ``10m``, ``1h30m``: seconds as a float."""
     text = text.strip()
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
         pass
+    else:  # float() also takes "nan" and "inf"
+        if math.isfinite(seconds):
+            return seconds
+        raise ValueError(f'"{text}" is not a duration (accepted: {DURATION_FORMS})')
     match = _DURATION.fullmatch(text)
     if not text or match is None:
         raise ValueError(f'"{text}" is not a duration (accepted: {DURATION_FORMS})')

@@ -11,8 +11,9 @@ import pytest
 from rich.console import Console
 
 from kubectl_relay.plugin import events
-from kubectl_relay.plugin.cli import Renderer, Terminal, main, show_inventory
+from kubectl_relay.plugin.cli import Renderer, Terminal, main, show_inventory, tunnels
 from kubectl_relay.plugin.inventory import Inventory, RelayInfo
+from kubectl_relay.plugin.session import TunnelSpec
 from kubectl_relay.plugin.tracing import Accepted, Block, LogLine, Output
 
 
@@ -94,6 +95,29 @@ BAD_INPUT = [
         "10m, 1h30m); see 'kubectl relay tcp --help'",
     ),
     (
+        ["tcp", "svc/web:80", "--keep-finished=-5"],
+        2,
+        "error: Invalid value for '--keep-finished': \"-5\" is not a duration of 0 or more "
+        "(accepted: 30, 30s, 10m, 1h30m); see 'kubectl relay tcp --help'",
+    ),
+    (
+        ["tcp", "svc/web:80", "--max-lifetime", "inf"],
+        2,
+        "error: Invalid value for '--max-lifetime': \"inf\" is not a duration (accepted: 30, "
+        "30s, 10m, 1h30m); see 'kubectl relay tcp --help'",
+    ),
+    (
+        ["udp", "svc/dns:53", "--session-idle", "0s"],
+        2,
+        "error: Invalid value for '--session-idle': \"0s\" is not a duration of more than 0 "
+        "(accepted: 30, 30s, 10m, 1h30m); see 'kubectl relay udp --help'",
+    ),
+    (
+        ["tcp", "svc/web:80", "--session-idle", "5s"],
+        2,
+        "error: No such option '--session-idle'; see 'kubectl relay tcp --help'",
+    ),
+    (
         ["tls", "svc/db:1433", "--insecure", "--tls-secret", "certs"],
         2,
         "error: --insecure turns verification off: drop --cafile/--tls-secret; "
@@ -134,6 +158,22 @@ def test_bad_input_is_one_line_and_an_exit_code(
     status, out, err = run(*argv)
     assert (status, err) == (code, message + "\n")
     assert out == ""
+
+
+def test_session_idle_goes_to_every_target_of_a_udp_command(
+    monkeypatch: pytest.MonkeyPatch, kubeconfig: Path
+) -> None:
+    started: list[TunnelSpec] = []
+
+    def capture(terminal: Terminal, specs: list[TunnelSpec], params: object) -> int:
+        started.extend(specs)
+        return 0
+
+    monkeypatch.setattr(tunnels, "run_specs", capture)
+    argv = ["udp", "svc/dns:53", "dns2:53", "-l", "5353", "-l", "5354"]
+    assert run(*argv, "--session-idle", "2m30s") == (0, "", "")
+    assert run(*argv) == (0, "", "")
+    assert [spec.session_idle for spec in started] == [150.0, 150.0, 60.0, 60.0]
 
 
 def test_a_missing_kubeconfig_is_a_cluster_error(tmp_path: Path) -> None:

@@ -366,6 +366,41 @@ async def test_every_udp_sender_is_a_framed_stream_of_one_port_forward() -> None
     assert not [line for line in warned if "mux stream" in line], warned
 
 
+#: What ``subscription`` sends for one datagram, 0.2 s apart (3 s in all).
+TICKS = 16
+
+
+def subscription(sock: socket.socket) -> None:
+    """Answer a datagram with ``TICKS`` datagrams: a stream the sender asked for."""
+    with contextlib.suppress(TimeoutError):
+        data, peer = sock.recvfrom(65536)
+        for number in range(TICKS):
+            time.sleep(0.2 if number else 0)
+            sock.sendto(b"%s %02d" % (data, number), peer)
+
+
+async def test_a_udp_session_lasts_while_the_target_still_sends() -> None:
+    """Replies count as traffic: a sender that asked once hears all of a stream longer than
+    its session's idle time (0.7 s here), and the session ends once neither side has sent for
+    that long. (Before, the session ended 0.7 s after the question and stopped passing
+    replies on ``UDP_END_WAIT`` later: the last ticks were lost.)"""
+    with ThreadedServer(subscription, kind=socket.SOCK_DGRAM) as server:
+        async with tunnel(server.port, udp=True, udp_idle=0.7) as (port, _, events, _, _):
+
+            def subscribe() -> list[bytes]:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+                    sender.settimeout(scaled(10))
+                    sender.sendto(b"tick", ("127.0.0.1", port))
+                    return [sender.recv(64) for _ in range(TICKS)]
+
+            answers = await asyncio.to_thread(subscribe)
+            closed = await all_closed(events, 1)
+    assert answers == [b"tick %02d" % number for number in range(TICKS)]
+    assert [(event.sent, event.received, event.error) for event in closed] == [
+        (4, TICKS * 7, "")
+    ]
+
+
 async def test_a_sender_that_speaks_again_while_its_session_ends_gets_a_new_one() -> None:
     """Its quiet session sent its end and waits for the relay's (here its -t, 5 s, then at
     most ``UDP_END_WAIT``): a datagram sent meanwhile starts a new session, not lost in

@@ -70,6 +70,7 @@ def test_a_file_gives_each_target_its_spec_namespace_and_options(tmp_path: Path)
                 kind: udp
                 namespace: kube-system
                 target: kube-dns:53
+                session-idle: 2m30s
                 trace: quiet
                 pod: {idle-timeout: 1h, image: relay:test, node-selector: {zone: a}}
               - name: db
@@ -109,7 +110,8 @@ def test_a_file_gives_each_target_its_spec_namespace_and_options(tmp_path: Path)
         ),
         FileTunnel(
             "dns",
-            TunnelSpec("udp", Target(Kind.HOST, "kube-dns", 53), ListenAddress(port=53)),
+            TunnelSpec("udp", Target(Kind.HOST, "kube-dns", 53), ListenAddress(port=53),
+                       session_idle=150.0),
             "kube-system",
             SessionOptions(
                 trace="quiet",
@@ -555,10 +557,27 @@ MISTAKES = [
             "(accepted: the top-level namespace, trace and pod as defaults)",
             f't.yaml:3:5: tunnels[0]: "kind" is missing (accepted: {KINDS})',
             "t.yaml:6:5: tunnels[0]: a key must be a name, not a number (accepted: name, kind, "
-            "namespace, trace, pod, target, listen, insecure, cafile, cert, key, tls-secret, "
-            "server-name, command, allow, deny, local-port, service, port)",
+            "namespace, trace, pod, target, listen, session-idle, insecure, cafile, cert, key, "
+            "tls-secret, server-name, command, allow, deny, local-port, service, port)",
         ],
         id="merge-keys-and-odd-keys",
+    ),
+    pytest.param(
+        """
+        tunnels:
+          - {name: a, kind: udp, target: h:53, session-idle: 0}
+          - {name: b, kind: udp, target: h:54, session-idle: soon}
+          - {name: c, kind: tcp, target: h:55, session-idle: 5s}
+        """,
+        [
+            "t.yaml:2:54: tunnels[0].session-idle: must be more than 0 (0 would end each "
+            "session at once) (accepted: a duration of more than 0 (30, 30s, 10m, 1h30m))",
+            't.yaml:3:54: tunnels[1].session-idle: "soon" is not a duration '
+            "(accepted: 30, 30s, 10m, 1h30m)",
+            't.yaml:4:54: tunnels[2].session-idle: "session-idle" does not apply to a tcp '
+            f"tunnel (accepted: {TUNNEL_KEYS})",
+        ],
+        id="session-idle",
     ),
 ]
 

@@ -16,7 +16,7 @@ from click.shell_completion import CompletionItem
 from .. import completion, errors, relaypod
 from ..relaypod import PodSettings, Toleration
 from ..targets import ListenAddress, Target, parse_listen, parse_target
-from ..values import parse_duration, parse_toleration
+from ..values import DURATION_FORMS, parse_duration, parse_toleration
 from .completing import (
     complete_contexts,
     complete_from_cluster,
@@ -88,19 +88,28 @@ class ListenType(click.ParamType[ListenAddress]):
 
 
 class DurationType(click.ParamType[float]):
-    """``30``, ``30s``, ``10m``, ``1h30m``: seconds as a float (``values.parse_duration``)."""
+    """``30``, ``30s``, ``10m``, ``1h30m``: seconds as a float (``values.parse_duration``).
+
+    Never negative; ``positive``: not 0 either (where 0 would end things at once).
+    """
 
     name = "DURATION"
+
+    def __init__(self, *, positive: bool = False) -> None:
+        self.positive = positive
 
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
     ) -> float:
-        if isinstance(value, int | float):
-            return float(value)
         try:
-            return parse_duration(str(value))
+            seconds = float(value) if isinstance(value, int | float) else parse_duration(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+        if seconds < 0 or (self.positive and seconds == 0):
+            least = "more than 0" if self.positive else "0 or more"
+            self.fail(f'"{value}" is not a duration of {least} (accepted: {DURATION_FORMS})',
+                      param, ctx)
+        return seconds
 
 
 class KeyValueType(click.ParamType[dict[str, str]]):
@@ -141,6 +150,7 @@ class TolerationType(click.ParamType[Toleration]):
 TARGET = TargetType()
 LISTEN = ListenType()
 DURATION = DurationType()
+SESSION_IDLE = DurationType(positive=True)
 KEY_VALUE = KeyValueType()
 TOLERATION = TolerationType()
 

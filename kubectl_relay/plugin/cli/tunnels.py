@@ -16,6 +16,7 @@ import click
 
 from .. import relaypod, tunnelfile
 from ..kube import Cluster
+from ..portforward import UDP_SESSION_IDLE
 from ..relaypod import PodSettings, TLSSettings, TraceLevel
 from ..runcommand import RunCommandError, run_spec
 from ..session import Session, SessionOptions, TunnelSpec
@@ -24,6 +25,7 @@ from ..tunnelset import run_tunnels
 from .params import (
     EXIT_CODES_HELP,
     LISTEN,
+    SESSION_IDLE,
     TARGET,
     kube_options,
     pod_options,
@@ -87,11 +89,13 @@ def _tunnel_command(
     params: dict[str, Any],
     tls: TLSSettings | None = None,
     tls_files: dict[str, bytes] | None = None,
+    session_idle: float = UDP_SESSION_IDLE,
 ) -> int:
     if not targets:
         raise click.UsageError(f"give at least one TARGET ({TARGET_FORMS})")
     specs = [
-        TunnelSpec(mode, target, listen, tls=tls, tls_files=tls_files or {})
+        TunnelSpec(mode, target, listen, tls=tls, tls_files=tls_files or {},
+                   session_idle=session_idle)
         for target, listen in zip(targets, _listens(targets, listens), strict=True)
     ]
     return run_specs(terminal, specs, params)
@@ -192,6 +196,15 @@ def tcp(
 )
 @click.argument("targets", type=TARGET, nargs=-1, metavar="TARGET...")
 @tunnel_options
+@click.option(
+    "--session-idle",
+    type=SESSION_IDLE,
+    default="60s",
+    show_default=True,
+    help="A local sender's session (its stream to the relay and the relay's socket to the "
+    "target) ends after this long with no datagram either way; its next datagram starts "
+    "a new one.",
+)
 @trace_options
 @kube_options
 @pod_options
@@ -201,9 +214,12 @@ def udp(
     /,
     targets: tuple[Target, ...],
     listens: tuple[ListenAddress, ...],
+    session_idle: float,
     **params: Any,
 ) -> int:
-    return _tunnel_command(terminal_of(ctx), "udp", targets, listens, params)
+    return _tunnel_command(
+        terminal_of(ctx), "udp", targets, listens, params, session_idle=session_idle
+    )
 
 
 @click.command(
