@@ -104,6 +104,10 @@ class Kind(enum.IntEnum):
     PONG = 7
 
 
+#: Kind by code: ``Kind(code)`` goes through the enum's ``__call__`` for every message.
+_KINDS = tuple(Kind)
+
+
 class MuxError(Exception):
     """The peer broke the protocol; ``reason`` says how. The connection is over."""
 
@@ -210,6 +214,10 @@ class MuxProtocol:
         self._message(Kind.HELLO, 0, MAGIC + bytes((VERSION,)))
 
     # -- sending --------------------------------------------------------------------------------
+
+    def has_data_to_send(self) -> bool:
+        """Whether ``data_to_send`` would return something."""
+        return bool(self._outgoing)
 
     def data_to_send(self) -> bytearray:
         """The bytes to write to the connection since the last call.
@@ -378,10 +386,9 @@ class MuxProtocol:
         if len(frame) < MESSAGE_HEADER:
             raise MuxError(f"a message of {len(frame)} bytes, shorter than its 5-byte header")
         code, stream, body = frame[0], int.from_bytes(frame[1:5], "big"), frame[5:]
-        try:
-            kind = Kind(code)
-        except ValueError:
-            raise MuxError(f"unknown message type {code} (accepted: 0 to 7)") from None
+        if code >= len(_KINDS):
+            raise MuxError(f"unknown message type {code} (accepted: 0 to 7)")
+        kind = _KINDS[code]
         if not self._hello_received:
             if kind is not Kind.HELLO or body[: len(MAGIC)] != MAGIC:
                 raise MuxError("the peer does not speak the relay's mux protocol (no HELLO)")

@@ -162,7 +162,9 @@ class ReadinessWatch:
 
     async def wait(self) -> None:
         """Return once the descriptor is ready."""
-        loop = asyncio.get_running_loop()
+        # The loop it is registered with, if any: get_running_loop() costs a getpid()
+        # system call in Python 3.11, and this runs once per relayed message.
+        loop = self._loop or asyncio.get_running_loop()
         waiter = loop.create_future()
         self._waiter = waiter
         if self._loop is None:
