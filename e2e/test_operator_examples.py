@@ -214,6 +214,12 @@ def test_syslog_bridge_relays_datagrams_to_a_tcp_collector(
         assert wait_until("the datagram to come back", lambda: answer(host, port)) == message
     status = tunnel_status(cluster, namespace, "syslog-bridge")
     assert status["listen"] == "UDP-LISTEN:514,fork"
+    # sessionLogs: Errors: the relay said it listens, and nothing about the sender.
+    notices = [line for line in kubectl(
+        cluster, "logs", "-n", namespace, "deployment/syslog-bridge").stdout.splitlines()
+        if " N " in line]
+    assert [line.split(" N ", 1)[1] for line in notices] == [
+        "listening on UDP AF=2 0.0.0.0:514"], notices
 
 
 def test_tls_termination_and_mutual_tls(

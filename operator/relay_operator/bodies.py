@@ -10,6 +10,7 @@ from typing import Literal, NotRequired, TypedDict
 
 # Not "Off": YAML 1.1 (kubectl's and PyYAML's) reads an unquoted Off as false.
 Tracing = Literal["Disabled", "Text", "Hex", "TextAndHex"]
+SessionLogs = Literal["Notices", "Errors"]
 ServiceType = Literal["ClusterIP", "NodePort", "LoadBalancer"]
 Effect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
 TolerationOperator = Literal["Exists", "Equal"]
@@ -62,6 +63,7 @@ class TunnelSpecBody(TypedDict):
     listen: str
     connect: str
     tracing: NotRequired[Tracing]
+    sessionLogs: NotRequired[SessionLogs]
     closeTimeoutSeconds: NotRequired[int]
     replicas: NotRequired[int]
     service: NotRequired[ServiceBody]

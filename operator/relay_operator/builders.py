@@ -29,7 +29,7 @@ from kubectl_relay.podsecurity import (
 from .bodies import TunnelBody
 from .fields import Resources, parse_quantity, required_string
 from .settings import Settings
-from .spec import METRICS_PORT, TRACING_FLAGS, TunnelSpec
+from .spec import METRICS_PORT, SESSION_LOG_FLAGS, TRACING_FLAGS, TunnelSpec
 
 GROUP = "relay.kubectl-relay.io"
 VERSION = "v1alpha1"
@@ -135,9 +135,11 @@ def relay_command(spec: TunnelSpec) -> list[str]:
     bytes per direction) on ``METRICS_PORT``. ``-d -d`` logs notices: each
     accepted client and each connection to the target, which is what one
     reads in ``kubectl logs`` when a shared tunnel misbehaves. ``-v``/``-x``
-    add the data trace. ``--deny-connect``/``--allow-connect`` carry the
-    destination policy's networks, which the relay checks on the addresses
-    the connect host resolves to. ``-t``: ``spec.closeTimeoutSeconds``.
+    add the data trace; ``spec.sessionLogs: Errors`` keeps the notices of each
+    connection out (``--quiet-accepts --quiet-sessions``).
+    ``--deny-connect``/``--allow-connect`` carry the destination policy's
+    networks, which the relay checks on the addresses the connect host
+    resolves to. ``-t``: ``spec.closeTimeoutSeconds``.
     """
     return [
         "relay",
@@ -147,6 +149,7 @@ def relay_command(spec: TunnelSpec) -> list[str]:
         *TRACING_FLAGS[spec.tracing],
         "-d",
         "-d",
+        *SESSION_LOG_FLAGS[spec.session_logs],
         "-t",
         str(spec.close_timeout),
         spec.listen,

@@ -32,6 +32,7 @@ from kubectl_relay.engine.errors import RelayError
 from .bodies import (
     Effect,
     ServiceType,
+    SessionLogs,
     TolerationOperator,
     Tracing,
     TunnelBody,
@@ -82,6 +83,13 @@ TRACING_FLAGS: Mapping[Tracing, tuple[str, ...]] = {
     "Text": ("-v",),
     "Hex": ("-x",),
     "TextAndHex": ("-v", "-x"),
+}
+#: The relay's options for each ``spec.sessionLogs`` value: with ``-d -d`` a fork listener
+#: logs six or seven notices per connection (accepted, connected, each end...), which a
+#: busy tunnel's log, and the container runtime and kubelet that carry it, pay for.
+SESSION_LOG_FLAGS: Mapping[SessionLogs, tuple[str, ...]] = {
+    "Notices": (),
+    "Errors": ("--quiet-accepts", "--quiet-sessions"),
 }
 
 #: Listening keywords a tunnel may use, with the protocol its Service speaks.
@@ -205,6 +213,7 @@ class TunnelSpec:
     protocol: Protocol
     port: int
     tracing: Tracing = "Disabled"
+    session_logs: SessionLogs = "Notices"
     close_timeout: int = DEFAULT_CLOSE_TIMEOUT
     replicas: int = 1
     service: ServiceSpec | None = None
@@ -662,6 +671,7 @@ SPEC_FIELDS = (
     "listen",
     "connect",
     "tracing",
+    "sessionLogs",
     "closeTimeoutSeconds",
     "replicas",
     "service",
@@ -696,6 +706,7 @@ def parse_spec(body: TunnelBody, policy: TunnelPolicy | None = None) -> TunnelSp
     connect_rules = _check_connect(connect, namespace, policy)
 
     tracing = choice(spec, "tracing", "spec", get_args(Tracing), "Disabled")
+    session_logs = choice(spec, "sessionLogs", "spec", get_args(SessionLogs), "Notices")
     close_timeout = integer(spec, "closeTimeoutSeconds", "spec", 0, MAX_CLOSE_TIMEOUT)
     replicas = integer(spec, "replicas", "spec", 0, 2**31 - 1)
     service = _service(spec, port)
@@ -719,6 +730,7 @@ def parse_spec(body: TunnelBody, policy: TunnelPolicy | None = None) -> TunnelSp
         protocol=protocol,
         port=port,
         tracing=tracing,
+        session_logs=session_logs,
         close_timeout=DEFAULT_CLOSE_TIMEOUT if close_timeout is None else close_timeout,
         replicas=1 if replicas is None else replicas,
         service=service,

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import socket
 
 import pytest
 
 from kubectl_relay.engine import log
+from tests.conftest import scaled
 from tests.support import (
     ThreadedServer,
     echo,
@@ -145,3 +147,23 @@ def test_quiet_accepts_and_sessions_leave_the_listener_and_the_errors(path: str)
         f"listening on AF=2 0.0.0.0:{port}"
     ], stderr
     assert len([line for line in log_lines(stderr, "E") if "Connection refused" in line]) >= 2
+
+
+def test_a_udp_listener_keeps_quiet_about_its_senders_too() -> None:
+    """A syslog bridge's senders: ``UDP-LISTEN,fork`` with both options logs its listening
+    notice and nothing per sender (it said ``accepting UDP connection`` for each)."""
+    port = free_port()
+    with ThreadedServer(echo) as server:
+        argv = ["-d", "-d", "--quiet-accepts", "--quiet-sessions",
+                f"UDP4-LISTEN:{port},fork", f"TCP4:127.0.0.1:{server.port}"]
+        with relay_listening(argv, port, "udp") as relay:
+            for n in range(2):
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+                    sender.settimeout(scaled(10))
+                    sender.sendto(b"datagram %d" % n, ("127.0.0.1", port))
+                    assert sender.recv(64) == b"datagram %d" % n
+            assert relay.stop() == 143
+    stopping = ("socat_signal", "exiting")
+    assert [line for line in log_lines(relay.stderr_text, "N")
+            if not line.startswith(stopping)] == [f"listening on UDP AF=2 0.0.0.0:{port}"], (
+        relay.stderr_text)

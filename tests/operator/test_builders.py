@@ -203,6 +203,16 @@ def test_tracing_flags(tracing: str, flags: list[str]) -> None:
     assert container["command"][5:-4] == [*flags, "-d", "-d"]
 
 
+@pytest.mark.parametrize(
+    ("session_logs", "flags"),
+    [("Notices", []), ("Errors", ["--quiet-accepts", "--quiet-sessions"])],
+)
+def test_session_logs_flags(session_logs: str, flags: list[str]) -> None:
+    spec = tunnel({"sessionLogs": session_logs, "tracing": "Text"})
+    (container,) = pod_spec(desired_deployment(spec, OWNER, SETTINGS))["containers"]
+    assert container["command"][5:-4] == ["-v", "-d", "-d", *flags]
+
+
 def test_tls_secrets_are_mounted_read_only_where_the_address_points() -> None:
     spec = tunnel(SPECS["tls"])
     pod = pod_spec(desired_deployment(spec, OWNER, SETTINGS))

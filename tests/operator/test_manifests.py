@@ -219,6 +219,7 @@ BAD_TUNNELS: list[Any] = [
     pytest.param({"spec": {"listen": "TCP-LISTEN:1,fork"}}, id="no-connect"),
     pytest.param({"spec": {"tracing": "Off"}}, id="tracing-not-in-enum"),
     pytest.param({"spec": {"tracing": False}}, id="tracing-boolean"),
+    pytest.param({"spec": {"sessionLogs": "Quiet"}}, id="session-logs-not-in-enum"),
     pytest.param({"spec": {"replicas": -1}}, id="negative-replicas"),
     pytest.param({"spec": {"closeTimeoutSeconds": 3601}}, id="close-timeout-range"),
     pytest.param({"spec": {"closeTimeoutSeconds": 0.5}}, id="close-timeout-fraction"),
@@ -282,6 +283,7 @@ def test_crd_defaults_are_parse_specs_defaults(crd: dict[str, Any]) -> None:
     }
     defaulted = apply_defaults(schema_of(crd), raw)
     assert defaulted["spec"]["tracing"] == "Disabled"
+    assert defaulted["spec"]["sessionLogs"] == "Notices"
     assert defaulted["spec"]["replicas"] == 1
     assert defaulted["spec"]["closeTimeoutSeconds"] == 30
     assert defaulted["spec"]["service"] == {"type": "ClusterIP"}

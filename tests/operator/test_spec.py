@@ -154,6 +154,7 @@ VALID = [
         {},
         {
             "tracing": "Disabled",
+            "session_logs": "Notices",
             "close_timeout": 30,
             "replicas": 1,
             "service": None,
@@ -395,7 +396,7 @@ INVALID = [
     pytest.param(
         {"servce": {}},
         "spec.servce: unknown field; spec accepts allowedSources, closeTimeoutSeconds, connect, "
-        "listen, pod, replicas, service, tls, tracing, ttl",
+        "listen, pod, replicas, service, sessionLogs, tls, tracing, ttl",
         id="unknown-field",
     ),
     pytest.param(
@@ -407,6 +408,11 @@ INVALID = [
         {"tracing": False},
         "spec.tracing: expected a string, got a boolean",
         id="yaml-read-off-as-false",
+    ),
+    pytest.param(
+        {"sessionLogs": "Quiet"},
+        'spec.sessionLogs: "Quiet" is not one of Notices, Errors',
+        id="session-logs-value",
     ),
     pytest.param(
         {"closeTimeoutSeconds": 7200},

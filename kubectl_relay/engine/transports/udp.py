@@ -39,7 +39,7 @@ from ipaddress import ip_address
 from .. import destinations
 from ..addresses import Address
 from ..errors import OpenError
-from ..log import NOTICE, logger
+from ..log import NOTICE, logger, peer_notices
 from ..options import Options
 from . import tcp
 from .base import Listener, OpenContext, ReadinessWatch, Stream
@@ -451,7 +451,8 @@ class UDPListener(Listener):
                 logger.warning("too many new peers wait, dropping datagrams from %s", where)
             return
         self._full = False
-        logger.log(NOTICE, "accepting UDP connection from %s", where)
+        if peer_notices():
+            logger.log(NOTICE, "accepting UDP connection from %s", where)
         if not self.filter.permits(family, peer):
             logger.log(NOTICE, "forbidding UDP connection from %s", where)
             return
