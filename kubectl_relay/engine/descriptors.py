@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import resource
+import sys
 import time
 
 #: Descriptors a session of the fast path takes (its peer and its upstream).
@@ -87,6 +88,12 @@ def open_descriptors() -> int:
         return 3
 
 
+#: macOS refuses a soft RLIMIT_NOFILE of RLIM_INFINITY, its usual hard limit; its
+#: setrlimit(2) asks for ``min(OPEN_MAX, rlim_max)`` instead, OPEN_MAX being 10,240
+#: (``<sys/syslimits.h>``). Its shells give 256.
+DARWIN_OPEN_MAX = 10240
+
+
 def raise_open_files_limit() -> tuple[int, int] | None:
     """Raise the soft descriptor limit to the hard one; ``(before, after)`` if it rose.
 
@@ -96,18 +103,21 @@ def raise_open_files_limit() -> tuple[int, int] | None:
     what containers get from containerd 2 (1,024 soft, 524,288 hard: AKS
     nodes with containerd 2, Docker 29), whose notes ask software that needs
     more to raise its own soft limit; Go programs do it at start-up, and
-    HAProxy sets it from its ``maxconn``.
+    HAProxy sets it from its ``maxconn``. On macOS, to ``DARWIN_OPEN_MAX``.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    # An "unlimited" hard limit is more than setrlimit grants a process (fs.nr_open):
-    # left as it is (Go's same attempt fails there).
-    if resource.RLIM_INFINITY in (soft, hard) or soft >= hard:
+    wanted = hard
+    if sys.platform == "darwin":
+        wanted = DARWIN_OPEN_MAX if hard == resource.RLIM_INFINITY else min(hard, DARWIN_OPEN_MAX)
+    # An "unlimited" hard limit on Linux is more than setrlimit grants a process
+    # (fs.nr_open): left as it is (Go's same attempt fails there).
+    if resource.RLIM_INFINITY in (soft, wanted) or soft >= wanted:
         return None
     try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
     except (OSError, ValueError):
         return None  # refused (a sandbox): the budget works within the old limit
-    return soft, hard
+    return soft, wanted
 
 
 #: The descriptors this process was started with (``record_inherited_descriptors``);

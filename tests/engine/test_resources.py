@@ -21,8 +21,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from kubectl_relay.engine import descriptors
 from kubectl_relay.engine.addresses import parse_address
 from kubectl_relay.engine.cli import parse_command_line
+from kubectl_relay.engine.descriptors import DARWIN_OPEN_MAX
 from kubectl_relay.engine.running import run_settings
 from kubectl_relay.engine.session import (
     DEFAULT_UDP_FORK_IDLE_TIMEOUT,
@@ -507,3 +509,26 @@ def test_a_program_keeps_the_soft_descriptor_limit_the_relay_was_given() -> None
     ) as relay:
         status = relay.wait()
     assert (status, relay.stdout_bytes) == (0, b"%d\n" % SOFT_FDS), relay.stderr_text
+
+
+@pytest.mark.parametrize(
+    ("platform", "hard", "raised"),
+    [
+        ("darwin", resource.RLIM_INFINITY, DARWIN_OPEN_MAX),  # a Mac's shell
+        ("darwin", 4096, 4096),
+        ("darwin", 20000, DARWIN_OPEN_MAX),
+        ("linux", resource.RLIM_INFINITY, None),  # more than fs.nr_open grants: left alone
+    ],
+)
+def test_the_limit_a_platform_grants_is_asked_for(
+    monkeypatch: pytest.MonkeyPatch, platform: str, hard: int, raised: int | None
+) -> None:
+    """A stand-in for a Mac, which cannot run here: ``getrlimit`` answers a shell's 256 and
+    the hard limit given, ``setrlimit`` records what was asked. macOS refuses an unlimited
+    soft limit; its setrlimit(2) asks for ``min(OPEN_MAX, rlim_max)``."""
+    asked: list[tuple[int, int]] = []
+    monkeypatch.setattr(descriptors.sys, "platform", platform)
+    monkeypatch.setattr(descriptors.resource, "getrlimit", lambda _: (256, hard))
+    monkeypatch.setattr(descriptors.resource, "setrlimit", lambda _, limits: asked.append(limits))
+    assert descriptors.raise_open_files_limit() == (None if raised is None else (256, raised))
+    assert asked == ([] if raised is None else [(raised, hard)])

@@ -28,7 +28,7 @@ class Interrupted(Exception):
 
 
 def raise_open_files_limit() -> None:
-    """Let a tunnel hold as many local connections as the hard limit allows (Linux).
+    """Let a tunnel hold as many local connections as the hard limit allows (Linux, macOS).
 
     Each local connection is a descriptor, and the soft limit many shells set
     is 1,024. Windows has no such limit (nor the ``resource`` module).
