@@ -174,7 +174,7 @@ class SpdyPortForward:
         """Send data to the pod."""
         view = memoryview(data)
         try:
-            if len(view) <= _JOIN_AT_MOST:
+            if 0 < len(view) <= _JOIN_AT_MOST:
                 # One TLS record for header and payload: the copy costs less than a
                 # second record's encryption here and its decryption at the API server.
                 self._writer.write(_HEAD.pack(_DATA_STREAM, len(view)) + view)
