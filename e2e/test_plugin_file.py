@@ -254,6 +254,6 @@ def test_a_file_with_mistakes_creates_nothing(
         f'  {file}:{first + 6}:13: tunnels[1].target: "svc/echo": the port is missing '
         "(accepted: svc/NAME:PORT, pod/NAME:PORT, deploy/NAME:PORT or HOST:PORT)",
         f'  {file}:{first + 8}:5: tunnels[1]: unknown key "verbose" (accepted: name, kind, '
-        "namespace, trace, pod, target, listen)",
+        "namespace, trace, pod, target, listen, session-idle)",
     ]
     assert relay_objects(kube, namespace) == []
