@@ -7,6 +7,7 @@ threads, and relay processes are terminated (then killed) on exit.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import fcntl
 import os
@@ -33,18 +34,26 @@ from tests.conftest import RELAY, scaled
 #: intercepts while the local cluster runs; above socat's test suite's (20000 and up, 700
 #: per shard: ``tests/socat_suite``).
 TEST_PORTS = range(26000, 30000)
+#: The last ports ``free_port`` handed out, which it does not hand out again: a test that
+#: asks for two before it binds either could get one port twice (a relay's --metrics
+#: port and its listener were once the same, and the second bind failed).
+_RECENT_PORTS: collections.deque[int] = collections.deque(maxlen=500)
 
 
 def free_port(family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM) -> int:
-    """A port of ``TEST_PORTS`` that was free a moment ago on loopback."""
+    """A port of ``TEST_PORTS`` that was free a moment ago on loopback (and not handed out
+    among the last few hundred)."""
     host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
     for _ in range(1000):
         port = random.choice(TEST_PORTS)
+        if port in _RECENT_PORTS:
+            continue
         with socket.socket(family, kind) as probe:
             try:
                 probe.bind((host, port))
             except OSError:
                 continue  # in use, or in TIME_WAIT: another one
+            _RECENT_PORTS.append(port)
             return port
     raise RuntimeError(f"no free port among {TEST_PORTS}")
 
