@@ -4,7 +4,11 @@ Both ends use it: the relay pod's ``MUX-LISTEN`` address (over an accepted
 TCP connection) and ``kubectl relay expose`` (over a port-forward stream).
 The byte stream is anything with ``read``/``write``/``aclose`` (``Carrier``);
 each stream of the protocol is a ``Channel`` with ``read``, ``write``,
-``end`` (half-close) and ``reset``.
+``end`` (half-close) and ``reset``. A carrier that is a plain socket may
+also be a ``DirectCarrier``: the connection then reads in the event loop's
+callback and writes without a coroutine while the socket takes the bytes
+(the relay pod's side, where each message cost a task wake-up and four
+coroutines more).
 
 A ``Channel.write`` waits for the peer's credit, so a stream whose consumer
 is slow blocks only its own writer; a channel buffers at most its window.
@@ -22,7 +26,7 @@ import contextlib
 import errno
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from .mux import (
     INITIAL_WINDOW,
@@ -52,6 +56,30 @@ class Carrier(Protocol):
 
     async def aclose(self) -> None:
         """Close it (safe to call twice)."""
+
+
+#: Called with the bytes that arrived (a view valid during the call only).
+Received = Callable[[memoryview], None]
+#: Called once when the carrier's input ends, with why.
+InputEnded = Callable[[str], None]
+
+
+@runtime_checkable
+class DirectCarrier(Carrier, Protocol):
+    """A ``Carrier`` over a socket the connection may use without awaiting."""
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Send all of ``data``."""
+
+    def deliver(self, received: Received, ended: InputEnded) -> None:
+        """From now on call ``received`` from the event loop as bytes arrive, ``ended`` at the
+        end of input or a failure to read (once; ``aclose`` stops the deliveries)."""
+
+    def send_now(self, data: bytearray) -> memoryview | None:
+        """Send what the socket takes without waiting; the rest (``None`` when all went).
+
+        Raises ``OSError`` when the socket failed.
+        """
 
 
 class StreamsCarrier:
@@ -222,6 +250,10 @@ def _wake(waiter: asyncio.Future[None] | None) -> None:
         waiter.set_result(None)
 
 
+#: Answers (PONGs, resets) a ``DirectCarrier``'s connection lets wait for a full socket.
+MAX_PENDING_FLUSHES = 256
+
+
 class MuxConnection:
     """Runs ``MuxProtocol`` over a ``Carrier`` (see the module docstring).
 
@@ -245,6 +277,8 @@ class MuxConnection:
         max_window: int = 0,
     ) -> None:
         self.carrier = carrier
+        # Checked once: an isinstance of a runtime protocol looks every method up.
+        self._direct = carrier if isinstance(carrier, DirectCarrier) else None
         self.window = window
         self.protocol = MuxProtocol(listener, max_window)
         self.on_open = on_open
@@ -258,6 +292,10 @@ class MuxConnection:
         self._write_lock = asyncio.Lock()
         self._flushes: set[asyncio.Task[None]] = set()
         self._closer: asyncio.Task[None] | None = None
+        #: Set when the connection ends (a ``DirectCarrier``'s ``run`` waits for it).
+        self._finished: asyncio.Future[None] | None = None
+        #: The running loop's clock, for ``_received`` (set by ``run``).
+        self._clock: Callable[[], float] = lambda: 0.0
         self._last_heard = 0.0
 
     async def open(self, label: str = "") -> Channel:
@@ -279,6 +317,24 @@ class MuxConnection:
         """Write what the protocol has to send; a broken carrier ends the connection."""
         if not self.protocol.has_data_to_send():
             return  # the common case (a read that owes no credit yet): no lock, no await
+        carrier = self._direct
+        if carrier is not None and not self._write_lock.locked() and not self.ended:
+            # Nothing of an earlier flush still waits to go: these bytes may go now.
+            try:
+                rest = carrier.send_now(self.protocol.data_to_send())
+            except OSError as exc:
+                self._end(f"writing to the mux peer failed: {exc}")
+                return
+            if rest is None:
+                return
+            # The socket is full: the rest goes first once it drains (the lock is free,
+            # so taking it does not wait and nothing can go ahead of it).
+            async with self._write_lock:
+                try:
+                    await carrier.write(rest)
+                except OSError as exc:
+                    self._end(f"writing to the mux peer failed: {exc}")
+            return
         async with self._write_lock:
             data = self.protocol.data_to_send()
             if not data or self.ended:
@@ -302,6 +358,11 @@ class MuxConnection:
         await self.flush()  # our HELLO
         pinger = loop.create_task(self._ping()) if self.ping_interval else None
         try:
+            if self._direct is not None and not self.ended:
+                self._clock = loop.time
+                self._finished = loop.create_future()
+                self._direct.deliver(self._received, self._end)
+                await self._finished
             while not self.ended:
                 try:
                     data = await self.carrier.read()
@@ -338,6 +399,26 @@ class MuxConnection:
         """End the connection (its ``run`` returns, every channel is reset)."""
         self._end(reason)
 
+    def _received(self, data: memoryview) -> None:
+        """What a ``DirectCarrier`` delivered: ``run``'s loop body, called by the event loop."""
+        if self.ended:
+            return
+        self._last_heard = self._clock()
+        try:
+            events = self.protocol.receive_data(data)
+        except MuxError as exc:
+            self._end(str(exc))
+            return
+        for event in events:
+            self._dispatch(event)
+        if self.protocol.has_data_to_send():  # PONGs, resets
+            if len(self._flushes) >= MAX_PENDING_FLUSHES:
+                # What the pull loop's awaited flush did: a peer that sends (PINGs)
+                # without reading the answers cannot grow them here without bound.
+                self._end("the mux peer does not read what it is answered")
+                return
+            self.flush_soon()
+
     def _dispatch(self, event: object) -> None:
         if isinstance(event, Opened):
             channel = Channel(self, event.stream, event.label)
@@ -363,6 +444,8 @@ class MuxConnection:
             target._credit()
 
     def _end(self, reason: str) -> None:
+        if self._finished is not None and not self._finished.done():
+            self._finished.set_result(None)
         if not self.ended:
             self.ended = reason
             self.streams_cut = sum(not c.was_reset for c in self.channels.values())

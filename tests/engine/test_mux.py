@@ -26,6 +26,8 @@ from kubectl_relay.engine.mux import (
     Reset,
 )
 from kubectl_relay.engine.muxing import MuxConnection, StreamsCarrier
+from kubectl_relay.engine.transports.mux import SocketCarrier
+from kubectl_relay.engine.transports.sockets import SocketStream
 from tests.conftest import scaled
 
 HELLO = b"\x00\x0a\x00\x00\x00\x00\x00RMUX\x01"
@@ -345,3 +347,26 @@ async def test_a_garbled_peer_ends_the_connection_with_its_reason() -> None:
         async with asyncio.timeout(scaled(10)):
             reason = await connection.run()
     assert reason == "mux protocol error: DATA for stream 7, which was never opened"
+
+
+async def test_a_peer_that_pings_and_never_reads_the_answers_is_dropped() -> None:
+    """The relay pod reads its mux peer in the loop's callback (``DirectCarrier``), not in a
+    loop that awaits each answer's flush: a peer that keeps sending PINGs into a full socket
+    must not pile PONGs up without bound (``MAX_PENDING_FLUSHES``)."""
+    ours, theirs = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # full after a few hundred PONGs
+    with theirs:
+        theirs.sendall(HELLO)
+        theirs.setblocking(False)
+        connection = MuxConnection(SocketCarrier(SocketStream(ours)), listener=True)
+        running = asyncio.ensure_future(connection.run())
+        pings = message(Kind.PING, 0, b"12345678") * 20
+        for _ in range(20_000):
+            if running.done():
+                break
+            with contextlib.suppress(BlockingIOError, BrokenPipeError):  # full, or dropped
+                theirs.send(pings)
+            await asyncio.sleep(0)  # the connection reads what came, in its own callback
+        async with asyncio.timeout(scaled(10)):
+            reason = await running
+    assert reason == "the mux peer does not read what it is answered"

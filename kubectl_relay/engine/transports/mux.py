@@ -50,7 +50,7 @@ from ..addresses import Address, AddressSpec
 from ..errors import AcceptTimeout, OpenError
 from ..log import NOTICE, logger, peer_notices
 from ..mux import INITIAL_WINDOW, TUNNEL_MAX_WINDOW, TUNNEL_WINDOW
-from ..muxing import Channel, MuxConnection
+from ..muxing import Channel, InputEnded, MuxConnection, Received
 from ..options import Options
 from . import tcp
 from .base import Listener, OpenContext, Stream
@@ -79,11 +79,60 @@ class _StreamCarrier:
         count = await self.stream.read_into(self._buffer)
         return self._buffer[:count]  # no copy: the protocol's decoder copies it
 
-    async def write(self, data: bytes | bytearray) -> None:
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
         await self.stream.write(memoryview(data))
 
     async def aclose(self) -> None:
         await self.stream.aclose()
+
+
+class SocketCarrier(_StreamCarrier):
+    """An accepted mux connection's socket as a ``muxing.DirectCarrier``: the connection
+    reads in the loop's callback and writes without awaiting while the socket takes it."""
+
+    def __init__(self, stream: SocketStream) -> None:
+        super().__init__(stream)
+        self.sock = stream.sock
+        self._reading: asyncio.AbstractEventLoop | None = None
+
+    def deliver(self, received: Received, ended: InputEnded) -> None:
+        sock, buffer, fd = self.sock, self._buffer, self.sock.fileno()
+        loop = self._reading = asyncio.get_running_loop()
+
+        def readable() -> None:
+            try:
+                count = sock.recv_into(buffer)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._stop_reading()
+                ended(f"reading from the mux peer failed: {exc}")
+                return
+            if not count:
+                self._stop_reading()
+                ended("the mux peer closed the connection")
+                return
+            received(buffer[:count])
+
+        loop.add_reader(fd, readable)
+
+    def send_now(self, data: bytearray) -> memoryview | None:
+        view = memoryview(data)
+        try:
+            sent = self.sock.send(view)
+        except (BlockingIOError, InterruptedError):
+            return view
+        return view[sent:] if sent < len(view) else None
+
+    def _stop_reading(self) -> None:
+        if self._reading is not None:
+            self._reading.remove_reader(self.sock.fileno())
+            self._reading = None
+
+    async def aclose(self) -> None:
+        if self.stream.fileno() is not None:  # not closed yet: the reader goes first
+            self._stop_reading()
+        await super().aclose()
 
 
 class Hub:
@@ -129,8 +178,12 @@ class Hub:
                 stream.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.peer is not None:
                 self.peer.close("replaced by a new mux peer")
+            carrier = (
+                SocketCarrier(stream) if isinstance(stream, SocketStream)
+                else _StreamCarrier(stream)
+            )
             peer = MuxConnection(
-                _StreamCarrier(stream),
+                carrier,
                 listener=True,
                 on_open=self.on_open,
                 window=self.window,
