@@ -294,7 +294,7 @@ class MuxConnection:
         self._closer: asyncio.Task[None] | None = None
         #: Set when the connection ends (a ``DirectCarrier``'s ``run`` waits for it).
         self._finished: asyncio.Future[None] | None = None
-        #: The running loop's clock, for ``_received`` (set by ``run``).
+        #: The running loop's clock, for ``_take`` (set by ``run``).
         self._clock: Callable[[], float] = lambda: 0.0
         self._last_heard = 0.0
 
@@ -354,12 +354,12 @@ class MuxConnection:
     async def run(self) -> str:
         """Read and dispatch until the connection ends; why it ended."""
         loop = asyncio.get_running_loop()
+        self._clock = loop.time
         self._last_heard = loop.time()
         await self.flush()  # our HELLO
         pinger = loop.create_task(self._ping()) if self.ping_interval else None
         try:
             if self._direct is not None and not self.ended:
-                self._clock = loop.time
                 self._finished = loop.create_future()
                 self._direct.deliver(self._received, self._end)
                 await self._finished
@@ -372,14 +372,7 @@ class MuxConnection:
                 if not data:
                     self._end("the mux peer closed the connection")
                     break
-                self._last_heard = loop.time()
-                try:
-                    events = self.protocol.receive_data(data)
-                except MuxError as exc:
-                    self._end(str(exc))
-                    break
-                for event in events:
-                    self._dispatch(event)
+                self._take(data)
                 if self.protocol.has_data_to_send():  # PONGs, grants, resets
                     await self.flush()
         finally:
@@ -399,10 +392,8 @@ class MuxConnection:
         """End the connection (its ``run`` returns, every channel is reset)."""
         self._end(reason)
 
-    def _received(self, data: memoryview) -> None:
-        """What a ``DirectCarrier`` delivered: ``run``'s loop body, called by the event loop."""
-        if self.ended:
-            return
+    def _take(self, data: bytes | memoryview) -> None:
+        """Bytes from the peer: their events dispatched, or the connection ended on an error."""
         self._last_heard = self._clock()
         try:
             events = self.protocol.receive_data(data)
@@ -411,7 +402,13 @@ class MuxConnection:
             return
         for event in events:
             self._dispatch(event)
-        if self.protocol.has_data_to_send():  # PONGs, resets
+
+    def _received(self, data: memoryview) -> None:
+        """What a ``DirectCarrier`` delivered, from the event loop's callback."""
+        if self.ended:
+            return
+        self._take(data)
+        if not self.ended and self.protocol.has_data_to_send():  # PONGs, resets
             if len(self._flushes) >= MAX_PENDING_FLUSHES:
                 # What the pull loop's awaited flush did: a peer that sends (PINGs)
                 # without reading the answers cannot grow them here without bound.
