@@ -81,6 +81,12 @@ class DirectCarrier(Carrier, Protocol):
         Raises ``OSError`` when the socket failed.
         """
 
+    def pause(self) -> None:
+        """Deliver nothing more until ``resume`` (the kernel's buffer, then TCP, hold the peer)."""
+
+    def resume(self) -> None:
+        """Deliver again after ``pause``."""
+
 
 class StreamsCarrier:
     """An asyncio connection (``asyncio.open_connection``'s pair) as a ``Carrier``."""
@@ -250,10 +256,6 @@ def _wake(waiter: asyncio.Future[None] | None) -> None:
         waiter.set_result(None)
 
 
-#: Answers (PONGs, resets) a ``DirectCarrier``'s connection lets wait for a full socket.
-MAX_PENDING_FLUSHES = 256
-
-
 class MuxConnection:
     """Runs ``MuxProtocol`` over a ``Carrier`` (see the module docstring).
 
@@ -344,12 +346,15 @@ class MuxConnection:
             except Exception as exc:  # OSError, or the carrier's own error (a port-forward's)
                 self._end(f"writing to the mux peer failed: {exc}")
 
-    def flush_soon(self) -> None:
-        """``flush`` from code that cannot wait (a reset from ``Stream.reset``)."""
-        with contextlib.suppress(RuntimeError):  # no running loop: the connection is gone
+    def flush_soon(self) -> asyncio.Task[None] | None:
+        """``flush`` from code that cannot wait (a reset from ``Stream.reset``); its task."""
+        try:
             task = asyncio.get_running_loop().create_task(self.flush())
-            self._flushes.add(task)
-            task.add_done_callback(self._flushes.discard)
+        except RuntimeError:  # no running loop: the connection is gone
+            return None
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+        return task
 
     async def run(self) -> str:
         """Read and dispatch until the connection ends; why it ended."""
@@ -408,13 +413,22 @@ class MuxConnection:
         if self.ended:
             return
         self._take(data)
-        if not self.ended and self.protocol.has_data_to_send():  # PONGs, resets
-            if len(self._flushes) >= MAX_PENDING_FLUSHES:
-                # What the pull loop's awaited flush did: a peer that sends (PINGs)
-                # without reading the answers cannot grow them here without bound.
-                self._end("the mux peer does not read what it is answered")
-                return
-            self.flush_soon()
+        if self.ended or not self.protocol.has_data_to_send():  # PONGs, resets
+            return
+        carrier = self._direct
+        waiting = self._write_lock.locked()  # an earlier write waits for the socket
+        task = self.flush_soon()
+        if waiting and task is not None and carrier is not None:
+            # As run's loop awaits its flush: nothing more is read until the answer went,
+            # so a peer that sends (PINGs) without reading is held back by TCP, not by
+            # answers piling up here.
+            carrier.pause()
+            task.add_done_callback(self._answered)
+
+    def _answered(self, _: asyncio.Task[None]) -> None:
+        """The answer that paused a ``DirectCarrier`` went: read again."""
+        if not self.ended and self._direct is not None:
+            self._direct.resume()
 
     def _dispatch(self, event: object) -> None:
         if isinstance(event, Opened):

@@ -94,10 +94,10 @@ class SocketCarrier(_StreamCarrier):
         super().__init__(stream)
         self.sock = stream.sock
         self._reading: asyncio.AbstractEventLoop | None = None
+        self._readable: Callable[[], None] = lambda: None
 
     def deliver(self, received: Received, ended: InputEnded) -> None:
-        sock, buffer, fd = self.sock, self._buffer, self.sock.fileno()
-        loop = self._reading = asyncio.get_running_loop()
+        sock, buffer = self.sock, self._buffer
 
         def readable() -> None:
             try:
@@ -114,7 +114,16 @@ class SocketCarrier(_StreamCarrier):
                 return
             received(buffer[:count])
 
-        loop.add_reader(fd, readable)
+        self._readable = readable
+        self.resume()
+
+    def pause(self) -> None:
+        self._stop_reading()
+
+    def resume(self) -> None:
+        if self._reading is None and self.stream.fileno() is not None:
+            self._reading = asyncio.get_running_loop()
+            self._reading.add_reader(self.sock.fileno(), self._readable)
 
     def send_now(self, data: bytearray) -> memoryview | None:
         view = memoryview(data)
