@@ -181,16 +181,16 @@ class Hub:
         """Accept mux peers, each replacing the one before."""
         while True:
             stream = await self.listener.accept()
+            carrier: _StreamCarrier
             if isinstance(stream, SocketStream):
                 # Many streams' small messages share the connection: Nagle's wait for
                 # an ACK would hold one stream's reply behind another's (40 ms each).
                 stream.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                carrier = SocketCarrier(stream)
+            else:
+                carrier = _StreamCarrier(stream)
             if self.peer is not None:
                 self.peer.close("replaced by a new mux peer")
-            carrier = (
-                SocketCarrier(stream) if isinstance(stream, SocketStream)
-                else _StreamCarrier(stream)
-            )
             peer = MuxConnection(
                 carrier,
                 listener=True,
