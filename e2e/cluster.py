@@ -195,6 +195,37 @@ class Cluster:
 
         return poll(f"pod {namespace}/{name} to be ready", ready, timeout)
 
+    def wait_routed(self, namespace: str, service: str, port: int, seconds: float = 15.0) -> None:
+        """Wait (bounded) until Service ``service`` has an endpoint and kube-proxy routes ``port``.
+
+        A Service's endpoints follow its pod's readiness, and kube-proxy writes its
+        rules a moment after them: a pod that connects before is refused ("No route
+        to host", the rule of a Service without endpoints). The rules serve
+        connections from the node too, so where the tests run on the node (the local
+        cluster) an accepted connection to the cluster IP says the route is there.
+        Where they cannot reach cluster IPs, this gives up after ``seconds`` and the
+        test goes on.
+        """
+        from kubernetes import client  # noqa: PLC0415
+
+        def endpoint() -> bool:
+            found = self._read(
+                lambda c: client.CoreV1Api(c).read_namespaced_endpoints(service, namespace)
+            )
+            return any(subset.get("addresses") for subset in found.get("subsets") or [])
+
+        poll(f"the {namespace}/{service} Service's endpoints", endpoint, seconds)
+        found = self._read(
+            lambda c: client.CoreV1Api(c).read_namespaced_service(service, namespace)
+        )
+        deadline = time.monotonic() + scaled(seconds)
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection((found["spec"]["clusterIP"], port), timeout=1.0).close()
+                return
+            except OSError:
+                time.sleep(0.2)
+
     def wait_deployment(self, namespace: str, name: str, timeout: float = 60.0) -> None:
         """Wait until the Deployment is rolled out (``kubectl rollout status``)."""
         result = self.kubectl(

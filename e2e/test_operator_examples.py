@@ -396,14 +396,21 @@ def test_trace_job(cluster: Cluster, namespace: str, kube: Kube) -> None:
          "relay", "TCP-LISTEN:80,fork,reuseaddr", "SYSTEM:cat /answer/answer.http",
          volumes={"answer": {"configMap": {"name": "failing-answer"}}})
     cluster.wait_pod(namespace, "failing-service")
+    # The Job connects once (backoffLimit 0): before kube-proxy routes the Service it
+    # would fail with "No route to host", as it would for a user who applied both at once.
+    cluster.wait_routed(namespace, "failing-service", 80)
     apply_example(cluster, namespace, "trace-job.yaml")
-    kubectl(cluster, "wait", "-n", namespace, "--for=condition=complete",
-            "job/trace-failing-service", f"--timeout={int(scaled(60))}s", timeout=70)
+    ended = wait_until("the Job to end", lambda: next((
+        condition.type for condition in
+        kube.batch.read_namespaced_job("trace-failing-service", namespace).status.conditions or []
+        if condition.type in ("Complete", "Failed") and condition.status == "True"), None),
+        timeout=60)
     # The Job's pod by its label: the sandbox's `kubectl logs job/NAME` takes the
     # namespace's first pod when other pods (the stub) are there.
     (pod,) = kube.core.list_namespaced_pod(
         namespace, label_selector="job-name=trace-failing-service").items
     logs = kube.core.read_namespaced_pod_log(pod.metadata.name, namespace)
+    assert ended == "Complete", f"the Job failed; its log:\n{logs}"
     assert "GET /healthz HTTP/1.1" in logs and "still failing" in logs
     assert "> " in logs and "< " in logs  # both directions of the -v trace
 

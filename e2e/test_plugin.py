@@ -272,35 +272,8 @@ def echo_service(
         },
     )
     cluster.wait_deployment(namespace, name)
-    # The Service's endpoints (and kube-proxy's rules after them) lag behind the
-    # pod's readiness: a tunnel opened before would see its first connection refused.
-    wait_until(
-        f"the {name} Service's endpoints",
-        lambda: any(
-            subset.addresses
-            for subset in kube.core.read_namespaced_endpoints(name, namespace).subsets or []
-        ),
-    )
-    routed(kube.core.read_namespaced_service(name, namespace).spec.cluster_ip, 80)
-
-
-def routed(cluster_ip: str, port: int, seconds: float = 15.0) -> None:
-    """Wait (bounded) until kube-proxy routes ``cluster_ip:port``: an echo through it from here.
-
-    kube-proxy writes a new Service's rules a moment after its endpoints, and a
-    relay pod connecting before that is refused. Its rules serve connections
-    from the node too, so where the tests run on the node (the local cluster)
-    an echo through the cluster IP says the route is there. Where they cannot
-    reach cluster IPs, this gives up after ``seconds`` and the test goes on.
-    """
-    deadline = time.monotonic() + scaled(seconds)
-    while time.monotonic() < deadline:
-        try:
-            if exchange(port, b"routed?\n", host=cluster_ip, timeout=1.0) == b"routed?\n":
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
+    # A tunnel opened before kube-proxy routes the Service sees its first connection refused.
+    cluster.wait_routed(namespace, name, 80)
 
 
 def round_trip(port: int, payload: bytes) -> bytes:

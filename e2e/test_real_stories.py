@@ -362,31 +362,17 @@ def test_a_batch_job_keeps_the_trace_in_its_logs(
         "spec": {"selector": {"app": "failing"}, "ports": [{"port": 80, "targetPort": 8080}]},
     })
     cluster.wait_pod(namespace, "failing")
+    # The Job is not retried (backoffLimit: 0): before kube-proxy routes the Service,
+    # its one connection would be refused, or time out where nothing routes the IP yet.
+    cluster.wait_routed(namespace, "failing-service", 80)
     job = (EXAMPLES / "trace-job.yaml").read_text()
-    job = job.replace(DEFAULT_RELAY_IMAGE, cluster.relay_image)
-
-    def finished() -> tuple[bool, str]:
-        """Whether the Job completed (not failed), and its log, once it has ended either way."""
-        status = wait_until("the trace Job to end", lambda: (
-            s if (s := kube.batch.read_namespaced_job("trace-failing-service", namespace).status)
-            and (s.succeeded or s.failed) else None), 90)
-        logs = cluster.kubectl("logs", "-n", namespace, "job/trace-failing-service").stdout
-        return bool(status.succeeded), logs
-
-    # The Job is not retried (backoffLimit: 0). Run right after the Service was created,
-    # it can meet a Service that kube-proxy has not routed yet: a refused connection in
-    # its log, or, before kube-proxy has seen the Service at all, a SYN to a cluster IP
-    # that nothing routes here, dropped until its connect-timeout. Then it is run
-    # again (at most twice more); anything else fails here.
-    not_routed_yet = ("Connection refused", "Connection timed out")
-    for _ in range(3):
-        cluster.kubectl("delete", "-n", namespace, "job/trace-failing-service",
-                        "--ignore-not-found", "--wait=true", "--cascade=foreground")
-        cluster.kubectl("apply", "-n", namespace, "-f", "-", stdin=job)
-        completed, logs = finished()
-        if completed or not any(reason in logs for reason in not_routed_yet):
-            break
-    assert completed, logs
+    cluster.kubectl("apply", "-n", namespace, "-f", "-",
+                    stdin=job.replace(DEFAULT_RELAY_IMAGE, cluster.relay_image))
+    status = wait_until("the trace Job to end", lambda: (
+        s if (s := kube.batch.read_namespaced_job("trace-failing-service", namespace).status)
+        and (s.succeeded or s.failed) else None), 90)
+    logs = cluster.kubectl("logs", "-n", namespace, "job/trace-failing-service").stdout
+    assert status.succeeded, logs
     assert "GET /healthz HTTP/1.1" in logs  # the request, traced
     assert "HTTP/1.1 503 Service Unavailable" in logs and "still failing" in logs  # the reply
 
