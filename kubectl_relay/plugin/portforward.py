@@ -264,7 +264,7 @@ class Forwarder:
     #: ``None``: a port-forward per connection.
     mux: SharedPortForward | None = None
     _count: int = 0
-    _udp_sessions: dict[object, asyncio.Queue[bytes | None]] = field(default_factory=dict)
+    _udp_sessions: dict[object, asyncio.Queue[bytes]] = field(default_factory=dict)
 
     async def serve(self) -> None:
         """Accept and forward until cancelled."""
@@ -458,7 +458,7 @@ class Forwarder:
         self,
         transport: asyncio.DatagramTransport,
         addr: tuple[object, ...],
-        queue: asyncio.Queue[bytes | None],
+        queue: asyncio.Queue[bytes],
     ) -> None:
         number = self._next_number()
         flow = self.connections.opened(number, _peer_text(addr))
@@ -495,7 +495,7 @@ class Forwarder:
         flow: Flow,
         transport: asyncio.DatagramTransport,
         addr: tuple[object, ...],
-        queue: asyncio.Queue[bytes | None],
+        queue: asyncio.Queue[bytes],
         record: Record,
         retire: Callable[[], None],
     ) -> str:
@@ -543,7 +543,7 @@ async def _pipe(
 async def _udp_pipe(
     transport: asyncio.DatagramTransport,
     addr: tuple[object, ...],
-    queue: asyncio.Queue[bytes | None],
+    queue: asyncio.Queue[bytes],
     stream: PodStream | Channel,
     record: Record,
     retire: Callable[[], None],
@@ -563,7 +563,7 @@ async def _udp_pipe(
         nonlocal last_heard
         while True:
             quiet_left = last_heard + idle - loop.time()
-            datagram = None
+            datagram: bytes | None = None  # None: quiet for ``idle``, the session ends
             if not queue.empty():  # one that came as the time ran out still goes
                 datagram = queue.get_nowait()
             elif quiet_left > 0:

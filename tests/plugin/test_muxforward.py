@@ -216,9 +216,9 @@ async def test_a_datagram_that_waited_on_the_bound_socket_starts_its_session() -
         on_event=lambda _: None, connections=Connections(0, lambda _: None, matching=False),
         udp=True,
     )
-    started: asyncio.Queue[tuple[object, bytes | None]] = asyncio.Queue()
+    started: asyncio.Queue[tuple[object, bytes]] = asyncio.Queue()
 
-    async def session(transport: object, addr: object, queue: asyncio.Queue[bytes | None]) -> None:
+    async def session(transport: object, addr: object, queue: asyncio.Queue[bytes]) -> None:
         await started.put((transport, await queue.get()))
 
     forwarder._udp_session = session  # type: ignore[method-assign]
